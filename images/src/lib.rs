@@ -1,0 +1,16 @@
+//! Mast appliance images: what they are, how they are built, and how a bare file is checked before
+//! anything boots it.
+//!
+//! - [`Arch`]: the architectures an appliance is built for, with their targets and file formats.
+//! - [`build`]: compiles an appliance crate for a bare-metal target and produces its bootable file.
+//! - [`kernel`]: validates a bootable file (arm64 Image or PVH ELF) and reports what it contains;
+//!   garbage and truncated files are refused with an error that names what is wrong.
+//! - [`elf`]: the small ELF64 reader both of those use; it never panics on malformed input.
+#![forbid(unsafe_code)]
+
+mod arch;
+pub mod build;
+pub mod elf;
+pub mod kernel;
+
+pub use arch::{Arch, ParseArchError};

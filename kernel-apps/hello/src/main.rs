@@ -1,0 +1,23 @@
+//! `hello`: the smallest useful appliance. It greets, echoes its arguments, reports how long the
+//! machine took from reset to this function, and exits 0.
+#![no_std]
+#![no_main]
+#![deny(unsafe_code)]
+
+use runtime::{Context, ExitCode, println};
+
+runtime::entry!(main);
+
+fn main(ctx: &mut Context) -> ExitCode {
+    println!("Hello from Mast on {}!", ctx.platform());
+    println!("args: {:?}", ctx.args());
+    let boot = ctx.boot_times();
+    println!(
+        "boot: reset -> entry {} us, reset -> main {} us; RAM {} MiB, heap free {} KiB",
+        boot.entry.as_micros(),
+        boot.main.as_micros(),
+        ctx.ram_bytes() >> 20,
+        ctx.heap_free_bytes() >> 10,
+    );
+    ExitCode::SUCCESS
+}

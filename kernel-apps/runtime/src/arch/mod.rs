@@ -1,0 +1,25 @@
+//! The architecture boundary. Everything machine-specific lives below this module.
+//!
+//! Each architecture module provides exactly these items, and nothing outside `arch` reaches past
+//! them:
+//!
+//! - a boot entry (assembly) that sets up a stack, zeroes `.bss`, brings the CPU to a state where
+//!   Rust runs (MMU/paging, FP access, exception vectors), gathers a [`BootInfo`] and calls
+//!   [`crate::boot::start`], which never returns;
+//! - `fn console_write(bytes: &[u8])`: blocking write of raw bytes to the console UART;
+//! - `fn now_ns() -> u64`: the monotonic clock, nanoseconds since reset;
+//! - `fn exit(status: ExitCode) -> !`: power off, reporting `status` to the host where the platform
+//!   can (see [`crate::exit`]);
+//! - `fn wait_forever() -> !`: stop in the lowest-power wait the CPU has.
+//!
+//! [`BootInfo`]: crate::boot::BootInfo
+
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
+#[cfg(target_arch = "aarch64")]
+pub(crate) use aarch64::{console_write, exit, now_ns, wait_forever};
+
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86_64::{console_write, exit, now_ns, wait_forever};

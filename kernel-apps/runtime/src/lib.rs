@@ -1,0 +1,69 @@
+//! The Mast runtime: a library OS that turns one Rust crate into a bootable appliance.
+//!
+//! An appliance links this crate and names its entry function with [`entry!`]. The runtime owns
+//! everything below that function: the boot protocol of each platform, the MMU and exception
+//! vectors, the console, the heap, the monotonic clock and powering off with a status the host sees.
+//!
+//! # Layers
+//! - `arch::{aarch64, x86_64}`: the only code that knows the machine; it holds all the assembly and
+//!   most of the `unsafe`. It hands a [`boot::BootInfo`] to the shared boot path.
+//! - shared modules ([`console`], [`time`], heap, boot, panic): the same on every architecture.
+//! - pure modules ([`args`], [`exit`], [`fdt`], [`fault`]): no hardware access, unit-tested on the host.
+//!
+//! # Supported
+//! - aarch64 on QEMU `virt` (cortex-a72), entered as an arm64 Image (QEMU `-kernel`, U-Boot `booti`).
+//! - x86_64 on QEMU `microvm`, entered through PVH (the `Xen` ELF note), under KVM.
+//!
+//! # Not supported (yet)
+//! - more than one CPU: secondary cores are never started;
+//! - interrupts: the foundation runs to completion; an idle loop arrives with networking;
+//! - stack-overflow detection: the stack has no guard page.
+#![cfg_attr(target_os = "none", no_std)]
+
+extern crate alloc;
+
+pub mod args;
+pub mod exit;
+pub mod fault;
+pub mod fdt;
+
+#[cfg(target_os = "none")]
+mod arch;
+#[cfg(target_os = "none")]
+mod boot;
+#[cfg(target_os = "none")]
+pub mod console;
+#[cfg(target_os = "none")]
+mod heap;
+#[cfg(target_os = "none")]
+mod panic;
+#[cfg(target_os = "none")]
+pub mod time;
+
+#[cfg(target_os = "none")]
+pub use boot::{BootTimes, Context};
+pub use exit::ExitCode;
+
+/// Names the appliance's entry function: `fn(&mut runtime::Context) -> runtime::ExitCode`.
+///
+/// The runtime calls it once, after the heap, console and clock are ready, and powers the machine
+/// off with the status it returns.
+///
+/// ```ignore
+/// runtime::entry!(main);
+/// fn main(ctx: &mut runtime::Context) -> runtime::ExitCode { runtime::ExitCode::SUCCESS }
+/// ```
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        // The symbol name is the whole contract between the runtime and the appliance: the runtime
+        // declares it and calls it after boot. Exporting a symbol is `unsafe_code` to the compiler,
+        // which is why this one item is allowed it even in `#![deny(unsafe_code)]` crates.
+        #[allow(unsafe_code)]
+        #[unsafe(export_name = "__mast_app_main")]
+        fn __mast_app_main(ctx: &mut $crate::Context) -> $crate::ExitCode {
+            let main: fn(&mut $crate::Context) -> $crate::ExitCode = $main;
+            main(ctx)
+        }
+    };
+}

@@ -1,0 +1,25 @@
+//! The QEMU harness ("qemu-wrapper") for Mast appliances.
+//!
+//! - [`Machine`] describes one VM (architecture, machine model, accelerator, memory, kernel, command
+//!   line) and turns it into the exact QEMU command line.
+//! - [`Machine::spawn`] validates the kernel file first (a garbage or truncated image is refused
+//!   here, not handed to QEMU), starts QEMU, and returns an [`Instance`] that captures the console
+//!   line by line with timestamps. An `Instance` is killed when dropped, so a failing test never
+//!   leaves a VM behind.
+//! - [`Instance::wait_exit`] waits under a hard timeout and returns a [`RunResult`]: how it ended,
+//!   every console line with the time it appeared, and QEMU's own stderr.
+//! - [`RunResult::check`] passes only when the exit status **and** a success marker both match.
+//!
+//! [`appliance`] builds an appliance image once per test process, and [`kvm`] says whether
+//! hardware virtualisation is usable (x86_64 appliances run under KVM).
+
+mod appliance;
+pub mod kvm;
+mod machine;
+pub mod qemu;
+mod run;
+
+pub use appliance::appliance;
+pub use machine::{Accel, Machine};
+pub use qemu::{MissingQemu, install_hint, qemu_binary};
+pub use run::{ConsoleLine, Exit, Instance, RunFailure, RunResult, SpawnError, WaitError};

@@ -1,0 +1,138 @@
+//! `cargo xtask bench …`: figures, not pass/fail tests.
+
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use images::{
+    Arch,
+    build::{self, Profile},
+};
+use qemu_tests::{Exit, Machine, kvm};
+
+use crate::deps;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Image size and QEMU start → hello's exit, per architecture.
+    Boot(BootArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BootArgs {
+    /// Timed runs per architecture (after one untimed warm-up run).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
+    /// Only this architecture (default: both).
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<Arch>,
+}
+
+pub fn main(command: BenchCommand) -> Result<ExitCode> {
+    match command {
+        BenchCommand::Boot(args) => boot(args),
+    }
+}
+
+fn boot(args: BootArgs) -> Result<ExitCode> {
+    let arches: Vec<Arch> = args.arch.map_or(Arch::ALL.to_vec(), |a| vec![a]);
+    let root = build::workspace_root();
+    println!("boot bench: release `hello`, {} timed runs per arch after 1 warm-up; times from QEMU start", args.runs);
+    println!("{:<8} {:>11} {:>10} {:>8} {:>8} {:>15} {:>16}", "arch", "image bytes", "exit p50", "min", "max", "1st line p50", "reset->main p50");
+    for arch in arches {
+        deps::ensure_qemu(arch)?;
+        if arch == Arch::X86_64 {
+            if let Some(reason) = kvm::unavailable_reason() {
+                println!("{arch:<8} skipped: {reason}");
+                continue;
+            }
+        }
+        let built = build::build(&root, "hello", arch, Profile::Release)?;
+        let machine = Machine::new(arch, &built.image);
+        let mut exits = Vec::new();
+        let mut first_lines = Vec::new();
+        let mut mains = Vec::new();
+        for run in 0..=args.runs {
+            let result = machine.run(Duration::from_secs(30)).context("starting QEMU")?;
+            if let Err(failure) = result.check(Exit::Status(0), "Hello from Mast") {
+                bail!("{arch} run {run} failed: {failure}");
+            }
+            if run == 0 {
+                continue; // warm-up: page cache, QEMU's first-run costs
+            }
+            exits.push(result.wall);
+            first_lines.extend(result.console.first().map(|l| l.at));
+            mains.extend(result.console.iter().find_map(|l| reset_to_main(&l.text)));
+        }
+        let exit = Summary::of(&exits).context("no timed runs")?;
+        let first_line = Summary::of(&first_lines).map_or("-".into(), |s| ms(s.median));
+        let main = Summary::of(&mains).map_or("-".into(), |s| ms(s.median));
+        println!(
+            "{:<8} {:>11} {:>10} {:>8} {:>8} {:>15} {:>16}",
+            arch.name(),
+            built.info.file_size,
+            ms(exit.median),
+            ms(exit.min),
+            ms(exit.max),
+            first_line,
+            main
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The appliance's own "reset -> main N us" figure from hello's boot line.
+fn reset_to_main(line: &str) -> Option<Duration> {
+    let rest = line.split_once("reset -> main ")?.1;
+    let micros: u64 = rest.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_micros(micros))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Median, minimum and maximum of a set of samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub median: Duration,
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl Summary {
+    /// `None` for no samples. The median of an even count is the mean of the middle two.
+    pub fn of(samples: &[Duration]) -> Option<Summary> {
+        let mut sorted = samples.to_vec();
+        sorted.sort();
+        let (min, max) = (*sorted.first()?, *sorted.last()?);
+        let mid = sorted.len() / 2;
+        let median = if sorted.len() % 2 == 0 { (sorted[mid - 1] + sorted[mid]) / 2 } else { sorted[mid] };
+        Some(Summary { median, min, max })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: &[u64]) -> Vec<Duration> {
+        v.iter().map(|&m| Duration::from_millis(m)).collect()
+    }
+
+    #[test]
+    fn summary_of_odd_and_even_counts() {
+        let odd = Summary::of(&ms(&[30, 10, 20])).expect("samples");
+        assert_eq!((odd.median, odd.min, odd.max), (Duration::from_millis(20), Duration::from_millis(10), Duration::from_millis(30)));
+        let even = Summary::of(&ms(&[40, 10, 20, 30])).expect("samples");
+        assert_eq!(even.median, Duration::from_millis(25));
+        assert_eq!(Summary::of(&[]), None);
+    }
+
+    #[test]
+    fn reads_hellos_boot_line() {
+        let line = "boot: reset -> entry 900 us, reset -> main 1234 us; RAM 64 MiB, heap free 60000 KiB";
+        assert_eq!(reset_to_main(line), Some(Duration::from_micros(1234)));
+        assert_eq!(reset_to_main("something else"), None);
+    }
+}

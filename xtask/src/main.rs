@@ -1,0 +1,68 @@
+//! `cargo xtask`: builds, boots, benchmarks and tests Mast appliances.
+//!
+//! One module per subcommand; each prints the commands it runs (`$ …`) so any step can be repeated
+//! by hand.
+
+mod bench;
+mod deps;
+mod image;
+mod run;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Mast's build tool.
+///
+/// Exit codes: 0 on success; `run` exits with the appliance's own status; 1 when the tool itself
+/// fails (bad arguments, build errors, invalid images, missing QEMU that cannot be installed).
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build and list appliance images.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Build an appliance and boot it in QEMU, console on stdout; exits with the appliance's status.
+    Run(run::RunArgs),
+    /// Measure image sizes and boot times.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Install or check what the tests need (QEMU), then run the whole test suite.
+    Test(test::TestArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Image(command) => image::main(command),
+        Command::Run(args) => run::main(args),
+        Command::Bench(command) => bench::main(command),
+        Command::Test(args) => test::main(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,101 @@
+//! `cargo xtask run`: build an appliance, boot it, stream its console, exit with its status.
+
+use std::{
+    io::Write,
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use images::{
+    Arch,
+    build::{self, Profile},
+    kernel,
+};
+use qemu_tests::{Exit, Machine, kvm};
+
+use crate::deps;
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  cargo xtask run hello --arch aarch64 -- one \"two words\"\n  cargo xtask run crash --arch x86_64 --release -- fault\n  cargo xtask run --image target/images/aarch64/release/hello.img")]
+pub struct RunArgs {
+    /// The appliance to build and boot (see `cargo xtask image list`).
+    #[arg(required_unless_present = "image")]
+    pub app: Option<String>,
+    /// The architecture: aarch64 (QEMU virt, TCG here) or x86_64 (QEMU microvm, KVM).
+    /// Defaults to the image's own architecture with --image, else to this machine's.
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<Arch>,
+    /// Build with the release (appliance) profile.
+    #[arg(long)]
+    pub release: bool,
+    /// Boot this image file instead of building an appliance. It is validated first.
+    #[arg(long, value_name = "FILE", conflicts_with = "app")]
+    pub image: Option<PathBuf>,
+    /// Guest memory in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub mem: u32,
+    /// Kill the VM after this many seconds (exit code 124). Default: run until it powers off.
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Arguments for the appliance, after `--`.
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+}
+
+pub fn main(args: RunArgs) -> Result<ExitCode> {
+    let (arch, image) = resolve_image(&args)?;
+    deps::ensure_qemu(arch)?;
+    if arch == Arch::X86_64 {
+        if let Some(reason) = kvm::unavailable_reason() {
+            bail!("x86_64 appliances run under KVM, and {reason}");
+        }
+    }
+    let machine = Machine::new(arch, &image).memory_mib(args.mem).args(&args.args);
+    let instance = machine.spawn().context("starting the appliance")?;
+    eprintln!("$ {}", instance.command());
+    let timeout = args.timeout.map(Duration::from_secs).unwrap_or(Duration::MAX);
+    let mut stdout = std::io::stdout().lock();
+    let result = instance.wait_exit_streaming(timeout, |line| {
+        // A closed stdout (e.g. piped into `head`) must not stop the appliance from finishing.
+        let _ = writeln!(stdout, "{}", line.text);
+    });
+    let wall = format!("{:.1} ms", result.wall.as_secs_f64() * 1e3);
+    Ok(match result.exit {
+        Exit::Status(code) => {
+            eprintln!("appliance exited with status {code} ({}) after {wall}", runtime::ExitCode(code).meaning());
+            ExitCode::from(code)
+        }
+        Exit::PoweredOff => {
+            eprintln!("appliance powered off after {wall} (this machine cannot report a status)");
+            ExitCode::SUCCESS
+        }
+        Exit::TimedOut => {
+            eprintln!("appliance still running after {wall}: killed");
+            ExitCode::from(124)
+        }
+        Exit::Killed(signal) => {
+            eprintln!("QEMU was killed by signal {signal} after {wall}");
+            ExitCode::from(128u8.saturating_add(signal.clamp(0, 127) as u8))
+        }
+        Exit::QemuFailed(code) => bail!("QEMU failed (exit code {code}):\n{}", result.stderr.trim_end()),
+    })
+}
+
+fn resolve_image(args: &RunArgs) -> Result<(Arch, PathBuf)> {
+    if let Some(image) = &args.image {
+        let bytes = std::fs::read(image).with_context(|| format!("reading {}", image.display()))?;
+        let arch = match (args.arch, kernel::detect_arch(&bytes)) {
+            (Some(arch), _) | (None, Some(arch)) => arch,
+            (None, None) => bail!("{} is not a Mast image (neither an arm64 Image nor an x86_64 ELF)", image.display()),
+        };
+        return Ok((arch, image.clone()));
+    }
+    let app = args.app.as_deref().expect("clap requires an appliance unless --image is given");
+    let arch = args.arch.or_else(Arch::host).context("this machine's architecture has no appliances: pass --arch")?;
+    let profile = if args.release { Profile::Release } else { Profile::Dev };
+    let built = build::build(&build::workspace_root(), app, arch, profile)?;
+    Ok((arch, built.image))
+}

@@ -1,0 +1,31 @@
+//! `cargo xtask test`: make sure QEMU is here, then run the whole test suite.
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use images::Arch;
+use qemu_tests::kvm;
+
+use crate::deps;
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Extra arguments for `cargo test` (e.g. a test name filter), after `--`.
+    #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
+    pub cargo_args: Vec<String>,
+}
+
+pub fn main(args: TestArgs) -> Result<ExitCode> {
+    for arch in Arch::ALL {
+        deps::ensure_qemu(arch)?;
+    }
+    if let Some(reason) = kvm::unavailable_reason() {
+        eprintln!("note: x86_64 boot tests will be skipped: {reason}");
+    }
+    let mut cargo = Command::new("cargo");
+    cargo.arg("test").args(&args.cargo_args);
+    eprintln!("$ cargo test {}", args.cargo_args.join(" "));
+    let status = cargo.status().context("running cargo test")?;
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
