@@ -1,9 +1,13 @@
-//! Builds an appliance crate into a bootable file.
+//! Builds an appliance crate into a signed image.
 //!
-//! `cargo build` compiles the crate for the bare-metal target; then the linked ELF becomes the
-//! bootable file: flattened into a raw arm64 Image on aarch64, copied as-is on x86_64 (QEMU boots
-//! the ELF through PVH). The result is validated with [`crate::kernel::validate`] before its path is
-//! handed out, so a broken build never reaches a VM.
+//! 1. `cargo build` compiles the crate for the bare-metal target, with paths remapped so the bytes
+//!    do not depend on where the checkout lives (reproducible builds).
+//! 2. The linked ELF becomes the bootable kernel: flattened into a raw arm64 Image on aarch64,
+//!    kept as-is on x86_64 (QEMU boots the ELF through PVH), and validated with
+//!    [`crate::kernel::validate`], so a broken build never reaches a VM.
+//! 3. The manifest `images/<app>.toml` is validated and checked against the kernel (architecture,
+//!    memory), and the kernel and manifest are chunked and signed into `<app>.mast`
+//!    ([`crate::artifact`]) with the workspace's signing key ([`crate::keys::KeyConfig`]).
 //!
 //! Appliances are compiled in their own target directory (`target/appliances`), so building one
 //! from inside `cargo test` or `cargo run` never waits on the outer cargo's lock.
@@ -17,8 +21,11 @@ use std::{
 
 use crate::{
     Arch,
+    artifact::{self, ImageId, KERNEL_PART},
     elf::{Elf, ElfError},
     kernel::{self, KernelError, KernelInfo},
+    keys::{KeyConfig, KeyError, PublicKey},
+    manifest::{self, Manifest, ManifestError},
 };
 
 /// The largest raw image the flattener will write: far above any appliance, far below a mistake.
@@ -66,11 +73,20 @@ impl fmt::Display for Profile {
 /// A built appliance.
 #[derive(Debug, Clone)]
 pub struct Built {
-    /// The bootable file: `target/images/<arch>/<profile>/<app>.<img|elf>`.
-    pub image: PathBuf,
-    /// The linked ELF it came from (symbols intact in dev builds).
+    /// The signed image: `target/images/<arch>/<profile>/<app>.mast`.
+    pub artifact: PathBuf,
+    /// The bootable kernel inside it, also written alone: `<app>.img` (aarch64) or `<app>.elf`.
+    pub kernel: PathBuf,
+    /// The linked ELF the kernel came from (symbols intact in dev builds).
     pub elf: PathBuf,
     pub info: KernelInfo,
+    pub manifest: Manifest,
+    pub id: ImageId,
+    pub signer: PublicKey,
+    /// Size of the `.mast` file.
+    pub artifact_size: u64,
+    /// Set when a development signing key was generated for this build: show it to the user.
+    pub key_warning: Option<String>,
 }
 
 /// Why an appliance could not be built.
@@ -88,6 +104,10 @@ pub enum BuildError {
     Elf { path: PathBuf, source: ElfError },
     #[error("the build produced an invalid image {path}: {source}")]
     Invalid { path: PathBuf, source: KernelError },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("signing key: {0}")]
+    Key(#[from] KeyError),
 }
 
 /// The workspace this crate belongs to.
@@ -118,10 +138,27 @@ pub fn build(root: &Path, app: &str, arch: Arch, profile: Profile) -> Result<Bui
     if !available.iter().any(|name| name == app) {
         return Err(BuildError::UnknownAppliance { name: app.to_owned(), available });
     }
+    let manifest_path = root.join("images").join(format!("{app}.toml"));
+    let manifest_file = format!("images/{app}.toml");
+    let manifest = manifest::load(&manifest_path).map_err(|mut e| {
+        e.file = manifest_file.clone();
+        e
+    })?;
+    if manifest.name != app {
+        return Err(ManifestError {
+            file: manifest_file,
+            location: "key `name`: ".into(),
+            problem: format!("{:?} does not match the appliance {app:?}", manifest.name),
+            fix: format!("set name = \"{app}\""),
+        }
+        .into());
+    }
+
     let target_dir = root.join("target/appliances");
     let mut cargo = cargo_command(root);
     cargo.args(["build", "--package", app, "--target", arch.target_triple(), "--profile", profile.cargo_name()]);
     cargo.arg("--target-dir").arg(&target_dir);
+    cargo.arg("--config").arg(reproducible_rustflags(root, arch));
     let shown = display_command(&cargo);
     eprintln!("$ {shown}");
     let status = cargo.status().map_err(|source| BuildError::Spawn { command: shown.clone(), source })?;
@@ -130,7 +167,8 @@ pub fn build(root: &Path, app: &str, arch: Arch, profile: Profile) -> Result<Bui
     }
 
     let elf_path = target_dir.join(arch.target_triple()).join(profile.cargo_dir()).join(app);
-    let elf_bytes = fs::read(&elf_path).map_err(|source| BuildError::Io { action: "reading", path: elf_path.clone(), source })?;
+    let elf_bytes =
+        fs::read(&elf_path).map_err(|source| BuildError::Io { action: "reading", path: elf_path.clone(), source })?;
     let image_bytes = match arch {
         Arch::Aarch64 => {
             let elf = Elf::parse(&elf_bytes).map_err(|source| BuildError::Elf { path: elf_path.clone(), source })?;
@@ -141,10 +179,66 @@ pub fn build(root: &Path, app: &str, arch: Arch, profile: Profile) -> Result<Bui
 
     let image_dir = root.join("target/images").join(arch.name()).join(profile.name());
     fs::create_dir_all(&image_dir).map_err(|source| BuildError::Io { action: "creating", path: image_dir.clone(), source })?;
-    let image = image_dir.join(format!("{app}.{}", arch.image_extension()));
-    let info = kernel::validate(arch, &image_bytes).map_err(|source| BuildError::Invalid { path: image.clone(), source })?;
-    fs::write(&image, &image_bytes).map_err(|source| BuildError::Io { action: "writing", path: image.clone(), source })?;
-    Ok(Built { image, elf: elf_path, info })
+    let kernel_path = image_dir.join(format!("{app}.{}", arch.image_extension()));
+    let info = kernel::validate(arch, &image_bytes).map_err(|source| BuildError::Invalid { path: kernel_path.clone(), source })?;
+    manifest.check_fits(&manifest_file, arch, info.memory_size)?;
+    write(&kernel_path, &image_bytes)?;
+
+    let (key, key_warning) = KeyConfig::for_workspace(root).signing_key()?;
+    let signed = artifact::build(arch, &manifest, &[(KERNEL_PART, &image_bytes)], &key);
+    let (id, signer, ..) = artifact::read_unverified(&signed).expect("an image just built is well-formed");
+    let artifact_path = image_dir.join(format!("{app}.mast"));
+    write(&artifact_path, &signed)?;
+    Ok(Built {
+        artifact: artifact_path,
+        kernel: kernel_path,
+        elf: elf_path,
+        info,
+        manifest,
+        id,
+        signer,
+        artifact_size: signed.len() as u64,
+        key_warning,
+    })
+}
+
+/// Writes aside and renames into place: a concurrent reader (another build's test booting the
+/// same image) sees the old file or the new one, never half of one.
+fn write(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
+    let aside = path.with_extension(format!("{}.tmp", std::process::id()));
+    fs::write(&aside, bytes)
+        .and_then(|()| fs::rename(&aside, path))
+        .map_err(|source| BuildError::Io { action: "writing", path: path.to_owned(), source })
+}
+
+/// Rustflags that keep the checkout's location and the cargo home out of the binary (panic
+/// locations and debug info would otherwise embed them), as a `--config` value. Cargo appends
+/// these to the target's flags in `.cargo/config.toml` rather than replacing them.
+fn reproducible_rustflags(root: &Path, arch: Arch) -> String {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+    let mut flags = vec![format!("--remap-path-prefix={}=/mast", root.display())];
+    if let Some(cargo_home) = cargo_home {
+        flags.push(format!("--remap-path-prefix={}=/cargo", cargo_home.display()));
+    }
+    let quoted: Vec<String> = flags.iter().map(|f| toml_string(f)).collect();
+    format!("target.{}.rustflags=[{}]", arch.target_triple(), quoted.join(", "))
+}
+
+/// `s` as a TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// A `cargo` command run from `root` with the caller's cargo and rustc settings removed.
@@ -157,7 +251,8 @@ fn cargo_command(root: &Path) -> Command {
     command.current_dir(root);
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
-        let keep = matches!(key.as_ref(), "CARGO_HOME" | "RUSTUP_HOME" | "CARGO_TERM_COLOR" | "CARGO_TERM_PROGRESS_WHEN");
+        let keep =
+            matches!(key.as_ref(), "CARGO_HOME" | "RUSTUP_HOME" | "CARGO_TERM_COLOR" | "CARGO_TERM_PROGRESS_WHEN");
         if !keep && (key.starts_with("CARGO") || key.starts_with("RUST")) {
             command.env_remove(key.as_ref());
         }
@@ -181,6 +276,16 @@ mod tests {
         assert!(names.contains(&"hello".to_owned()), "{names:?}");
         assert!(names.contains(&"crash".to_owned()), "{names:?}");
         assert!(!names.contains(&"runtime".to_owned()), "{names:?}");
+    }
+
+    #[test]
+    fn rustflags_for_reproducibility_are_valid_toml() {
+        let value = reproducible_rustflags(Path::new("/tmp/we\"ird dir"), Arch::Aarch64);
+        assert!(value.starts_with("target.aarch64-unknown-none.rustflags=["), "{value}");
+        let (_, array) = value.split_once('=').expect("key=value");
+        let parsed: toml::Value = toml::from_str(&format!("flags = {array}")).expect("valid TOML");
+        let first = parsed["flags"][0].as_str().expect("a string");
+        assert_eq!(first, "--remap-path-prefix=/tmp/we\"ird dir=/mast");
     }
 
     #[test]

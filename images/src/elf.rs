@@ -22,9 +22,13 @@ pub enum ElfError {
     BadMagic,
     #[error("not a 64-bit little-endian ELF file (class {class}, data encoding {encoding})")]
     WrongClass { class: u8, encoding: u8 },
-    #[error("program headers ({count} × {entry_len} bytes at offset {offset}) run past the end of the {file_len}-byte file")]
+    #[error(
+        "program headers ({count} × {entry_len} bytes at offset {offset}) run past the end of the {file_len}-byte file"
+    )]
     ProgramHeadersOutOfBounds { offset: u64, count: u16, entry_len: u16, file_len: usize },
-    #[error("section headers ({count} × {entry_len} bytes at offset {offset}) run past the end of the {file_len}-byte file: truncated?")]
+    #[error(
+        "section headers ({count} × {entry_len} bytes at offset {offset}) run past the end of the {file_len}-byte file: truncated?"
+    )]
     SectionHeadersOutOfBounds { offset: u64, count: u16, entry_len: u16, file_len: usize },
     #[error("segment {index} claims bytes {offset}..{end} but the file has only {file_len}: truncated?")]
     SegmentOutOfBounds { index: usize, offset: u64, end: u64, file_len: usize },
@@ -92,14 +96,9 @@ impl<'a> Elf<'a> {
         let count = le_u16(bytes, 56);
         let table_len = u64::from(count) * u64::from(entry_len);
         let table_fits = usize::from(entry_len) >= PROGRAM_HEADER_LEN || count == 0;
-        let table = checked_range(table_offset, table_len, bytes.len())
-            .filter(|_| table_fits)
-            .ok_or(ElfError::ProgramHeadersOutOfBounds {
-                offset: table_offset,
-                count,
-                entry_len,
-                file_len: bytes.len(),
-            })?;
+        let table = checked_range(table_offset, table_len, bytes.len()).filter(|_| table_fits).ok_or(
+            ElfError::ProgramHeadersOutOfBounds { offset: table_offset, count, entry_len, file_len: bytes.len() },
+        )?;
 
         // Loaders ignore section headers, but they sit at the very end of the file, so checking them
         // is what notices a file cut short after its last segment.
@@ -271,7 +270,12 @@ pub(crate) mod tests {
 
     /// Builds a minimal ELF64 with the given (physical address, file bytes, memory size) loads and
     /// notes, for tests here and in `kernel`.
-    pub(crate) fn build_elf(machine: u16, entry: u64, loads: &[(u64, &[u8], u64)], notes: &[(&[u8], u32, &[u8])]) -> Vec<u8> {
+    pub(crate) fn build_elf(
+        machine: u16,
+        entry: u64,
+        loads: &[(u64, &[u8], u64)],
+        notes: &[(&[u8], u32, &[u8])],
+    ) -> Vec<u8> {
         let mut note_bytes = Vec::new();
         for (name, kind, desc) in notes {
             note_bytes.extend_from_slice(&(name.len() as u32 + 1).to_le_bytes());

@@ -67,7 +67,9 @@ pub enum KernelError {
     Empty,
     #[error("not an arm64 Image: {0}")]
     NotArm64Image(&'static str),
-    #[error("not a Mast image: no Mast header at byte {MAST_HEADER_OFFSET} (was it built with `cargo xtask image build`?)")]
+    #[error(
+        "not a Mast image: no Mast header at byte {MAST_HEADER_OFFSET} (was it built with `cargo xtask image build`?)"
+    )]
     NoMastHeader,
     #[error("unsupported Mast header version {found} (this tool reads version {MAST_HEADER_VERSION})")]
     UnsupportedMastVersion { found: u32 },
@@ -96,8 +98,13 @@ pub enum ValidateFileError {
 
 /// Reads and validates a kernel file for `arch`.
 pub fn validate_file(arch: Arch, path: &Path) -> Result<KernelInfo, ValidateFileError> {
-    let bytes = fs::read(path).map_err(|source| ValidateFileError::Read { path: path.display().to_string(), source })?;
-    validate(arch, &bytes).map_err(|source| ValidateFileError::Invalid { path: path.display().to_string(), arch, source })
+    let bytes =
+        fs::read(path).map_err(|source| ValidateFileError::Read { path: path.display().to_string(), source })?;
+    validate(arch, &bytes).map_err(|source| ValidateFileError::Invalid {
+        path: path.display().to_string(),
+        arch,
+        source,
+    })
 }
 
 /// Validates `bytes` as a bootable kernel for `arch`.
@@ -152,7 +159,13 @@ fn validate_arm64_image(bytes: &[u8]) -> Result<KernelInfo, KernelError> {
     if image_size < actual {
         return Err(KernelError::NotArm64Image("image_size is smaller than the file"));
     }
-    Ok(KernelInfo { arch: Arch::Aarch64, format: KernelFormat::Arm64Image, file_size: actual, memory_size: image_size, entry: 0 })
+    Ok(KernelInfo {
+        arch: Arch::Aarch64,
+        format: KernelFormat::Arm64Image,
+        file_size: actual,
+        memory_size: image_size,
+        entry: 0,
+    })
 }
 
 fn validate_pvh_elf(bytes: &[u8]) -> Result<KernelInfo, KernelError> {
@@ -209,7 +222,12 @@ mod tests {
     }
 
     fn pvh_elf(entry: u64) -> Vec<u8> {
-        build_elf(62, 0x100000, &[(0x100000, &[0x90; 64], 8192)], &[(b"Xen", PVH_NOTE_TYPE, &(entry as u32).to_le_bytes())])
+        build_elf(
+            62,
+            0x100000,
+            &[(0x100000, &[0x90; 64], 8192)],
+            &[(b"Xen", PVH_NOTE_TYPE, &(entry as u32).to_le_bytes())],
+        )
     }
 
     #[test]
@@ -264,7 +282,10 @@ mod tests {
             Err(KernelError::WrongArch { expected: Arch::X86_64, found: "aarch64".into() })
         );
         assert!(matches!(validate(Arch::X86_64, &arm64_image(200)), Err(KernelError::WrongArch { .. })));
-        assert!(matches!(validate(Arch::X86_64, b"garbage, not a kernel at all........................................."), Err(KernelError::Elf(ElfError::BadMagic))));
+        assert!(matches!(
+            validate(Arch::X86_64, b"garbage, not a kernel at all........................................."),
+            Err(KernelError::Elf(ElfError::BadMagic))
+        ));
     }
 
     #[test]

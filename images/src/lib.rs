@@ -9,8 +9,11 @@
 #![forbid(unsafe_code)]
 
 mod arch;
+pub mod artifact;
 pub mod build;
 pub mod elf;
 pub mod kernel;
+pub mod keys;
+pub mod manifest;
 
 pub use arch::{Arch, ParseArchError};

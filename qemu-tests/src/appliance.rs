@@ -1,4 +1,5 @@
-//! Building appliance images for tests, once per test process.
+//! Building appliance images for tests, once per test process, and booting them the way users do:
+//! from the signed image, verified, never from the build's loose kernel file.
 
 use std::{
     collections::HashMap,
@@ -8,13 +9,29 @@ use std::{
 
 use images::{
     Arch,
+    artifact::{self, VerifyFileError},
     build::{self, BuildError, Profile},
+    keys::{KeyConfig, KeyError},
 };
 
-/// The release image of `app` for `arch`, built on first use and reused afterwards.
+/// Why a test's appliance could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplianceError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Verify(#[from] VerifyFileError),
+    #[error("unpacking the verified kernel: {0}")]
+    Unpack(#[from] std::io::Error),
+}
+
+/// The kernel of `app`'s release image for `arch`: built on first use, verified against the
+/// workspace's trusted keys, and unpacked to `target/images/verified/`.
 ///
 /// Tests boot release images: they are what ships, and they boot fastest.
-pub fn appliance(app: &str, arch: Arch) -> Result<PathBuf, BuildError> {
+pub fn appliance(app: &str, arch: Arch) -> Result<PathBuf, ApplianceError> {
     static BUILT: OnceLock<Mutex<HashMap<(String, Arch), PathBuf>>> = OnceLock::new();
     // Builds run one at a time: cargo would serialise them on its lock anyway, and holding ours
     // keeps two tests from rewriting the same image file while a third boots it.
@@ -22,7 +39,23 @@ pub fn appliance(app: &str, arch: Arch) -> Result<PathBuf, BuildError> {
     if let Some(path) = built.get(&(app.to_owned(), arch)) {
         return Ok(path.clone());
     }
-    let image = build::build(&build::workspace_root(), app, arch, Profile::Release)?.image;
+    let root = build::workspace_root();
+    let image = appliance_image(app, arch)?;
+    let trusted = KeyConfig::for_workspace(&root).trusted()?;
+    let verified = artifact::verify_file(&image.artifact, &trusted)?;
+    let kernel = verified.unpack_kernel(&root.join("target/images/verified"))?;
+    built.insert((app.to_owned(), arch), kernel.clone());
+    Ok(kernel)
+}
+
+/// The signed image of `app` for `arch` (release), built on first use.
+pub fn appliance_image(app: &str, arch: Arch) -> Result<build::Built, ApplianceError> {
+    static BUILT: OnceLock<Mutex<HashMap<(String, Arch), build::Built>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(image) = built.get(&(app.to_owned(), arch)) {
+        return Ok(image.clone());
+    }
+    let image = build::build(&build::workspace_root(), app, arch, Profile::Release)?;
     built.insert((app.to_owned(), arch), image.clone());
     Ok(image)
 }

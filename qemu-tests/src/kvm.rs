@@ -16,7 +16,9 @@ pub fn unavailable_reason() -> Option<String> {
     }
     match OpenOptions::new().read(true).write(true).open(KVM_DEVICE) {
         Ok(_) => None,
-        Err(e) => Some(format!("{KVM_DEVICE} cannot be opened for reading and writing: {e} (add your user to the kvm group)")),
+        Err(e) => {
+            Some(format!("{KVM_DEVICE} cannot be opened for reading and writing: {e} (add your user to the kvm group)"))
+        }
     }
 }
 

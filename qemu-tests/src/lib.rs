@@ -19,7 +19,7 @@ mod machine;
 pub mod qemu;
 mod run;
 
-pub use appliance::appliance;
+pub use appliance::{ApplianceError, appliance, appliance_image};
 pub use machine::{Accel, Machine};
 pub use qemu::{MissingQemu, install_hint, qemu_binary};
 pub use run::{ConsoleLine, Exit, Instance, RunFailure, RunResult, SpawnError, WaitError};

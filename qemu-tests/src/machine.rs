@@ -97,7 +97,8 @@ impl Machine {
     /// The QEMU command line for this machine, with `qemu` as the program.
     pub fn command(&self, qemu: &Path) -> Command {
         let mut command = Command::new(qemu);
-        let common = ["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot", "-smp", "1"];
+        let common =
+            ["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot", "-smp", "1"];
         match self.arch {
             Arch::Aarch64 => {
                 command.args(["-machine", "virt", "-cpu", "cortex-a72"]);
@@ -112,10 +113,13 @@ impl Machine {
                 command.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
             }
         }
-        command.args(["-accel", match self.accel {
-            Accel::Tcg => "tcg",
-            Accel::Kvm => "kvm",
-        }]);
+        command.args([
+            "-accel",
+            match self.accel {
+                Accel::Tcg => "tcg",
+                Accel::Kvm => "kvm",
+            },
+        ]);
         command.arg("-m").arg(format!("{}M", self.memory_mib));
         command.args(common);
         command.arg("-kernel").arg(&self.kernel);
@@ -128,11 +132,7 @@ impl Machine {
 }
 
 fn quote_arg(arg: &str) -> String {
-    if arg.is_empty() || arg.chars().any(|c| c.is_ascii_whitespace()) {
-        format!("\"{arg}\"")
-    } else {
-        arg.to_owned()
-    }
+    if arg.is_empty() || arg.chars().any(|c| c.is_ascii_whitespace()) { format!("\"{arg}\"") } else { arg.to_owned() }
 }
 
 /// A command line as a shell would show it, for logs and failure reports.

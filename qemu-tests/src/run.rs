@@ -199,7 +199,8 @@ impl Instance {
 
     /// Like [`Instance::wait_exit`], handing each console line to `each_line` as it arrives.
     pub fn wait_exit_streaming(mut self, timeout: Duration, mut each_line: impl FnMut(&ConsoleLine)) -> RunResult {
-        let deadline = Instant::now().checked_add(timeout).unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 40));
+        let deadline =
+            Instant::now().checked_add(timeout).unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 40));
         // The console closes when QEMU exits, so reading it to the end is the wait.
         while let Ok(line) = self.next_line(deadline) {
             each_line(&line);
@@ -354,7 +355,10 @@ mod tests {
     #[test]
     fn aarch64_semihosting_status_is_the_exit_code() {
         let console = lines(&["hi", "mast: exit status 101"]);
-        assert_eq!(classify(StatusReporting::Semihosting, ExitStatus::from_raw(101 << 8), &console, ""), Exit::Status(101));
+        assert_eq!(
+            classify(StatusReporting::Semihosting, ExitStatus::from_raw(101 << 8), &console, ""),
+            Exit::Status(101)
+        );
     }
 
     #[test]
@@ -367,8 +371,14 @@ mod tests {
     #[test]
     fn qemu_errors_are_not_mistaken_for_appliance_statuses() {
         let stderr = "qemu-system-aarch64: could not load kernel '/nope'";
-        assert_eq!(classify(StatusReporting::Semihosting, ExitStatus::from_raw(1 << 8), &[], stderr), Exit::QemuFailed(1));
-        assert_eq!(classify(StatusReporting::DebugExit, ExitStatus::from_raw(1 << 8), &[], stderr), Exit::QemuFailed(1));
+        assert_eq!(
+            classify(StatusReporting::Semihosting, ExitStatus::from_raw(1 << 8), &[], stderr),
+            Exit::QemuFailed(1)
+        );
+        assert_eq!(
+            classify(StatusReporting::DebugExit, ExitStatus::from_raw(1 << 8), &[], stderr),
+            Exit::QemuFailed(1)
+        );
     }
 
     #[test]

@@ -4,10 +4,7 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use images::{
-    Arch,
-    build::{self, Profile},
-};
+use images::Arch;
 use qemu_tests::{Exit, Machine, kvm};
 
 use crate::deps;
@@ -36,9 +33,11 @@ pub fn main(command: BenchCommand) -> Result<ExitCode> {
 
 fn boot(args: BootArgs) -> Result<ExitCode> {
     let arches: Vec<Arch> = args.arch.map_or(Arch::ALL.to_vec(), |a| vec![a]);
-    let root = build::workspace_root();
     println!("boot bench: release `hello`, {} timed runs per arch after 1 warm-up; times from QEMU start", args.runs);
-    println!("{:<8} {:>11} {:>10} {:>8} {:>8} {:>15} {:>16}", "arch", "image bytes", "exit p50", "min", "max", "1st line p50", "reset->main p50");
+    println!(
+        "{:<8} {:>11} {:>10} {:>8} {:>8} {:>15} {:>16}",
+        "arch", "image bytes", "exit p50", "min", "max", "1st line p50", "reset->main p50"
+    );
     for arch in arches {
         deps::ensure_qemu(arch)?;
         if arch == Arch::X86_64 {
@@ -47,8 +46,8 @@ fn boot(args: BootArgs) -> Result<ExitCode> {
                 continue;
             }
         }
-        let built = build::build(&root, "hello", arch, Profile::Release)?;
-        let machine = Machine::new(arch, &built.image);
+        let built = qemu_tests::appliance_image("hello", arch)?;
+        let machine = Machine::new(arch, qemu_tests::appliance("hello", arch)?);
         let mut exits = Vec::new();
         let mut first_lines = Vec::new();
         let mut mains = Vec::new();
@@ -123,7 +122,10 @@ mod tests {
     #[test]
     fn summary_of_odd_and_even_counts() {
         let odd = Summary::of(&ms(&[30, 10, 20])).expect("samples");
-        assert_eq!((odd.median, odd.min, odd.max), (Duration::from_millis(20), Duration::from_millis(10), Duration::from_millis(30)));
+        assert_eq!(
+            (odd.median, odd.min, odd.max),
+            (Duration::from_millis(20), Duration::from_millis(10), Duration::from_millis(30))
+        );
         let even = Summary::of(&ms(&[40, 10, 20, 30])).expect("samples");
         assert_eq!(even.median, Duration::from_millis(25));
         assert_eq!(Summary::of(&[]), None);

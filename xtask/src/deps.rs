@@ -19,7 +19,8 @@ pub fn ensure_qemu(arch: Arch) -> Result<()> {
     let package = qemu_tests::qemu::debian_package(arch);
     eprintln!("{} is missing: installing {package} with apt-get", missing.binary);
     apt_install(package)?;
-    qemu_binary(arch).with_context(|| format!("apt-get installed {package}, yet {} is still missing", missing.binary))?;
+    qemu_binary(arch)
+        .with_context(|| format!("apt-get installed {package}, yet {} is still missing", missing.binary))?;
     Ok(())
 }
 

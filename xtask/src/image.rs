@@ -1,23 +1,37 @@
-//! `cargo xtask image build|list`.
+//! `cargo xtask image build|list|inspect|verify`.
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use images::{
     Arch,
+    artifact::{self, ImageId},
     build::{self, Profile},
+    keys::{KeyConfig, PublicKey, TrustedKeys},
+    manifest::Manifest,
 };
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
-    /// Build an appliance into a bootable image; prints the image's path as the last line of stdout.
+    /// Build an appliance into a signed image; prints the image's path as the last line of stdout.
     ///
-    /// aarch64 images are raw arm64 Images (QEMU `-kernel`, U-Boot `booti`); x86_64 images are ELF
-    /// files booted through PVH. Images land in target/images/<arch>/<debug|release>/.
+    /// The image (`.mast`) holds the bootable kernel and the manifest images/<app>.toml, chunked
+    /// and signed with the workspace's key ($MAST_SIGNING_KEY, else .mast/signing.key; a
+    /// development key is generated there on first use). Images land in
+    /// target/images/<arch>/<debug|release>/, next to the bare kernel (.img on aarch64, .elf on
+    /// x86_64).
     Build(BuildArgs),
     /// List the appliances that can be built.
     List,
+    /// Show what an image contains: manifest, id, signer, parts and chunks, sizes.
+    ///
+    /// Inspecting does not require trust: it says whether the signature is valid and whether the
+    /// signer is trusted, and shows the manifest either way.
+    Inspect(InspectArgs),
+    /// Verify an image: every chunk, the index, the signature and a trusted key. Exits 1 if any
+    /// check fails.
+    Verify(VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -32,27 +46,191 @@ pub struct BuildArgs {
     pub release: bool,
 }
 
-impl BuildArgs {
-    pub fn profile(&self) -> Profile {
-        if self.release { Profile::Release } else { Profile::Dev }
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The image file (.mast).
+    pub file: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The image file (.mast).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// Trust this public key (64 hex digits) or the keys in this trusted-keys file, instead of the
+    /// workspace's (its signing key and .mast/trusted-keys). Repeatable.
+    #[arg(long = "key", value_name = "KEY|FILE")]
+    pub keys: Vec<String>,
+}
+
+impl TrustArgs {
+    /// The keys to trust: those given with --key, else the workspace's.
+    pub fn trusted(&self) -> Result<TrustedKeys> {
+        if self.keys.is_empty() {
+            return Ok(KeyConfig::for_workspace(&build::workspace_root()).trusted()?);
+        }
+        let mut trusted = TrustedKeys::default();
+        for key in &self.keys {
+            match key.parse::<PublicKey>() {
+                Ok(public) => trusted.add(public),
+                Err(_) if PathBuf::from(key).is_file() => {
+                    for public in TrustedKeys::load(key.as_ref())?.keys() {
+                        trusted.add(*public);
+                    }
+                }
+                Err(e) => bail!("--key {key}: {e}, and no such file exists"),
+            }
+        }
+        Ok(trusted)
     }
 }
 
 pub fn main(command: ImageCommand) -> Result<ExitCode> {
     match command {
         ImageCommand::Build(args) => {
-            let built = build::build(&build::workspace_root(), &args.app, args.arch, args.profile())?;
+            let profile = if args.release { Profile::Release } else { Profile::Dev };
+            let built = build::build(&build::workspace_root(), &args.app, args.arch, profile)?;
+            if let Some(warning) = &built.key_warning {
+                eprintln!("{warning}");
+            }
             eprintln!(
-                "built {} for {} ({}): {} bytes, {} in memory",
-                args.app, args.arch, built.info.format, built.info.file_size, built.info.memory_size
+                "built {} {} for {} ({}): kernel {} bytes ({} in memory), image {} bytes, id {}",
+                built.manifest.name,
+                built.manifest.version,
+                args.arch,
+                built.info.format,
+                built.info.file_size,
+                built.info.memory_size,
+                built.artifact_size,
+                built.id.short()
             );
-            println!("{}", built.image.display());
+            println!("{}", built.artifact.display());
         }
         ImageCommand::List => {
             for app in build::appliances(&build::workspace_root()) {
                 println!("{app}");
             }
         }
+        ImageCommand::Inspect(args) => return inspect(args),
+        ImageCommand::Verify(args) => {
+            let verified = artifact::verify_file(&args.file, &args.trust.trusted()?)?;
+            let header = &verified.header;
+            println!(
+                "{}: verified: {} {} for {}, id {}, signed by {}",
+                args.file.display(),
+                verified.manifest().name,
+                verified.manifest().version,
+                verified.arch(),
+                header.id,
+                header.signer
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(args: InspectArgs) -> Result<ExitCode> {
+    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let (id, signer, body, chunks_offset) = artifact::read_unverified(&bytes)
+        .with_context(|| format!("{} is not a readable Mast image", args.file.display()))?;
+    let trusted = args.trust.trusted()?;
+    let verdict = match artifact::verify(&bytes, &trusted) {
+        Ok(_) => "verified".to_owned(),
+        Err(e) => format!("NOT verified: {e}"),
+    };
+    let parts: Vec<PartSummary> = body
+        .parts
+        .iter()
+        .map(|p| PartSummary { name: p.name.clone(), bytes: p.size, chunks: p.chunks.len() })
+        .collect();
+    let distinct = body.distinct_chunks();
+    let report = Inspection {
+        file: args.file.display().to_string(),
+        id,
+        format_version: body.format_version,
+        arch: body.arch,
+        signer,
+        signer_trusted: trusted.contains(&signer),
+        verdict,
+        file_bytes: bytes.len() as u64,
+        header_bytes: chunks_offset,
+        distinct_chunks: distinct.len(),
+        parts,
+        manifest: body.manifest,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).context("encoding JSON")?);
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, serde::Serialize)]
+struct PartSummary {
+    name: String,
+    bytes: u64,
+    chunks: usize,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Inspection {
+    file: String,
+    #[serde(serialize_with = "display")]
+    id: ImageId,
+    format_version: u32,
+    arch: Arch,
+    #[serde(serialize_with = "display")]
+    signer: PublicKey,
+    signer_trusted: bool,
+    verdict: String,
+    file_bytes: u64,
+    header_bytes: u64,
+    distinct_chunks: usize,
+    parts: Vec<PartSummary>,
+    manifest: Manifest,
+}
+
+fn display<T: std::fmt::Display, S: serde::Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+impl Inspection {
+    fn text(&self) -> String {
+        let m = &self.manifest;
+        let mut out = String::new();
+        let mut line = |label: &str, value: String| out.push_str(&format!("{label:<14}{value}\n"));
+        line("file", self.file.clone());
+        line("status", self.verdict.clone());
+        line("id", self.id.to_string());
+        line("appliance", format!("{} {}{}", m.name, m.version, if m.description.is_empty() { String::new() } else { format!(" — {}", m.description) }));
+        line("arch", format!("{} (manifest: {})", self.arch, m.arches.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ")));
+        line("signer", format!("{} ({})", self.signer, if self.signer_trusted { "trusted" } else { "NOT trusted" }));
+        line("format", format!("version {}", self.format_version));
+        line("size", format!("{} bytes ({} header, {} distinct chunks)", self.file_bytes, self.header_bytes, self.distinct_chunks));
+        for part in &self.parts {
+            line("part", format!("{}: {} bytes in {} chunks", part.name, part.bytes, part.chunks));
+        }
+        line("resources", format!("{} MiB RAM, {} vCPU", m.memory_mib, m.vcpus));
+        for device in &m.devices {
+            line("device", format!("{}: {}", device.role, device.kind));
+        }
+        for listen in &m.listen {
+            line("listens", format!("{} {} on {}", listen.protocol, listen.port, listen.net));
+        }
+        line("reaches", if m.reach.is_empty() { "nobody".into() } else { m.reach.join(", ") });
+        line("args", format!("{:?}", m.args));
+        line("restart", format!("{} (at most {} times, backoff {} ms)", m.restart.when, m.restart.max_restarts, m.restart.backoff_ms));
+        out
+    }
 }

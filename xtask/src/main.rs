@@ -6,6 +6,7 @@
 mod bench;
 mod deps;
 mod image;
+mod keygen;
 mod run;
 mod test;
 
@@ -26,9 +27,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Build and list appliance images.
+    /// Build, list, inspect and verify appliance images.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Generate an Ed25519 key for signing images.
+    Keygen(keygen::KeygenArgs),
     /// Build an appliance and boot it in QEMU, console on stdout; exits with the appliance's status.
     Run(run::RunArgs),
     /// Measure image sizes and boot times.
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Image(command) => image::main(command),
+        Command::Keygen(args) => keygen::main(args),
         Command::Run(args) => run::main(args),
         Command::Bench(command) => bench::main(command),
         Command::Test(args) => test::main(args),

@@ -1,25 +1,22 @@
 //! `cargo xtask run`: build an appliance, boot it, stream its console, exit with its status.
 
-use std::{
-    io::Write,
-    path::PathBuf,
-    process::ExitCode,
-    time::Duration,
-};
+use std::{io::Write, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use images::{
-    Arch,
+    artifact,
     build::{self, Profile},
-    kernel,
+    Arch,
 };
 use qemu_tests::{Exit, Machine, kvm};
 
-use crate::deps;
+use crate::{deps, image::TrustArgs};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  cargo xtask run hello --arch aarch64 -- one \"two words\"\n  cargo xtask run crash --arch x86_64 --release -- fault\n  cargo xtask run --image target/images/aarch64/release/hello.img")]
+#[command(
+    after_help = "Examples:\n  cargo xtask run hello --arch aarch64 -- one \"two words\"\n  cargo xtask run crash --arch x86_64 --release -- fault\n  cargo xtask run --image target/images/aarch64/release/hello.img"
+)]
 pub struct RunArgs {
     /// The appliance to build and boot (see `cargo xtask image list`).
     #[arg(required_unless_present = "image")]
@@ -31,29 +28,47 @@ pub struct RunArgs {
     /// Build with the release (appliance) profile.
     #[arg(long)]
     pub release: bool,
-    /// Boot this image file instead of building an appliance. It is validated first.
+    /// Boot this signed image (.mast) instead of building an appliance. It must verify.
     #[arg(long, value_name = "FILE", conflicts_with = "app")]
     pub image: Option<PathBuf>,
-    /// Guest memory in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 64)]
-    pub mem: u32,
+    /// Guest memory in MiB (default: the manifest's memory_mib).
+    #[arg(long, value_name = "MIB")]
+    pub mem: Option<u32>,
     /// Kill the VM after this many seconds (exit code 124). Default: run until it powers off.
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
-    /// Arguments for the appliance, after `--`.
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// Arguments for the appliance, after `--` (default: the manifest's args).
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
 }
 
 pub fn main(args: RunArgs) -> Result<ExitCode> {
-    let (arch, image) = resolve_image(&args)?;
+    let image = match &args.image {
+        Some(image) => image.clone(),
+        None => build_image(&args)?,
+    };
+    // Only verified bytes boot: the kernel QEMU loads is the one unpacked from the checked image.
+    let verified = artifact::verify_file(&image, &args.trust.trusted()?)?;
+    let arch = verified.arch();
+    if args.arch.is_some_and(|wanted| wanted != arch) {
+        bail!("{} is an image for {arch}, not {}", image.display(), args.arch.map_or("", |a| a.name()));
+    }
     deps::ensure_qemu(arch)?;
     if arch == Arch::X86_64 {
         if let Some(reason) = kvm::unavailable_reason() {
             bail!("x86_64 appliances run under KVM, and {reason}");
         }
     }
-    let machine = Machine::new(arch, &image).memory_mib(args.mem).args(&args.args);
+    let kernel = verified
+        .unpack_kernel(&build::workspace_root().join("target/images/verified"))
+        .context("unpacking the verified kernel")?;
+    let manifest = verified.manifest();
+    let appliance_args = if args.args.is_empty() { &manifest.args } else { &args.args };
+    let memory = args.mem.unwrap_or(manifest.memory_mib);
+    eprintln!("booting {} {} ({arch}, image {}, {memory} MiB)", manifest.name, manifest.version, verified.id().short());
+    let machine = Machine::new(arch, &kernel).memory_mib(memory).args(appliance_args);
     let instance = machine.spawn().context("starting the appliance")?;
     eprintln!("$ {}", instance.command());
     let timeout = args.timeout.map(Duration::from_secs).unwrap_or(Duration::MAX);
@@ -84,18 +99,13 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
     })
 }
 
-fn resolve_image(args: &RunArgs) -> Result<(Arch, PathBuf)> {
-    if let Some(image) = &args.image {
-        let bytes = std::fs::read(image).with_context(|| format!("reading {}", image.display()))?;
-        let arch = match (args.arch, kernel::detect_arch(&bytes)) {
-            (Some(arch), _) | (None, Some(arch)) => arch,
-            (None, None) => bail!("{} is not a Mast image (neither an arm64 Image nor an x86_64 ELF)", image.display()),
-        };
-        return Ok((arch, image.clone()));
-    }
+fn build_image(args: &RunArgs) -> Result<PathBuf> {
     let app = args.app.as_deref().expect("clap requires an appliance unless --image is given");
     let arch = args.arch.or_else(Arch::host).context("this machine's architecture has no appliances: pass --arch")?;
     let profile = if args.release { Profile::Release } else { Profile::Dev };
     let built = build::build(&build::workspace_root(), app, arch, profile)?;
-    Ok((arch, built.image))
+    if let Some(warning) = &built.key_warning {
+        eprintln!("{warning}");
+    }
+    Ok(built.artifact)
 }

@@ -1,0 +1,22 @@
+//! Shared by the boot tests: build once, boot with a hard timeout, fail with the whole console.
+
+use std::{path::PathBuf, time::Duration};
+
+use images::Arch;
+use qemu_tests::{Machine, RunResult, appliance, kvm};
+
+/// Generous: a boot takes tens of milliseconds, but CI machines are shared and TCG is slow.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The release image of `app`, or `None` (with the reason printed) when `arch` cannot run here.
+pub fn image_for(app: &str, arch: Arch, test: &str) -> Option<PathBuf> {
+    if arch == Arch::X86_64 && !kvm::available_for(test) {
+        return None;
+    }
+    Some(appliance(app, arch).unwrap_or_else(|e| panic!("building {app} for {arch}: {e}")))
+}
+
+/// Boots `machine` to completion; panics if it cannot start.
+pub fn run(machine: &Machine) -> RunResult {
+    machine.run(TIMEOUT).unwrap_or_else(|e| panic!("starting {}: {e}", machine.kernel.display()))
+}

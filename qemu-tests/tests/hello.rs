@@ -1,0 +1,48 @@
+//! `hello` boots on both architectures, sees its arguments, and reports its boot time.
+
+mod common;
+
+use images::Arch;
+use qemu_tests::{Exit, Machine};
+
+fn hello_prints_its_arguments(arch: Arch, test: &str) {
+    let Some(image) = common::image_for("hello", arch, test) else { return };
+    let run = common::run(&Machine::new(arch, image).args(&["one", "two words", "ünïcode"]));
+    run.check(Exit::Status(0), "Hello from Mast").unwrap_or_else(|failure| panic!("{failure}"));
+    let args = r#"args: ["one", "two words", "ünïcode"]"#;
+    assert!(run.time_of(args).is_some(), "expected {args:?} on the console:\n{}", run.console_text());
+    let boot = run.console.iter().find(|l| l.text.starts_with("boot: reset -> entry")).map(|l| l.text.clone());
+    let boot = boot.unwrap_or_else(|| panic!("no boot-time line:\n{}", run.console_text()));
+    let main_us: u64 = boot
+        .split_once("reset -> main ")
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("unreadable boot line {boot:?}"));
+    assert!(main_us > 0 && main_us < 60_000_000, "implausible reset -> main time in {boot:?}");
+    assert_eq!(run.console.last().map(|l| l.text.as_str()), Some("mast: exit status 0"));
+}
+
+#[test]
+fn hello_prints_its_arguments_on_aarch64() {
+    hello_prints_its_arguments(Arch::Aarch64, "hello_prints_its_arguments_on_aarch64");
+}
+
+#[test]
+fn hello_prints_its_arguments_on_x86_64() {
+    hello_prints_its_arguments(Arch::X86_64, "hello_prints_its_arguments_on_x86_64");
+}
+
+#[test]
+fn hello_without_arguments_prints_an_empty_list() {
+    let Some(image) = common::image_for("hello", Arch::Aarch64, "hello_without_arguments") else { return };
+    let run = common::run(&Machine::new(Arch::Aarch64, image));
+    run.check(Exit::Status(0), "args: []").unwrap_or_else(|failure| panic!("{failure}"));
+}
+
+/// Without semihosting, as on a real board, the appliance powers off through PSCI: QEMU exits by
+/// itself, and the status is on the console.
+#[test]
+fn aarch64_without_semihosting_powers_off_through_psci() {
+    let Some(image) = common::image_for("hello", Arch::Aarch64, "aarch64_without_semihosting") else { return };
+    let run = common::run(&Machine::new(Arch::Aarch64, image).semihosting(false));
+    run.check(Exit::PoweredOff, "mast: exit status 0").unwrap_or_else(|failure| panic!("{failure}"));
+}

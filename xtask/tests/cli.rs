@@ -1,0 +1,130 @@
+//! `cargo xtask` as a user runs it: the README's commands, their output and their exit codes.
+
+use std::{
+    fs,
+    process::{Command, Output},
+};
+
+fn xtask(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).output().expect("xtask runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Builds hello for aarch64 (release) through the CLI and returns the image path it printed last.
+fn build_hello() -> String {
+    let out = xtask(&["image", "build", "hello", "--arch", "aarch64", "--release"]);
+    assert!(out.status.success(), "stderr:\n{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("$ cargo build --package hello --target aarch64-unknown-none"));
+    text(&out.stdout).lines().last().expect("a path on stdout").to_owned()
+}
+
+#[test]
+fn image_build_prints_a_signed_image_path_last() {
+    let path = build_hello();
+    assert!(path.ends_with("target/images/aarch64/release/hello.mast"), "{path}");
+    let bytes = fs::read(&path).unwrap_or_else(|e| panic!("{path} is not readable: {e}"));
+    assert_eq!(&bytes[..8], b"\x89MAST\r\n\x1a", "{path} is not a Mast image");
+    let kernel = fs::read(path.replace(".mast", ".img")).expect("the bare kernel sits beside the image");
+    assert_eq!(&kernel[56..60], b"ARM\x64", "the kernel is not an arm64 Image");
+}
+
+#[test]
+fn image_verify_and_inspect_report_on_a_built_image() {
+    let path = build_hello();
+    let out = xtask(&["image", "verify", &path]);
+    assert!(out.status.success(), "stderr:\n{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("verified: hello 0.1.0 for aarch64"), "{}", text(&out.stdout));
+
+    let out = xtask(&["image", "inspect", "--json", &path]);
+    assert!(out.status.success(), "stderr:\n{}", text(&out.stderr));
+    let json = text(&out.stdout);
+    for needle in [r#""verdict": "verified""#, r#""arch": "aarch64""#, r#""name": "kernel""#, r#""memory_mib": 16"#] {
+        assert!(json.contains(needle), "{needle} missing from:\n{json}");
+    }
+
+    let stranger = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+    let out = xtask(&["image", "verify", &path, "--key", stranger]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("which is not a trusted key"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_tampered_image_is_refused_by_run() {
+    let path = build_hello();
+    let mut bytes = fs::read(&path).expect("built image");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    let tampered = std::env::temp_dir().join(format!("mast-cli-tampered-{}.mast", std::process::id()));
+    fs::write(&tampered, &bytes).expect("temp file");
+    let out = xtask(&["run", "--image", tampered.to_str().expect("utf-8 temp path")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("was refused") && stderr.contains("does not match its hash"), "{stderr}");
+}
+
+#[test]
+fn run_boots_hello_and_exits_with_its_status() {
+    let out = xtask(&["run", "hello", "--arch", "aarch64", "--release", "--", "from", "the cli"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("Hello from Mast") && stdout.contains(r#"args: ["from", "the cli"]"#), "{stdout}");
+    assert!(stderr.contains("appliance exited with status 0 (success)"), "{stderr}");
+    assert!(stderr.contains("booting hello 0.1.0 (aarch64, image "), "{stderr}");
+}
+
+#[test]
+fn keygen_writes_a_private_key_and_prints_the_public_one() {
+    let dir = std::env::temp_dir().join(format!("mast-cli-keygen-{}", std::process::id()));
+    let key = dir.join("signing.key");
+    let out = xtask(&["keygen", "--out", key.to_str().expect("utf-8 temp path")]);
+    assert!(out.status.success(), "stderr:\n{}", text(&out.stderr));
+    let public = text(&out.stdout);
+    assert_eq!(public.trim().len(), 64, "a hex public key: {public}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(fs::metadata(&key).expect("written").permissions().mode() & 0o777, 0o600);
+    let again = xtask(&["keygen", "--out", key.to_str().expect("utf-8 temp path")]);
+    assert_eq!(again.status.code(), Some(1), "an existing key must not be overwritten");
+    let _ = fs::remove_dir_all(dir);
+}
+
+#[test]
+fn run_passes_a_panic_through_as_status_101() {
+    let out = xtask(&["run", "crash", "--arch", "aarch64", "--release"]);
+    assert_eq!(out.status.code(), Some(101), "stderr:\n{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("panicked at"), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("status 101 (panic)"));
+}
+
+#[test]
+fn run_refuses_a_garbage_image() {
+    let path = std::env::temp_dir().join(format!("mast-cli-garbage-{}.img", std::process::id()));
+    fs::write(&path, vec![0x42u8; 4096]).expect("temp file");
+    let out = xtask(&["run", "--image", path.to_str().expect("utf-8 temp path")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("was refused: not a Mast image"), "{stderr}");
+}
+
+#[test]
+fn unknown_appliances_and_arches_are_explained() {
+    let out = xtask(&["image", "build", "nope", "--arch", "aarch64"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(r#"unknown appliance "nope"; the appliances are: crash, hello"#),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = xtask(&["image", "build", "hello", "--arch", "mips"]);
+    assert_eq!(out.status.code(), Some(2), "clap usage errors exit 2");
+    assert!(text(&out.stderr).contains("unknown architecture \"mips\""), "{}", text(&out.stderr));
+}
+
+#[test]
+fn image_list_names_every_appliance() {
+    let out = xtask(&["image", "list"]);
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout).lines().collect::<Vec<_>>(), ["crash", "hello"]);
+}
