@@ -207,6 +207,18 @@ pub fn verify_file(path: &Path, trusted: &TrustedKeys) -> Result<VerifiedImage, 
     verify(&bytes, trusted).map_err(|source| VerifyFileError::Invalid { path: shown, source })
 }
 
+/// How many bytes of `new`'s chunks a holder of `old` already has: what replicating `new` to a
+/// place that stores `old` does not need to move.
+pub fn shared_bytes(old: &Body, new: &Body) -> u64 {
+    let have: HashSet<[u8; 32]> = old.distinct_chunks().iter().map(|c| c.hash).collect();
+    new.distinct_chunks().iter().filter(|c| have.contains(&c.hash)).map(|c| u64::from(c.len)).sum()
+}
+
+/// Bytes of chunk data `body` stores (each distinct chunk once).
+pub fn stored_bytes(body: &Body) -> u64 {
+    body.distinct_chunks().iter().map(|c| u64::from(c.len)).sum()
+}
+
 /// Splits `bytes` into content-defined chunks.
 pub fn chunk(bytes: &[u8]) -> Vec<Range<usize>> {
     fastcdc::v2020::FastCDC::new(bytes, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX).map(|c| c.offset..c.offset + c.length).collect()
@@ -522,6 +534,18 @@ mod tests {
         assert!(matches!(verify(b"", &trusted()), Err(VerifyError::NotAnImage(_))));
         assert!(matches!(verify(&kernel(4096, 5), &trusted()), Err(VerifyError::NotAnImage(_))));
         assert!(matches!(verify(&MAGIC[..5], &trusted()), Err(VerifyError::Truncated { .. })));
+    }
+
+    #[test]
+    fn shared_bytes_counts_what_a_peer_already_has() {
+        let original = kernel(100_000, 7);
+        let mut edited = original.clone();
+        edited[50_000] ^= 0xff;
+        let body = |k: &[u8]| read_unverified(&build(Arch::Aarch64, &manifest(), &[(KERNEL_PART, k)], &key())).expect("readable").2;
+        let (a, b) = (body(&original), body(&edited));
+        assert_eq!(shared_bytes(&a, &a), stored_bytes(&a));
+        let shared = shared_bytes(&a, &b);
+        assert!(shared < stored_bytes(&b) && shared * 10 > stored_bytes(&b) * 8, "{shared} of {}", stored_bytes(&b));
     }
 
     #[test]

@@ -241,6 +241,25 @@ fn toml_string(s: &str) -> String {
     out
 }
 
+/// Copies a workspace's source tree (not build outputs, VCS data or keys) to `to`: a second
+/// checkout, for reproducibility tests and for benches that build a modified copy.
+pub fn copy_source_tree(from: &Path, to: &Path) -> io::Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        if matches!(entry.file_name().to_str(), Some("target" | ".git" | ".mast")) {
+            continue;
+        }
+        let dest = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_source_tree(&entry.path(), &dest)?;
+        } else {
+            fs::copy(entry.path(), &dest)?;
+        }
+    }
+    Ok(())
+}
+
 /// A `cargo` command run from `root` with the caller's cargo and rustc settings removed.
 ///
 /// When this runs inside `cargo run` or `cargo test`, the environment carries the outer build's

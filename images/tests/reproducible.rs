@@ -1,31 +1,12 @@
 //! Two clean builds of the same source, from checkouts at different paths, give the same image id:
 //! the id names the content, so it must not depend on where or when the build ran.
 
-use std::{fs, io, path::Path};
+use std::fs;
 
 use images::{
     Arch,
     build::{self, Profile},
 };
-
-/// Copies the source tree (not build outputs, VCS data or keys) to `to`.
-fn copy_source(from: &Path, to: &Path) -> io::Result<()> {
-    fs::create_dir_all(to)?;
-    for entry in fs::read_dir(from)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if matches!(name.to_str(), Some("target" | ".git" | ".mast")) {
-            continue;
-        }
-        let (source, dest) = (entry.path(), to.join(&name));
-        if entry.file_type()?.is_dir() {
-            copy_source(&source, &dest)?;
-        } else {
-            fs::copy(&source, &dest)?;
-        }
-    }
-    Ok(())
-}
 
 #[test]
 fn clean_builds_from_different_paths_have_the_same_image_id() {
@@ -34,7 +15,7 @@ fn clean_builds_from_different_paths_have_the_same_image_id() {
     let first = scratch.path().join("a");
     let second = scratch.path().join("a-checkout/at/another/depth");
     for checkout in [&first, &second] {
-        copy_source(&root, checkout).expect("copying the source tree");
+        build::copy_source_tree(&root, checkout).expect("copying the source tree");
     }
     for arch in Arch::ALL {
         let a = build::build(&first, "hello", arch, Profile::Release).unwrap_or_else(|e| panic!("{arch}, first: {e}"));

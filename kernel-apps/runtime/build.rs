@@ -16,7 +16,6 @@ fn main() {
     let script = PathBuf::from(format!("src/arch/{arch}/link.ld"));
     println!("cargo:rerun-if-changed={}", script.display());
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    fs::copy(&script, out.join("mast.ld"))
-        .unwrap_or_else(|e| panic!("copying {} to OUT_DIR: {e}", script.display()));
+    fs::copy(&script, out.join("mast.ld")).unwrap_or_else(|e| panic!("copying {} to OUT_DIR: {e}", script.display()));
     println!("cargo:rustc-link-search={}", out.display());
 }

@@ -109,7 +109,7 @@ impl Machine {
             Arch::X86_64 => {
                 // microvm without the legacy devices the appliance never touches: no option ROMs,
                 // RTC, PIT or PIC to set up, which shortens the boot.
-                command.args(["-machine", "microvm,x-option-roms=off,rtc=off,pit=off,pic=off,isa-serial=on"]);
+                command.args(["-machine", "microvm,x-option-roms=off,rtc=off,pit=off,pic=off,acpi=off,auto-kernel-cmdline=off,isa-serial=on"]);
                 command.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
             }
         }

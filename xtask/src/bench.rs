@@ -13,6 +13,15 @@ use crate::deps;
 pub enum BenchCommand {
     /// Image size and QEMU start → hello's exit, per architecture.
     Boot(BootArgs),
+    /// Image verification speed, and how many bytes two builds share in identical chunks.
+    Image(ImageArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// Timed verifications of the 1 MiB image.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
 }
 
 #[derive(Debug, Args)]
@@ -28,6 +37,7 @@ pub struct BootArgs {
 pub fn main(command: BenchCommand) -> Result<ExitCode> {
     match command {
         BenchCommand::Boot(args) => boot(args),
+        BenchCommand::Image(args) => crate::bench_image::main(args),
     }
 }
 

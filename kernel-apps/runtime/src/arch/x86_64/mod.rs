@@ -1,0 +1,214 @@
+//! x86_64 on a PVH loader (QEMU `microvm` under KVM): boot, console, clock, faults and power-off.
+//!
+//! Boot path: [`boot`] (assembly) enters long mode with an identity map of the first 4 GiB and
+//! calls [`start`], which brings up the UART, the exception vectors and the clock, reads the PVH
+//! start info (command line, memory map) and hands a [`BootInfo`] to [`crate::boot::start`].
+//!
+//! Submodules: [`boot`] (entry, page tables, GDT, stacks), [`idt`] (exception vectors and
+//! reports), [`serial`] (16550 console), [`clock`] (kvmclock), [`io`] (port I/O). The pure parts
+//! (the PVH structures, the pvclock arithmetic, exception words) live in [`crate::pvh`],
+//! [`crate::tsc`] and [`crate::fault::x86_64`] so they are tested on the host.
+//!
+//! The platform is reported as `pvh-kvm`, `pvh-tcg` or `pvh` (another hypervisor), from the CPUID
+//! hypervisor signature: a PVH loader does not say which machine model it is.
+//!
+//! Powering off: QEMU's `isa-debug-exit` device (`-device isa-debug-exit,iobase=0xf4,iosize=4`)
+//! turns a write of `status` to port 0xf4 into QEMU exiting with `status * 2 + 1`. Without the
+//! device the write does nothing, and [`exit`] resets the CPU with a triple fault instead: QEMU
+//! started with `-no-reboot` then exits with status 0; without `-no-reboot` the machine reboots
+//! and runs the appliance again. There is no ACPI power-off.
+//!
+//! Not supported: more than one CPU, interrupts, RAM above 4 GiB, booting other than through PVH
+//! (no multiboot, no Linux boot protocol, no UEFI).
+//!
+//! [`BootInfo`]: crate::boot::BootInfo
+
+mod boot;
+mod clock;
+mod idt;
+mod io;
+mod serial;
+
+use core::ops::Range;
+
+pub(crate) use clock::now_ns;
+
+use crate::boot::BootInfo;
+use crate::console::emergency_print;
+use crate::exit::ExitCode;
+use crate::pvh::{self, StartInfo};
+use crate::time::Instant;
+
+/// The I/O port of QEMU's `isa-debug-exit` device, as the runtime expects it configured.
+const DEBUG_EXIT_PORT: u16 = 0xf4;
+/// Everything above this is unmapped (see [`boot`]).
+const IDENTITY_MAP_END: u64 = 1 << 32;
+/// The heap never starts below 1 MiB: the area below holds the firmware's tables and data.
+const LOW_MEMORY_END: u64 = 1 << 20;
+
+/// Writes raw bytes to the console UART.
+pub(crate) fn console_write(bytes: &[u8]) {
+    serial::write(bytes);
+}
+
+/// Powers off with `status` through `isa-debug-exit`, or resets the CPU if that device is absent
+/// (see the module docs).
+pub(crate) fn exit(status: ExitCode) -> ! {
+    serial::drain();
+    // SAFETY: port 0xf4 is the debug-exit device by the runtime's contract with its host; on a
+    // machine without it, a write to an unused port is ignored.
+    unsafe { io::outl(DEBUG_EXIT_PORT, u32::from(status.0)) };
+    emergency_print(format_args!(
+        "mast: no isa-debug-exit device at port {DEBUG_EXIT_PORT:#x}; resetting the CPU \
+         (QEMU needs -no-reboot to stop here)\n"
+    ));
+    serial::drain();
+    triple_fault()
+}
+
+/// Stops the CPU until the machine is reset: interrupts off, then halt, forever.
+pub(crate) fn wait_forever() -> ! {
+    loop {
+        // SAFETY: `cli; hlt` only stops this CPU; with interrupts off only an NMI or reset wakes
+        // it, and the loop halts again after an NMI.
+        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}
+
+/// Resets the machine: with an empty IDT, the #UD from `ud2` cannot be delivered, nor can the
+/// resulting #GP or double fault, and the CPU shuts down, which QEMU treats as a reset request.
+///
+/// `ud2` rather than `int3`: under the nested PVM hypervisor, an `int3` that cannot be delivered
+/// stops QEMU with "KVM internal error" (the VM pauses and QEMU never exits), while a fault takes
+/// the ordinary triple-fault path.
+fn triple_fault() -> ! {
+    let empty: [u16; 5] = [0; 5];
+    // SAFETY: deliberately unrecoverable: this ends the machine, which is the intent. Nothing
+    // runs after it, so the broken IDT harms nothing.
+    unsafe { core::arch::asm!("lidt [{0}]", "ud2", in(reg) &raw const empty, options(nostack)) };
+    // Through the architecture boundary's name, which the shared code does not use otherwise.
+    super::wait_forever()
+}
+
+/// The Rust entry point, called by the boot code on the boot stack with the physical address of
+/// the PVH start info (EBX at entry).
+extern "C" fn start(start_info_paddr: u32) -> ! {
+    serial::init();
+    idt::init();
+    let hypervisor = clock::hypervisor();
+    clock::init(hypervisor);
+    // SAFETY: the boot code wrote this before anything else ran and nothing writes it again.
+    let entry_tsc = unsafe { (&raw const boot::mast_boot_tsc).read() };
+    let entry = Instant::from_nanos(clock::nanos_at(entry_tsc));
+
+    let platform = match hypervisor {
+        clock::Hypervisor::Kvm => "pvh-kvm",
+        clock::Hypervisor::Tcg => "pvh-tcg",
+        clock::Hypervisor::Other => "pvh",
+    };
+    let info = match read_start_info(start_info_paddr) {
+        Ok(info) => info,
+        Err(problem) => {
+            emergency_print(format_args!("mast: cannot boot: {problem}\n"));
+            crate::boot::power_off(ExitCode::BOOT_FAILURE);
+        }
+    };
+
+    let memmap = phys_bytes(info.memmap_paddr, info.memmap_bytes());
+    let ram = || pvh::memmap(memmap).filter(|e| e.kind == pvh::TYPE_RAM).map(|e| e.range());
+    let ram_bytes: u64 = ram().map(|r| r.end - r.start).sum();
+
+    let cmdline_bytes = if info.cmdline_paddr == 0 {
+        &[][..]
+    } else {
+        // SAFETY: the loader put a NUL-terminated command line at this identity-mapped address
+        // (checked below 4 GiB in `read_start_info`), and nothing writes it while it is in use.
+        unsafe { core::ffi::CStr::from_ptr(info.cmdline_paddr as *const core::ffi::c_char) }.to_bytes_with_nul()
+    };
+    let cmdline = pvh::cmdline(cmdline_bytes);
+    if cmdline.len() + 1 < cmdline_bytes.len() {
+        emergency_print(format_args!(
+            "mast: the command line is not UTF-8 after byte {}; ignoring the rest\n",
+            cmdline.len()
+        ));
+    }
+
+    // The heap: the largest RAM span above the image, avoiding the boot data still to be read
+    // (the start info and memory map are read above, the command line after the heap starts).
+    let image_end = &raw const boot::__image_end as u64;
+    let reserved: [Range<u64>; 3] = [
+        range_of(u64::from(start_info_paddr), pvh::START_INFO_SIZE),
+        range_of(info.memmap_paddr, info.memmap_bytes()),
+        range_of(info.cmdline_paddr, cmdline_bytes.len()),
+    ];
+    let window = image_end.max(LOW_MEMORY_END)..IDENTITY_MAP_END;
+    let heap = pvh::largest_free_span(ram(), window, &reserved);
+
+    crate::boot::start(BootInfo {
+        platform,
+        cmdline,
+        ram_bytes: ram_bytes as usize,
+        heap: heap.start as usize..heap.end as usize,
+        entry,
+    })
+}
+
+/// What can go wrong before the heap exists, in words.
+enum StartInfoProblem {
+    Pvh(pvh::Error, u32),
+    Unreachable(&'static str, u64),
+}
+
+impl core::fmt::Display for StartInfoProblem {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            StartInfoProblem::Pvh(pvh::Error::BadMagic(magic), at) => write!(
+                f,
+                "the PVH start info at {at:#x} has magic {magic:#x}, expected {:#x}: \
+                 the image must be entered through the PVH ELF note with EBX pointing at it",
+                pvh::MAGIC
+            ),
+            StartInfoProblem::Pvh(pvh::Error::NoMemoryMap { version }, at) => write!(
+                f,
+                "the PVH start info at {at:#x} is version {version}, which has no memory map \
+                 (version 1 or later is needed to find RAM)"
+            ),
+            StartInfoProblem::Pvh(pvh::Error::Truncated, at) => {
+                write!(f, "the PVH start info at {at:#x} is truncated")
+            }
+            StartInfoProblem::Unreachable(what, at) => {
+                write!(f, "the PVH {what} at {at:#x} lies outside the 4 GiB identity map")
+            }
+        }
+    }
+}
+
+fn read_start_info(paddr: u32) -> Result<StartInfo, StartInfoProblem> {
+    if paddr < 0x1000 {
+        // Page 0 is unmapped; a zero EBX means the loader passed nothing.
+        return Err(StartInfoProblem::Pvh(pvh::Error::BadMagic(0), paddr));
+    }
+    let info = StartInfo::parse(phys_bytes(u64::from(paddr), pvh::START_INFO_SIZE))
+        .map_err(|e| StartInfoProblem::Pvh(e, paddr))?;
+    let memmap_end = info.memmap_paddr.saturating_add(info.memmap_bytes() as u64);
+    if info.memmap_paddr < 0x1000 || memmap_end > IDENTITY_MAP_END {
+        return Err(StartInfoProblem::Unreachable("memory map", info.memmap_paddr));
+    }
+    // A command line may be up to a page or two; past 4 GiB minus that it would run off the map.
+    if info.cmdline_paddr != 0 && !(0x1000..IDENTITY_MAP_END - 0x10000).contains(&info.cmdline_paddr) {
+        return Err(StartInfoProblem::Unreachable("command line", info.cmdline_paddr));
+    }
+    Ok(info)
+}
+
+/// Boot data at a physical address, as a byte slice.
+fn phys_bytes(paddr: u64, len: usize) -> &'static [u8] {
+    // SAFETY: callers pass ranges the loader filled in below 4 GiB, outside page 0 (checked in
+    // `read_start_info`), which the identity map covers; nothing writes boot data after entry, and
+    // the heap excludes these ranges.
+    unsafe { core::slice::from_raw_parts(paddr as *const u8, len) }
+}
+
+fn range_of(paddr: u64, len: usize) -> Range<u64> {
+    paddr..paddr.saturating_add(len as u64)
+}
