@@ -129,9 +129,13 @@ pub enum VerifyError {
     CorruptHeader(String),
     #[error("signed by {signer}, which is not a trusted key (trusted: {trusted})")]
     UntrustedKey { signer: PublicKey, trusted: String },
-    #[error("the signature does not match: the manifest or index was changed after signing, or the signature is damaged")]
+    #[error(
+        "the signature does not match: the manifest or index was changed after signing, or the signature is damaged"
+    )]
     BadSignature,
-    #[error("part {part:?}, chunk {index} (bytes {start}..{end} of the chunk data) does not match its hash: the image is corrupt")]
+    #[error(
+        "part {part:?}, chunk {index} (bytes {start}..{end} of the chunk data) does not match its hash: the image is corrupt"
+    )]
     ChunkMismatch { part: String, index: usize, start: u64, end: u64 },
     #[error("the index is inconsistent: {0}")]
     BadIndex(String),
@@ -221,7 +225,9 @@ pub fn stored_bytes(body: &Body) -> u64 {
 
 /// Splits `bytes` into content-defined chunks.
 pub fn chunk(bytes: &[u8]) -> Vec<Range<usize>> {
-    fastcdc::v2020::FastCDC::new(bytes, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX).map(|c| c.offset..c.offset + c.length).collect()
+    fastcdc::v2020::FastCDC::new(bytes, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX)
+        .map(|c| c.offset..c.offset + c.length)
+        .collect()
 }
 
 /// Builds a signed artifact from a kernel and, optionally, further named parts.
@@ -312,7 +318,10 @@ fn decode_body(bytes: &[u8]) -> Result<Body, VerifyError> {
     for part in &body.parts {
         let sum: u64 = part.chunks.iter().map(|c| u64::from(c.len)).sum();
         if sum != part.size {
-            return Err(VerifyError::BadIndex(format!("part {:?} is {} bytes but its chunks add up to {sum}", part.name, part.size)));
+            return Err(VerifyError::BadIndex(format!(
+                "part {:?} is {} bytes but its chunks add up to {sum}",
+                part.name, part.size
+            )));
         }
         if part.chunks.iter().any(|c| c.len == 0 || c.len > CHUNK_MAX) {
             return Err(VerifyError::BadIndex(format!("part {:?} has a chunk of impossible length", part.name)));
@@ -541,7 +550,9 @@ mod tests {
         let original = kernel(100_000, 7);
         let mut edited = original.clone();
         edited[50_000] ^= 0xff;
-        let body = |k: &[u8]| read_unverified(&build(Arch::Aarch64, &manifest(), &[(KERNEL_PART, k)], &key())).expect("readable").2;
+        let body = |k: &[u8]| {
+            read_unverified(&build(Arch::Aarch64, &manifest(), &[(KERNEL_PART, k)], &key())).expect("readable").2
+        };
         let (a, b) = (body(&original), body(&edited));
         assert_eq!(shared_bytes(&a, &a), stored_bytes(&a));
         let shared = shared_bytes(&a, &b);

@@ -178,9 +178,14 @@ pub fn build(root: &Path, app: &str, arch: Arch, profile: Profile) -> Result<Bui
     };
 
     let image_dir = root.join("target/images").join(arch.name()).join(profile.name());
-    fs::create_dir_all(&image_dir).map_err(|source| BuildError::Io { action: "creating", path: image_dir.clone(), source })?;
+    fs::create_dir_all(&image_dir).map_err(|source| BuildError::Io {
+        action: "creating",
+        path: image_dir.clone(),
+        source,
+    })?;
     let kernel_path = image_dir.join(format!("{app}.{}", arch.image_extension()));
-    let info = kernel::validate(arch, &image_bytes).map_err(|source| BuildError::Invalid { path: kernel_path.clone(), source })?;
+    let info = kernel::validate(arch, &image_bytes)
+        .map_err(|source| BuildError::Invalid { path: kernel_path.clone(), source })?;
     manifest.check_fits(&manifest_file, arch, info.memory_size)?;
     write(&kernel_path, &image_bytes)?;
 
@@ -206,9 +211,11 @@ pub fn build(root: &Path, app: &str, arch: Arch, profile: Profile) -> Result<Bui
 /// same image) sees the old file or the new one, never half of one.
 fn write(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
     let aside = path.with_extension(format!("{}.tmp", std::process::id()));
-    fs::write(&aside, bytes)
-        .and_then(|()| fs::rename(&aside, path))
-        .map_err(|source| BuildError::Io { action: "writing", path: path.to_owned(), source })
+    fs::write(&aside, bytes).and_then(|()| fs::rename(&aside, path)).map_err(|source| BuildError::Io {
+        action: "writing",
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Rustflags that keep the checkout's location and the cargo home out of the binary (panic

@@ -92,8 +92,13 @@ impl SigningKey {
     /// Reads a signing key file.
     pub fn load(path: &Path) -> Result<SigningKey, KeyError> {
         let shown = path.display().to_string();
-        let text = fs::read_to_string(path).map_err(|source| KeyError::Io { action: "reading", path: shown.clone(), source })?;
-        let hex_seed = text.trim().strip_prefix(SECRET_PREFIX).ok_or(KeyError::BadSecretFile { path: shown.clone() })?;
+        let text = fs::read_to_string(path).map_err(|source| KeyError::Io {
+            action: "reading",
+            path: shown.clone(),
+            source,
+        })?;
+        let hex_seed =
+            text.trim().strip_prefix(SECRET_PREFIX).ok_or(KeyError::BadSecretFile { path: shown.clone() })?;
         let mut seed = [0u8; 32];
         hex::decode_to_slice(hex_seed.trim(), &mut seed).map_err(|_| KeyError::BadSecretFile { path: shown })?;
         Ok(SigningKey::from_seed(seed))
@@ -107,8 +112,16 @@ impl SigningKey {
         let shown = path.display().to_string();
         let io = |action, source| KeyError::Io { action, path: shown.clone(), source };
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(|source| KeyError::Io { action: "creating", path: dir.display().to_string(), source })?;
-        let aside = dir.join(format!(".{}.{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("key"), std::process::id()));
+        fs::create_dir_all(dir).map_err(|source| KeyError::Io {
+            action: "creating",
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let aside = dir.join(format!(
+            ".{}.{}.tmp",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("key"),
+            std::process::id()
+        ));
         let written = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -151,14 +164,22 @@ impl TrustedKeys {
     /// Reads a trusted-keys file: one hex public key per line, `#` comments, blank lines ignored.
     pub fn load(path: &Path) -> Result<TrustedKeys, KeyError> {
         let shown = path.display().to_string();
-        let text = fs::read_to_string(path).map_err(|source| KeyError::Io { action: "reading", path: shown.clone(), source })?;
+        let text = fs::read_to_string(path).map_err(|source| KeyError::Io {
+            action: "reading",
+            path: shown.clone(),
+            source,
+        })?;
         let mut trusted = TrustedKeys::default();
         for (i, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
             if line.is_empty() {
                 continue;
             }
-            let key = line.parse().map_err(|_| KeyError::BadTrustedLine { path: shown.clone(), line: i + 1, text: line.into() })?;
+            let key = line.parse().map_err(|_| KeyError::BadTrustedLine {
+                path: shown.clone(),
+                line: i + 1,
+                text: line.into(),
+            })?;
             trusted.add(key);
         }
         Ok(trusted)
@@ -216,7 +237,10 @@ mod tests {
     #[test]
     fn a_workspace_without_keys_gets_a_development_key_once() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = KeyConfig { signing_key: dir.path().join(".mast/signing.key"), trusted_keys: dir.path().join(".mast/trusted-keys") };
+        let config = KeyConfig {
+            signing_key: dir.path().join(".mast/signing.key"),
+            trusted_keys: dir.path().join(".mast/trusted-keys"),
+        };
         assert!(config.trusted().expect("no files yet").keys().is_empty());
         let (first, warning) = config.signing_key().expect("generated");
         assert!(warning.is_some_and(|w| w.contains("DEVELOPMENT key")));
@@ -283,7 +307,8 @@ impl KeyConfig {
 
     /// The keys this workspace trusts.
     pub fn trusted(&self) -> Result<TrustedKeys, KeyError> {
-        let mut trusted = if self.trusted_keys.exists() { TrustedKeys::load(&self.trusted_keys)? } else { TrustedKeys::default() };
+        let mut trusted =
+            if self.trusted_keys.exists() { TrustedKeys::load(&self.trusted_keys)? } else { TrustedKeys::default() };
         if self.signing_key.exists() {
             trusted.add(SigningKey::load(&self.signing_key)?.public());
         }

@@ -135,7 +135,12 @@ pub struct ManifestError {
 
 impl ManifestError {
     fn at_key(file: &str, key: &str, problem: impl Into<String>, fix: impl Into<String>) -> ManifestError {
-        ManifestError { file: file.into(), location: format!("key `{key}`: "), problem: problem.into(), fix: fix.into() }
+        ManifestError {
+            file: file.into(),
+            location: format!("key `{key}`: "),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
     }
 }
 
@@ -270,7 +275,11 @@ fn validate(file: &str, raw: RawManifest) -> Result<Manifest, ManifestError> {
     let err = |key: &str, problem: String, fix: &str| ManifestError::at_key(file, key, problem, fix);
 
     if !is_identifier(&raw.name) {
-        return Err(err("name", format!("{:?} is not a valid appliance name", raw.name), "use lowercase letters, digits and '-', starting with a letter (the crate name in kernel-apps/)"));
+        return Err(err(
+            "name",
+            format!("{:?} is not a valid appliance name", raw.name),
+            "use lowercase letters, digits and '-', starting with a letter (the crate name in kernel-apps/)",
+        ));
     }
     if raw.version.trim().is_empty() {
         return Err(err("version", "is empty".into(), "give a version such as \"0.1.0\""));
@@ -280,13 +289,19 @@ fn validate(file: &str, raw: RawManifest) -> Result<Manifest, ManifestError> {
     }
     let mut arches = Vec::new();
     for name in &raw.arches {
-        let arch: Arch = name.parse().map_err(|_| err("arches", format!("{name:?} is not a supported architecture"), "use \"aarch64\" or \"x86_64\""))?;
+        let arch: Arch = name.parse().map_err(|_| {
+            err("arches", format!("{name:?} is not a supported architecture"), "use \"aarch64\" or \"x86_64\"")
+        })?;
         if !arches.contains(&arch) {
             arches.push(arch);
         }
     }
     if raw.memory_mib < 2 * MIN_HEAP_MIB || raw.memory_mib > 64 * 1024 {
-        return Err(err("memory_mib", format!("{} MiB is out of range", raw.memory_mib), "give between 2 and 65536 MiB"));
+        return Err(err(
+            "memory_mib",
+            format!("{} MiB is out of range", raw.memory_mib),
+            "give between 2 and 65536 MiB",
+        ));
     }
     let vcpus = u8::try_from(raw.vcpus).ok().filter(|v| *v >= 1);
     let Some(vcpus) = vcpus else {
@@ -298,14 +313,20 @@ fn validate(file: &str, raw: RawManifest) -> Result<Manifest, ManifestError> {
     roles.insert("console".to_owned());
     for (i, net) in raw.net.iter().enumerate() {
         let key = format!("net[{i}].name");
-        check_role(&net.name, &mut roles).map_err(|p| err(&key, p, "give each device a distinct role name of letters, digits and '-'"))?;
+        check_role(&net.name, &mut roles)
+            .map_err(|p| err(&key, p, "give each device a distinct role name of letters, digits and '-'"))?;
         devices.push(Device { role: net.name.clone(), kind: DeviceKind::Net });
     }
     for (i, block) in raw.block.iter().enumerate() {
         let key = format!("block[{i}].name");
-        check_role(&block.name, &mut roles).map_err(|p| err(&key, p, "give each device a distinct role name of letters, digits and '-'"))?;
+        check_role(&block.name, &mut roles)
+            .map_err(|p| err(&key, p, "give each device a distinct role name of letters, digits and '-'"))?;
         if block.size_mib == 0 {
-            return Err(err(&format!("block[{i}].size_mib"), "is 0".into(), "give the volume's size in MiB, at least 1"));
+            return Err(err(
+                &format!("block[{i}].size_mib"),
+                "is 0".into(),
+                "give the volume's size in MiB, at least 1",
+            ));
         }
         devices.push(Device { role: block.name.clone(), kind: DeviceKind::Block { size_mib: block.size_mib } });
     }
@@ -315,29 +336,65 @@ fn validate(file: &str, raw: RawManifest) -> Result<Manifest, ManifestError> {
     for (i, raw_listen) in raw.listen.iter().enumerate() {
         let port = u16::try_from(raw_listen.port).ok().filter(|p| *p != 0);
         let Some(port) = port else {
-            return Err(err(&format!("listen[{i}].port"), format!("{} is not a port", raw_listen.port), "give a port between 1 and 65535"));
+            return Err(err(
+                &format!("listen[{i}].port"),
+                format!("{} is not a port", raw_listen.port),
+                "give a port between 1 and 65535",
+            ));
         };
         let protocol = match raw_listen.protocol.as_str() {
             "tcp" => Protocol::Tcp,
             "udp" => Protocol::Udp,
-            other => return Err(err(&format!("listen[{i}].protocol"), format!("{other:?} is not a protocol"), "use \"tcp\" or \"udp\"")),
+            other => {
+                return Err(err(
+                    &format!("listen[{i}].protocol"),
+                    format!("{other:?} is not a protocol"),
+                    "use \"tcp\" or \"udp\"",
+                ));
+            }
         };
         let net = match (&raw_listen.net, nets.as_slice()) {
             (Some(name), _) if nets.contains(&name.as_str()) => name.clone(),
-            (Some(name), _) => return Err(err(&format!("listen[{i}].net"), format!("no net device has the role {name:?}"), "name a role from a [[net]] table")),
+            (Some(name), _) => {
+                return Err(err(
+                    &format!("listen[{i}].net"),
+                    format!("no net device has the role {name:?}"),
+                    "name a role from a [[net]] table",
+                ));
+            }
             (None, [only]) => (*only).to_owned(),
-            (None, []) => return Err(err(&format!("listen[{i}]"), "the appliance has no net device to listen on".into(), "add a [[net]] table with a name")),
-            (None, _) => return Err(err(&format!("listen[{i}].net"), "is missing and there are several net devices".into(), "say which [[net]] role it listens on")),
+            (None, []) => {
+                return Err(err(
+                    &format!("listen[{i}]"),
+                    "the appliance has no net device to listen on".into(),
+                    "add a [[net]] table with a name",
+                ));
+            }
+            (None, _) => {
+                return Err(err(
+                    &format!("listen[{i}].net"),
+                    "is missing and there are several net devices".into(),
+                    "say which [[net]] role it listens on",
+                ));
+            }
         };
         if listen.iter().any(|l: &Listen| l.port == port && l.protocol == protocol && l.net == net) {
-            return Err(err(&format!("listen[{i}]"), format!("{protocol} port {port} on {net:?} is listed twice"), "list each port once"));
+            return Err(err(
+                &format!("listen[{i}]"),
+                format!("{protocol} port {port} on {net:?} is listed twice"),
+                "list each port once",
+            ));
         }
         listen.push(Listen { port, protocol, net });
     }
 
     for (i, target) in raw.reach.iter().enumerate() {
         if !is_reach_target(target) {
-            return Err(err(&format!("reach[{i}]"), format!("{target:?} is not a reachable target"), "use \"<appliance-or-host>:<port>\", e.g. \"kvlog:8080\""));
+            return Err(err(
+                &format!("reach[{i}]"),
+                format!("{target:?} is not a reachable target"),
+                "use \"<appliance-or-host>:<port>\", e.g. \"kvlog:8080\"",
+            ));
         }
     }
 
@@ -345,7 +402,13 @@ fn validate(file: &str, raw: RawManifest) -> Result<Manifest, ManifestError> {
         "always" => Restart::Always,
         "on-failure" => Restart::OnFailure,
         "never" => Restart::Never,
-        other => return Err(err("restart.policy", format!("{other:?} is not a restart policy"), "use \"always\", \"on-failure\" or \"never\"")),
+        other => {
+            return Err(err(
+                "restart.policy",
+                format!("{other:?} is not a restart policy"),
+                "use \"always\", \"on-failure\" or \"never\"",
+            ));
+        }
     };
 
     Ok(Manifest {
@@ -368,14 +431,24 @@ impl Manifest {
     /// RAM must hold the loaded kernel plus a minimal heap.
     pub fn check_fits(&self, file: &str, arch: Arch, kernel_memory_bytes: u64) -> Result<(), ManifestError> {
         if !self.arches.contains(&arch) {
-            return Err(ManifestError::at_key(file, "arches", format!("does not list {arch}, the architecture being built"), format!("add \"{arch}\" to arches")));
+            return Err(ManifestError::at_key(
+                file,
+                "arches",
+                format!("does not list {arch}, the architecture being built"),
+                format!("add \"{arch}\" to arches"),
+            ));
         }
         let needed_mib = kernel_memory_bytes.div_ceil(1 << 20) + u64::from(MIN_HEAP_MIB);
         if u64::from(self.memory_mib) < needed_mib {
             return Err(ManifestError::at_key(
                 file,
                 "memory_mib",
-                format!("{} MiB is below what {} needs on {arch}: its image occupies {} KiB and the heap needs {MIN_HEAP_MIB} MiB", self.memory_mib, self.name, kernel_memory_bytes.div_ceil(1024)),
+                format!(
+                    "{} MiB is below what {} needs on {arch}: its image occupies {} KiB and the heap needs {MIN_HEAP_MIB} MiB",
+                    self.memory_mib,
+                    self.name,
+                    kernel_memory_bytes.div_ceil(1024)
+                ),
                 format!("set memory_mib to at least {needed_mib}"),
             ));
         }
@@ -384,7 +457,11 @@ impl Manifest {
 
     /// The kernel command line: the manifest's boot arguments, quoted where they hold spaces.
     pub fn cmdline(&self) -> String {
-        self.args.iter().map(|a| if a.is_empty() || a.contains(char::is_whitespace) { format!("\"{a}\"") } else { a.clone() }).collect::<Vec<_>>().join(" ")
+        self.args
+            .iter()
+            .map(|a| if a.is_empty() || a.contains(char::is_whitespace) { format!("\"{a}\"") } else { a.clone() })
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -407,7 +484,9 @@ fn check_role(role: &str, roles: &mut BTreeSet<String>) -> Result<(), String> {
 
 fn is_reach_target(target: &str) -> bool {
     match target.rsplit_once(':') {
-        Some((host, port)) => !host.is_empty() && !host.contains(char::is_whitespace) && port.parse::<u16>().is_ok_and(|p| p != 0),
+        Some((host, port)) => {
+            !host.is_empty() && !host.contains(char::is_whitespace) && port.parse::<u16>().is_ok_and(|p| p != 0)
+        }
         None => false,
     }
 }
@@ -496,8 +575,14 @@ backoff_ms = 100
             (format!("{HELLO}vcpus = 0\n"), "key `vcpus`: 0 is out of range"),
             (format!("{HELLO}reach = [\"anywhere\"]\n"), "key `reach[0]`"),
             (format!("{HELLO}[[listen]]\nport = 80\n"), "key `listen[0]`: the appliance has no net device"),
-            (format!("{HELLO}[[net]]\nname = \"a\"\n[[listen]]\nport = 70000\n"), "key `listen[0].port`: 70000 is not a port"),
-            (format!("{HELLO}[[net]]\nname = \"a\"\n[[net]]\nname = \"a\"\n"), "key `net[1].name`: the role \"a\" is used by two devices"),
+            (
+                format!("{HELLO}[[net]]\nname = \"a\"\n[[listen]]\nport = 70000\n"),
+                "key `listen[0].port`: 70000 is not a port",
+            ),
+            (
+                format!("{HELLO}[[net]]\nname = \"a\"\n[[net]]\nname = \"a\"\n"),
+                "key `net[1].name`: the role \"a\" is used by two devices",
+            ),
             (format!("{HELLO}[restart]\npolicy = \"sometimes\"\n"), "key `restart.policy`"),
         ];
         for (text, expected) in cases {

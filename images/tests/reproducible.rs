@@ -19,7 +19,8 @@ fn clean_builds_from_different_paths_have_the_same_image_id() {
     }
     for arch in Arch::ALL {
         let a = build::build(&first, "hello", arch, Profile::Release).unwrap_or_else(|e| panic!("{arch}, first: {e}"));
-        let b = build::build(&second, "hello", arch, Profile::Release).unwrap_or_else(|e| panic!("{arch}, second: {e}"));
+        let b =
+            build::build(&second, "hello", arch, Profile::Release).unwrap_or_else(|e| panic!("{arch}, second: {e}"));
         assert_eq!(a.id, b.id, "{arch}: the same source built at two paths gave two image ids");
         let kernel_a = fs::read(&a.kernel).expect("kernel");
         let kernel_b = fs::read(&b.kernel).expect("kernel");

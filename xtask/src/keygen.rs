@@ -10,7 +10,9 @@ use images::{
 };
 
 #[derive(Debug, Args)]
-#[command(after_help = "Build with it:  MAST_SIGNING_KEY=FILE cargo xtask image build …\nTrust it elsewhere by adding the printed public key to that place's trusted keys.")]
+#[command(
+    after_help = "Build with it:  MAST_SIGNING_KEY=FILE cargo xtask image build …\nTrust it elsewhere by adding the printed public key to that place's trusted keys."
+)]
 pub struct KeygenArgs {
     /// Where to write the secret key (mode 0600). Default: $MAST_SIGNING_KEY, else
     /// .mast/signing.key in the workspace. An existing file is never overwritten.

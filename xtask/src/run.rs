@@ -5,9 +5,8 @@ use std::{io::Write, path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use images::{
-    artifact,
+    Arch, artifact,
     build::{self, Profile},
-    Arch,
 };
 use qemu_tests::{Exit, Machine, kvm};
 

@@ -39,11 +39,7 @@ impl ExitCode {
     /// Recovers the appliance's status from QEMU's exit status under `isa-debug-exit`; `None` when
     /// the status cannot have come from the device (it is always odd).
     pub const fn from_x86_debug_exit_status(status: i32) -> Option<ExitCode> {
-        if status > 0 && status % 2 == 1 && status <= 255 {
-            Some(ExitCode(((status - 1) / 2) as u8))
-        } else {
-            None
-        }
+        if status > 0 && status % 2 == 1 && status <= 255 { Some(ExitCode(((status - 1) / 2) as u8)) } else { None }
     }
 
     /// A word for the reserved statuses, for reports.
