@@ -91,12 +91,7 @@ impl SigningKey {
 
     /// Reads a signing key file.
     pub fn load(path: &Path) -> Result<SigningKey, KeyError> {
-        let shown = path.display().to_string();
-        let text = fs::read_to_string(path).map_err(|source| KeyError::Io {
-            action: "reading",
-            path: shown.clone(),
-            source,
-        })?;
+        let (shown, text) = read_text(path)?;
         let hex_seed =
             text.trim().strip_prefix(SECRET_PREFIX).ok_or(KeyError::BadSecretFile { path: shown.clone() })?;
         let mut seed = [0u8; 32];
@@ -163,12 +158,7 @@ impl TrustedKeys {
 
     /// Reads a trusted-keys file: one hex public key per line, `#` comments, blank lines ignored.
     pub fn load(path: &Path) -> Result<TrustedKeys, KeyError> {
-        let shown = path.display().to_string();
-        let text = fs::read_to_string(path).map_err(|source| KeyError::Io {
-            action: "reading",
-            path: shown.clone(),
-            source,
-        })?;
+        let (shown, text) = read_text(path)?;
         let mut trusted = TrustedKeys::default();
         for (i, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
@@ -255,6 +245,15 @@ mod tests {
         let path = dir.path().join("k");
         fs::write(&path, "hello").expect("write");
         assert!(matches!(SigningKey::load(&path), Err(KeyError::BadSecretFile { .. })));
+    }
+}
+
+/// A key file's path (for messages) and contents.
+fn read_text(path: &Path) -> Result<(String, String), KeyError> {
+    let shown = path.display().to_string();
+    match fs::read_to_string(path) {
+        Ok(text) => Ok((shown, text)),
+        Err(source) => Err(KeyError::Io { action: "reading", path: shown, source }),
     }
 }
 
