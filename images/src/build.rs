@@ -13,7 +13,6 @@
 //! from inside `cargo test` or `cargo run` never waits on the outer cargo's lock.
 
 use std::{
-    ffi::OsString,
     fmt, fs, io,
     path::{Path, PathBuf},
     process::Command,
@@ -159,7 +158,7 @@ pub fn build(root: &Path, app: &str, arch: Arch, profile: Profile) -> Result<Bui
     cargo.args(["build", "--package", app, "--target", arch.target_triple(), "--profile", profile.cargo_name()]);
     cargo.arg("--target-dir").arg(&target_dir);
     cargo.arg("--config").arg(reproducible_rustflags(root, arch));
-    let shown = display_command(&cargo);
+    let shown = crate::command::display(&cargo);
     eprintln!("$ {shown}");
     let status = cargo.status().map_err(|source| BuildError::Spawn { command: shown.clone(), source })?;
     if !status.success() {
@@ -284,12 +283,6 @@ fn cargo_command(root: &Path) -> Command {
         }
     }
     command
-}
-
-fn display_command(command: &Command) -> String {
-    let mut words: Vec<OsString> = vec![command.get_program().to_owned()];
-    words.extend(command.get_args().map(|a| a.to_owned()));
-    words.iter().map(|w| w.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 mod arch;
 pub mod artifact;
 pub mod build;
+pub mod command;
 pub mod elf;
 pub mod kernel;
 pub mod keys;

@@ -141,18 +141,7 @@ fn quote_arg(arg: &str) -> String {
 
 /// A command line as a shell would show it, for logs and failure reports.
 pub(crate) fn display_command(command: &Command) -> String {
-    std::iter::once(command.get_program())
-        .chain(command.get_args())
-        .map(|word| {
-            let word = word.to_string_lossy();
-            if word.is_empty() || word.contains(|c: char| c.is_whitespace() || c == '"') {
-                format!("'{word}'")
-            } else {
-                word.into_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    images::command::display(command)
 }
 
 #[cfg(test)]

@@ -58,11 +58,7 @@ fn install_hint_for(package: &str) -> String {
 
 /// Runs `command`, echoing it first; `Ok(false)` if it ran and failed.
 fn run(command: &mut Command) -> Result<bool> {
-    let shown = std::iter::once(command.get_program())
-        .chain(command.get_args())
-        .map(|w| w.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let shown = images::command::display(command);
     eprintln!("$ {shown}");
     let status = command.status().with_context(|| format!("running {shown}"))?;
     Ok(status.success())
