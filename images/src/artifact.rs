@@ -51,6 +51,8 @@ pub const CHUNK_MAX: u32 = 16384;
 
 /// The name of the part that holds the bootable kernel.
 pub const KERNEL_PART: &str = "kernel";
+/// The name of the part that holds the appliance's data bundle, if it has one.
+pub const DATA_PART: &str = "data";
 
 /// The BLAKE3 hash that names an image.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -182,14 +184,28 @@ impl VerifiedImage {
         self.part(KERNEL_PART).expect("verification requires a kernel part")
     }
 
+    /// The appliance's data bundle, if the image carries one.
+    pub fn data(&self) -> Option<&[u8]> {
+        self.part(DATA_PART)
+    }
+
     /// Writes the verified kernel to `dir/<image id>.<img|elf>` for QEMU to load, and returns
     /// its path. The file is written aside and renamed into place, so a concurrent boot of the
     /// same image never loads a half-written kernel.
     pub fn unpack_kernel(&self, dir: &Path) -> io::Result<PathBuf> {
+        self.unpack(dir, self.arch().image_extension(), self.kernel())
+    }
+
+    /// Writes the verified data bundle to `dir/<image id>.data` (QEMU's `-initrd`), if any.
+    pub fn unpack_data(&self, dir: &Path) -> io::Result<Option<PathBuf>> {
+        self.data().map(|data| self.unpack(dir, "data", data)).transpose()
+    }
+
+    fn unpack(&self, dir: &Path, extension: &str, bytes: &[u8]) -> io::Result<PathBuf> {
         fs::create_dir_all(dir)?;
-        let path = dir.join(format!("{}.{}", self.id(), self.arch().image_extension()));
-        let aside = dir.join(format!(".{}.{}.tmp", self.id(), std::process::id()));
-        fs::write(&aside, self.kernel())?;
+        let path = dir.join(format!("{}.{extension}", self.id()));
+        let aside = dir.join(format!(".{}.{extension}.{}.tmp", self.id(), std::process::id()));
+        fs::write(&aside, bytes)?;
         fs::rename(&aside, &path)?;
         Ok(path)
     }

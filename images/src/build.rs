@@ -20,7 +20,7 @@ use std::{
 
 use crate::{
     Arch,
-    artifact::{self, ImageId, KERNEL_PART},
+    artifact::{self, DATA_PART, ImageId, KERNEL_PART},
     elf::{Elf, ElfError},
     kernel::{self, KernelError, KernelInfo},
     keys::{KeyConfig, KeyError, PublicKey},
@@ -185,11 +185,20 @@ pub fn build(root: &Path, app: &str, arch: Arch, profile: Profile) -> Result<Bui
     let kernel_path = image_dir.join(format!("{app}.{}", arch.image_extension()));
     let info = kernel::validate(arch, &image_bytes)
         .map_err(|source| BuildError::Invalid { path: kernel_path.clone(), source })?;
-    manifest.check_fits(&manifest_file, arch, info.memory_size)?;
+    let data = match &manifest.data {
+        Some(dir) => Some(pack_data(&root.join("kernel-apps").join(app).join(dir), &manifest_file)?),
+        None => None,
+    };
+    let data_len = data.as_ref().map_or(0, |d| d.len() as u64);
+    manifest.check_fits(&manifest_file, arch, info.memory_size + data_len)?;
     write(&kernel_path, &image_bytes)?;
 
     let (key, key_warning) = KeyConfig::for_workspace(root).signing_key()?;
-    let signed = artifact::build(arch, &manifest, &[(KERNEL_PART, &image_bytes)], &key);
+    let mut parts: Vec<(&str, &[u8])> = vec![(KERNEL_PART, &image_bytes)];
+    if let Some(data) = &data {
+        parts.push((DATA_PART, data));
+    }
+    let signed = artifact::build(arch, &manifest, &parts, &key);
     let (id, signer, ..) = artifact::read_unverified(&signed).expect("an image just built is well-formed");
     let artifact_path = image_dir.join(format!("{app}.mast"));
     write(&artifact_path, &signed)?;
@@ -204,6 +213,36 @@ pub fn build(root: &Path, app: &str, arch: Arch, profile: Profile) -> Result<Bui
         artifact_size: signed.len() as u64,
         key_warning,
     })
+}
+
+/// Packs every file under `dir` into a data bundle, with `/`-separated paths relative to `dir`.
+fn pack_data(dir: &Path, manifest_file: &str) -> Result<Vec<u8>, BuildError> {
+    fn walk(dir: &Path, prefix: &str, files: &mut Vec<(String, Vec<u8>)>) -> io::Result<()> {
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            if entry.file_type()?.is_dir() {
+                walk(&entry.path(), &path, files)?;
+            } else {
+                files.push((path, fs::read(entry.path())?));
+            }
+        }
+        Ok(())
+    }
+    if !dir.is_dir() {
+        return Err(ManifestError {
+            file: manifest_file.into(),
+            location: "key `data`: ".into(),
+            problem: format!("{} is not a directory", dir.display()),
+            fix: "create it, or remove the key".into(),
+        }
+        .into());
+    }
+    let mut files = Vec::new();
+    walk(dir, "", &mut files).map_err(|source| BuildError::Io { action: "reading", path: dir.to_owned(), source })?;
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, d)| (p.as_str(), d.as_slice())).collect();
+    Ok(runtime::bundle::pack(&refs))
 }
 
 /// Writes aside and renames into place: a concurrent reader (another build's test booting the

@@ -40,6 +40,9 @@ pub struct Manifest {
     pub args: Vec<String>,
     /// What a supervisor should do when the appliance stops.
     pub restart: RestartPolicy,
+    /// A directory of data files, relative to the appliance's crate, packed into the image's
+    /// `data` part and handed to the appliance at boot (see `runtime::bundle`).
+    pub data: Option<String>,
 }
 
 /// A device an appliance is given, named by its role.
@@ -169,6 +172,7 @@ struct RawManifest {
     args: Vec<String>,
     #[serde(default)]
     restart: RawRestart,
+    data: Option<String>,
 }
 
 fn one() -> u32 {
@@ -398,6 +402,17 @@ fn validate(file: &str, raw: RawManifest) -> Result<Manifest, ManifestError> {
         }
     }
 
+    if let Some(dir) = &raw.data {
+        let escapes = std::path::Path::new(dir).components().any(|c| !matches!(c, std::path::Component::Normal(_)));
+        if dir.is_empty() || escapes {
+            return Err(err(
+                "data",
+                format!("{dir:?} is not a directory inside the appliance's crate"),
+                "give a relative path without `..`, e.g. \"site\"",
+            ));
+        }
+    }
+
     let when = match raw.restart.policy.as_str() {
         "always" => Restart::Always,
         "on-failure" => Restart::OnFailure,
@@ -423,13 +438,15 @@ fn validate(file: &str, raw: RawManifest) -> Result<Manifest, ManifestError> {
         reach: raw.reach,
         args: raw.args,
         restart: RestartPolicy { when, max_restarts: raw.restart.max_restarts, backoff_ms: raw.restart.backoff_ms },
+        data: raw.data,
     })
 }
 
 impl Manifest {
     /// Checks the manifest against the kernel it describes: the architecture must be listed, and
-    /// RAM must hold the loaded kernel plus a minimal heap.
-    pub fn check_fits(&self, file: &str, arch: Arch, kernel_memory_bytes: u64) -> Result<(), ManifestError> {
+    /// RAM must hold the loaded kernel and its data (`resident_bytes`) plus a minimal heap.
+    pub fn check_fits(&self, file: &str, arch: Arch, resident_bytes: u64) -> Result<(), ManifestError> {
+        let kernel_memory_bytes = resident_bytes;
         if !self.arches.contains(&arch) {
             return Err(ManifestError::at_key(
                 file,
@@ -444,7 +461,7 @@ impl Manifest {
                 file,
                 "memory_mib",
                 format!(
-                    "{} MiB is below what {} needs on {arch}: its image occupies {} KiB and the heap needs {MIN_HEAP_MIB} MiB",
+                    "{} MiB is below what {} needs on {arch}: its image and data occupy {} KiB and the heap needs {MIN_HEAP_MIB} MiB",
                     self.memory_mib,
                     self.name,
                     kernel_memory_bytes.div_ceil(1024)
@@ -584,6 +601,7 @@ backoff_ms = 100
                 "key `net[1].name`: the role \"a\" is used by two devices",
             ),
             (format!("{HELLO}[restart]\npolicy = \"sometimes\"\n"), "key `restart.policy`"),
+            (format!("{HELLO}data = \"../secrets\"\n"), "key `data`: \"../secrets\" is not a directory inside"),
         ];
         for (text, expected) in cases {
             let e = error(&text);

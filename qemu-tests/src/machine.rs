@@ -34,6 +34,8 @@ pub struct Machine {
     pub semihosting: bool,
     /// Arguments appended to the command line as they are (devices, netdevs, `-S`…).
     pub extra_args: Vec<OsString>,
+    /// The appliance's data bundle, loaded as the initial ramdisk (`-initrd`).
+    pub initrd: Option<PathBuf>,
 }
 
 /// The default guest RAM: ample for the appliances, small enough to pack thousands per host.
@@ -53,7 +55,17 @@ impl Machine {
             cmdline: String::new(),
             semihosting: true,
             extra_args: Vec::new(),
+            initrd: None,
         }
+    }
+
+    /// The machine a verified image asks for: its kernel, its data bundle as the initial ramdisk,
+    /// its manifest's memory and boot arguments. Both files are unpacked into `dir`.
+    pub fn for_image(image: &images::artifact::VerifiedImage, dir: &Path) -> std::io::Result<Machine> {
+        let manifest = image.manifest();
+        let mut machine = Machine::new(image.arch(), image.unpack_kernel(dir)?).memory_mib(manifest.memory_mib);
+        machine.initrd = image.unpack_data(dir)?;
+        Ok(machine.args(&manifest.args))
     }
 
     /// Sets the kernel command line (the appliance's arguments).
@@ -127,6 +139,9 @@ impl Machine {
         command.arg("-m").arg(format!("{}M", self.memory_mib));
         command.args(common);
         command.arg("-kernel").arg(&self.kernel);
+        if let Some(initrd) = &self.initrd {
+            command.arg("-initrd").arg(initrd);
+        }
         if !self.cmdline.is_empty() {
             command.arg("-append").arg(&self.cmdline);
         }

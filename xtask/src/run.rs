@@ -60,14 +60,22 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
             bail!("x86_64 appliances run under KVM, and {reason}");
         }
     }
-    let kernel = verified
-        .unpack_kernel(&build::workspace_root().join("target/images/verified"))
-        .context("unpacking the verified kernel")?;
     let manifest = verified.manifest();
-    let appliance_args = if args.args.is_empty() { &manifest.args } else { &args.args };
-    let memory = args.mem.unwrap_or(manifest.memory_mib);
-    eprintln!("booting {} {} ({arch}, image {}, {memory} MiB)", manifest.name, manifest.version, verified.id().short());
-    let machine = Machine::new(arch, &kernel).memory_mib(memory).args(appliance_args);
+    let mut machine = Machine::for_image(&verified, &build::workspace_root().join("target/images/verified"))
+        .context("unpacking the verified image")?;
+    if !args.args.is_empty() {
+        machine = machine.args(&args.args);
+    }
+    if let Some(mib) = args.mem {
+        machine = machine.memory_mib(mib);
+    }
+    eprintln!(
+        "booting {} {} ({arch}, image {}, {} MiB)",
+        manifest.name,
+        manifest.version,
+        verified.id().short(),
+        machine.memory_mib
+    );
     let instance = machine.spawn().context("starting the appliance")?;
     eprintln!("$ {}", instance.command());
     let timeout = args.timeout.map(Duration::from_secs).unwrap_or(Duration::MAX);

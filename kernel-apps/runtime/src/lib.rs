@@ -26,6 +26,7 @@
 extern crate alloc;
 
 pub mod args;
+pub mod bundle;
 pub mod exit;
 pub mod fault;
 pub mod fdt;
