@@ -46,3 +46,31 @@ fn aarch64_without_semihosting_powers_off_through_psci() {
     let run = common::run(&Machine::new(Arch::Aarch64, image).semihosting(false));
     run.check(Exit::PoweredOff, "mast: exit status 0").unwrap_or_else(|failure| panic!("{failure}"));
 }
+
+/// A data bundle given as the initrd reaches the appliance intact.
+fn hello_reads_its_data_bundle(arch: Arch, test: &str) {
+    let Some(image) = common::image_for("hello", arch, test) else { return };
+    let big: Vec<u8> = (0..300 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    let bundle = runtime::bundle::pack(&[("index.html", b"<h1>hi</h1>"), ("blob.bin", &big)]);
+    let dir = std::env::temp_dir().join(format!("mast-hello-data-{}-{arch}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let initrd = dir.join("bundle.data");
+    std::fs::write(&initrd, &bundle).expect("bundle written");
+    let mut machine = Machine::new(arch, image);
+    machine.initrd = Some(initrd);
+    let run = common::run(&machine);
+    // The same checksum hello computes, over the files in the bundle's (path) order.
+    let checksum = big.iter().chain(b"<h1>hi</h1>").fold(0u32, |sum, &b| sum.rotate_left(5) ^ u32::from(b));
+    let expected = format!("data: 2 files, {} bytes, checksum {checksum:08x}", big.len() + 11);
+    run.check(Exit::Status(0), &expected).unwrap_or_else(|failure| panic!("{failure}"));
+}
+
+#[test]
+fn hello_reads_its_data_bundle_on_aarch64() {
+    hello_reads_its_data_bundle(Arch::Aarch64, "hello_reads_its_data_bundle_on_aarch64");
+}
+
+#[test]
+fn hello_reads_its_data_bundle_on_x86_64() {
+    hello_reads_its_data_bundle(Arch::X86_64, "hello_reads_its_data_bundle_on_x86_64");
+}

@@ -50,11 +50,11 @@ fn boot(args: BootArgs) -> Result<ExitCode> {
     );
     for arch in arches {
         deps::ensure_qemu(arch)?;
-        if arch == Arch::X86_64 {
-            if let Some(reason) = kvm::unavailable_reason() {
-                println!("{arch:<8} skipped: {reason}");
-                continue;
-            }
+        if arch == Arch::X86_64
+            && let Some(reason) = kvm::unavailable_reason()
+        {
+            println!("{arch:<8} skipped: {reason}");
+            continue;
         }
         let built = qemu_tests::appliance_image("hello", arch)?;
         let machine = Machine::new(arch, qemu_tests::appliance("hello", arch)?);
@@ -116,7 +116,7 @@ impl Summary {
         sorted.sort();
         let (min, max) = (*sorted.first()?, *sorted.last()?);
         let mid = sorted.len() / 2;
-        let median = if sorted.len() % 2 == 0 { (sorted[mid - 1] + sorted[mid]) / 2 } else { sorted[mid] };
+        let median = if sorted.len().is_multiple_of(2) { (sorted[mid - 1] + sorted[mid]) / 2 } else { sorted[mid] };
         Some(Summary { median, min, max })
     }
 }

@@ -55,10 +55,10 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
         bail!("{} is an image for {arch}, not {}", image.display(), args.arch.map_or("", |a| a.name()));
     }
     deps::ensure_qemu(arch)?;
-    if arch == Arch::X86_64 {
-        if let Some(reason) = kvm::unavailable_reason() {
-            bail!("x86_64 appliances run under KVM, and {reason}");
-        }
+    if arch == Arch::X86_64
+        && let Some(reason) = kvm::unavailable_reason()
+    {
+        bail!("x86_64 appliances run under KVM, and {reason}");
     }
     let manifest = verified.manifest();
     let mut machine = Machine::for_image(&verified, &build::workspace_root().join("target/images/verified"))

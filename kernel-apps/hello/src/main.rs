@@ -1,5 +1,6 @@
 //! `hello`: the smallest useful appliance. It greets, echoes its arguments, reports how long the
-//! machine took from reset to this function, and exits 0.
+//! machine took from reset to this function, describes its data bundle if it was given one, and
+//! exits 0.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -19,5 +20,12 @@ fn main(ctx: &mut Context) -> ExitCode {
         ctx.ram_bytes() >> 20,
         ctx.heap_free_bytes() >> 10,
     );
+    if let Some(data) = ctx.data() {
+        let bytes: usize = data.iter().map(|(_, contents)| contents.len()).sum();
+        // A position-weighted checksum, so the host can tell the bytes arrived intact and in order.
+        let checksum =
+            data.iter().flat_map(|(_, contents)| contents).fold(0u32, |sum, &b| sum.rotate_left(5) ^ u32::from(b));
+        println!("data: {} files, {bytes} bytes, checksum {checksum:08x}", data.len());
+    }
     ExitCode::SUCCESS
 }

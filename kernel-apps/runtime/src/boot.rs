@@ -3,7 +3,7 @@
 use alloc::{string::String, vec::Vec};
 use core::{ops::Range, time::Duration};
 
-use crate::{arch, args, console, exit::ExitCode, heap, println, time::Instant};
+use crate::{arch, args, bundle::Bundle, console, exit::ExitCode, heap, println, time::Instant};
 
 /// What the architecture tells the shared boot path. Built by `arch::*` before the heap exists.
 pub(crate) struct BootInfo {
@@ -17,6 +17,8 @@ pub(crate) struct BootInfo {
     pub heap: Range<usize>,
     /// The clock when the first instruction of the appliance ran.
     pub entry: Instant,
+    /// The data bundle the loader placed in RAM (the initrd), outside `heap` and never written.
+    pub data: Option<&'static [u8]>,
 }
 
 /// Boot timestamps, as durations since the machine was reset.
@@ -35,6 +37,7 @@ pub struct Context {
     platform: &'static str,
     ram_bytes: usize,
     boot: BootTimes,
+    data: Option<Bundle<'static>>,
 }
 
 impl Context {
@@ -62,6 +65,11 @@ impl Context {
     pub fn boot_times(&self) -> BootTimes {
         self.boot
     }
+
+    /// The appliance's data files (its image's data part, loaded as the initrd), if it has any.
+    pub fn data(&self) -> Option<&Bundle<'static>> {
+        self.data.as_ref()
+    }
 }
 
 unsafe extern "Rust" {
@@ -78,11 +86,19 @@ pub(crate) fn start(info: BootInfo) -> ! {
     // SAFETY: the architecture built `info.heap` to exclude everything still in use (see BootInfo).
     unsafe { heap::init(info.heap.clone()) };
 
+    let data = match info.data.map(Bundle::parse).transpose() {
+        Ok(data) => data,
+        Err(problem) => {
+            println!("mast: the initrd is not a usable data bundle: {problem}");
+            power_off(ExitCode::BOOT_FAILURE);
+        }
+    };
     let mut ctx = Context {
         args: args::split(info.cmdline),
         platform: info.platform,
         ram_bytes: info.ram_bytes,
         boot: BootTimes { entry: info.entry.since_reset(), main: Duration::ZERO },
+        data,
     };
     ctx.boot.main = Instant::now().since_reset();
     // SAFETY: `entry!` defines this symbol with exactly this signature; there is one per appliance,

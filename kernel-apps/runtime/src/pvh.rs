@@ -5,8 +5,9 @@
 //! it from bytes, so the parsing is tested on the host; `arch::x86_64` reads the bytes from
 //! physical memory. Used by the x86_64 port only.
 //!
-//! Supported: version 1 and later (the memory map is needed to find RAM). Not supported: boot
-//! modules (initrd) and the ACPI RSDP, which are parsed but not used.
+//! Supported: version 1 and later (the memory map is needed to find RAM), and the first boot
+//! module (the initrd, which carries the appliance's data bundle). Not used: the ACPI RSDP and
+//! further modules.
 
 use core::ops::Range;
 
@@ -16,6 +17,8 @@ pub const MAGIC: u32 = 0x336e_c578;
 pub const START_INFO_SIZE: usize = 56;
 /// Bytes per `hvm_memmap_table_entry`.
 pub const MEMMAP_ENTRY_SIZE: usize = 24;
+/// Bytes per `hvm_modlist_entry` (paddr, size, cmdline_paddr, reserved).
+pub const MODLIST_ENTRY_SIZE: usize = 32;
 /// The memory-map type of usable RAM (the E820 numbering).
 pub const TYPE_RAM: u32 = 1;
 
@@ -34,6 +37,10 @@ pub enum Error {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StartInfo {
     pub version: u32,
+    /// Boot modules; the first is the initrd.
+    pub nr_modules: u32,
+    /// The array of `nr_modules` entries of [`MODLIST_ENTRY_SIZE`] bytes.
+    pub modlist_paddr: u64,
     /// The kernel command line, NUL-terminated; 0 when there is none.
     pub cmdline_paddr: u64,
     /// The array of `memmap_entries` entries of [`MEMMAP_ENTRY_SIZE`] bytes.
@@ -57,6 +64,8 @@ impl StartInfo {
         }
         Ok(StartInfo {
             version,
+            nr_modules: u32_at(bytes, 12),
+            modlist_paddr: u64_at(bytes, 16),
             cmdline_paddr: u64_at(bytes, 24),
             memmap_paddr: u64_at(bytes, 40),
             memmap_entries: u32_at(bytes, 48),
@@ -67,6 +76,17 @@ impl StartInfo {
     pub fn memmap_bytes(&self) -> usize {
         self.memmap_entries as usize * MEMMAP_ENTRY_SIZE
     }
+}
+
+/// The physical range of a module, from its `hvm_modlist_entry`; `None` if the entry is short or
+/// the module empty or impossibly placed.
+pub fn module(entry: &[u8]) -> Option<Range<u64>> {
+    if entry.len() < MODLIST_ENTRY_SIZE {
+        return None;
+    }
+    let (paddr, size) = (u64_at(entry, 0), u64_at(entry, 8));
+    let end = paddr.checked_add(size)?;
+    (size > 0).then_some(paddr..end)
 }
 
 /// One memory-map entry.
@@ -161,6 +181,8 @@ mod tests {
         let mut bytes = [0; START_INFO_SIZE];
         bytes[0..4].copy_from_slice(&magic.to_le_bytes());
         bytes[4..8].copy_from_slice(&version.to_le_bytes());
+        bytes[12..16].copy_from_slice(&1u32.to_le_bytes());
+        bytes[16..24].copy_from_slice(&0x7000u64.to_le_bytes());
         bytes[24..32].copy_from_slice(&0x2_0000u64.to_le_bytes());
         bytes[40..48].copy_from_slice(&0x6040u64.to_le_bytes());
         bytes[48..52].copy_from_slice(&3u32.to_le_bytes());
@@ -170,8 +192,30 @@ mod tests {
     #[test]
     fn parses_version_1() {
         let info = StartInfo::parse(&start_info(MAGIC, 1)).expect("valid start info");
-        assert_eq!(info, StartInfo { version: 1, cmdline_paddr: 0x2_0000, memmap_paddr: 0x6040, memmap_entries: 3 });
+        let expected = StartInfo {
+            version: 1,
+            nr_modules: 1,
+            modlist_paddr: 0x7000,
+            cmdline_paddr: 0x2_0000,
+            memmap_paddr: 0x6040,
+            memmap_entries: 3,
+        };
+        assert_eq!(info, expected);
         assert_eq!(info.memmap_bytes(), 72);
+    }
+
+    #[test]
+    fn reads_a_module_entry() {
+        let mut entry = [0u8; MODLIST_ENTRY_SIZE];
+        entry[0..8].copy_from_slice(&(8 * MIB).to_le_bytes());
+        entry[8..16].copy_from_slice(&4096u64.to_le_bytes());
+        assert_eq!(module(&entry), Some(8 * MIB..8 * MIB + 4096));
+        assert_eq!(module(&entry[..20]), None, "a short entry");
+        entry[8..16].copy_from_slice(&0u64.to_le_bytes());
+        assert_eq!(module(&entry), None, "an empty module");
+        entry[0..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        entry[8..16].copy_from_slice(&2u64.to_le_bytes());
+        assert_eq!(module(&entry), None, "a module that wraps around");
     }
 
     #[test]

@@ -161,6 +161,13 @@ extern "C" fn mast_aarch64_start(dtb: usize, entry_ticks: u64, entry_el: u64) ->
     let heap = fdt::largest_free_span(ram_regions, platform.reserved.as_slice(), HEAP_ALIGN)
         .map_or(0..0, |r| r.address as usize..r.end() as usize);
     let ram_bytes = ram_regions.iter().fold(0u64, |sum, r| sum.saturating_add(r.size));
+    let data =
+        platform.initrd.filter(|d| ram_regions.iter().any(|r| r.contains(d.address) && d.end() <= r.end())).map(|d| {
+            // SAFETY: the loader put the initrd in RAM (checked just above), which the identity map
+            // covers as normal memory; it is reserved from the heap and nothing writes it, so a
+            // shared 'static borrow is sound.
+            unsafe { core::slice::from_raw_parts(d.address as *const u8, d.size as usize) }
+        });
 
-    boot::start(BootInfo { platform: platform.name, cmdline, ram_bytes: ram_bytes as usize, heap, entry })
+    boot::start(BootInfo { platform: platform.name, cmdline, ram_bytes: ram_bytes as usize, heap, entry, data })
 }

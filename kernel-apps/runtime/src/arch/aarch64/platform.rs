@@ -62,6 +62,8 @@ pub(super) struct Platform {
     pub(super) devices: GigabyteSet,
     /// The timer frequency from the tree, for firmware that leaves CNTFRQ_EL0 unset.
     pub(super) timer_hz: Option<u64>,
+    /// The initrd (`/chosen/linux,initrd-start` to `-end`): the appliance's data bundle.
+    pub(super) initrd: Option<Region>,
 }
 
 /// The top of what the identity map reaches.
@@ -119,7 +121,15 @@ pub(super) fn discover(fdt: &Fdt<'static>) -> Platform {
         None => Some(""),
         Some(bootargs) => bootargs.as_str(),
     };
-    Platform { name: machine_name(fdt), cmdline, uart, psci, ram, reserved, devices, timer_hz }
+    let initrd = chosen.and_then(|c| {
+        let start = c.property("linux,initrd-start")?.as_u64()?;
+        let end = c.property("linux,initrd-end")?.as_u64()?;
+        (end > start).then(|| Region { address: start, size: end - start })
+    });
+    if let Some(initrd) = initrd {
+        reserved.push(initrd);
+    }
+    Platform { name: machine_name(fdt), cmdline, uart, psci, ram, reserved, devices, timer_hz, initrd }
 }
 
 /// The machine in words: QEMU's `virt` calls itself `linux,dummy-virt`, which reads badly.

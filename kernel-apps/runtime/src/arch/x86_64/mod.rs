@@ -136,10 +136,12 @@ extern "C" fn start(start_info_paddr: u32) -> ! {
     // The heap: the largest RAM span above the image, avoiding the boot data still to be read
     // (the start info and memory map are read above, the command line after the heap starts).
     let image_end = &raw const boot::__image_end as u64;
-    let reserved: [Range<u64>; 3] = [
+    let data = initrd(&info, ram());
+    let reserved: [Range<u64>; 4] = [
         range_of(u64::from(start_info_paddr), pvh::START_INFO_SIZE),
         range_of(info.memmap_paddr, info.memmap_bytes()),
         range_of(info.cmdline_paddr, cmdline_bytes.len()),
+        data.clone().unwrap_or(0..0),
     ];
     let window = image_end.max(LOW_MEMORY_END)..IDENTITY_MAP_END;
     let heap = pvh::largest_free_span(ram(), window, &reserved);
@@ -150,7 +152,22 @@ extern "C" fn start(start_info_paddr: u32) -> ! {
         ram_bytes: ram_bytes as usize,
         heap: heap.start as usize..heap.end as usize,
         entry,
+        data: data.map(|d| phys_bytes(d.start, (d.end - d.start) as usize)),
     })
+}
+
+/// The first boot module (the initrd: the appliance's data bundle), if the loader passed one that
+/// lies wholly in RAM below 4 GiB.
+fn initrd(info: &StartInfo, mut ram: impl Iterator<Item = Range<u64>>) -> Option<Range<u64>> {
+    let list_end = info.modlist_paddr.checked_add(pvh::MODLIST_ENTRY_SIZE as u64)?;
+    if info.nr_modules == 0 || info.modlist_paddr < 0x1000 || list_end > IDENTITY_MAP_END {
+        return None;
+    }
+    let module = pvh::module(phys_bytes(info.modlist_paddr, pvh::MODLIST_ENTRY_SIZE))?;
+    (module.start >= 0x1000 && module.end <= IDENTITY_MAP_END)
+        .then_some(())
+        .and_then(|()| ram.find(|r| r.start <= module.start && module.end <= r.end))
+        .map(|_| module)
 }
 
 /// What can go wrong before the heap exists, in words.
@@ -204,8 +221,8 @@ fn read_start_info(paddr: u32) -> Result<StartInfo, StartInfoProblem> {
 /// Boot data at a physical address, as a byte slice.
 fn phys_bytes(paddr: u64, len: usize) -> &'static [u8] {
     // SAFETY: callers pass ranges the loader filled in below 4 GiB, outside page 0 (checked in
-    // `read_start_info`), which the identity map covers; nothing writes boot data after entry, and
-    // the heap excludes these ranges.
+    // `read_start_info` and `initrd`), which the identity map covers; nothing writes boot data
+    // after entry, and the heap excludes these ranges.
     unsafe { core::slice::from_raw_parts(paddr as *const u8, len) }
 }
 
