@@ -15,6 +15,18 @@ pub enum BenchCommand {
     Boot(BootArgs),
     /// Image verification speed, and how many bytes two builds share in identical chunks.
     Image(ImageArgs),
+    /// Placement speed and hosts used against the lower bound, per heuristic (release build).
+    Placement(PlacementArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlacementArgs {
+    /// Timed runs per heuristic and case (after one untimed warm-up run); the median is reported.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(3..))]
+    pub runs: u32,
+    /// Seed of the generated workload.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -38,6 +50,7 @@ pub fn main(command: BenchCommand) -> Result<ExitCode> {
     match command {
         BenchCommand::Boot(args) => boot(args),
         BenchCommand::Image(args) => crate::bench_image::main(args),
+        BenchCommand::Placement(args) => crate::bench_placement::main(args),
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_image;
+mod bench_placement;
 mod deps;
 mod image;
 mod keygen;
@@ -35,7 +36,7 @@ enum Command {
     Keygen(keygen::KeygenArgs),
     /// Build an appliance and boot it in QEMU, console on stdout; exits with the appliance's status.
     Run(run::RunArgs),
-    /// Measure boot times, image sizes, verification speed and chunk sharing.
+    /// Measure boot times, image sizes, verification speed, chunk sharing and placement.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// Install or check what the tests need (QEMU), then run the whole test suite.

@@ -1,0 +1,46 @@
+//! `cargo xtask bench placement`: the placement engine's speed and packing, with optimisations.
+//!
+//! `cargo xtask` itself is a debug build, and the figures must come from optimised code, so this
+//! runs the `placement` crate's `bench` example in release mode (its source says what it
+//! measures).
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result};
+use images::build::workspace_root;
+
+use crate::bench::PlacementArgs;
+
+pub fn main(args: PlacementArgs) -> Result<ExitCode> {
+    let runs = args.runs.to_string();
+    let seed = args.seed.to_string();
+    let cargo_args = [
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "placement",
+        "--example",
+        "bench",
+        "--",
+        "--runs",
+        &runs,
+        "--seed",
+        &seed,
+    ];
+    let mut cargo = Command::new("cargo");
+    cargo.current_dir(workspace_root()).args(cargo_args);
+    // `cargo xtask` runs inside `cargo run`: its CARGO_*/RUST* settings describe the xtask build,
+    // not this one. Keep only where cargo and rustup live and how they print.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let keep =
+            matches!(key.as_ref(), "CARGO_HOME" | "RUSTUP_HOME" | "CARGO_TERM_COLOR" | "CARGO_TERM_PROGRESS_WHEN");
+        if !keep && (key.starts_with("CARGO") || key.starts_with("RUST")) {
+            cargo.env_remove(key.as_ref());
+        }
+    }
+    eprintln!("$ cargo {}", cargo_args.join(" "));
+    let status = cargo.status().context("running cargo")?;
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
