@@ -38,9 +38,13 @@ pub enum ImageCommand {
 pub struct BuildArgs {
     /// The appliance: a crate in kernel-apps/ (see `cargo xtask image list`).
     pub app: String,
-    /// The architecture to build for: aarch64 or x86_64.
-    #[arg(long, value_name = "ARCH")]
-    pub arch: Arch,
+    /// The architecture to build for: aarch64 or x86_64. Implied by --board.
+    #[arg(long, value_name = "ARCH", required_unless_present = "board")]
+    pub arch: Option<Arch>,
+    /// The aarch64 board: virt (QEMU, the default), rpi3 or rpi4. Pi builds also write the kernel
+    /// as kernel8.img, for `cargo xtask image sdcard`.
+    #[arg(long, value_name = "BOARD", value_parser = parse_board)]
+    pub board: Option<build::Board>,
     /// Optimise for size and speed (LTO, stripped); what ships and what the benches measure.
     #[arg(long)]
     pub release: bool,
@@ -95,25 +99,38 @@ impl TrustArgs {
     }
 }
 
+/// A board name, as `--board` takes it.
+pub fn parse_board(name: &str) -> Result<build::Board, String> {
+    build::Board::named(name).ok_or_else(|| {
+        let names: Vec<&str> = runtime::board::ALL.iter().map(|b| b.name).collect();
+        format!("unknown board {name:?}: expected one of {}", names.join(", "))
+    })
+}
+
 pub fn main(command: ImageCommand) -> Result<ExitCode> {
     match command {
         ImageCommand::Build(args) => {
             let profile = if args.release { Profile::Release } else { Profile::Dev };
-            let built = build::build(&build::workspace_root(), &args.app, args.arch, profile)?;
+            let arch = args.arch.unwrap_or(Arch::Aarch64);
+            let built = build::build_for_board(&build::workspace_root(), &args.app, arch, args.board, profile)?;
             if let Some(warning) = &built.key_warning {
                 eprintln!("{warning}");
             }
             eprintln!(
-                "built {} {} for {} ({}): kernel {} bytes ({} in memory), image {} bytes, id {}",
+                "built {} {} for {}{} ({}): kernel {} bytes ({} in memory), image {} bytes, id {}",
                 built.manifest.name,
                 built.manifest.version,
-                args.arch,
+                arch,
+                built.board.map_or(String::new(), |b| format!(" board {}", b.name)),
                 built.info.format,
                 built.info.file_size,
                 built.info.memory_size,
                 built.artifact_size,
                 built.id.short()
             );
+            if let Some(boot_file) = &built.boot_file {
+                eprintln!("boot file for the firmware: {}", boot_file.display());
+            }
             println!("{}", built.artifact.display());
         }
         ImageCommand::List => {
