@@ -1,0 +1,77 @@
+//! Board boots on QEMU's `raspi3b` (a Raspberry Pi 3): the same appliances, built with
+//! `--board rpi3`, boot from `kernel8.img` at 0x80000 with all four cores released, see their
+//! arguments (QEMU passes them as ATAGs, there is no device tree), report the board they detected
+//! and their boot time, and exit through semihosting with the documented statuses.
+
+mod common;
+
+use qemu_tests::{Exit, Machine};
+use runtime::{ExitCode, board};
+
+fn pi3_image(app: &str) -> std::path::PathBuf {
+    common::board_image(app, board::RPI3)
+}
+
+#[test]
+fn hello_boots_on_raspi3b_and_reports_the_board() {
+    let run = common::run(&Machine::raspi3b(pi3_image("hello")).args(&["one", "two words", "ünïcode"]));
+    run.check(Exit::Status(0), "Hello from Mast on Raspberry Pi 3").unwrap_or_else(|failure| panic!("{failure}"));
+    let text = run.console_text();
+    assert!(text.contains("mast: board rpi3 (Raspberry Pi 3 (BCM2837); no device tree"), "no board line:\n{text}");
+    assert!(text.contains(r#"args: ["one", "two words", "ünïcode"]"#), "arguments lost:\n{text}");
+    let boot = run.console.iter().find(|l| l.text.starts_with("boot: reset -> entry")).map(|l| l.text.clone());
+    let boot = boot.unwrap_or_else(|| panic!("no boot-time line:\n{text}"));
+    let main_us: u64 = boot
+        .split_once("reset -> main ")
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("unreadable boot line {boot:?}"));
+    assert!(main_us > 0 && main_us < 60_000_000, "implausible reset -> main time in {boot:?}");
+    // QEMU gives the ARM 960 MiB of the Pi's 1 GiB (the rest is the VideoCore's).
+    assert!(boot.contains("RAM 960 MiB"), "unexpected RAM size in {boot:?}");
+    assert_eq!(run.console.last().map(|l| l.text.as_str()), Some("mast: exit status 0"));
+}
+
+#[test]
+fn hello_without_arguments_on_raspi3b() {
+    let run = common::run(&Machine::raspi3b(pi3_image("hello")));
+    run.check(Exit::Status(0), "args: []").unwrap_or_else(|failure| panic!("{failure}"));
+}
+
+#[test]
+fn crash_reports_its_panic_on_raspi3b() {
+    let run = common::run(&Machine::raspi3b(pi3_image("crash")).args(&["panic"]));
+    run.check(Exit::Status(ExitCode::PANIC.0), "panicked at kernel-apps/crash/src/main.rs:")
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    assert!(run.time_of("crash appliance: deliberate panic").is_some(), "no panic message:\n{}", run.console_text());
+}
+
+/// The Pi's peripherals share the first gigabyte with RAM; the 2 MiB map leaves what is neither
+/// unmapped, so a stray access still faults with a report.
+#[test]
+fn crash_reports_a_fault_on_raspi3b() {
+    let run = common::run(&Machine::raspi3b(pi3_image("crash")).args(&["fault"]));
+    run.check(Exit::Status(ExitCode::CPU_EXCEPTION.0), "FAR=0x1000000000")
+        .unwrap_or_else(|failure| panic!("{failure}"));
+}
+
+#[test]
+fn appliance_status_reaches_the_host_on_raspi3b() {
+    let run = common::run(&Machine::raspi3b(pi3_image("crash")).args(&["exit", "7"]));
+    run.check(Exit::Status(7), "mast: exit status 7").unwrap_or_else(|failure| panic!("{failure}"));
+}
+
+/// `-initrd` reaches the appliance through QEMU's ATAG_INITRD2, as a data bundle.
+#[test]
+fn hello_reads_its_data_bundle_on_raspi3b() {
+    let bundle = runtime::bundle::pack(&[("index.html", b"<h1>pi</h1>")]);
+    let dir = std::env::temp_dir().join(format!("mast-boards-data-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let initrd = dir.join("bundle.data");
+    std::fs::write(&initrd, &bundle).expect("bundle written");
+    let mut machine = Machine::raspi3b(pi3_image("hello"));
+    machine.initrd = Some(initrd);
+    let run = common::run(&machine);
+    let checksum = b"<h1>pi</h1>".iter().fold(0u32, |sum, &b| sum.rotate_left(5) ^ u32::from(b));
+    let expected = format!("data: 1 files, 11 bytes, checksum {checksum:08x}");
+    run.check(Exit::Status(0), &expected).unwrap_or_else(|failure| panic!("{failure}"));
+}
