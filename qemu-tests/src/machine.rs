@@ -23,7 +23,8 @@ pub enum Aarch64Machine {
     /// `virt` with a cortex-a72: the default; images built without `--board` (or `--board virt`).
     Virt,
     /// `raspi3b`: a Raspberry Pi 3 (four cortex-a53 cores, 1 GiB, PL011 on `-serial`); images built
-    /// with `--board rpi3`. QEMU passes ATAGs, not a device tree, and starts all four cores.
+    /// with `--board rpi3`. QEMU passes ATAGs, not a device tree, and holds cores 1-3 in its own
+    /// spin-table stub at 0x300, as the Pi firmware does.
     Raspi3b,
 }
 

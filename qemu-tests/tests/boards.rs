@@ -1,5 +1,5 @@
 //! Board boots on QEMU's `raspi3b` (a Raspberry Pi 3): the same appliances, built with
-//! `--board rpi3`, boot from `kernel8.img` at 0x80000 with all four cores released, see their
+//! `--board rpi3`, boot from `kernel8.img` at 0x80000 on the four-core machine, see their
 //! arguments (QEMU passes them as ATAGs, there is no device tree), report the board they detected
 //! and their boot time, and exit through semihosting with the documented statuses.
 
@@ -74,4 +74,70 @@ fn hello_reads_its_data_bundle_on_raspi3b() {
     let checksum = b"<h1>pi</h1>".iter().fold(0u32, |sum, &b| sum.rotate_left(5) ^ u32::from(b));
     let expected = format!("data: 1 files, 11 bytes, checksum {checksum:08x}");
     run.check(Exit::Status(0), &expected).unwrap_or_else(|failure| panic!("{failure}"));
+}
+
+/// QEMU's own boot stub holds cores 1-3 in a spin table, as the Pi firmware does; loaders that
+/// release every core into the image instead (here QEMU's generic loader, which points cores 1-3 at
+/// 0x80000 too) must find them parked in `wfe`, while core 0 boots. Without semihosting core 0 then
+/// halts in `wfi`, and QEMU's monitor shows where each core stopped.
+#[test]
+fn secondary_cores_released_into_the_image_park_in_wfe() {
+    use std::{
+        io::{Read, Write},
+        os::unix::net::UnixStream,
+        time::{Duration, Instant},
+    };
+
+    const WFE: u32 = 0xd503_205f;
+    const WFI: u32 = 0xd503_207f;
+    const LOAD_ADDRESS: u64 = 0x8_0000;
+
+    let kernel = pi3_image("hello");
+    let dir = std::env::temp_dir().join(format!("mast-boards-smp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let socket = dir.join("monitor.sock");
+    let mut machine = Machine::raspi3b(&kernel).semihosting(false);
+    for cpu in 1..4 {
+        machine = machine.extra_arg("-device").extra_arg(format!("loader,addr={LOAD_ADDRESS:#x},cpu-num={cpu}"));
+    }
+    let machine = machine.extra_arg("-monitor").extra_arg(format!("unix:{},server=on,wait=off", socket.display()));
+    let mut vm = machine.spawn().expect("QEMU starts");
+    vm.wait_for("mast: exit status 0", common::TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+
+    let image = std::fs::read(&kernel).expect("the kernel");
+    let instruction = |pc: u64| {
+        let at = usize::try_from(pc.checked_sub(LOAD_ADDRESS)?).ok()?;
+        Some(u32::from_le_bytes(image.get(at..at.checked_add(4)?)?.try_into().ok()?))
+    };
+    // A core waiting in a one-instruction loop shows the wait or the branch after it, depending on
+    // when QEMU stopped it (TCG treats `wfe` as a yield and leaves the core runnable).
+    let waits_in = |pc: u64, op: u32| instruction(pc) == Some(op) || instruction(pc.wrapping_sub(4)) == Some(op);
+    let settled = |pcs: &[u64]| pcs.len() == 4 && waits_in(pcs[0], WFI) && pcs[1..].iter().all(|&pc| waits_in(pc, WFE));
+
+    let mut monitor = UnixStream::connect(&socket).expect("the monitor socket");
+    monitor.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut reply, mut pcs) = (String::new(), Vec::new());
+    // Cores that QEMU has not scheduled yet still sit at the entry: ask until every core has settled.
+    while !settled(&pcs) && Instant::now() < deadline {
+        monitor.write_all(b"info registers -a\n").expect("monitor command");
+        reply.clear();
+        let asked = Instant::now();
+        while reply.matches("PC=").count() < 4 && asked.elapsed() < Duration::from_secs(2) {
+            let mut buf = [0u8; 8192];
+            if let Ok(n) = monitor.read(&mut buf) {
+                reply.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+        pcs = reply.split("PC=").skip(1).filter_map(|rest| u64::from_str_radix(rest.get(..16)?, 16).ok()).collect();
+    }
+    assert_eq!(pcs.len(), 4, "expected four cores in:\n{reply}");
+    assert!(waits_in(pcs[0], WFI), "core 0 should halt in wfi after exiting; PCs {pcs:x?}:\n{reply}");
+    for (core, &pc) in pcs.iter().enumerate().skip(1) {
+        assert!(waits_in(pc, WFE), "core {core} is not parked in wfe (PC {pc:#x}):\n{reply}");
+    }
+    let hellos = vm.console().iter().filter(|l| l.text.starts_with("Hello from Mast")).count();
+    assert_eq!(hellos, 1, "only core 0 may run the appliance");
+    drop(vm);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -17,11 +17,12 @@
 //! 6. sets the stack, zeroes `.bss`, installs the exception vectors and calls
 //!    [`super::mast_aarch64_start`], which parses the device tree and completes the map.
 //!
-//! Secondary CPUs are never started by the runtime. Some loaders start them anyway: QEMU `raspi3b`
-//! releases all four cores into the image, while the real Pi firmware holds cores 1-3 in its spin
-//! table (0xd8..0xf0) and PSCI machines keep them off. Every core but the one with affinity 0.0.0
-//! therefore parks at once in a `wfe` loop (no stack, no memory touched); a spin-table core is
-//! never released, so it stays in the firmware's own `wfe` loop.
+//! Secondary CPUs are never started by the runtime. The Pi firmware and QEMU `raspi3b` (7.2) hold
+//! cores 1-3 in a spin table (0xd8..0xf0, polled in `wfe`) that the runtime never writes, and PSCI
+//! machines keep them off; but a loader may release every core into the image (QEMU's generic
+//! loader with `cpu-num`, some boot stubs). Every core but the one with affinity 0.0.0 therefore
+//! parks at once in a `wfe` loop, touching no memory and no stack (`qemu-tests/tests/boards.rs`
+//! checks where they stop).
 //!
 //! The provisional map maps the image's gigabyte through a level-2 table of 2 MiB blocks, Normal
 //! memory up to the board's `ram_limit` and nothing above it, because on the Raspberry Pi 3 that
