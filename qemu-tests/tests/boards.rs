@@ -141,3 +141,97 @@ fn secondary_cores_released_into_the_image_park_in_wfe() {
     drop(vm);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A flattened device tree, built by hand: just enough of a Pi 3's for the runtime to choose the
+/// board from `compatible` and find its memory (QEMU fills in `/memory` and `/chosen` itself).
+fn pi3_device_tree(compatible: &[&str], model: &str) -> Vec<u8> {
+    struct Tree {
+        structure: Vec<u8>,
+        strings: Vec<u8>,
+    }
+    impl Tree {
+        fn token(&mut self, token: u32) {
+            self.structure.extend_from_slice(&token.to_be_bytes());
+        }
+        fn pad(&mut self) {
+            while !self.structure.len().is_multiple_of(4) {
+                self.structure.push(0);
+            }
+        }
+        fn begin(&mut self, name: &str) {
+            self.token(1);
+            self.structure.extend_from_slice(name.as_bytes());
+            self.structure.push(0);
+            self.pad();
+        }
+        fn property(&mut self, name: &str, value: &[u8]) {
+            let offset = self.strings.len() as u32;
+            self.strings.extend_from_slice(name.as_bytes());
+            self.strings.push(0);
+            self.token(3);
+            self.token(value.len() as u32);
+            self.token(offset);
+            self.structure.extend_from_slice(value);
+            self.pad();
+        }
+    }
+    let strings = |list: &[&str]| list.iter().flat_map(|s| s.bytes().chain([0])).collect::<Vec<u8>>();
+    let cells = |list: &[u32]| list.iter().flat_map(|c| c.to_be_bytes()).collect::<Vec<u8>>();
+    let mut tree = Tree { structure: Vec::new(), strings: Vec::new() };
+    tree.begin("");
+    tree.property("compatible", &strings(compatible));
+    tree.property("model", &strings(&[model]));
+    tree.property("#address-cells", &cells(&[1]));
+    tree.property("#size-cells", &cells(&[1]));
+    tree.begin("memory@0");
+    tree.property("device_type", &strings(&["memory"]));
+    tree.property("reg", &cells(&[0, 0x3b40_0000]));
+    tree.token(2);
+    tree.begin("chosen");
+    tree.token(2);
+    tree.token(2);
+    tree.token(9);
+
+    const HEADER: usize = 40;
+    let reservations = [0u8; 16];
+    let structure_at = HEADER + reservations.len();
+    let strings_at = structure_at + tree.structure.len();
+    let total = strings_at + tree.strings.len();
+    let mut blob = Vec::with_capacity(total);
+    let header = [
+        0xd00d_feed,
+        total as u32,
+        structure_at as u32,
+        strings_at as u32,
+        HEADER as u32,
+        17,
+        16,
+        0,
+        tree.strings.len() as u32,
+        tree.structure.len() as u32,
+    ];
+    header.iter().for_each(|field: &u32| blob.extend_from_slice(&field.to_be_bytes()));
+    blob.extend_from_slice(&reservations);
+    blob.extend_from_slice(&tree.structure);
+    blob.extend_from_slice(&tree.strings);
+    blob
+}
+
+/// With a device tree (as the real firmware passes one), the board comes from its `compatible`,
+/// the machine's name from its `model`, and the arguments from `/chosen/bootargs`.
+#[test]
+fn hello_on_raspi3b_with_a_device_tree_reads_the_board_from_it() {
+    let dir = std::env::temp_dir().join(format!("mast-boards-dtb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dtb = dir.join("pi3.dtb");
+    let tree = pi3_device_tree(&["raspberrypi,3-model-b", "brcm,bcm2837"], "Raspberry Pi 3 Model B (test tree)");
+    std::fs::write(&dtb, tree).expect("tree written");
+    let machine = Machine::raspi3b(pi3_image("hello")).args(&["from", "the tree"]).extra_arg("-dtb").extra_arg(&dtb);
+    let run = common::run(&machine);
+    run.check(Exit::Status(0), "Hello from Mast on Raspberry Pi 3 Model B (test tree)!")
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    let text = run.console_text();
+    assert!(text.contains("mast: board rpi3 (Raspberry Pi 3 (BCM2837); device tree)"), "no board line:\n{text}");
+    assert!(text.contains(r#"args: ["from", "the tree"]"#), "arguments lost:\n{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
