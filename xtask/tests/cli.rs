@@ -176,3 +176,27 @@ fn image_sdcard_writes_a_fat_card_and_names_the_firmware() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("SD cards are for the Raspberry Pis"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn run_boots_a_pi_image_on_raspi3b() {
+    let out = xtask(&["run", "hello", "--board", "rpi3", "--release", "--", "pi", "two words"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("Hello from Mast on Raspberry Pi 3"), "{stdout}");
+    assert!(stdout.contains(r#"args: ["pi", "two words"]"#), "{stdout}");
+    assert!(stderr.contains("-machine raspi3b"), "{stderr}");
+    // The image alone says it is a Pi image (its text_offset): --image boots it on raspi3b too.
+    let image = images::build::image_dir(
+        &images::build::workspace_root(),
+        images::Arch::Aarch64,
+        Some(runtime::board::RPI3),
+        images::build::Profile::Release,
+    )
+    .join("hello.mast");
+    let out = xtask(&["run", "--image", image.to_str().expect("UTF-8 path")]);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Hello from Mast on Raspberry Pi 3"), "{}", text(&out.stdout));
+    let out = xtask(&["run", "hello", "--board", "rpi4"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no Raspberry Pi 4 machine"), "{}", text(&out.stderr));
+}
