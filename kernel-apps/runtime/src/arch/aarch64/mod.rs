@@ -10,7 +10,8 @@
 //! modules:
 //!
 //! - `start`: the arm64 Image header and the entry assembly;
-//! - `mmu`: the identity map (1 GiB blocks: RAM Normal write-back, devices Device-nGnRnE);
+//! - `mmu`: the identity map (1 GiB blocks, 2 MiB where RAM and devices share a gigabyte: RAM Normal
+//!   write-back, devices Device-nGnRnE);
 //! - `platform`: the device tree questions boot asks;
 //! - `exceptions`: vectors and fault reports (status 102);
 //! - `pl011`, `timer`, `power`: console, clock, and power-off (semihosting, then PSCI).
@@ -56,6 +57,9 @@ use crate::{
     time::Instant,
 };
 
+use mmu::GigabyteSet;
+use power::Conduit;
+
 #[cfg(all(feature = "board-rpi3", feature = "board-rpi4"))]
 compile_error!("enable at most one of the runtime's board-rpi3 and board-rpi4 features");
 
@@ -66,8 +70,6 @@ pub(super) const BUILD_BOARD: Board = board::VIRT;
 pub(super) const BUILD_BOARD: Board = board::RPI3;
 #[cfg(all(feature = "board-rpi4", not(feature = "board-rpi3")))]
 pub(super) const BUILD_BOARD: Board = board::RPI4;
-use mmu::GigabyteSet;
-use power::Conduit;
 
 unsafe extern "C" {
     /// The first byte of the image (the linker script's link address).
@@ -177,6 +179,8 @@ fn fail_without_device_tree(address: usize, why: DeviceTreeError) -> ! {
 extern "C" fn mast_aarch64_start(dtb: usize, entry_ticks: u64, entry_el: u64) -> ! {
     // The board: the one built for, refined by the tree's `compatible`. Boards with a fallback
     // memory map boot without a tree (QEMU `raspi3b` passes ATAGs instead); `virt` cannot.
+    // A pointer that is neither a tree nor ATAGs is worth a line once the console works.
+    let mut unusable = None;
     let (board, fdt, mut platform) = match device_tree(dtb) {
         Ok(fdt) => {
             let compatible = fdt.root().property("compatible").map(|p| p.strings());
@@ -184,11 +188,20 @@ extern "C" fn mast_aarch64_start(dtb: usize, entry_ticks: u64, entry_el: u64) ->
             (board, Some(fdt), platform::discover(&fdt, &board))
         }
         Err(why) if BUILD_BOARD.fallback_ram.is_none() => fail_without_device_tree(dtb, why),
-        Err(_) => (BUILD_BOARD, None, platform::without_tree(&BUILD_BOARD, atags_at(dtb))),
+        Err(why) => {
+            let atags = atags_at(dtb);
+            if atags.is_none() && dtb != 0 {
+                unusable = Some(why);
+            }
+            (BUILD_BOARD, None, platform::without_tree(&BUILD_BOARD, atags))
+        }
     };
 
     let unmapped = mmu::map(platform.ram.as_slice(), &platform.devices, board.devices);
     pl011::init(platform.uart);
+    if let Some(why) = unusable {
+        println!("mast: ignoring x0 = {dtb:#x}: neither ATAGs nor a usable device tree ({why})");
+    }
     if board.kind != BoardKind::Virt {
         let source = if fdt.is_some() { "device tree" } else { "no device tree: board defaults" };
         println!("mast: board {} ({}; {source})", board.name, board.description);
