@@ -104,14 +104,18 @@ impl fmt::Display for DeviceTreeError {
     }
 }
 
-/// The end of what the boot code mapped as Normal memory around `address`: the whole gigabyte
-/// holding it, except in the image's gigabyte, where Normal memory stops at the board's RAM limit.
+/// The end of what the boot code mapped as Normal memory around `address` (`address` itself if
+/// nothing): the whole gigabyte holding it, except that Normal memory stops at the board's RAM
+/// limit in the image's gigabyte, and another gigabyte crossing that limit is not mapped at all.
 fn boot_mapped_end(address: usize) -> usize {
     const GIB: usize = 1 << mmu::GIB_SHIFT;
     let gigabyte_end = (address & !(GIB - 1)) + GIB;
     let image = &raw const __mast_start as usize;
+    let ram_limit = usize::try_from(BUILD_BOARD.ram_limit).unwrap_or(usize::MAX);
     if address >> mmu::GIB_SHIFT == image >> mmu::GIB_SHIFT {
-        gigabyte_end.min(usize::try_from(BUILD_BOARD.ram_limit).unwrap_or(usize::MAX))
+        gigabyte_end.min(ram_limit)
+    } else if gigabyte_end > ram_limit {
+        address
     } else {
         gigabyte_end
     }

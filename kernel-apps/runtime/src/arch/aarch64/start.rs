@@ -27,6 +27,8 @@
 //! The provisional map maps the image's gigabyte through a level-2 table of 2 MiB blocks, Normal
 //! memory up to the board's `ram_limit` and nothing above it, because on the Raspberry Pi 3 that
 //! gigabyte also holds the peripherals (0x3f00_0000), which must never be mapped as Normal memory.
+//! The device tree's gigabyte, if another, is one Normal block, and only if it lies wholly below
+//! `ram_limit`; a tree elsewhere is not read (`mod.rs` checks the same bounds).
 
 use super::{BUILD_BOARD, mmu};
 
@@ -172,6 +174,11 @@ _start:
     b.eq    .Lmast_table_done
     cmp     x2, #{entries}
     b.hs    .Lmast_table_done
+    lsl     x4, x2, #30                 // (and it lies wholly below the board's peripherals)
+    mov     x10, #{gib}
+    add     x4, x4, x10
+    cmp     x4, x7
+    b.hi    .Lmast_table_done
     orr     x4, x3, x2, lsl #30
     str     x4, [x22, x2, lsl #3]
 .Lmast_table_done:
@@ -287,6 +294,7 @@ __mast_l2_tables:
     ram_limit = const BUILD_BOARD.ram_limit,
     l2_block = const mmu::L2_BLOCK_SIZE,
     l2_tables = const mmu::L2_TABLES,
+    gib = const 1u64 << mmu::GIB_SHIFT,
     mair = const mmu::MAIR,
     tcr = const mmu::TCR,
 );
