@@ -45,7 +45,7 @@ pub enum BoardKind {
 pub enum InterruptController {
     /// A GICv2 (or the GIC-400): distributor and CPU interface bases.
     GicV2 { distributor: u64, cpu_interface: u64 },
-    /// The GICv3 of QEMU `virt` is found in its device tree, not here.
+    /// QEMU `virt`'s GIC (v2 by default, v3 with `gic-version=3`) is found in its device tree.
     FromDeviceTree,
     /// The BCM2836 "ARM local" block of the Pi 3: per-core timer interrupt routing
     /// (`Core0 timers interrupt control` at +0x40) and per-core IRQ sources (+0x60).
