@@ -11,12 +11,23 @@
 //!
 //! Appliances are compiled in their own target directory (`target/appliances`), so building one
 //! from inside `cargo test` or `cargo run` never waits on the outer cargo's lock.
+//!
+//! # Boards
+//! An aarch64 image is built for one board ([`runtime::board`]): QEMU `virt` unless
+//! [`build_for_board`] names another. The board becomes the runtime's `board-<name>` cargo feature
+//! (the link address differs per board); the appliance crate itself never changes. Boards other
+//! than `virt` build in `target/appliances-<board>` (so two boards' builds never overwrite each
+//! other's ELF) and land in `target/images/aarch64-<board>/<profile>/`, where the kernel is also
+//! written as `kernel8.img`, the name the Raspberry Pi firmware boots. The `.mast` does not record
+//! the board; its kernel does (it only runs at its board's link address).
 
 use std::{
     fmt, fs, io,
     path::{Path, PathBuf},
     process::Command,
 };
+
+pub use runtime::board::Board;
 
 use crate::{
     Arch,
@@ -76,6 +87,10 @@ pub struct Built {
     pub artifact: PathBuf,
     /// The bootable kernel inside it, also written alone: `<app>.img` (aarch64) or `<app>.elf`.
     pub kernel: PathBuf,
+    /// The board it was built for (aarch64 only; `virt` when none was named).
+    pub board: Option<Board>,
+    /// For boards booted by firmware from an SD card: the kernel again, as `kernel8.img`.
+    pub boot_file: Option<PathBuf>,
     /// The linked ELF the kernel came from (symbols intact in dev builds).
     pub elf: PathBuf,
     pub info: KernelInfo,
@@ -107,6 +122,24 @@ pub enum BuildError {
     Manifest(#[from] ManifestError),
     #[error("signing key: {0}")]
     Key(#[from] KeyError),
+    #[error("--board {board} is an aarch64 board; {arch} appliances run on QEMU microvm only")]
+    BoardNeedsAarch64 { board: &'static str, arch: Arch },
+}
+
+/// The file name Raspberry Pi firmware boots with `arm_64bit=1`.
+pub const PI_KERNEL_FILE: &str = "kernel8.img";
+
+/// Where a board's builds and images go: `virt` keeps the paths it always had.
+fn board_suffix(board: Option<Board>) -> String {
+    match board {
+        Some(board) if board.kind != runtime::board::BoardKind::Virt => format!("-{}", board.name),
+        _ => String::new(),
+    }
+}
+
+/// The directory `build` writes `app`'s image and kernel to, for this architecture, board and profile.
+pub fn image_dir(root: &Path, arch: Arch, board: Option<Board>, profile: Profile) -> PathBuf {
+    root.join("target/images").join(format!("{}{}", arch.name(), board_suffix(board))).join(profile.name())
 }
 
 /// The workspace this crate belongs to.
@@ -133,6 +166,23 @@ pub fn appliances(root: &Path) -> Vec<String> {
 /// Cargo's progress goes to stderr, preceded by the exact command (`$ cargo build …`), so a
 /// failure can be reproduced by hand.
 pub fn build(root: &Path, app: &str, arch: Arch, profile: Profile) -> Result<Built, BuildError> {
+    build_for_board(root, app, arch, None, profile)
+}
+
+/// Builds `app` for `arch` and, on aarch64, for `board` (`None`: QEMU `virt`); see the module docs.
+pub fn build_for_board(
+    root: &Path,
+    app: &str,
+    arch: Arch,
+    board: Option<Board>,
+    profile: Profile,
+) -> Result<Built, BuildError> {
+    if let Some(board) = board
+        && arch != Arch::Aarch64
+    {
+        return Err(BuildError::BoardNeedsAarch64 { board: board.name, arch });
+    }
+    let suffix = board_suffix(board);
     let available = appliances(root);
     if !available.iter().any(|name| name == app) {
         return Err(BuildError::UnknownAppliance { name: app.to_owned(), available });
@@ -153,9 +203,14 @@ pub fn build(root: &Path, app: &str, arch: Arch, profile: Profile) -> Result<Bui
         .into());
     }
 
-    let target_dir = root.join("target/appliances");
+    let target_dir = root.join(format!("target/appliances{suffix}"));
     let mut cargo = cargo_command(root);
     cargo.args(["build", "--package", app, "--target", arch.target_triple(), "--profile", profile.cargo_name()]);
+    if !suffix.is_empty()
+        && let Some(board) = board
+    {
+        cargo.arg("--features").arg(format!("runtime/board-{}", board.name));
+    }
     cargo.arg("--target-dir").arg(&target_dir);
     cargo.arg("--config").arg(reproducible_rustflags(root, arch));
     let shown = crate::command::display(&cargo);
@@ -176,7 +231,7 @@ pub fn build(root: &Path, app: &str, arch: Arch, profile: Profile) -> Result<Bui
         Arch::X86_64 => elf_bytes,
     };
 
-    let image_dir = root.join("target/images").join(arch.name()).join(profile.name());
+    let image_dir = image_dir(root, arch, board, profile);
     fs::create_dir_all(&image_dir).map_err(|source| BuildError::Io {
         action: "creating",
         path: image_dir.clone(),
@@ -192,6 +247,13 @@ pub fn build(root: &Path, app: &str, arch: Arch, profile: Profile) -> Result<Bui
     let data_len = data.as_ref().map_or(0, |d| d.len() as u64);
     manifest.check_fits(&manifest_file, arch, info.memory_size + data_len)?;
     write(&kernel_path, &image_bytes)?;
+    let boot_file = if suffix.is_empty() {
+        None
+    } else {
+        let path = image_dir.join(PI_KERNEL_FILE);
+        write(&path, &image_bytes)?;
+        Some(path)
+    };
 
     let (key, key_warning) = KeyConfig::for_workspace(root).signing_key()?;
     let mut parts: Vec<(&str, &[u8])> = vec![(KERNEL_PART, &image_bytes)];
@@ -205,6 +267,8 @@ pub fn build(root: &Path, app: &str, arch: Arch, profile: Profile) -> Result<Bui
     Ok(Built {
         artifact: artifact_path,
         kernel: kernel_path,
+        board: board.or((arch == Arch::Aarch64).then_some(runtime::board::VIRT)),
+        boot_file,
         elf: elf_path,
         info,
         manifest,
@@ -344,6 +408,23 @@ mod tests {
         let parsed: toml::Value = toml::from_str(&format!("flags = {array}")).expect("valid TOML");
         let first = parsed["flags"][0].as_str().expect("a string");
         assert_eq!(first, "--remap-path-prefix=/tmp/we\"ird dir=/mast");
+    }
+
+    #[test]
+    fn boards_other_than_virt_get_their_own_directories() {
+        let root = Path::new("/w");
+        let virt = image_dir(root, Arch::Aarch64, Some(runtime::board::VIRT), Profile::Release);
+        assert_eq!(virt, image_dir(root, Arch::Aarch64, None, Profile::Release));
+        assert_eq!(virt, Path::new("/w/target/images/aarch64/release"));
+        let pi = image_dir(root, Arch::Aarch64, Some(runtime::board::RPI3), Profile::Dev);
+        assert_eq!(pi, Path::new("/w/target/images/aarch64-rpi3/debug"));
+    }
+
+    #[test]
+    fn boards_need_aarch64() {
+        let err = build_for_board(&workspace_root(), "hello", Arch::X86_64, Some(runtime::board::RPI3), Profile::Dev)
+            .expect_err("must fail");
+        assert!(matches!(err, BuildError::BoardNeedsAarch64 { board: "rpi3", .. }), "{err}");
     }
 
     #[test]

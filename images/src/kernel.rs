@@ -58,6 +58,9 @@ pub struct KernelInfo {
     pub memory_size: u64,
     /// The entry point: an offset into the image (arm64) or a physical address (PVH).
     pub entry: u64,
+    /// arm64 Images: the header's `text_offset`, the image's offset from a 2 MiB-aligned load base.
+    /// 0 for QEMU `virt` images, 0x80000 for Raspberry Pi images (see `runtime::board`); 0 for PVH.
+    pub text_offset: u64,
 }
 
 /// Why a file is not a bootable kernel for the architecture asked for.
@@ -165,6 +168,7 @@ fn validate_arm64_image(bytes: &[u8]) -> Result<KernelInfo, KernelError> {
         file_size: actual,
         memory_size: image_size,
         entry: 0,
+        text_offset: elf::le_u64(bytes, 8),
     })
 }
 
@@ -203,6 +207,7 @@ fn validate_pvh_elf(bytes: &[u8]) -> Result<KernelInfo, KernelError> {
         file_size: bytes.len() as u64,
         memory_size: span.end - span.start,
         entry,
+        text_offset: 0,
     })
 }
 
@@ -236,6 +241,10 @@ mod tests {
         assert_eq!(info.format, KernelFormat::Arm64Image);
         assert_eq!(info.file_size, 1000);
         assert_eq!(info.memory_size, 1000 + 4096);
+        assert_eq!(info.text_offset, 0);
+        let mut pi = arm64_image(1000);
+        pi[8..16].copy_from_slice(&0x8_0000u64.to_le_bytes());
+        assert_eq!(validate(Arch::Aarch64, &pi).map(|i| i.text_offset), Ok(0x8_0000));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`kernel`]: validates a bootable file (arm64 Image or PVH ELF) and reports what it contains;
 //!   garbage and truncated files are refused with an error that names what is wrong.
 //! - [`elf`]: the small ELF64 reader both of those use; it never panics on malformed input.
+//! - [`sdcard`]: bootable SD-card images (MBR + FAT32) for the Raspberry Pis.
 #![forbid(unsafe_code)]
 
 mod arch;
@@ -16,5 +17,6 @@ pub mod elf;
 pub mod kernel;
 pub mod keys;
 pub mod manifest;
+pub mod sdcard;
 
 pub use arch::{Arch, ParseArchError};

@@ -10,7 +10,7 @@ use std::{
 use images::{
     Arch,
     artifact::{self, VerifyFileError},
-    build::{self, BuildError, Profile},
+    build::{self, Board, BuildError, Profile},
     keys::{KeyConfig, KeyError},
 };
 
@@ -32,30 +32,44 @@ pub enum ApplianceError {
 ///
 /// Tests boot release images: they are what ships, and they boot fastest.
 pub fn appliance(app: &str, arch: Arch) -> Result<PathBuf, ApplianceError> {
-    static BUILT: OnceLock<Mutex<HashMap<(String, Arch), PathBuf>>> = OnceLock::new();
+    appliance_for_board(app, arch, None)
+}
+
+/// Like [`appliance`], for an aarch64 `board` (`None`: QEMU `virt`).
+pub fn appliance_for_board(app: &str, arch: Arch, board: Option<Board>) -> Result<PathBuf, ApplianceError> {
+    type Key = (String, Arch, Option<&'static str>);
+    static BUILT: OnceLock<Mutex<HashMap<Key, PathBuf>>> = OnceLock::new();
+    let key = (app.to_owned(), arch, board.map(|b| b.name));
     // Builds run one at a time: cargo would serialise them on its lock anyway, and holding ours
     // keeps two tests from rewriting the same image file while a third boots it.
     let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(path) = built.get(&(app.to_owned(), arch)) {
+    if let Some(path) = built.get(&key) {
         return Ok(path.clone());
     }
     let root = build::workspace_root();
-    let image = appliance_image(app, arch)?;
+    let image = appliance_image_for_board(app, arch, board)?;
     let trusted = KeyConfig::for_workspace(&root).trusted()?;
     let verified = artifact::verify_file(&image.artifact, &trusted)?;
     let kernel = verified.unpack_kernel(&root.join("target/images/verified"))?;
-    built.insert((app.to_owned(), arch), kernel.clone());
+    built.insert(key, kernel.clone());
     Ok(kernel)
 }
 
 /// The signed image of `app` for `arch` (release), built on first use.
 pub fn appliance_image(app: &str, arch: Arch) -> Result<build::Built, ApplianceError> {
-    static BUILT: OnceLock<Mutex<HashMap<(String, Arch), build::Built>>> = OnceLock::new();
+    appliance_image_for_board(app, arch, None)
+}
+
+/// Like [`appliance_image`], for an aarch64 `board` (`None`: QEMU `virt`).
+pub fn appliance_image_for_board(app: &str, arch: Arch, board: Option<Board>) -> Result<build::Built, ApplianceError> {
+    type Key = (String, Arch, Option<&'static str>);
+    static BUILT: OnceLock<Mutex<HashMap<Key, build::Built>>> = OnceLock::new();
+    let key = (app.to_owned(), arch, board.map(|b| b.name));
     let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(image) = built.get(&(app.to_owned(), arch)) {
+    if let Some(image) = built.get(&key) {
         return Ok(image.clone());
     }
-    let image = build::build(&build::workspace_root(), app, arch, Profile::Release)?;
-    built.insert((app.to_owned(), arch), image.clone());
+    let image = build::build_for_board(&build::workspace_root(), app, arch, board, Profile::Release)?;
+    built.insert(key, image.clone());
     Ok(image)
 }

@@ -19,7 +19,7 @@ mod machine;
 pub mod qemu;
 mod run;
 
-pub use appliance::{ApplianceError, appliance, appliance_image};
-pub use machine::{Accel, Machine};
+pub use appliance::{ApplianceError, appliance, appliance_for_board, appliance_image, appliance_image_for_board};
+pub use machine::{Aarch64Machine, Accel, Machine};
 pub use qemu::{MissingQemu, install_hint, qemu_binary};
 pub use run::{ConsoleLine, Exit, Instance, RunFailure, RunResult, SpawnError, WaitError};

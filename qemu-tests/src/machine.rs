@@ -17,6 +17,17 @@ pub enum Accel {
     Kvm,
 }
 
+/// The QEMU machine model an aarch64 appliance boots on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aarch64Machine {
+    /// `virt` with a cortex-a72: the default; images built without `--board` (or `--board virt`).
+    Virt,
+    /// `raspi3b`: a Raspberry Pi 3 (four cortex-a53 cores, 1 GiB, PL011 on `-serial`); images built
+    /// with `--board rpi3`. QEMU passes ATAGs, not a device tree, and holds cores 1-3 in its own
+    /// spin-table stub at 0x300, as the Pi firmware does.
+    Raspi3b,
+}
+
 /// A VM to boot: architecture, machine model, accelerator, memory, kernel and command line.
 ///
 /// The defaults are the platforms Mast supports: aarch64 on `virt` (cortex-a72) under TCG with
@@ -25,6 +36,8 @@ pub enum Accel {
 #[derive(Debug, Clone)]
 pub struct Machine {
     pub arch: Arch,
+    /// The machine model on aarch64 (ignored on x86_64).
+    pub aarch64_machine: Aarch64Machine,
     pub accel: Accel,
     pub memory_mib: u32,
     pub kernel: PathBuf,
@@ -40,12 +53,15 @@ pub struct Machine {
 
 /// The default guest RAM: ample for the appliances, small enough to pack thousands per host.
 pub const DEFAULT_MEMORY_MIB: u32 = 64;
+/// `raspi3b` accepts only its real memory size.
+const RASPI3B_MEMORY_MIB: u32 = 1024;
 
 impl Machine {
     /// The supported machine for `arch`, booting `kernel` with an empty command line.
     pub fn new(arch: Arch, kernel: impl Into<PathBuf>) -> Machine {
         Machine {
             arch,
+            aarch64_machine: Aarch64Machine::Virt,
             accel: match arch {
                 Arch::Aarch64 => Accel::Tcg,
                 Arch::X86_64 => Accel::Kvm,
@@ -59,11 +75,30 @@ impl Machine {
         }
     }
 
+    /// A Raspberry Pi 3 (QEMU `raspi3b`) booting `kernel`, an image built with `--board rpi3`.
+    /// Its memory is fixed at 1 GiB by the machine model.
+    pub fn raspi3b(kernel: impl Into<PathBuf>) -> Machine {
+        let mut machine = Machine::new(Arch::Aarch64, kernel).memory_mib(RASPI3B_MEMORY_MIB);
+        machine.aarch64_machine = Aarch64Machine::Raspi3b;
+        machine
+    }
+
     /// The machine a verified image asks for: its kernel, its data bundle as the initial ramdisk,
     /// its manifest's memory and boot arguments. Both files are unpacked into `dir`.
+    ///
+    /// An aarch64 kernel linked for the Raspberry Pis (`text_offset` 0x80000, see
+    /// `runtime::board`) boots on `raspi3b`, with that machine's fixed 1 GiB; others on `virt`.
+    /// (A `--board rpi4` image boots there too, but its console is the Pi 4's UART, which
+    /// `raspi3b` does not have: nothing is printed.)
     pub fn for_image(image: &images::artifact::VerifiedImage, dir: &Path) -> std::io::Result<Machine> {
         let manifest = image.manifest();
-        let mut machine = Machine::new(image.arch(), image.unpack_kernel(dir)?).memory_mib(manifest.memory_mib);
+        let kernel = image.unpack_kernel(dir)?;
+        let text_offset = images::kernel::validate(image.arch(), image.kernel()).map_or(0, |info| info.text_offset);
+        let mut machine = if image.arch() == Arch::Aarch64 && text_offset == runtime::board::RPI3.link_address {
+            Machine::raspi3b(kernel)
+        } else {
+            Machine::new(image.arch(), kernel).memory_mib(manifest.memory_mib)
+        };
         machine.initrd = image.unpack_data(dir)?;
         Ok(machine.args(&manifest.args))
     }
@@ -109,11 +144,16 @@ impl Machine {
     /// The QEMU command line for this machine, with `qemu` as the program.
     pub fn command(&self, qemu: &Path) -> Command {
         let mut command = Command::new(qemu);
-        let common =
-            ["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot", "-smp", "1"];
+        let common = ["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"];
+        // The Pi has four cores whatever is asked; the runtime parks all but the first.
+        let cpus =
+            if self.arch == Arch::Aarch64 && self.aarch64_machine == Aarch64Machine::Raspi3b { "4" } else { "1" };
         match self.arch {
             Arch::Aarch64 => {
-                command.args(["-machine", "virt", "-cpu", "cortex-a72"]);
+                match self.aarch64_machine {
+                    Aarch64Machine::Virt => command.args(["-machine", "virt", "-cpu", "cortex-a72"]),
+                    Aarch64Machine::Raspi3b => command.args(["-machine", "raspi3b"]),
+                };
                 if self.semihosting {
                     command.args(["-semihosting-config", "enable=on,target=native"]);
                 }
@@ -138,6 +178,7 @@ impl Machine {
         ]);
         command.arg("-m").arg(format!("{}M", self.memory_mib));
         command.args(common);
+        command.args(["-smp", cpus]);
         command.arg("-kernel").arg(&self.kernel);
         if let Some(initrd) = &self.initrd {
             command.arg("-initrd").arg(initrd);
@@ -175,6 +216,15 @@ mod tests {
         assert!(line.contains("-semihosting-config enable=on,target=native"), "{line}");
         assert!(line.contains("-accel tcg"), "{line}");
         assert!(line.ends_with("-kernel /k.img -append a b"), "{line}");
+    }
+
+    #[test]
+    fn raspi3b_has_its_four_cores_and_1_gib() {
+        let line = words(&Machine::raspi3b("/kernel8.img").args(&["a"])).join(" ");
+        assert!(line.contains("-machine raspi3b") && !line.contains("cortex-a72"), "{line}");
+        assert!(line.contains("-m 1024M") && line.contains("-smp 4"), "{line}");
+        assert!(line.contains("-semihosting-config enable=on,target=native"), "{line}");
+        assert!(line.ends_with("-kernel /kernel8.img -append a"), "{line}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use images::Arch;
 use qemu_tests::{Exit, Machine, kvm};
+use runtime::board::BoardKind;
 
 use crate::deps;
 
@@ -42,8 +43,11 @@ pub struct BootArgs {
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub runs: u32,
     /// Only this architecture (default: both).
-    #[arg(long, value_name = "ARCH")]
+    #[arg(long, value_name = "ARCH", conflicts_with = "board")]
     pub arch: Option<Arch>,
+    /// Only this aarch64 board: virt, or rpi3 (QEMU `raspi3b`). rpi4 has no QEMU 7.2 machine.
+    #[arg(long, value_name = "BOARD", value_parser = crate::image::parse_board)]
+    pub board: Option<images::build::Board>,
 }
 
 pub fn main(command: BenchCommand) -> Result<ExitCode> {
@@ -55,11 +59,22 @@ pub fn main(command: BenchCommand) -> Result<ExitCode> {
 }
 
 fn boot(args: BootArgs) -> Result<ExitCode> {
-    let arches: Vec<Arch> = args.arch.map_or(Arch::ALL.to_vec(), |a| vec![a]);
+    let board = args.board.filter(|b| b.kind != BoardKind::Virt);
+    if board.is_some_and(|b| b.kind != BoardKind::Rpi3) {
+        bail!("only virt and rpi3 boot in QEMU 7.2 (`raspi3b`); rpi4 images are for real boards");
+    }
+    let arches: Vec<Arch> =
+        if args.board.is_some() { vec![Arch::Aarch64] } else { args.arch.map_or(Arch::ALL.to_vec(), |a| vec![a]) };
     println!("boot bench: release `hello`, {} timed runs per arch after 1 warm-up; times from QEMU start", args.runs);
     println!(
         "{:<8} {:>11} {:>10} {:>8} {:>8} {:>15} {:>16}",
-        "arch", "image bytes", "exit p50", "min", "max", "1st line p50", "reset->main p50"
+        if board.is_some() { "board" } else { "arch" },
+        "image bytes",
+        "exit p50",
+        "min",
+        "max",
+        "1st line p50",
+        "reset->main p50"
     );
     for arch in arches {
         deps::ensure_qemu(arch)?;
@@ -69,8 +84,12 @@ fn boot(args: BootArgs) -> Result<ExitCode> {
             println!("{arch:<8} skipped: {reason}");
             continue;
         }
-        let built = qemu_tests::appliance_image("hello", arch)?;
-        let machine = Machine::new(arch, qemu_tests::appliance("hello", arch)?);
+        let built = qemu_tests::appliance_image_for_board("hello", arch, board)?;
+        let kernel = qemu_tests::appliance_for_board("hello", arch, board)?;
+        let (label, machine) = match board {
+            Some(board) => (board.name, Machine::raspi3b(kernel)),
+            None => (arch.name(), Machine::new(arch, kernel)),
+        };
         let mut exits = Vec::new();
         let mut first_lines = Vec::new();
         let mut mains = Vec::new();
@@ -91,7 +110,7 @@ fn boot(args: BootArgs) -> Result<ExitCode> {
         let main = Summary::of(&mains).map_or("-".into(), |s| ms(s.median));
         println!(
             "{:<8} {:>11} {:>10} {:>8} {:>8} {:>15} {:>16}",
-            arch.name(),
+            label,
             built.info.file_size,
             ms(exit.median),
             ms(exit.min),

@@ -10,6 +10,7 @@ use images::{
     build::{self, Profile},
     keys::{KeyConfig, PublicKey, TrustedKeys},
     manifest::Manifest,
+    sdcard,
 };
 
 #[derive(Debug, Subcommand)]
@@ -22,6 +23,11 @@ pub enum ImageCommand {
     /// target/images/<arch>/<debug|release>/, next to the bare kernel (.img on aarch64, .elf on
     /// x86_64).
     Build(BuildArgs),
+    /// Write a bootable SD-card image for a Raspberry Pi: an MBR with one FAT32 partition holding
+    /// config.txt, kernel8.img, cmdline.txt (the manifest's arguments), the signed image and its
+    /// manifest. The Pi firmware is not included unless --firmware names a directory holding it;
+    /// the command lists the files and where to get them.
+    Sdcard(SdcardArgs),
     /// List the appliances that can be built.
     List,
     /// Show what an image contains: manifest, id, signer, parts and chunks, sizes.
@@ -38,12 +44,34 @@ pub enum ImageCommand {
 pub struct BuildArgs {
     /// The appliance: a crate in kernel-apps/ (see `cargo xtask image list`).
     pub app: String,
-    /// The architecture to build for: aarch64 or x86_64.
-    #[arg(long, value_name = "ARCH")]
-    pub arch: Arch,
+    /// The architecture to build for: aarch64 or x86_64. Implied by --board.
+    #[arg(long, value_name = "ARCH", required_unless_present = "board")]
+    pub arch: Option<Arch>,
+    /// The aarch64 board: virt (QEMU, the default), rpi3 or rpi4. Pi builds also write the kernel
+    /// as kernel8.img, for `cargo xtask image sdcard`.
+    #[arg(long, value_name = "BOARD", value_parser = parse_board)]
+    pub board: Option<build::Board>,
     /// Optimise for size and speed (LTO, stripped); what ships and what the benches measure.
     #[arg(long)]
     pub release: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SdcardArgs {
+    /// The appliance: a crate in kernel-apps/.
+    pub app: String,
+    /// The board: rpi3 or rpi4.
+    #[arg(long, value_name = "BOARD", value_parser = parse_board)]
+    pub board: build::Board,
+    /// Where to write the card image (about 257 MiB, sparse).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Build with the release profile (what ships).
+    #[arg(long)]
+    pub release: bool,
+    /// A copy of the firmware repository's boot/ directory: its files for this board go on the card.
+    #[arg(long, value_name = "DIR")]
+    pub firmware: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -95,27 +123,41 @@ impl TrustArgs {
     }
 }
 
+/// A board name, as `--board` takes it.
+pub fn parse_board(name: &str) -> Result<build::Board, String> {
+    build::Board::named(name).ok_or_else(|| {
+        let names: Vec<&str> = runtime::board::ALL.iter().map(|b| b.name).collect();
+        format!("unknown board {name:?}: expected one of {}", names.join(", "))
+    })
+}
+
 pub fn main(command: ImageCommand) -> Result<ExitCode> {
     match command {
         ImageCommand::Build(args) => {
             let profile = if args.release { Profile::Release } else { Profile::Dev };
-            let built = build::build(&build::workspace_root(), &args.app, args.arch, profile)?;
+            let arch = args.arch.unwrap_or(Arch::Aarch64);
+            let built = build::build_for_board(&build::workspace_root(), &args.app, arch, args.board, profile)?;
             if let Some(warning) = &built.key_warning {
                 eprintln!("{warning}");
             }
             eprintln!(
-                "built {} {} for {} ({}): kernel {} bytes ({} in memory), image {} bytes, id {}",
+                "built {} {} for {}{} ({}): kernel {} bytes ({} in memory), image {} bytes, id {}",
                 built.manifest.name,
                 built.manifest.version,
-                args.arch,
+                arch,
+                built.board.map_or(String::new(), |b| format!(" board {}", b.name)),
                 built.info.format,
                 built.info.file_size,
                 built.info.memory_size,
                 built.artifact_size,
                 built.id.short()
             );
+            if let Some(boot_file) = &built.boot_file {
+                eprintln!("boot file for the firmware: {}", boot_file.display());
+            }
             println!("{}", built.artifact.display());
         }
+        ImageCommand::Sdcard(args) => return sdcard(args),
         ImageCommand::List => {
             for app in build::appliances(&build::workspace_root()) {
                 println!("{app}");
@@ -137,6 +179,60 @@ pub fn main(command: ImageCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn sdcard(args: SdcardArgs) -> Result<ExitCode> {
+    let firmware = sdcard::firmware_files(&args.board)?;
+    let root = build::workspace_root();
+    let profile = if args.release { Profile::Release } else { Profile::Dev };
+    let built = build::build_for_board(&root, &args.app, Arch::Aarch64, Some(args.board), profile)?;
+    if let Some(warning) = &built.key_warning {
+        eprintln!("{warning}");
+    }
+    // The card gets the kernel from the verified image, like everything else that boots.
+    let trusted = KeyConfig::for_workspace(&root).trusted()?;
+    let verified = artifact::verify_file(&built.artifact, &trusted)?;
+    let mast = std::fs::read(&built.artifact).with_context(|| format!("reading {}", built.artifact.display()))?;
+    let manifest_path = root.join("images").join(format!("{}.toml", args.app));
+    let manifest = std::fs::read(&manifest_path).with_context(|| format!("reading {}", manifest_path.display()))?;
+    let cmdline: Vec<String> = verified.manifest().args.iter().map(|a| quote_arg(a)).collect();
+    let mut files: sdcard::CardFiles = vec![
+        ("config.txt".into(), sdcard::config_txt(&args.board, &args.app).into_bytes()),
+        (build::PI_KERNEL_FILE.into(), verified.kernel().to_vec()),
+        ("cmdline.txt".into(), format!("{}\n", cmdline.join(" ")).into_bytes()),
+        (format!("{}.mast", args.app), mast),
+        ("mast-manifest.toml".into(), manifest),
+    ];
+    if let Some(dir) = &args.firmware {
+        sdcard::add_firmware(&args.board, dir, &mut files)?;
+    }
+    sdcard::write_card(&args.output, &files)?;
+    eprintln!(
+        "wrote {} for {} ({}): an MBR and a {} MiB FAT32 partition holding {}",
+        args.output.display(),
+        args.board.name,
+        args.board.description,
+        sdcard::PARTITION_BYTES >> 20,
+        files.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    if args.firmware.is_none() {
+        eprintln!("\nThe card does not boot yet: copy these firmware files into its FAT partition, keeping the");
+        eprintln!("overlays/ directory, from the Raspberry Pi firmware repository's boot/ directory,");
+        eprintln!("{}:", sdcard::FIRMWARE_SOURCE);
+        for file in firmware {
+            eprintln!("  {file}");
+        }
+        eprintln!("(or download that directory and run this again with --firmware <dir>).");
+    }
+    eprintln!("Then write it to the card: dd if={} of=/dev/<sd card> bs=4M conv=fsync", args.output.display());
+    eprintln!("Serial console: GPIO 14 (TXD, pin 8) and 15 (RXD, pin 10), ground on pin 6, 3.3 V, 115200 8N1.");
+    println!("{}", args.output.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Quotes an argument with whitespace so the runtime's splitter gives it back whole.
+fn quote_arg(arg: &str) -> String {
+    if arg.is_empty() || arg.chars().any(|c| c.is_ascii_whitespace()) { format!("\"{arg}\"") } else { arg.to_owned() }
 }
 
 fn inspect(args: InspectArgs) -> Result<ExitCode> {

@@ -24,6 +24,10 @@ pub struct RunArgs {
     /// Defaults to the image's own architecture with --image, else to this machine's.
     #[arg(long, value_name = "ARCH")]
     pub arch: Option<Arch>,
+    /// The aarch64 board to build for: virt (the default) or rpi3 (booted on QEMU raspi3b).
+    /// Images for the Pis (--image) boot on raspi3b by themselves.
+    #[arg(long, value_name = "BOARD", value_parser = crate::image::parse_board, conflicts_with = "image")]
+    pub board: Option<build::Board>,
     /// Build with the release (appliance) profile.
     #[arg(long)]
     pub release: bool,
@@ -108,9 +112,17 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
 
 fn build_image(args: &RunArgs) -> Result<PathBuf> {
     let app = args.app.as_deref().expect("clap requires an appliance unless --image is given");
-    let arch = args.arch.or_else(Arch::host).context("this machine's architecture has no appliances: pass --arch")?;
+    if let Some(board) = args.board
+        && board.kind == runtime::board::BoardKind::Rpi4
+    {
+        bail!("QEMU 7.2 has no Raspberry Pi 4 machine: build rpi4 images with `image build` or `image sdcard`");
+    }
+    let arch = match args.board {
+        Some(_) => Arch::Aarch64,
+        None => args.arch.or_else(Arch::host).context("this machine's architecture has no appliances: pass --arch")?,
+    };
     let profile = if args.release { Profile::Release } else { Profile::Dev };
-    let built = build::build(&build::workspace_root(), app, arch, profile)?;
+    let built = build::build_for_board(&build::workspace_root(), app, arch, args.board, profile)?;
     if let Some(warning) = &built.key_warning {
         eprintln!("{warning}");
     }

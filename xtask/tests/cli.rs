@@ -128,3 +128,78 @@ fn image_list_names_every_appliance() {
     assert!(out.status.success());
     assert_eq!(text(&out.stdout).lines().collect::<Vec<_>>(), ["crash", "hello"]);
 }
+
+/// Both Pis build (the Pi 4 is compile-checked here: QEMU 7.2 cannot boot it).
+#[test]
+fn image_build_for_a_pi_writes_kernel8_img_loaded_at_0x80000() {
+    for board in ["rpi3", "rpi4"] {
+        let out = xtask(&["image", "build", "hello", "--board", board, "--release"]);
+        assert!(out.status.success(), "stderr:\n{}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(&format!("--features runtime/board-{board}")), "{stderr}");
+        let path = text(&out.stdout).lines().last().expect("a path on stdout").to_owned();
+        assert!(path.ends_with(&format!("target/images/aarch64-{board}/release/hello.mast")), "{path}");
+        let kernel = fs::read(path.replace("hello.mast", "kernel8.img")).expect("kernel8.img beside the image");
+        assert_eq!(&kernel[56..60], b"ARM\x64", "kernel8.img is not an arm64 Image");
+        assert_eq!(kernel[8..16], 0x8_0000u64.to_le_bytes(), "text_offset must place the image at 0x80000");
+        assert_eq!(&kernel[64..68], b"MAST", "the Mast header must follow the arm64 header");
+    }
+}
+
+#[test]
+fn image_sdcard_writes_a_fat_card_and_names_the_firmware() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let card = dir.path().join("card.img");
+    let card_arg = card.to_str().expect("UTF-8 temp path");
+    let out = xtask(&["image", "sdcard", "hello", "--board", "rpi3", "--release", "-o", card_arg]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "stderr:\n{stderr}");
+    assert_eq!(text(&out.stdout).lines().last(), Some(card_arg));
+    for needed in ["bootcode.bin", "start.elf", "fixup.dat", "bcm2710-rpi-3-b.dtb", "github.com/raspberrypi/firmware"] {
+        assert!(stderr.contains(needed), "the firmware instructions lack {needed}:\n{stderr}");
+    }
+    let files = images::sdcard::read_card(&card).expect("the card reads back");
+    let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["cmdline.txt", "config.txt", "hello.mast", "kernel8.img", "mast-manifest.toml"]);
+    let file = |name: &str| files.iter().find(|(n, _)| n == name).map(|(_, bytes)| bytes.clone()).expect("present");
+    assert!(text(&file("config.txt")).lines().any(|l| l == "arm_64bit=1"));
+    let built = fs::read(
+        images::build::image_dir(
+            &images::build::workspace_root(),
+            images::Arch::Aarch64,
+            Some(runtime::board::RPI3),
+            images::build::Profile::Release,
+        )
+        .join("kernel8.img"),
+    )
+    .expect("the built kernel8.img");
+    assert_eq!(file("kernel8.img"), built);
+
+    let out = xtask(&["image", "sdcard", "hello", "--board", "virt", "-o", card_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("SD cards are for the Raspberry Pis"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn run_boots_a_pi_image_on_raspi3b() {
+    let out = xtask(&["run", "hello", "--board", "rpi3", "--release", "--", "pi", "two words"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("Hello from Mast on Raspberry Pi 3"), "{stdout}");
+    assert!(stdout.contains(r#"args: ["pi", "two words"]"#), "{stdout}");
+    assert!(stderr.contains("-machine raspi3b"), "{stderr}");
+    // The image alone says it is a Pi image (its text_offset): --image boots it on raspi3b too.
+    let image = images::build::image_dir(
+        &images::build::workspace_root(),
+        images::Arch::Aarch64,
+        Some(runtime::board::RPI3),
+        images::build::Profile::Release,
+    )
+    .join("hello.mast");
+    let out = xtask(&["run", "--image", image.to_str().expect("UTF-8 path")]);
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Hello from Mast on Raspberry Pi 3"), "{}", text(&out.stdout));
+    let out = xtask(&["run", "hello", "--board", "rpi4"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no Raspberry Pi 4 machine"), "{}", text(&out.stderr));
+}

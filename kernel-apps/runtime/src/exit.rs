@@ -9,9 +9,16 @@
 //! | 103     | the platform could not boot the appliance (e.g. no usable RAM)  |
 //!
 //! How the host sees the status:
-//! - **aarch64**, QEMU started with `-semihosting`: QEMU exits with the status itself. Without
-//!   semihosting (real hardware) the runtime prints it and powers off with PSCI `SYSTEM_OFF`, which
-//!   carries no status.
+//! - **aarch64**, QEMU started with `-semihosting` (`virt` and `raspi3b` alike): QEMU exits with the
+//!   status itself. Without semihosting the runtime prints it and then, per board
+//!   ([`crate::board::PowerOff`]):
+//!   - `virt` (and boards whose device tree has a `/psci` node): PSCI `SYSTEM_OFF`, which carries no
+//!     status (QEMU exits 0);
+//!   - Raspberry Pi 3/4 (real boards, or `raspi3b` without semihosting): no PSCI and no power switch,
+//!     so the CPU halts in `wfi` with interrupts masked; the status is only on the serial console.
+//!     (A PM-watchdog reset would boot the appliance again, which is not what an exit means.)
+//!
+//!   See `docs/boards.md`.
 //! - **x86_64**, QEMU with `-device isa-debug-exit,iobase=0xf4,iosize=4`: QEMU exits with
 //!   `status * 2 + 1`, so 0 becomes 1 and 101 becomes 203. Statuses above 127 do not fit.
 //!

@@ -9,15 +9,18 @@
 //!   most of the `unsafe`. It hands a `BootInfo` (memory, command line, entry time) to the shared
 //!   boot path.
 //! - shared modules (`console`, `time`, heap, boot, panic): the same on every architecture.
-//! - pure modules ([`args`], [`exit`], [`fdt`], [`fault`], [`pvh`], [`tsc`]): no hardware access,
+//! - pure modules ([`args`], [`atags`], [`board`], [`exit`], [`fdt`], [`fault`], [`pvh`], [`tsc`]): no hardware access,
 //!   unit-tested on the host.
 //!
 //! # Supported
-//! - aarch64 on QEMU `virt` (cortex-a72), entered as an arm64 Image (QEMU `-kernel`, U-Boot `booti`).
+//! - aarch64 on QEMU `virt` (cortex-a72), entered as an arm64 Image (QEMU `-kernel`, U-Boot `booti`),
+//!   and on the Raspberry Pi 3 (QEMU `raspi3b`, real boards) as `kernel8.img`; the Pi 4 is
+//!   described and compile-checked ([`board`]).
 //! - x86_64 on QEMU `microvm`, entered through PVH (the `Xen` ELF note), under KVM.
 //!
 //! # Not supported (yet)
-//! - more than one CPU: secondary cores are never started;
+//! - more than one CPU: secondary cores are never started (those a loader starts anyway, as QEMU
+//!   `raspi3b` does, park in `wfe`);
 //! - interrupts: the foundation runs to completion; an idle loop arrives with networking;
 //! - stack-overflow detection on aarch64: its stack has no guard page yet (x86_64's has one, and a
 //!   double fault there is reported as a probable stack overflow).
@@ -26,6 +29,8 @@
 extern crate alloc;
 
 pub mod args;
+pub mod atags;
+pub mod board;
 pub mod bundle;
 pub mod exit;
 pub mod fault;

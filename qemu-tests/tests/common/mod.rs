@@ -1,4 +1,6 @@
 //! Shared by the boot tests: build once, boot with a hard timeout, fail with the whole console.
+// Each test binary compiles its own copy and uses only some of these.
+#![allow(dead_code)]
 
 use std::{path::PathBuf, time::Duration};
 
@@ -14,6 +16,12 @@ pub fn image_for(app: &str, arch: Arch, test: &str) -> Option<PathBuf> {
         return None;
     }
     Some(appliance(app, arch).unwrap_or_else(|e| panic!("building {app} for {arch}: {e}")))
+}
+
+/// The release image of `app` for an aarch64 board (`rpi3`…), built with `--board`.
+pub fn board_image(app: &str, board: images::build::Board) -> PathBuf {
+    qemu_tests::appliance_for_board(app, Arch::Aarch64, Some(board))
+        .unwrap_or_else(|e| panic!("building {app} for {}: {e}", board.name))
 }
 
 /// Boots `machine` to completion; panics if it cannot start.

@@ -1,17 +1,23 @@
-//! The aarch64 port: QEMU `virt` (and, by design, boards booted the same way) as an arm64 Image.
+//! The aarch64 port: QEMU `virt` and the Raspberry Pi 3 (QEMU `raspi3b`, real boards) as an arm64
+//! Image; the Raspberry Pi 4 is described and compile-checked.
 //!
-//! Boot flow: [`start`] (assembly: header, EL2 → EL1, FP/SIMD, provisional MMU, stack, `.bss`,
-//! vectors) → [`mast_aarch64_start`] (device tree, full identity map, console, clock, PSCI, heap) →
-//! [`crate::boot::start`]. The modules:
+//! Boot flow: [`start`] (assembly: header, secondary cores parked, EL2 → EL1, FP/SIMD, provisional
+//! MMU, stack, `.bss`, vectors) → [`mast_aarch64_start`] (board, device tree or ATAGs, full
+//! identity map, console, clock, PSCI, heap) → [`crate::boot::start`].
+//!
+//! What differs per board is in [`crate::board`]: the build chooses one ([`BUILD_BOARD`], from the
+//! runtime's `board-*` feature), the device tree's root `compatible` refines it at run time. The
+//! modules:
 //!
 //! - `start`: the arm64 Image header and the entry assembly;
-//! - `mmu`: the identity map (1 GiB blocks: RAM Normal write-back, devices Device-nGnRnE);
+//! - `mmu`: the identity map (1 GiB blocks, 2 MiB where RAM and devices share a gigabyte: RAM Normal
+//!   write-back, devices Device-nGnRnE);
 //! - `platform`: the device tree questions boot asks;
 //! - `exceptions`: vectors and fault reports (status 102);
 //! - `pl011`, `timer`, `power`: console, clock, and power-off (semihosting, then PSCI).
 //!
 //! # Not supported
-//! - Entry at EL3, or at an address other than the link address 0x4020_0000 (the CPU parks).
+//! - Entry at EL3, or at an address other than the board's link address (the CPU parks).
 //! - More than one CPU, interrupts, and the rest listed in each module's docs.
 
 /// Reads a system register whose read has no side effects.
@@ -42,14 +48,28 @@ pub(crate) use power::{exit, wait_forever};
 pub(crate) use timer::now_ns;
 
 use crate::{
+    atags,
+    board::{self, Board, BoardKind},
     boot::{self, BootInfo},
     exit::ExitCode,
     fdt::{self, Fdt, Region},
     println,
     time::Instant,
 };
+
 use mmu::GigabyteSet;
 use power::Conduit;
+
+#[cfg(all(feature = "board-rpi3", feature = "board-rpi4"))]
+compile_error!("enable at most one of the runtime's board-rpi3 and board-rpi4 features");
+
+/// The board this image was built for (linked at its address): see [`crate::board`].
+#[cfg(not(any(feature = "board-rpi3", feature = "board-rpi4")))]
+pub(super) const BUILD_BOARD: Board = board::VIRT;
+#[cfg(feature = "board-rpi3")]
+pub(super) const BUILD_BOARD: Board = board::RPI3;
+#[cfg(all(feature = "board-rpi4", not(feature = "board-rpi3")))]
+pub(super) const BUILD_BOARD: Board = board::RPI4;
 
 unsafe extern "C" {
     /// The first byte of the image (the linker script's link address).
@@ -57,6 +77,9 @@ unsafe extern "C" {
     /// One past the last byte the image uses: code, data, `.bss`, stack and page table.
     static __mast_end: u8;
 }
+
+/// Bytes of ATAGs read at most: QEMU's list (memory, initrd, a command line) is far smaller.
+const ATAGS_MAX: usize = 16 << 10;
 
 /// The heap's alignment: whole pages.
 const HEAP_ALIGN: u64 = 4096;
@@ -81,6 +104,23 @@ impl fmt::Display for DeviceTreeError {
     }
 }
 
+/// The end of what the boot code mapped as Normal memory around `address` (`address` itself if
+/// nothing): the whole gigabyte holding it, except that Normal memory stops at the board's RAM
+/// limit in the image's gigabyte, and another gigabyte crossing that limit is not mapped at all.
+fn boot_mapped_end(address: usize) -> usize {
+    const GIB: usize = 1 << mmu::GIB_SHIFT;
+    let gigabyte_end = (address & !(GIB - 1)) + GIB;
+    let image = &raw const __mast_start as usize;
+    let ram_limit = usize::try_from(BUILD_BOARD.ram_limit).unwrap_or(usize::MAX);
+    if address >> mmu::GIB_SHIFT == image >> mmu::GIB_SHIFT {
+        gigabyte_end.min(ram_limit)
+    } else if gigabyte_end > ram_limit {
+        address
+    } else {
+        gigabyte_end
+    }
+}
+
 /// Validates the device tree the loader left at `address` and borrows it for the rest of boot.
 fn device_tree(address: usize) -> Result<Fdt<'static>, DeviceTreeError> {
     const GIB: usize = 1 << mmu::GIB_SHIFT;
@@ -88,8 +128,11 @@ fn device_tree(address: usize) -> Result<Fdt<'static>, DeviceTreeError> {
         return Err(DeviceTreeError::Missing);
     }
     // The boot code mapped the gigabyte holding `address`, if it is inside the table's reach.
-    let mapped_end = (address & !(GIB - 1)) + GIB;
-    if !address.is_multiple_of(8) || address >= mmu::ENTRIES * GIB || mapped_end - address < fdt::HEADER_SIZE {
+    let mapped_end = boot_mapped_end(address);
+    if !address.is_multiple_of(8)
+        || address >= mmu::ENTRIES * GIB
+        || mapped_end.saturating_sub(address) < fdt::HEADER_SIZE
+    {
         return Err(DeviceTreeError::Misplaced);
     }
     // SAFETY: the header lies inside the gigabyte the boot code mapped as Normal memory (checked
@@ -105,12 +148,29 @@ fn device_tree(address: usize) -> Result<Fdt<'static>, DeviceTreeError> {
     Fdt::new(blob).map_err(DeviceTreeError::Invalid)
 }
 
+/// The ATAG list at `address`, if there is one: QEMU writes it below the image, in memory the boot
+/// code mapped.
+fn atags_at(address: usize) -> Option<atags::Atags<'static>> {
+    let image = &raw const __mast_start as usize;
+    if address == 0 || address >= image || address >> mmu::GIB_SHIFT != image >> mmu::GIB_SHIFT {
+        return None;
+    }
+    let len = (image - address).min(ATAGS_MAX);
+    // SAFETY: [address, image) lies below the image in its gigabyte, which the boot code mapped as
+    // Normal memory (the board's RAM limit is above the image); any byte value is a valid u8.
+    // Nothing writes below the image (boot reserves it from the heap), so a 'static shared borrow is
+    // sound.
+    let bytes = unsafe { slice::from_raw_parts(address as *const u8, len) };
+    atags::parse(bytes)
+}
+
 /// Boots on the fallback console to say why there is no device tree, then powers off.
 fn fail_without_device_tree(address: usize, why: DeviceTreeError) -> ! {
+    let uart = BUILD_BOARD.uart;
     let mut devices = GigabyteSet::default();
-    devices.insert(Region { address: pl011::FALLBACK_BASE as u64, size: 0x1000 });
-    mmu::map(&GigabyteSet::default(), &devices);
-    pl011::init(pl011::FALLBACK_BASE);
+    devices.insert(Region { address: uart, size: 0x1000 });
+    mmu::map(&[], &devices, BUILD_BOARD.devices);
+    pl011::init(uart as usize);
     println!("mast: no usable device tree at {address:#x}: {why}");
     boot::power_off(ExitCode::BOOT_FAILURE)
 }
@@ -121,16 +181,38 @@ fn fail_without_device_tree(address: usize, why: DeviceTreeError) -> ! {
 /// `entry_el` the exception level the loader entered at (1 or 2).
 #[unsafe(no_mangle)]
 extern "C" fn mast_aarch64_start(dtb: usize, entry_ticks: u64, entry_el: u64) -> ! {
-    let fdt = match device_tree(dtb) {
-        Ok(fdt) => fdt,
-        Err(why) => fail_without_device_tree(dtb, why),
+    // The board: the one built for, refined by the tree's `compatible`. Boards with a fallback
+    // memory map boot without a tree (QEMU `raspi3b` passes ATAGs instead); `virt` cannot.
+    // A pointer that is neither a tree nor ATAGs is worth a line once the console works.
+    let mut unusable = None;
+    let (board, fdt, mut platform) = match device_tree(dtb) {
+        Ok(fdt) => {
+            let compatible = fdt.root().property("compatible").map(|p| p.strings());
+            let board = board::refine(BUILD_BOARD, compatible.into_iter().flatten());
+            (board, Some(fdt), platform::discover(&fdt, &board))
+        }
+        Err(why) if BUILD_BOARD.fallback_ram.is_none() => fail_without_device_tree(dtb, why),
+        Err(why) => {
+            let atags = atags_at(dtb);
+            if atags.is_none() && dtb != 0 {
+                unusable = Some(why);
+            }
+            (BUILD_BOARD, None, platform::without_tree(&BUILD_BOARD, atags))
+        }
     };
-    let mut platform = platform::discover(&fdt);
 
-    let mut ram = GigabyteSet::default();
-    platform.ram.as_slice().iter().for_each(|&r| ram.insert(r));
-    mmu::map(&ram, &platform.devices);
+    let unmapped = mmu::map(platform.ram.as_slice(), &platform.devices, board.devices);
     pl011::init(platform.uart);
+    if let Some(why) = unusable {
+        println!("mast: ignoring x0 = {dtb:#x}: neither ATAGs nor a usable device tree ({why})");
+    }
+    if board.kind != BoardKind::Virt {
+        let source = if fdt.is_some() { "device tree" } else { "no device tree: board defaults" };
+        println!("mast: board {} ({}; {source})", board.name, board.description);
+    }
+    if unmapped > 0 {
+        println!("mast: {unmapped} gigabytes mixing RAM and devices are left unmapped (no level-2 table left)");
+    }
     // Entered at EL2, nothing answers HVC any more (the boot code made it undefined).
     let psci = platform.psci.filter(|&c| !(c == Conduit::Hvc && entry_el == 2));
     power::set_psci(psci);
@@ -143,7 +225,9 @@ extern "C" fn mast_aarch64_start(dtb: usize, entry_ticks: u64, entry_el: u64) ->
     let ram_regions = platform.ram.as_slice();
     let below = ram_regions.iter().find(|r| r.contains(image_start)).map_or(image_start, |r| r.address);
     platform.reserved.push(Region { address: below, size: image_end - below });
-    platform.reserved.push(Region { address: dtb as u64, size: fdt.total_size() as u64 });
+    if let Some(fdt) = &fdt {
+        platform.reserved.push(Region { address: dtb as u64, size: fdt.total_size() as u64 });
+    }
 
     if ram_regions.is_empty() {
         println!("mast: the device tree lists no RAM");

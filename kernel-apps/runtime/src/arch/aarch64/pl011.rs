@@ -1,6 +1,9 @@
 //! The console UART: an Arm PL011, transmit only, polled.
 //!
-//! The device tree names the UART (`/chosen/stdout-path`, else the first `arm,pl011`); until boot
+//! The device tree names the UART (`/chosen/stdout-path`, else the first `arm,pl011`), or the board
+//! does (the Raspberry Pis' PL011, whose tree gives a bus address, and any board without a tree;
+//! see [`crate::board`]). On a real Pi 3 the PL011 reaches GPIO 14/15 only with
+//! `dtoverlay=disable-bt` (else it drives Bluetooth); until boot
 //! has mapped it, output is dropped rather than written to an unmapped address. Baud rate and line
 //! format are left as the firmware set them (QEMU needs none); [`init`] only makes sure the UART and
 //! its transmitter are enabled.
@@ -13,9 +16,6 @@ use core::{
     ptr,
     sync::atomic::{AtomicUsize, Ordering},
 };
-
-/// Where QEMU `virt` puts its first PL011, used when the device tree is unusable.
-pub(super) const FALLBACK_BASE: usize = 0x0900_0000;
 
 /// Data register: a write queues one byte.
 const UARTDR: usize = 0x00;

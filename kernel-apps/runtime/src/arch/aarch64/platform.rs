@@ -1,15 +1,23 @@
-//! What the device tree says about the machine, gathered once at boot.
+//! What the device tree (or, without one, the board) says about the machine, gathered once at boot.
 //!
 //! Boot needs five facts: where RAM is (memory nodes) and which parts of it are reserved
 //! (`/memreserve/` entries and `/reserved-memory`), where the devices are (top-level nodes' `reg`, to
 //! map them), which UART is the console, how to reach PSCI, and the command line. Addresses are
-//! taken as the top-level bus gives them; see [`crate::fdt`] for what that leaves out.
+//! taken as the top-level bus gives them; see [`crate::fdt`] for what that leaves out. On boards
+//! whose trees give bus addresses (the Pis, see [`Board::tree_addresses_usable`]) the console and
+//! device windows come from the [`Board`] instead.
+//!
+//! Without a device tree ([`without_tree`]) RAM comes from QEMU's ATAGs when x0 points at some,
+//! else from the board's fallback; the command line and initrd from the ATAGs, if any.
 
-use crate::fdt::{Fdt, Node, Region};
+use crate::{
+    atags::Atags,
+    board::{Board, PowerOff},
+    fdt::{Fdt, Node, Region},
+};
 
 use super::{
     mmu::{self, GigabyteSet},
-    pl011,
     power::Conduit,
 };
 
@@ -69,12 +77,40 @@ pub(super) struct Platform {
 /// The top of what the identity map reaches.
 const MAPPED_END: u64 = (mmu::ENTRIES as u64) << mmu::GIB_SHIFT;
 
-/// Reads the machine description from `fdt`.
+/// The machine from the board's defaults and, if the loader left some, ATAGs.
+pub(super) fn without_tree(board: &Board, atags: Option<Atags<'static>>) -> Platform {
+    let mut ram = RegionList::new();
+    let memory = atags.and_then(|a| a.memory).or(board.fallback_ram);
+    if let Some(memory) = memory {
+        ram.push(board.clip_ram(memory));
+    }
+    let mut reserved = RegionList::new();
+    let initrd = atags.and_then(|a| a.initrd);
+    if let Some(initrd) = initrd {
+        reserved.push(initrd);
+    }
+    Platform {
+        name: board.description,
+        cmdline: match atags.and_then(|a| a.cmdline) {
+            None => Some(""),
+            Some(line) => line.ok(),
+        },
+        uart: board.uart as usize,
+        psci: None,
+        ram,
+        reserved,
+        devices: GigabyteSet::default(),
+        timer_hz: None,
+        initrd,
+    }
+}
+
+/// Reads the machine description from `fdt`, for `board` (chosen from the tree's `compatible`).
 ///
 /// Everything boot needs sits in top-level nodes on the machines supported, so one pass over the
 /// root's children answers all of it; only a console UART nested deeper costs a full walk. (Under
 /// emulation a walk of QEMU's 7 KiB tree costs a noticeable part of a millisecond.)
-pub(super) fn discover(fdt: &Fdt<'static>) -> Platform {
+pub(super) fn discover(fdt: &Fdt<'static>, board: &Board) -> Platform {
     let mut ram = RegionList::new();
     let mut reserved = RegionList::new();
     let mut devices = GigabyteSet::default();
@@ -87,12 +123,15 @@ pub(super) fn discover(fdt: &Fdt<'static>) -> Platform {
     for node in fdt.root().children() {
         if node.property("device_type").and_then(|p| p.as_str()) == Some("memory") {
             for region in node.reg() {
+                let region = board.clip_ram(region);
                 let end = region.end().min(MAPPED_END);
                 ram.push(Region { address: region.address, size: end.saturating_sub(region.address) });
             }
             continue;
         }
-        node.reg().for_each(|region| devices.insert(region));
+        if board.tree_addresses_usable {
+            node.reg().for_each(|region| devices.insert(region));
+        }
         match node.name() {
             "chosen" => chosen = Some(node),
             "reserved-memory" => node.children().flat_map(|c| c.reg()).for_each(|r| reserved.push(r)),
@@ -115,8 +154,14 @@ pub(super) fn discover(fdt: &Fdt<'static>) -> Platform {
         }
     }
 
-    let uart = console_uart(fdt, chosen, first_pl011).unwrap_or(pl011::FALLBACK_BASE);
+    let fallback_uart = board.uart as usize;
+    let uart = if board.tree_addresses_usable {
+        console_uart(fdt, chosen, first_pl011).unwrap_or(fallback_uart)
+    } else {
+        fallback_uart
+    };
     devices.insert(Region { address: uart as u64, size: 0x1000 });
+    let psci = psci.filter(|_| board.power_off == PowerOff::Psci);
     let cmdline = match chosen.and_then(|c| c.property("bootargs")) {
         None => Some(""),
         Some(bootargs) => bootargs.as_str(),
@@ -129,17 +174,18 @@ pub(super) fn discover(fdt: &Fdt<'static>) -> Platform {
     if let Some(initrd) = initrd {
         reserved.push(initrd);
     }
-    Platform { name: machine_name(fdt), cmdline, uart, psci, ram, reserved, devices, timer_hz, initrd }
+    Platform { name: machine_name(fdt, board), cmdline, uart, psci, ram, reserved, devices, timer_hz, initrd }
 }
 
-/// The machine in words: QEMU's `virt` calls itself `linux,dummy-virt`, which reads badly.
-fn machine_name(fdt: &Fdt<'static>) -> &'static str {
+/// The machine in words: QEMU's `virt` calls itself `linux,dummy-virt`, which reads badly; other
+/// machines by their `model`, else the board's description.
+fn machine_name(fdt: &Fdt<'static>, board: &Board) -> &'static str {
     let root = fdt.root();
     let compatible = root.property("compatible").and_then(|p| p.strings().next());
     let model = root.property("model").and_then(|p| p.as_str());
     match compatible {
         Some("linux,dummy-virt") => "qemu-virt",
-        _ => model.or(compatible).unwrap_or("an unknown aarch64 machine"),
+        _ => model.unwrap_or(board.description),
     }
 }
 

@@ -9,9 +9,14 @@
 //! firmware interface the device tree's `/psci` node names (`hvc` or `smc`). PSCI carries no
 //! status, which is why the runtime also prints it.
 //!
+//! The Raspberry Pis have no PSCI (their trees have no `/psci` node, and the board's
+//! [`crate::board::PowerOff::Halt`] ignores one if present): after semihosting the CPU halts in
+//! `wfi` with the status on the console; see `docs/boards.md`.
+//!
 //! # Not supported
 //! - PSCI 0.1 (no `SYSTEM_OFF`), and PSCI on machines whose tree has no `/psci` node (the CPU then
 //!   idles with interrupts masked, and the host must stop it).
+//! - Resetting a Pi through its PM watchdog.
 
 use core::{
     arch::asm,

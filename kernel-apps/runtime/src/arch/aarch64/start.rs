@@ -17,9 +17,25 @@
 //! 6. sets the stack, zeroes `.bss`, installs the exception vectors and calls
 //!    [`super::mast_aarch64_start`], which parses the device tree and completes the map.
 //!
-//! Secondary CPUs are never started, so only the CPU the loader chose runs this, whichever it is.
+//! Secondary CPUs are never started by the runtime. The Pi firmware and QEMU `raspi3b` (7.2) hold
+//! cores 1-3 in a spin table (0xd8..0xf0, polled in `wfe`) that the runtime never writes, and PSCI
+//! machines keep them off; but a loader may release every core into the image (QEMU's generic
+//! loader with `cpu-num`, some boot stubs). Every core but the one with affinity 0.0.0 therefore
+//! parks at once in a `wfe` loop, touching no memory and no stack (`qemu-tests/tests/boards.rs`
+//! checks where they stop).
+//!
+//! The provisional map maps the image's gigabyte through a level-2 table of 2 MiB blocks, Normal
+//! memory up to the board's `ram_limit` and nothing above it, because on the Raspberry Pi 3 that
+//! gigabyte also holds the peripherals (0x3f00_0000), which must never be mapped as Normal memory.
+//! The device tree's gigabyte, if another, is one Normal block, and only if it lies wholly below
+//! `ram_limit`; a tree elsewhere is not read (`mod.rs` checks the same bounds).
 
-use super::mmu;
+use super::{BUILD_BOARD, mmu};
+
+/// arm64 Image `text_offset`: the image's offset from a 2 MiB-aligned base. 0 on `virt` (QEMU
+/// loads it at RAM base + 2 MiB); 0x80000 on the Pis, where firmware and QEMU `raspi3b` load
+/// `kernel8.img` at 0x80000.
+const TEXT_OFFSET: u64 = BUILD_BOARD.link_address & ((1 << 21) - 1);
 
 /// arm64 Image header flags: little-endian (bit 0 clear), 4 KiB pages (bits 2:1 = 1), and placed
 /// as close to the base of DRAM as possible (bit 3 clear), which is what QEMU and U-Boot do.
@@ -50,7 +66,7 @@ core::arch::global_asm!(
 _start:
     b       .Lmast_entry                // code0: jump over the rest of the header
     .long   0                           // code1
-    .quad   0                           // text_offset
+    .quad   {text_offset}               // text_offset
     .quad   __mast_image_size           // image_size: the image plus .bss, stack and page table
     .quad   {image_flags}               // flags
     .quad   0                           // res2
@@ -65,6 +81,9 @@ _start:
 
 .Lmast_entry:
     mov     x19, x0                     // x19: the device tree's physical address
+    mrs     x1, mpidr_el1
+    tst     x1, #0xffffff               // Aff2.Aff1.Aff0: only core 0.0.0 boots
+    b.ne    .Lmast_secondary
     mrs     x21, CurrentEL
     ubfx    x21, x21, #2, #2            // x21: the exception level we were entered at
     cmp     x21, #2
@@ -116,34 +135,56 @@ _start:
     isb
 
     // The provisional identity map. The MMU is off, so these stores bypass the data cache. Cache
-    // lines for the table left by earlier software are invalidated before (so no dirty line is
-    // written back over the table later) and after (so no stale line hides it from the table walker,
-    // which reads through the cache once the MMU is on).
+    // lines for the tables left by earlier software are invalidated before (so no dirty line is
+    // written back over a table later) and after (so no stale line hides it from the table walker,
+    // which reads through the cache once the MMU is on). The level-1 table and the boot level-2
+    // table are adjacent pages.
     adrp    x22, __mast_l1_table
     mov     x0, x22
-    add     x1, x22, #4096
+    add     x1, x22, #8192
     bl      .Lmast_dcache_invalidate
     mov     x0, x22
-    add     x1, x22, #4096
+    add     x1, x22, #8192
 .Lmast_zero_table:
     stp     xzr, xzr, [x0], #16
     cmp     x0, x1
     b.lo    .Lmast_zero_table
     ldr     x3, ={normal_block}
     adr     x0, _start
-    lsr     x2, x0, #30                 // the image's gigabyte
-    orr     x4, x3, x2, lsl #30
-    str     x4, [x22, x2, lsl #3]
+    lsr     x9, x0, #30                 // x9: the image's gigabyte
+    add     x5, x22, #4096              // the boot level-2 table...
+    orr     x4, x5, #{table_desc}
+    str     x4, [x22, x9, lsl #3]       // ...maps the image's gigabyte
+    lsl     x6, x9, #30                 // x6: the 2 MiB block's address
+    ldr     x7, ={ram_limit}
+    mov     x8, #0
+.Lmast_fill_l2:
+    cmp     x6, x7                      // Normal memory stops at the board's peripherals
+    b.hs    .Lmast_l2_done
+    orr     x4, x6, x3
+    str     x4, [x5, x8, lsl #3]
+    add     x6, x6, #{l2_block}
+    add     x8, x8, #1
+    cmp     x8, #{entries}
+    b.lo    .Lmast_fill_l2
+.Lmast_l2_done:
     cbz     x19, .Lmast_table_done
     lsr     x2, x19, #30                // the device tree's gigabyte, if the table reaches it
+    cmp     x2, x9                      // (and it is not the image's, mapped above)
+    b.eq    .Lmast_table_done
     cmp     x2, #{entries}
     b.hs    .Lmast_table_done
+    lsl     x4, x2, #30                 // (and it lies wholly below the board's peripherals)
+    mov     x10, #{gib}
+    add     x4, x4, x10
+    cmp     x4, x7
+    b.hi    .Lmast_table_done
     orr     x4, x3, x2, lsl #30
     str     x4, [x22, x2, lsl #3]
 .Lmast_table_done:
     dsb     sy
     mov     x0, x22
-    add     x1, x22, #4096
+    add     x1, x22, #8192
     bl      .Lmast_dcache_invalidate
 
     ldr     x0, ={mair}
@@ -200,6 +241,14 @@ _start:
     wfi
     b       .Lmast_park_loop
 
+    // A secondary core: wait for events forever, touching nothing. `wfe` rather than `wfi`: a
+    // spurious event (another core's `sev`) only costs one more turn of the loop.
+.Lmast_secondary:
+    msr     daifset, #0xf
+.Lmast_secondary_loop:
+    wfe
+    b       .Lmast_secondary_loop
+
 // Invalidates the data cache lines covering [x0, x1) to the point of coherency. Clobbers x0, x2, x3.
 .Lmast_dcache_invalidate:
     mrs     x3, ctr_el0
@@ -217,12 +266,17 @@ _start:
     ret
     .ltorg
 
-    // The level-1 translation table: 512 entries of 1 GiB each, written whole by the code above.
+    // The level-1 translation table (512 entries of 1 GiB each) and, right behind it, the level-2
+    // tables (512 entries of 2 MiB each): the first maps the image's gigabyte (written whole by the
+    // code above), the others are handed out by `mmu::map` for gigabytes mixing RAM and devices.
     .section .mast.pagetables, "aw", %nobits
     .balign 4096
     .global __mast_l1_table
 __mast_l1_table:
     .space  4096
+    .global __mast_l2_tables
+__mast_l2_tables:
+    .space  4096 * {l2_tables}
 "#,
     image_flags = const IMAGE_FLAGS,
     mast_header_version = const MAST_HEADER_VERSION,
@@ -235,6 +289,12 @@ __mast_l1_table:
     cpacr_fpen = const CPACR_FPEN,
     normal_block = const mmu::NORMAL_BLOCK,
     entries = const mmu::ENTRIES,
+    text_offset = const TEXT_OFFSET,
+    table_desc = const mmu::DESC_TABLE,
+    ram_limit = const BUILD_BOARD.ram_limit,
+    l2_block = const mmu::L2_BLOCK_SIZE,
+    l2_tables = const mmu::L2_TABLES,
+    gib = const 1u64 << mmu::GIB_SHIFT,
     mair = const mmu::MAIR,
     tcr = const mmu::TCR,
 );
