@@ -8,11 +8,14 @@
 //! - `mmu`: the identity map (1 GiB blocks: RAM Normal write-back, devices Device-nGnRnE);
 //! - `platform`: the device tree questions boot asks;
 //! - `exceptions`: vectors and fault reports (status 102);
-//! - `pl011`, `timer`, `power`: console, clock, and power-off (semihosting, then PSCI).
+//! - `pl011`, `timer`, `power`: console, clock, and power-off (semihosting, then PSCI);
+//! - with the `virtio` feature: `devices` (the GIC, timer interrupt and virtio-mmio transports from
+//!   the tree), `gic`, `irq` (the event loop's sleep) and `dma` (cache maintenance hooks).
 //!
 //! # Not supported
 //! - Entry at EL3, or at an address other than the link address 0x4020_0000 (the CPU parks).
-//! - More than one CPU, interrupts, and the rest listed in each module's docs.
+//! - More than one CPU, interrupt handlers (with the `virtio` feature, `irq` and `gic` use
+//!   interrupts only to wake `wfi`), and the rest listed in each module's docs.
 
 /// Reads a system register whose read has no side effects.
 macro_rules! read_sysreg {
@@ -27,7 +30,15 @@ macro_rules! read_sysreg {
     }};
 }
 
+#[cfg(feature = "virtio")]
+mod devices;
+#[cfg(feature = "virtio")]
+pub(crate) mod dma;
 mod exceptions;
+#[cfg(feature = "virtio")]
+mod gic;
+#[cfg(feature = "virtio")]
+pub(crate) mod irq;
 mod mmu;
 mod pl011;
 mod platform;
@@ -37,6 +48,10 @@ mod timer;
 
 use core::{fmt, slice};
 
+#[cfg(feature = "virtio")]
+use devices::devices;
+#[cfg(feature = "virtio")]
+pub(crate) use devices::virtio_slots;
 pub(crate) use pl011::console_write;
 pub(crate) use power::{exit, wait_forever};
 pub(crate) use timer::now_ns;
@@ -126,6 +141,8 @@ extern "C" fn mast_aarch64_start(dtb: usize, entry_ticks: u64, entry_el: u64) ->
         Err(why) => fail_without_device_tree(dtb, why),
     };
     let mut platform = platform::discover(&fdt);
+    #[cfg(feature = "virtio")]
+    devices::remember(fdt);
 
     let mut ram = GigabyteSet::default();
     platform.ram.as_slice().iter().for_each(|&r| ram.insert(r));
