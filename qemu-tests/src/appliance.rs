@@ -73,3 +73,23 @@ pub fn appliance_image_for_board(app: &str, arch: Arch, board: Option<Board>) ->
     built.insert(key, image.clone());
     Ok(image)
 }
+
+/// The machine `app`'s release image for `arch` asks for ([`crate::Machine::for_image`]): its
+/// verified kernel, its data bundle (if it has one) as the initial ramdisk, its manifest's memory
+/// and arguments. Built on first use, like [`appliance`].
+pub fn appliance_machine(app: &str, arch: Arch) -> Result<crate::Machine, ApplianceError> {
+    static MACHINES: OnceLock<Mutex<HashMap<(String, Arch), crate::Machine>>> = OnceLock::new();
+    // One at a time, like the builds: two tests unpacking the same image at once would race on
+    // its files.
+    let mut machines = MACHINES.get_or_init(Default::default).lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(machine) = machines.get(&(app.to_owned(), arch)) {
+        return Ok(machine.clone());
+    }
+    let root = build::workspace_root();
+    let image = appliance_image(app, arch)?;
+    let trusted = KeyConfig::for_workspace(&root).trusted()?;
+    let verified = artifact::verify_file(&image.artifact, &trusted)?;
+    let machine = crate::Machine::for_image(&verified, &root.join("target/images/verified"))?;
+    machines.insert((app.to_owned(), arch), machine.clone());
+    Ok(machine)
+}

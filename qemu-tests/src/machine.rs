@@ -49,6 +49,12 @@ pub struct Machine {
     pub extra_args: Vec<OsString>,
     /// The appliance's data bundle, loaded as the initial ramdisk (`-initrd`).
     pub initrd: Option<PathBuf>,
+    /// Whether the VM has a virtio-net device on QEMU's user-mode network (see
+    /// [`Machine::user_network`]); a TCP forward implies it.
+    pub network: bool,
+    /// TCP ports forwarded from the host's 127.0.0.1 to the guest, as (host, guest) pairs (see
+    /// [`Machine::forward_tcp`]).
+    pub tcp_forwards: Vec<(u16, u16)>,
 }
 
 /// The default guest RAM: ample for the appliances, small enough to pack thousands per host.
@@ -72,6 +78,8 @@ impl Machine {
             semihosting: true,
             extra_args: Vec::new(),
             initrd: None,
+            network: false,
+            tcp_forwards: Vec::new(),
         }
     }
 
@@ -185,6 +193,9 @@ impl Machine {
         }
         if !self.cmdline.is_empty() {
             command.arg("-append").arg(&self.cmdline);
+        }
+        if let Some(net) = self.netdev_arg() {
+            command.args(["-netdev", &net, "-device", "virtio-net-device,netdev=mastnet0"]);
         }
         command.args(&self.extra_args);
         command

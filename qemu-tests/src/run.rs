@@ -268,7 +268,7 @@ impl StatusReporting {
     }
 }
 
-fn classify(reporting: StatusReporting, status: ExitStatus, console: &[ConsoleLine], stderr: &str) -> Exit {
+pub(crate) fn classify(reporting: StatusReporting, status: ExitStatus, console: &[ConsoleLine], stderr: &str) -> Exit {
     let Some(code) = status.code() else {
         return Exit::Killed(status.signal().unwrap_or(0));
     };

@@ -74,3 +74,19 @@ fn hello_reads_its_data_bundle_on_aarch64() {
 fn hello_reads_its_data_bundle_on_x86_64() {
     hello_reads_its_data_bundle(Arch::X86_64, "hello_reads_its_data_bundle_on_x86_64");
 }
+
+/// QEMU `microvm` describes its virtio-mmio transports on the command line when
+/// `auto-kernel-cmdline` is on (`virtio_mmio.device=512@0xfeb00e00:12`); those arguments are the
+/// runtime's, and the appliance must not see them.
+#[test]
+fn hello_does_not_see_the_runtimes_arguments_on_x86_64() {
+    let test = "hello_does_not_see_the_runtimes_arguments_on_x86_64";
+    let Some(image) = common::image_for("hello", Arch::X86_64, test) else { return };
+    let machine = Machine::new(Arch::X86_64, image)
+        .args(&["one"])
+        .extra_arg("-machine")
+        .extra_arg("auto-kernel-cmdline=on")
+        .forward_tcp(qemu_tests::free_local_port().expect("a free port"), 9);
+    let run = common::run(&machine);
+    run.check(Exit::Status(0), r#"args: ["one"]"#).unwrap_or_else(|failure| panic!("{failure}"));
+}

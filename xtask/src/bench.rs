@@ -18,6 +18,8 @@ pub enum BenchCommand {
     Image(ImageArgs),
     /// Placement speed and hosts used against the lower bound, per heuristic (release build).
     Placement(PlacementArgs),
+    /// httpd per architecture: start → first 200, requests/s and latency under load, idle CPU, image size.
+    Http(crate::bench_http::HttpArgs),
 }
 
 #[derive(Debug, Args)]
@@ -55,6 +57,7 @@ pub fn main(command: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Boot(args) => boot(args),
         BenchCommand::Image(args) => crate::bench_image::main(args),
         BenchCommand::Placement(args) => crate::bench_placement::main(args),
+        BenchCommand::Http(args) => crate::bench_http::main(args),
     }
 }
 

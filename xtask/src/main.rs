@@ -4,6 +4,7 @@
 //! by hand.
 
 mod bench;
+mod bench_http;
 mod bench_image;
 mod bench_placement;
 mod deps;
@@ -36,7 +37,7 @@ enum Command {
     Keygen(keygen::KeygenArgs),
     /// Build an appliance and boot it in QEMU, console on stdout; exits with the appliance's status.
     Run(run::RunArgs),
-    /// Measure boot times, image sizes, verification speed, chunk sharing and placement.
+    /// Measure boot times, image sizes, verification speed and chunk sharing.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// Install or check what the tests need (QEMU), then run the whole test suite.

@@ -7,6 +7,7 @@ use clap::Args;
 use images::{
     Arch, artifact,
     build::{self, Profile},
+    manifest::{DeviceKind, Manifest, Protocol},
 };
 use qemu_tests::{Exit, Machine, kvm};
 
@@ -73,6 +74,7 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
     if let Some(mib) = args.mem {
         machine = machine.memory_mib(mib);
     }
+    let urls = forward_listen_ports(&mut machine, manifest)?;
     eprintln!(
         "booting {} {} ({arch}, image {}, {} MiB)",
         manifest.name,
@@ -84,9 +86,18 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
     eprintln!("$ {}", instance.command());
     let timeout = args.timeout.map(Duration::from_secs).unwrap_or(Duration::MAX);
     let mut stdout = std::io::stdout().lock();
+    let mut announced = urls.is_empty();
     let result = instance.wait_exit_streaming(timeout, |line| {
         // A closed stdout (e.g. piped into `head`) must not stop the appliance from finishing.
         let _ = writeln!(stdout, "{}", line.text);
+        // Connections made before the appliance listens can stall in QEMU's user network, so
+        // the URLs are offered once it says it listens.
+        if !announced && line.text.contains("listening") {
+            announced = true;
+            for url in &urls {
+                eprintln!("open {url}");
+            }
+        }
     });
     let wall = format!("{:.1} ms", result.wall.as_secs_f64() * 1e3);
     Ok(match result.exit {
@@ -108,6 +119,27 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
         }
         Exit::QemuFailed(code) => bail!("QEMU failed (exit code {code}):\n{}", result.stderr.trim_end()),
     })
+}
+
+/// Forwards each TCP port the manifest listens on from a free port on the host's 127.0.0.1, and
+/// returns the URLs to reach them (`http://` for every port: a guess that is right for web
+/// services and harmless for others).
+fn forward_listen_ports(machine: &mut Machine, manifest: &Manifest) -> Result<Vec<String>> {
+    // Every `[[net]]` device becomes the one user-mode network card (QEMU's user network is the
+    // only network `run` offers), with or without ports to forward.
+    machine.network = manifest.devices.iter().any(|d| d.kind == DeviceKind::Net);
+    let mut urls = Vec::new();
+    for listen in &manifest.listen {
+        if listen.protocol != Protocol::Tcp {
+            eprintln!("note: {} port {} is not forwarded (only TCP ports are)", listen.protocol, listen.port);
+            continue;
+        }
+        let host = qemu_tests::free_local_port().context("finding a free port on 127.0.0.1")?;
+        machine.tcp_forwards.push((host, listen.port));
+        eprintln!("forwarding 127.0.0.1:{host} to the appliance's port {}", listen.port);
+        urls.push(format!("http://127.0.0.1:{host}/"));
+    }
+    Ok(urls)
 }
 
 fn build_image(args: &RunArgs) -> Result<PathBuf> {

@@ -41,7 +41,8 @@ pub struct Context {
 }
 
 impl Context {
-    /// The command-line arguments, split as [`crate::args::split`] describes.
+    /// The command-line arguments, split as [`crate::args::split`] describes, without the ones the
+    /// runtime owns ([`crate::args::appliance_args`]).
     pub fn args(&self) -> &[String] {
         &self.args
     }
@@ -94,7 +95,7 @@ pub(crate) fn start(info: BootInfo) -> ! {
         }
     };
     let mut ctx = Context {
-        args: args::split(info.cmdline),
+        args: args::appliance_args(info.cmdline),
         platform: info.platform,
         ram_bytes: info.ram_bytes,
         boot: BootTimes { entry: info.entry.since_reset(), main: Duration::ZERO },

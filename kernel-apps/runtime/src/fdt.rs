@@ -547,6 +547,12 @@ impl<'a> Property<'a> {
         }
     }
 
+    /// The value as a list of big-endian 32-bit cells (`interrupts`); a trailing partial cell is
+    /// ignored.
+    pub fn cells(&self) -> impl Iterator<Item = u32> + use<'a> {
+        self.value.chunks_exact(4).map(|cell| u32::from_be_bytes([cell[0], cell[1], cell[2], cell[3]]))
+    }
+
     /// The value as a 64-bit number: one or two big-endian cells.
     pub fn as_u64(&self) -> Option<u64> {
         match self.value.len() {

@@ -9,8 +9,11 @@
 //!   most of the `unsafe`. It hands a `BootInfo` (memory, command line, entry time) to the shared
 //!   boot path.
 //! - shared modules (`console`, `time`, heap, boot, panic): the same on every architecture.
-//! - pure modules ([`args`], [`atags`], [`board`], [`exit`], [`fdt`], [`fault`], [`pvh`], [`tsc`]): no hardware access,
-//!   unit-tested on the host.
+//! - with the `virtio` feature (network appliances only): `event` (the event loop's
+//!   interrupt-driven sleep) and `virtio` (device discovery, the DMA `Hal`, the virtio-net
+//!   driver); their hardware halves are `arch::*::{irq, gic, dma, devices}`.
+//! - pure modules ([`args`], [`atags`], [`board`], [`devicetree`], [`exit`], [`fdt`], [`fault`],
+//!   [`pvh`], [`tsc`]): no hardware access, unit-tested on the host.
 //!
 //! # Supported
 //! - aarch64 on QEMU `virt` (cortex-a72), entered as an arm64 Image (QEMU `-kernel`, U-Boot `booti`),
@@ -21,7 +24,9 @@
 //! # Not supported (yet)
 //! - more than one CPU: secondary cores are never started (those a loader starts anyway, as QEMU
 //!   `raspi3b` does, park in `wfe`);
-//! - interrupts: the foundation runs to completion; an idle loop arrives with networking;
+//! - interrupt handlers: with the `virtio` feature, interrupts (GICv2/v3 on aarch64, local APIC
+//!   and IOAPIC on x86_64) only wake the CPU from the event loop's sleep (`event`); no code runs
+//!   in interrupt context;
 //! - stack-overflow detection on aarch64: its stack has no guard page yet (x86_64's has one, and a
 //!   double fault there is reported as a probable stack overflow).
 #![cfg_attr(target_os = "none", no_std)]
@@ -32,6 +37,7 @@ pub mod args;
 pub mod atags;
 pub mod board;
 pub mod bundle;
+pub mod devicetree;
 pub mod exit;
 pub mod fault;
 pub mod fdt;
@@ -44,12 +50,16 @@ mod arch;
 mod boot;
 #[cfg(target_os = "none")]
 pub mod console;
+#[cfg(all(target_os = "none", feature = "virtio"))]
+pub mod event;
 #[cfg(target_os = "none")]
 mod heap;
 #[cfg(target_os = "none")]
 mod panic;
 #[cfg(target_os = "none")]
 pub mod time;
+#[cfg(all(target_os = "none", feature = "virtio"))]
+pub mod virtio;
 
 #[cfg(target_os = "none")]
 pub use boot::{BootTimes, Context};

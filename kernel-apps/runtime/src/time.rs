@@ -23,6 +23,11 @@ impl Instant {
         Instant { nanos_since_reset }
     }
 
+    /// The point `since_reset` after the machine was reset (saturating at about 584 years).
+    pub fn from_since_reset(since_reset: Duration) -> Instant {
+        Instant { nanos_since_reset: u64::try_from(since_reset.as_nanos()).unwrap_or(u64::MAX) }
+    }
+
     /// Time since the machine was reset.
     pub const fn since_reset(self) -> Duration {
         Duration::from_nanos(self.nanos_since_reset)

@@ -42,6 +42,26 @@ impl PvclockSnapshot {
     }
 }
 
+impl PvclockSnapshot {
+    /// The first TSC value at which the clock reads `nanos` or later: the inverse of
+    /// [`PvclockSnapshot::nanos_at`], for programming a TSC-deadline timer. Times before the
+    /// snapshot give its TSC timestamp; times beyond the counter's range saturate.
+    pub fn tsc_at(&self, nanos: u64) -> u64 {
+        let delta_ns = nanos.saturating_sub(self.system_time);
+        if self.tsc_to_system_mul == 0 {
+            return u64::MAX;
+        }
+        // Undo `* mul >> 32` (rounding up, so the result is never early), then undo the shift.
+        let scaled = (u128::from(delta_ns) << 32).div_ceil(u128::from(self.tsc_to_system_mul));
+        let delta_tsc = if self.tsc_shift >= 0 {
+            scaled.div_ceil(1u128 << self.tsc_shift.unsigned_abs().min(64))
+        } else {
+            scaled.checked_shl(u32::from(self.tsc_shift.unsigned_abs())).unwrap_or(u128::MAX)
+        };
+        u64::try_from(delta_tsc).map_or(u64::MAX, |d| self.tsc_timestamp.saturating_add(d))
+    }
+}
+
 /// `pvclock_scale_delta`: `(delta << shift) * mul / 2^32`, with a negative shift shifting right.
 pub fn scale_delta(delta: u64, mul: u32, shift: i8) -> u64 {
     let shifted = if shift >= 0 {
@@ -85,6 +105,12 @@ pub fn cpuid_frequency_hz(leaf_15: [u32; 3], leaf_16_eax: u32) -> Option<u64> {
     }
     let base_mhz = leaf_16_eax & 0xffff;
     (base_mhz != 0).then_some(base_mhz as u64 * 1_000_000)
+}
+
+/// The first tick count at `hz` that reaches `nanos`: the inverse of [`ticks_to_nanos`], rounded
+/// up; saturates.
+pub fn nanos_to_ticks(nanos: u64, hz: u64) -> u64 {
+    u64::try_from((u128::from(nanos) * u128::from(hz)).div_ceil(1_000_000_000)).unwrap_or(u64::MAX)
 }
 
 /// Nanoseconds for `ticks` at `hz`, without overflowing for any realistic uptime.
@@ -163,5 +189,34 @@ mod tests {
         assert_eq!(ticks_to_nanos(2_200, 2_200_000_000), 1_000);
         assert_eq!(ticks_to_nanos(5, 0), 0);
         assert_eq!(ticks_to_nanos(u64::MAX / 2, 1_000_000_000), u64::MAX / 2);
+    }
+
+    #[test]
+    fn tsc_at_inverts_nanos_at_without_being_early() {
+        for snapshot in [
+            SNAPSHOT,
+            PvclockSnapshot { tsc_shift: 1, tsc_to_system_mul: 1 << 31, ..SNAPSHOT },
+            PvclockSnapshot { tsc_shift: 0, tsc_to_system_mul: 2_147_483_648 + 12_345, ..SNAPSHOT },
+            PvclockSnapshot { tsc_shift: -3, tsc_to_system_mul: 4_000_000_000, ..SNAPSHOT },
+        ] {
+            for nanos in [5_000u64, 5_001, 6_000, 1_000_000_007, 86_400_000_000_000] {
+                let tsc = snapshot.tsc_at(nanos);
+                assert!(snapshot.nanos_at(tsc) >= nanos, "{snapshot:?} {nanos}: early");
+                // At most a tick or two late (a tick is at most 2 ns here).
+                assert!(snapshot.nanos_at(tsc) - nanos <= 4, "{snapshot:?} {nanos}: late");
+            }
+            assert_eq!(snapshot.tsc_at(0), snapshot.tsc_timestamp);
+        }
+        assert_eq!(PvclockSnapshot { tsc_to_system_mul: 0, ..SNAPSHOT }.tsc_at(9), u64::MAX);
+    }
+
+    #[test]
+    fn nanos_to_ticks_rounds_up_and_saturates() {
+        assert_eq!(nanos_to_ticks(1_000, 2_200_000_000), 2_200);
+        assert_eq!(nanos_to_ticks(1, 2_200_000_000), 3);
+        assert_eq!(nanos_to_ticks(u64::MAX, 4_000_000_000), u64::MAX);
+        for nanos in [1u64, 999, 1_000_000, 123_456_789_012] {
+            assert!(ticks_to_nanos(nanos_to_ticks(nanos, 2_200_000_000), 2_200_000_000) >= nanos);
+        }
     }
 }

@@ -12,14 +12,27 @@
 //!   can (see [`crate::exit`]);
 //! - `fn wait_forever() -> !`: stop in the lowest-power wait the CPU has.
 //!
+//! With the `virtio` feature, also:
+//!
+//! - `irq::enable(irq: u32) -> bool`: route a device interrupt (platform numbering) to this CPU;
+//!   `false` when the machine has no interrupt controller the runtime drives;
+//! - `irq::wait(deadline_ns: Option<u64>)`: sleep until an enabled interrupt or the deadline (see
+//!   [`crate::event`]);
+//! - `dma::share` / `dma::unshare`: cache maintenance around device DMA (see [`crate::virtio`]);
+//! - `virtio_slots() -> &'static [MmioSlot]`: the platform's virtio-mmio register windows.
+//!
 //! [`BootInfo`]: crate::boot::BootInfo
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
 #[cfg(target_arch = "aarch64")]
 pub(crate) use aarch64::{console_write, exit, now_ns, wait_forever};
+#[cfg(all(target_arch = "aarch64", feature = "virtio"))]
+pub(crate) use aarch64::{dma, irq, virtio_slots};
 
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86_64::{console_write, exit, now_ns, wait_forever};
+#[cfg(all(target_arch = "x86_64", feature = "virtio"))]
+pub(crate) use x86_64::{dma, irq, virtio_slots};

@@ -14,11 +14,14 @@
 //!   write-back, devices Device-nGnRnE);
 //! - `platform`: the device tree questions boot asks;
 //! - `exceptions`: vectors and fault reports (status 102);
-//! - `pl011`, `timer`, `power`: console, clock, and power-off (semihosting, then PSCI).
+//! - `pl011`, `timer`, `power`: console, clock, and power-off (semihosting, then PSCI);
+//! - with the `virtio` feature: `devices` (the GIC, timer interrupt and virtio-mmio transports from
+//!   the tree), `gic`, `irq` (the event loop's sleep) and `dma` (cache maintenance hooks).
 //!
 //! # Not supported
 //! - Entry at EL3, or at an address other than the board's link address (the CPU parks).
-//! - More than one CPU, interrupts, and the rest listed in each module's docs.
+//! - More than one CPU, interrupt handlers (with the `virtio` feature, `irq` and `gic` use
+//!   interrupts only to wake `wfi`), and the rest listed in each module's docs.
 
 /// Reads a system register whose read has no side effects.
 macro_rules! read_sysreg {
@@ -33,7 +36,15 @@ macro_rules! read_sysreg {
     }};
 }
 
+#[cfg(feature = "virtio")]
+mod devices;
+#[cfg(feature = "virtio")]
+pub(crate) mod dma;
 mod exceptions;
+#[cfg(feature = "virtio")]
+mod gic;
+#[cfg(feature = "virtio")]
+pub(crate) mod irq;
 mod mmu;
 mod pl011;
 mod platform;
@@ -43,6 +54,10 @@ mod timer;
 
 use core::{fmt, slice};
 
+#[cfg(feature = "virtio")]
+use devices::devices;
+#[cfg(feature = "virtio")]
+pub(crate) use devices::virtio_slots;
 pub(crate) use pl011::console_write;
 pub(crate) use power::{exit, wait_forever};
 pub(crate) use timer::now_ns;
@@ -200,6 +215,10 @@ extern "C" fn mast_aarch64_start(dtb: usize, entry_ticks: u64, entry_el: u64) ->
             (BUILD_BOARD, None, platform::without_tree(&BUILD_BOARD, atags))
         }
     };
+    #[cfg(feature = "virtio")]
+    if let Some(fdt) = fdt {
+        devices::remember(fdt);
+    }
 
     let unmapped = mmu::map(platform.ram.as_slice(), &platform.devices, board.devices);
     pl011::init(platform.uart);

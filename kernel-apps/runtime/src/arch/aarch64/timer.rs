@@ -49,3 +49,12 @@ pub(super) fn ticks_to_ns(ticks: u64) -> u64 {
 pub(crate) fn now_ns() -> u64 {
     ticks_to_ns(ticks())
 }
+
+/// The counter value at which the clock reads `ns` (rounded up, so a timer set for it never fires
+/// early); saturates for times beyond the counter's range.
+#[cfg(feature = "virtio")]
+pub(super) fn ns_to_ticks(ns: u64) -> u64 {
+    let hz = u128::from(FREQUENCY.load(Ordering::Relaxed));
+    let ticks = (u128::from(ns) * hz).div_ceil(u128::from(NANOS_PER_SECOND));
+    u64::try_from(ticks).unwrap_or(u64::MAX)
+}

@@ -131,6 +131,23 @@ pub(super) fn nanos_at(tsc_value: u64) -> u64 {
     }
 }
 
+/// The TSC value at which the clock reads `nanos` (for a TSC-deadline timer); `None` without a
+/// clock.
+#[cfg(feature = "virtio")]
+pub(super) fn tsc_at(nanos: u64) -> Option<u64> {
+    match SOURCE.load(Ordering::Relaxed) {
+        SOURCE_KVMCLOCK => Some(kvmclock_snapshot().tsc_at(nanos)),
+        SOURCE_TSC => Some(tsc::nanos_to_ticks(nanos, TSC_HZ.load(Ordering::Relaxed))),
+        _ => None,
+    }
+}
+
+/// The current TSC.
+#[cfg(feature = "virtio")]
+pub(super) fn tsc_now() -> u64 {
+    rdtsc()
+}
+
 fn kvmclock_snapshot() -> PvclockSnapshot {
     let info = TIME_INFO.0.get();
     tsc::read_consistent(

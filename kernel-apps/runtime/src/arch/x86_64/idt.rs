@@ -8,8 +8,13 @@
 //! Double faults run on their own stack (IST1), so an overflow of the boot stack, which faults on
 //! the guard page and then cannot push the page-fault frame, still gets a report.
 //!
-//! Not supported: external interrupts (vectors 32 and up have no entries, and interrupts stay
-//! disabled), resuming after an exception, and backtraces.
+//! External interrupts (with the `virtio` feature): vectors 32–254 share one stub that counts the
+//! interrupt and returns, and the spurious vector 255 one that only returns. Interrupts are enabled
+//! only inside the event loop's `sti; hlt` (see [`super::irq`]), whose caller reads the count to
+//! send the end-of-interrupts later. Without the feature, vectors 32 and up have no entries and
+//! interrupts stay disabled.
+//!
+//! Not supported: resuming after an exception, and backtraces.
 
 use core::cell::UnsafeCell;
 use core::ops::Range;
@@ -104,6 +109,62 @@ unsafe extern "C" {
     static mast_vector_table: [u64; fault::VECTORS];
 }
 
+/// The IOAPIC lines' vectors: line `n` raises `DEVICE_VECTORS.start + n`.
+#[cfg(feature = "virtio")]
+pub(super) const DEVICE_VECTORS: core::ops::Range<u8> = 0x40..0x58;
+/// The local APIC timer's vector, in a higher priority class than the devices'.
+#[cfg(feature = "virtio")]
+pub(super) const TIMER_VECTOR: u8 = 0xf0;
+/// The local APIC's spurious-interrupt vector.
+#[cfg(feature = "virtio")]
+pub(super) const SPURIOUS_VECTOR: u8 = 0xff;
+/// Entries in the IDT: every vector once interrupts are in use, else the exceptions only.
+#[cfg(feature = "virtio")]
+const IDT_ENTRIES: usize = 256;
+#[cfg(not(feature = "virtio"))]
+const IDT_ENTRIES: usize = fault::VECTORS;
+
+/// Interrupts taken since the event loop last asked; each needs an end-of-interrupt.
+#[cfg(feature = "virtio")]
+static INTERRUPTS_TAKEN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// How many interrupts have been taken since the last call (and so need an end-of-interrupt).
+#[cfg(feature = "virtio")]
+pub(super) fn take_interrupts_taken() -> u64 {
+    INTERRUPTS_TAKEN.swap(0, Ordering::Relaxed)
+}
+
+// The interrupt stubs. An interrupt only ever arrives during the event loop's `sti; hlt` (IF is
+// clear everywhere else), on the boot stack, where the CPU pushes its frame; the stub changes
+// nothing but the counter and the flags, which `iretq` restores, so it saves no registers.
+#[cfg(feature = "virtio")]
+core::arch::global_asm!(
+    r#"
+    .section .text.mast_interrupts, "ax", @progbits
+    .code64
+    .balign 16
+    .global mast_interrupt_counted
+mast_interrupt_counted:
+    lock incq {taken}(%rip)
+    iretq
+
+    .balign 16
+    .global mast_interrupt_spurious
+mast_interrupt_spurious:
+    iretq
+    "#,
+    taken = sym INTERRUPTS_TAKEN,
+    options(att_syntax),
+);
+
+#[cfg(feature = "virtio")]
+unsafe extern "C" {
+    /// Counts an interrupt and returns (vectors 32–254).
+    fn mast_interrupt_counted();
+    /// Returns (the spurious vector, which needs no end-of-interrupt).
+    fn mast_interrupt_spurious();
+}
+
 /// An interrupt-gate descriptor (16 bytes).
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -149,7 +210,7 @@ struct Tss {
 
 /// Tables the CPU reads after boot. Written once by [`init`], before `lidt`/`ltr`, on one CPU.
 struct CpuTables {
-    idt: UnsafeCell<[Gate; fault::VECTORS]>,
+    idt: UnsafeCell<[Gate; IDT_ENTRIES]>,
     tss: UnsafeCell<Tss>,
 }
 
@@ -157,7 +218,7 @@ struct CpuTables {
 unsafe impl Sync for CpuTables {}
 
 static TABLES: CpuTables = CpuTables {
-    idt: UnsafeCell::new([Gate::MISSING; fault::VECTORS]),
+    idt: UnsafeCell::new([Gate::MISSING; IDT_ENTRIES]),
     tss: UnsafeCell::new(Tss {
         reserved0: 0,
         rsp: [0; 3],
@@ -182,7 +243,7 @@ pub(super) fn init() {
     let idt = TABLES.idt.get();
     // SAFETY: single CPU, called once before the CPU reads these tables; the GDT slot at
     // TSS_SELECTOR is reserved for this descriptor by the boot code; the vector table holds the
-    // addresses of the stubs above.
+    // addresses of the stubs above, and the interrupt stubs are the functions declared above.
     unsafe {
         (*tss).ist[0] = &raw const boot::mast_fault_stack_top as u64;
         let base = tss as u64;
@@ -199,11 +260,20 @@ pub(super) fn init() {
         core::arch::asm!("ltr {0:x}", in(reg) TSS_SELECTOR, options(nostack, preserves_flags));
 
         let stubs = &raw const mast_vector_table;
-        for (vector, gate) in (*idt).iter_mut().enumerate() {
+        for (vector, gate) in (*idt).iter_mut().enumerate().take(fault::VECTORS) {
             let ist = if vector == fault::DOUBLE_FAULT as usize { 1 } else { 0 };
             *gate = Gate::interrupt((*stubs)[vector], ist);
         }
-        let pointer = TablePointer { limit: size_of::<[Gate; fault::VECTORS]>() as u16 - 1, base: idt as u64 };
+        #[cfg(feature = "virtio")]
+        for (vector, gate) in (*idt).iter_mut().enumerate().skip(fault::VECTORS) {
+            let stub = if vector == usize::from(SPURIOUS_VECTOR) {
+                mast_interrupt_spurious as *const () as u64
+            } else {
+                mast_interrupt_counted as *const () as u64
+            };
+            *gate = Gate::interrupt(stub, 0);
+        }
+        let pointer = TablePointer { limit: size_of::<[Gate; IDT_ENTRIES]>() as u16 - 1, base: idt as u64 };
         core::arch::asm!("lidt [{0}]", in(reg) &raw const pointer, options(readonly, nostack, preserves_flags));
     }
 }

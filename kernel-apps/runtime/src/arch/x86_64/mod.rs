@@ -18,20 +18,31 @@
 //! started with `-no-reboot` then exits with status 0; without `-no-reboot` the machine reboots
 //! and runs the appliance again. There is no ACPI power-off.
 //!
-//! Not supported: more than one CPU, interrupts, RAM above 4 GiB, booting other than through PVH
-//! (no multiboot, no Linux boot protocol, no UEFI).
+//! With the `virtio` feature, also [`devices`] (the virtio-mmio transports), [`irq`] (local APIC,
+//! its timer and the IOAPIC, for the event loop's sleep) and [`dma`] (nothing to maintain).
+//!
+//! Not supported: more than one CPU, interrupt handlers (interrupts only wake `hlt`), RAM above
+//! 4 GiB, booting other than through PVH (no multiboot, no Linux boot protocol, no UEFI).
 //!
 //! [`BootInfo`]: crate::boot::BootInfo
 
 mod boot;
 mod clock;
+#[cfg(feature = "virtio")]
+mod devices;
+#[cfg(feature = "virtio")]
+pub(crate) mod dma;
 mod idt;
 mod io;
+#[cfg(feature = "virtio")]
+pub(crate) mod irq;
 mod serial;
 
 use core::ops::Range;
 
 pub(crate) use clock::now_ns;
+#[cfg(feature = "virtio")]
+pub(crate) use devices::virtio_slots;
 
 use crate::boot::BootInfo;
 use crate::console::emergency_print;
@@ -126,6 +137,8 @@ extern "C" fn start(start_info_paddr: u32) -> ! {
         unsafe { core::ffi::CStr::from_ptr(info.cmdline_paddr as *const core::ffi::c_char) }.to_bytes_with_nul()
     };
     let cmdline = pvh::cmdline(cmdline_bytes);
+    #[cfg(feature = "virtio")]
+    devices::remember(cmdline);
     if cmdline.len() + 1 < cmdline_bytes.len() {
         emergency_print(format_args!(
             "mast: the command line is not UTF-8 after byte {}; ignoring the rest\n",

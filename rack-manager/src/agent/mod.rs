@@ -1,0 +1,281 @@
+//! Host agents: what runs instances on one host for the manager.
+//!
+//! [`HostAgent`] is the manager's view of a host. [`LocalAgent`] does the work: it verifies the
+//! instance's image against its own trusted keys, unpacks the kernel and hands the run to its
+//! [`Launcher`]. The manager's own host (`serve` without flags) uses a `LocalAgent` in process;
+//! other hosts run `rack-manager agent --join <manager>` ([`server`]), which serves a
+//! `LocalAgent` over HTTP, and the manager reaches them through [`RemoteAgent`].
+//!
+//! Agents keep no state of their own beyond images and logs: the manager's store says which runs
+//! exist, and every question names the run by pid and start time.
+
+pub mod server;
+
+use std::{
+    fs::File,
+    io::{Read, Seek, SeekFrom},
+    path::Path,
+    sync::Arc,
+    thread,
+    time::Duration,
+};
+
+use images::{Arch, artifact, keys::TrustedKeys};
+use rack_api::{
+    JoinRequest, LogChunk,
+    agent::{LaunchRequest, Launched, RunRef, RunState, RunStats},
+};
+
+use crate::{
+    client::{Client, ClientError},
+    datadir::DataDir,
+    launcher::{LaunchSpec, Launcher},
+};
+
+/// The most console history one request returns: the bounded window `logs` shows.
+pub const LOG_WINDOW: u64 = 64 * 1024;
+
+/// The size past which an instance's console log is rotated.
+pub const LOG_ROTATE_BYTES: u64 = 1 << 20;
+
+/// How often the agent looks for logs to rotate.
+const LOG_ROTATE_EVERY: Duration = Duration::from_secs(2);
+
+/// Bounds a console log that a VM appends to: past `limit` bytes, its content is copied to
+/// `console.log.1` (replacing the previous one) and the file truncated in place. The VM keeps
+/// its descriptor, opened with `O_APPEND`, so its next write lands at the new end: nothing
+/// needs restarting, and the daemon need not be alive for the VM to keep logging. (Lines written
+/// between the copy and the truncation are lost, as with logrotate's `copytruncate`.)
+pub fn rotate_log(path: &Path, limit: u64) -> std::io::Result<bool> {
+    if std::fs::metadata(path)?.len() <= limit {
+        return Ok(false);
+    }
+    std::fs::copy(path, path.with_extension("log.1"))?;
+    std::fs::OpenOptions::new().write(true).open(path)?.set_len(0)?;
+    Ok(true)
+}
+
+/// Why an agent could not do what the manager asked.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Failed(String),
+    #[error("the agent is unreachable: {0}")]
+    Unreachable(String),
+}
+
+/// The manager's view of one host.
+pub trait HostAgent: Send + Sync {
+    fn launch(&self, request: &LaunchRequest) -> Result<Launched, AgentError>;
+    fn state(&self, run: &RunRef) -> Result<RunState, AgentError>;
+    fn stop(&self, run: &RunRef) -> Result<(), AgentError>;
+    fn stats(&self, run: &RunRef) -> Result<Option<RunStats>, AgentError>;
+    /// Console output of `instance` from `offset`, at most [`LOG_WINDOW`] bytes.
+    fn logs(&self, instance: &str, offset: u64) -> Result<LogChunk, AgentError>;
+    /// Whether the agent answers at all.
+    fn ping(&self) -> Result<(), AgentError>;
+}
+
+/// Runs instances on this machine.
+pub struct LocalAgent {
+    launcher: Arc<dyn Launcher>,
+    dir: DataDir,
+    trusted: TrustedKeys,
+    /// Where to fetch images this host does not have yet, unless a launch request says: the
+    /// manager it joined, and the token (joined agents only).
+    source: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for LocalAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalAgent").field("launcher", &self.launcher.name()).field("dir", &self.dir).finish()
+    }
+}
+
+impl LocalAgent {
+    /// An agent over `launcher`, with its images and logs in `dir`. Starts a thread that keeps
+    /// every console log in `dir` under [`LOG_ROTATE_BYTES`] (plus one rotated file).
+    pub fn new(
+        launcher: Arc<dyn Launcher>,
+        dir: DataDir,
+        trusted: TrustedKeys,
+        source: Option<(String, String)>,
+    ) -> LocalAgent {
+        let instances = dir.root().join("instances");
+        thread::spawn(move || {
+            loop {
+                thread::sleep(LOG_ROTATE_EVERY);
+                for entry in std::fs::read_dir(&instances).into_iter().flatten().flatten() {
+                    let _ = rotate_log(&entry.path().join("console.log"), LOG_ROTATE_BYTES);
+                }
+            }
+        });
+        LocalAgent { launcher, dir, trusted, source }
+    }
+
+    /// The image `id`, verified; fetched from the manager first if this host lacks it.
+    fn verified_image(&self, id: &str, from: Option<&str>) -> Result<artifact::VerifiedImage, AgentError> {
+        if id.len() != 64 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(AgentError::Failed(format!("{id:?} is not an image id (64 hex digits)")));
+        }
+        let path = self.dir.image(id);
+        if !path.exists() {
+            let Some((default_url, token)) = &self.source else {
+                return Err(AgentError::Failed(format!("image {id} is not stored on this host")));
+            };
+            let url = from.unwrap_or(default_url);
+            let bytes = Client::new(url, token, Duration::from_secs(30))
+                .get_bytes(&format!("/images/{id}/blob"))
+                .map_err(|e| AgentError::Failed(format!("fetching image {id} from the manager: {e}")))?;
+            // Verified before it is stored, so the image directory holds only good images.
+            artifact::verify(&bytes, &self.trusted)
+                .map_err(|e| AgentError::Failed(format!("image {id} from the manager was refused: {e}")))?;
+            let aside = path.with_extension(format!("{}.tmp", std::process::id()));
+            std::fs::write(&aside, &bytes)
+                .and_then(|()| std::fs::rename(&aside, &path))
+                .map_err(|e| AgentError::Failed(format!("storing image {id}: {e}")))?;
+        }
+        artifact::verify_file(&path, &self.trusted).map_err(|e| AgentError::Failed(e.to_string()))
+    }
+}
+
+/// Instance ids name directories: only `[A-Za-z0-9_-]` (the manager makes `<app>-<n>`), so no
+/// request can reach outside the instances directory.
+fn check_instance_id(id: &str) -> Result<(), AgentError> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(AgentError::Failed(format!("{id:?} is not an instance id")));
+    }
+    Ok(())
+}
+
+impl HostAgent for LocalAgent {
+    fn launch(&self, request: &LaunchRequest) -> Result<Launched, AgentError> {
+        check_instance_id(&request.instance)?;
+        let image = self.verified_image(&request.image_id, request.image_source.as_deref())?;
+        let arch: Arch = image.arch();
+        let kernel = image
+            .unpack_kernel(&self.dir.kernels())
+            .map_err(|e| AgentError::Failed(format!("unpacking the kernel of {}: {e}", request.image_id)))?;
+        let initrd = image
+            .unpack_data(&self.dir.kernels())
+            .map_err(|e| AgentError::Failed(format!("unpacking the data of {}: {e}", request.image_id)))?;
+        let spec = LaunchSpec {
+            initrd,
+            arch,
+            kernel,
+            memory_mib: request.memory_mib,
+            args: request.args.clone(),
+            listen: request.listen.clone(),
+            log: self.dir.console_log(&request.instance),
+            diagnostics: self.dir.instance_dir(&request.instance).join("launcher.stderr"),
+        };
+        self.launcher.launch(&spec).map_err(|e| AgentError::Failed(e.to_string()))
+    }
+
+    fn state(&self, run: &RunRef) -> Result<RunState, AgentError> {
+        Ok(self.launcher.state(run, &self.dir.console_log(&run.instance)))
+    }
+
+    fn stop(&self, run: &RunRef) -> Result<(), AgentError> {
+        self.launcher.stop(run);
+        Ok(())
+    }
+
+    fn stats(&self, run: &RunRef) -> Result<Option<RunStats>, AgentError> {
+        Ok(self.launcher.stats(run))
+    }
+
+    fn logs(&self, instance: &str, offset: u64) -> Result<LogChunk, AgentError> {
+        check_instance_id(instance)?;
+        let path = self.dir.console_log(instance);
+        let empty =
+            LogChunk { instance: instance.into(), offset: 0, text: String::new(), next_offset: 0, running: false };
+        let Ok(mut file) = File::open(&path) else { return Ok(empty) };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        // An offset past the end means the log was replaced: start again from its beginning.
+        let offset = if offset > len { 0 } else { offset };
+        let start = offset.max(len.saturating_sub(LOG_WINDOW));
+        let mut bytes = Vec::new();
+        file.seek(SeekFrom::Start(start))
+            .and_then(|_| file.take(len - start).read_to_end(&mut bytes))
+            .map_err(|e| AgentError::Failed(format!("reading {}: {e}", path.display())))?;
+        let next_offset = start + bytes.len() as u64;
+        Ok(LogChunk {
+            instance: instance.into(),
+            offset: start,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+            next_offset,
+            running: false,
+        })
+    }
+
+    fn ping(&self) -> Result<(), AgentError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn a_log_is_rotated_under_a_writer_that_keeps_appending() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("console.log");
+        let mut writer = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("opens");
+        writer.write_all(&[b'x'; 3000]).expect("writes");
+        assert!(!rotate_log(&path, 4000).expect("checks"), "small logs stay");
+        writer.write_all(b"last line before\n").expect("writes");
+        assert!(rotate_log(&path, 2000).expect("rotates"));
+        writer.write_all(b"first line after\n").expect("writes");
+        assert_eq!(std::fs::read_to_string(&path).expect("reads"), "first line after\n");
+        assert!(std::fs::read_to_string(path.with_extension("log.1")).expect("kept").ends_with("last line before\n"));
+    }
+}
+
+/// An agent on another host, reached over HTTP.
+#[derive(Debug)]
+pub struct RemoteAgent {
+    client: Client,
+}
+
+impl RemoteAgent {
+    pub fn new(address: &str, token: &str) -> RemoteAgent {
+        RemoteAgent { client: Client::new(address, token, Duration::from_secs(5)) }
+    }
+}
+
+fn remote(e: ClientError) -> AgentError {
+    match e {
+        ClientError::Api { body, .. } => AgentError::Failed(body.error.message),
+        other => AgentError::Unreachable(other.to_string()),
+    }
+}
+
+impl HostAgent for RemoteAgent {
+    fn launch(&self, request: &LaunchRequest) -> Result<Launched, AgentError> {
+        self.client.post("/agent/launch", request).map_err(remote)
+    }
+
+    fn state(&self, run: &RunRef) -> Result<RunState, AgentError> {
+        self.client.post("/agent/state", run).map_err(remote)
+    }
+
+    fn stop(&self, run: &RunRef) -> Result<(), AgentError> {
+        self.client.post::<_, serde_json::Value>("/agent/stop", run).map(|_| ()).map_err(remote)
+    }
+
+    fn stats(&self, run: &RunRef) -> Result<Option<RunStats>, AgentError> {
+        self.client.post("/agent/stats", run).map_err(remote)
+    }
+
+    fn logs(&self, instance: &str, offset: u64) -> Result<LogChunk, AgentError> {
+        self.client.get(&format!("/agent/logs/{instance}?offset={offset}")).map_err(remote)
+    }
+
+    fn ping(&self) -> Result<(), AgentError> {
+        self.client.get::<JoinRequest>("/agent/info").map(|_| ()).map_err(remote)
+    }
+}

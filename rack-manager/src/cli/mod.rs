@@ -1,0 +1,558 @@
+//! The command line: argument parsing, finding the manager, and each subcommand's output.
+//!
+//! Output is a table for people by default and JSON with `-o json` for scripts. Progress of long
+//! operations goes to stderr, so stdout stays clean for pipes.
+
+mod output;
+
+use std::{
+    io::Write,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use images::keys::PublicKey;
+use rack_api::{
+    DeployRequest, DeployResponse, DrainResponse, Host, Image, Instance, InstanceState, JoinRequest, LogChunk, Plan,
+    RestartWhen, Stats,
+};
+
+use crate::{
+    agent::LocalAgent,
+    client::{Client, ClientError},
+    daemon::{self, LauncherKind, ServeConfig},
+    datadir::DataDir,
+};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the operation failed (e.g. a deployed instance could not start), or an unexpected error
+  2  bad command-line usage
+  3  the manager cannot be reached (is `rack-manager serve` running? is --manager right?)
+  4  the manager refused the token (pass --token or RACK_TOKEN, or run on the manager's host)
+  5  the manager refused the request: bad input, unknown name, conflict, untrusted image,
+     impossible placement (the message says which, and state is unchanged)
+  6  the manager failed while handling the request";
+
+const EXAMPLES: &str = "\
+Examples:
+  rack-manager serve                               # manager + local host agent, data in ~/.local/share/mast-rack
+  rack-manager image push target/images/aarch64/release/hello.mast
+  rack-manager deploy hello --replicas 3 --arg world --restart on-failure
+  rack-manager ps -a
+  rack-manager logs hello-1 -f
+  rack-manager plan hello --replicas 1000          # where 1000 replicas would go; changes nothing
+  rack-manager agent --join http://10.0.0.1:7878 --token $(cat token)   # on another host";
+
+/// Places, runs and supervises Mast appliances on the hosts of a rack.
+///
+/// `serve` starts the manager; the other commands talk to it. The CLI finds the manager and its
+/// token in the data directory (`<data-dir>/address`, `<data-dir>/token`) when run on the same
+/// machine; elsewhere give --manager and --token.
+#[derive(Debug, Parser)]
+#[command(name = "rack-manager", version, after_help = format!("{EXAMPLES}\n\n{EXIT_CODES}"))]
+pub struct Cli {
+    /// The data directory: state, images, logs, token [env: RACK_DATA_DIR; default
+    /// ~/.local/share/mast-rack].
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The manager's URL, e.g. http://127.0.0.1:7878 [default: read from <data-dir>/address].
+    #[arg(long, global = true, env = "RACK_MANAGER", value_name = "URL")]
+    manager: Option<String>,
+    /// The API token [default: read from <data-dir>/token].
+    #[arg(long, global = true, env = "RACK_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value = "table")]
+    output: output::Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the manager (and, unless --no-local-agent, an agent for this host).
+    #[command(
+        after_help = "Examples:\n  rack-manager serve\n  rack-manager serve --listen 127.0.0.1:0 --data-dir /tmp/rack --trust <KEY>\n  rack-manager serve --launcher sim --sim-hosts 2000     # thousands of simulated hosts, no VMs"
+    )]
+    Serve(ServeArgs),
+    /// Run a host agent that joins a manager (or waits to be added with `host add`).
+    #[command(
+        after_help = "Examples:\n  rack-manager agent --join http://10.0.0.1:7878 --token TOKEN --name host-2 --listen 0.0.0.0:7879\n  rack-manager agent --manager-url http://10.0.0.1:7878 --token TOKEN --listen 0.0.0.0:7879   # then, anywhere: rack-manager host add host-2 http://10.0.0.2:7879"
+    )]
+    Agent(AgentArgs),
+    /// List, drain or remove hosts.
+    #[command(subcommand)]
+    Host(HostCommand),
+    /// Push, list, inspect or remove images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Deploy replicas of an image and wait until each has started.
+    #[command(
+        after_help = "Examples:\n  rack-manager deploy hello\n  rack-manager deploy crash --replicas 3 --arg exit --arg 3 --restart on-failure\n  rack-manager deploy httpd --replicas 10 --mem 32 --detach"
+    )]
+    Deploy(DeployArgs),
+    /// Show where replicas would go, without deploying anything.
+    Plan(PlanArgs),
+    /// List instances (active ones; -a for all).
+    Ps {
+        /// Show every instance, also exited, failed and stopped ones.
+        #[arg(short, long)]
+        all: bool,
+        /// Print only instance ids.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show an instance's console output (the last 64 KiB of its log).
+    Logs {
+        instance: String,
+        /// Keep printing new output until the instance stops.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Stop instances (they stay listed; `start` starts them again).
+    Stop { instances: Vec<String> },
+    /// Start stopped, exited or failed instances.
+    Start { instances: Vec<String> },
+    /// Restart instances.
+    Restart { instances: Vec<String> },
+    /// Stop and remove instances.
+    Rm { instances: Vec<String> },
+    /// CPU and memory use of running instances.
+    Stats,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address for the API. Port 0 picks a free port; the URL is written to <data-dir>/address.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    listen: SocketAddr,
+    /// Trust images signed by this public key (64 hex digits); remembered in <data-dir>/trusted-keys.
+    #[arg(long, value_name = "KEY")]
+    trust: Vec<PublicKey>,
+    /// How the built-in agent starts instances.
+    #[arg(long, value_enum, default_value = "qemu")]
+    launcher: LauncherKind,
+    /// With --launcher sim: simulate this many hosts.
+    #[arg(long, default_value_t = 0)]
+    sim_hosts: u32,
+    /// The name of this host in `host ls`.
+    #[arg(long, default_value = "local")]
+    host_name: String,
+    /// Memory this host offers to instances, in MiB [default: half of the machine's].
+    #[arg(long)]
+    memory_mib: Option<u64>,
+    /// vCPUs this host offers [default: 32 per core; idle appliances sleep].
+    #[arg(long)]
+    vcpus: Option<u32>,
+    /// Run no agent here: only hosts that join run instances.
+    #[arg(long)]
+    no_local_agent: bool,
+}
+
+#[derive(Debug, Args)]
+struct AgentArgs {
+    /// The manager's URL: the agent joins it as a host, and fetches images from it.
+    #[arg(long, value_name = "URL", required_unless_present = "manager_url", conflicts_with = "manager_url")]
+    join: Option<String>,
+    /// The manager's URL, without joining: the agent waits for `rack-manager host add` (and
+    /// fetches images from this manager).
+    #[arg(long = "manager-url", value_name = "URL")]
+    manager_url: Option<String>,
+    /// Address this agent listens on; the manager must be able to reach it.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// This host's name [default: the machine's hostname].
+    #[arg(long)]
+    name: Option<String>,
+    /// Trust images signed by this public key; remembered in <data-dir>/trusted-keys.
+    #[arg(long, value_name = "KEY")]
+    trust: Vec<PublicKey>,
+    #[arg(long, value_enum, default_value = "qemu")]
+    launcher: LauncherKind,
+    #[arg(long)]
+    memory_mib: Option<u64>,
+    #[arg(long)]
+    vcpus: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+enum HostCommand {
+    /// Add a host whose agent is running (`rack-manager agent --manager-url …`) at ADDRESS.
+    Add {
+        name: String,
+        /// The agent's URL, e.g. http://10.0.0.2:7879.
+        address: String,
+    },
+    /// List hosts with their capacity and use.
+    Ls,
+    /// Move a host's instances to other hosts and take no new ones.
+    Drain { name: String },
+    /// Forget a host that has no instances.
+    Rm { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// Upload images; only images signed by a key the rack trusts are accepted.
+    Push {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List images.
+    Ls,
+    /// Show one image (by name or id prefix) in full.
+    Inspect { image: String },
+    /// Remove an image no deployment uses.
+    Rm { image: String },
+}
+
+#[derive(Debug, Args)]
+struct DeployArgs {
+    /// Image name or id prefix.
+    image: String,
+    #[arg(long, short = 'n', default_value_t = 1)]
+    replicas: u32,
+    /// Guest RAM per instance in MiB [default: the manifest's].
+    #[arg(long = "mem", value_name = "MIB")]
+    memory_mib: Option<u32>,
+    /// vCPUs per instance [default: the manifest's].
+    #[arg(long)]
+    vcpus: Option<u32>,
+    /// A boot argument (repeat for more); replaces the manifest's arguments.
+    #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
+    args: Vec<String>,
+    /// When to restart an instance that stops: always, on-failure (a non-zero status) or never
+    /// [default: the manifest's policy].
+    #[arg(long, value_parser = parse_restart)]
+    restart: Option<RestartWhen>,
+    /// Return once the deployment is recorded, without waiting for the instances to start.
+    #[arg(long, short)]
+    detach: bool,
+    /// How long to wait for the instances to start, in seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    image: String,
+    #[arg(long, short = 'n', default_value_t = 1)]
+    replicas: u32,
+    #[arg(long = "mem", value_name = "MIB")]
+    memory_mib: Option<u32>,
+    #[arg(long)]
+    vcpus: Option<u32>,
+}
+
+fn parse_restart(text: &str) -> Result<RestartWhen, String> {
+    text.parse()
+}
+
+/// Exit codes (see [`EXIT_CODES`]).
+const EXIT_FAILED: u8 = 1;
+const EXIT_UNREACHABLE: u8 = 3;
+const EXIT_UNAUTHORIZED: u8 = 4;
+const EXIT_REFUSED: u8 = 5;
+const EXIT_MANAGER_ERROR: u8 = 6;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            let code = match error.downcast_ref::<ClientError>() {
+                Some(ClientError::Unreachable { .. } | ClientError::NoManager(_)) => EXIT_UNREACHABLE,
+                Some(ClientError::Api { status: 401 | 403, .. }) => EXIT_UNAUTHORIZED,
+                Some(ClientError::Api { status, .. }) if *status < 500 => EXIT_REFUSED,
+                Some(ClientError::Api { .. } | ClientError::Decode { .. }) => EXIT_MANAGER_ERROR,
+                None => EXIT_FAILED,
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("RACK_DATA_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("mast-rack");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share/mast-rack")
+}
+
+fn client(cli: &Cli, data_dir: &Path) -> anyhow::Result<Client> {
+    let dir = DataDir::at(data_dir);
+    let manager = match cli.manager.as_ref().filter(|m| !m.is_empty()) {
+        Some(url) => url.clone(),
+        None => std::fs::read_to_string(dir.address_file()).map(|s| s.trim().to_owned()).map_err(|_| {
+            anyhow::Error::new(ClientError::NoManager(format!(
+                "no manager has run with the data directory {} (there is no {})\n  hint: start one with \
+                 `rack-manager serve`, or pass --manager URL, or the --data-dir of a running manager",
+                dir.root().display(),
+                dir.address_file().display()
+            )))
+        })?,
+    };
+    let token = match cli.token.as_ref().filter(|t| !t.is_empty()) {
+        Some(token) => token.clone(),
+        None => std::fs::read_to_string(dir.token_file()).map(|s| s.trim().to_owned()).with_context(|| {
+            format!(
+                "no API token: {} cannot be read; pass --token or RACK_TOKEN (the manager's <data-dir>/token)",
+                dir.token_file().display()
+            )
+        })?,
+    };
+    Ok(Client::new(&manager, &token, Duration::from_secs(30)))
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
+    let format = cli.output;
+    match &cli.command {
+        Command::Serve(args) => daemon::serve(ServeConfig {
+            data_dir,
+            listen: args.listen,
+            trust: args.trust.clone(),
+            launcher: args.launcher,
+            no_local_agent: args.no_local_agent,
+            host_name: args.host_name.clone(),
+            memory_mib: args.memory_mib,
+            vcpus: args.vcpus,
+            sim_hosts: args.sim_hosts,
+        }),
+        Command::Agent(args) => agent(&cli, args, &data_dir),
+        Command::Host(command) => {
+            let client = client(&cli, &data_dir)?;
+            match command {
+                HostCommand::Add { name, address } => {
+                    let request = rack_api::AddHostRequest { name: name.clone(), address: address.clone() };
+                    let host: Host = client.post("/hosts/add", &request)?;
+                    output::hosts(format, &[host])
+                }
+                HostCommand::Ls => output::hosts(format, &client.get::<Vec<Host>>("/hosts")?),
+                HostCommand::Drain { name } => {
+                    let response: DrainResponse = client.post(&format!("/hosts/{name}/drain"), &())?;
+                    output::drained(format, &response)
+                }
+                HostCommand::Rm { name } => {
+                    let host: Host = client.delete(&format!("/hosts/{name}"))?;
+                    output::done(format, &host, &format!("removed host {}", host.name))
+                }
+            }
+        }
+        Command::Image(command) => {
+            let client = client(&cli, &data_dir)?;
+            match command {
+                ImageCommand::Push { files } => {
+                    let mut pushed = Vec::new();
+                    for file in files {
+                        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+                        eprintln!("pushing {} ({} bytes)…", file.display(), bytes.len());
+                        let image: Image = client.post_raw("/images", "application/octet-stream", &bytes)?;
+                        pushed.push(image);
+                    }
+                    output::images(format, &pushed)
+                }
+                ImageCommand::Ls => output::images(format, &client.get::<Vec<Image>>("/images")?),
+                ImageCommand::Inspect { image } => {
+                    output::image(format, &client.get::<Image>(&format!("/images/{image}"))?)
+                }
+                ImageCommand::Rm { image } => {
+                    let image: Image = client.delete(&format!("/images/{image}"))?;
+                    output::done(
+                        format,
+                        &image,
+                        &format!("removed image {} ({})", image.name, crate::datadir::short_id(&image.id)),
+                    )
+                }
+            }
+        }
+        Command::Deploy(args) => deploy(&client(&cli, &data_dir)?, format, args),
+        Command::Plan(args) => {
+            let request = DeployRequest {
+                image: args.image.clone(),
+                replicas: args.replicas,
+                memory_mib: args.memory_mib,
+                vcpus: args.vcpus,
+                args: None,
+                restart: None,
+            };
+            output::plan(format, &client(&cli, &data_dir)?.post::<_, Plan>("/plan", &request)?)
+        }
+        Command::Ps { all, quiet } => {
+            let instances: Vec<Instance> = client(&cli, &data_dir)?.get(&format!("/instances?all={all}"))?;
+            output::instances(format, &instances, *quiet)
+        }
+        Command::Logs { instance, follow } => logs(&client(&cli, &data_dir)?, instance, *follow),
+        Command::Stop { instances } => lifecycle(&client(&cli, &data_dir)?, format, instances, "stop"),
+        Command::Start { instances } => lifecycle(&client(&cli, &data_dir)?, format, instances, "start"),
+        Command::Restart { instances } => lifecycle(&client(&cli, &data_dir)?, format, instances, "restart"),
+        Command::Rm { instances } => lifecycle(&client(&cli, &data_dir)?, format, instances, "rm"),
+        Command::Stats => output::stats(format, &client(&cli, &data_dir)?.get::<Stats>("/stats")?),
+    }
+}
+
+fn agent(cli: &Cli, args: &AgentArgs, data_dir: &Path) -> anyhow::Result<()> {
+    let Some(token) = &cli.token else {
+        bail!("an agent needs the manager's token: pass --token or RACK_TOKEN (the manager's <data-dir>/token)");
+    };
+    let dir = DataDir::open(data_dir)?;
+    let _lock = dir.lock()?;
+    let trusted = dir.trusted_keys(&args.trust)?;
+    let launcher = daemon::make_launcher(args.launcher);
+    let (memory_mib, vcpus) = daemon::capacity(args.memory_mib, args.vcpus);
+    let server =
+        tiny_http::Server::http(args.listen).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    let address = server.server_addr().to_ip().context("the agent listens on an IP address")?;
+    let name = match &args.name {
+        Some(name) => name.clone(),
+        None => {
+            std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "agent".into())
+        }
+    };
+    let join = JoinRequest {
+        name,
+        address: format!("http://{address}"),
+        launcher: launcher.name().into(),
+        arches: launcher.arches().iter().map(|a| a.name().to_owned()).collect(),
+        memory_mib,
+        vcpus,
+    };
+    let manager = args.join.as_ref().or(args.manager_url.as_ref()).expect("clap requires one of them");
+    let agent = LocalAgent::new(launcher, dir, trusted, Some((manager.clone(), token.clone())));
+    crate::agent::server::run(agent, server, manager, args.join.is_some(), token, join)
+}
+
+fn deploy(client: &Client, format: output::Format, args: &DeployArgs) -> anyhow::Result<()> {
+    let request = DeployRequest {
+        image: args.image.clone(),
+        replicas: args.replicas,
+        memory_mib: args.memory_mib,
+        vcpus: args.vcpus,
+        args: (!args.args.is_empty()).then(|| args.args.clone()),
+        restart: args.restart,
+    };
+    let started = Instant::now();
+    let response: DeployResponse = client.post("/deployments", &request)?;
+    let d = &response.deployment;
+    eprintln!(
+        "deployment {}: {} replica(s) of {} ({}), {} MiB each, restart {}",
+        d.id,
+        d.replicas,
+        d.image_name,
+        crate::datadir::short_id(&d.image_id),
+        d.memory_mib,
+        d.restart.when.as_str()
+    );
+    if args.detach {
+        return output::instances(format, &response.instances, false);
+    }
+    let ids: Vec<&str> = response.instances.iter().map(|i| i.id.as_str()).collect();
+    let deadline = started + Duration::from_secs(args.timeout);
+    let mut last_line = String::new();
+    let instances = loop {
+        let all: Vec<Instance> = client.get("/instances?all=true")?;
+        let mine: Vec<Instance> = all.into_iter().filter(|i| ids.contains(&i.id.as_str())).collect();
+        let started_count = mine.iter().filter(|i| i.started_ms.is_some() || i.state == InstanceState::Failed).count();
+        let running = mine.iter().filter(|i| i.state == InstanceState::Running).count();
+        let line = format!("  {started_count}/{} started, {running} running", ids.len());
+        if line != last_line {
+            eprintln!("{line}");
+            last_line = line;
+        }
+        if started_count == ids.len() {
+            break mine;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "only {started_count} of {} instances started within {} s; see `rack-manager ps -a` and `rack-manager logs`",
+                ids.len(),
+                args.timeout
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("all {} instance(s) started in {:.2} s", instances.len(), started.elapsed().as_secs_f64());
+    output::instances(format, &instances, false)?;
+    let failed: Vec<&Instance> = instances.iter().filter(|i| i.state == InstanceState::Failed).collect();
+    if !failed.is_empty() {
+        let why = failed
+            .iter()
+            .map(|i| format!("{}: {}", i.id, i.message.as_deref().unwrap_or("failed")))
+            .collect::<Vec<_>>();
+        bail!("{} instance(s) failed: {}", failed.len(), why.join("; "));
+    }
+    Ok(())
+}
+
+fn lifecycle(client: &Client, format: output::Format, ids: &[String], action: &str) -> anyhow::Result<()> {
+    if ids.is_empty() {
+        bail!("name at least one instance (see `rack-manager ps -a`)");
+    }
+    let mut done = Vec::new();
+    for id in ids {
+        let instance: Instance = if action == "rm" {
+            client.delete(&format!("/instances/{id}"))?
+        } else {
+            client.post(&format!("/instances/{id}/{action}"), &())?
+        };
+        done.push(instance);
+    }
+    match format {
+        output::Format::Json => output::print_json(&done),
+        output::Format::Table => {
+            for instance in &done {
+                println!("{}", instance.id);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn logs(client: &Client, instance: &str, follow: bool) -> anyhow::Result<()> {
+    let mut offset = 0;
+    let mut stdout = std::io::stdout();
+    loop {
+        let chunk: LogChunk = client.get(&format!("/instances/{instance}/logs?offset={offset}"))?;
+        if chunk.offset > offset {
+            eprintln!("[{} bytes of older output are outside the kept history]", chunk.offset - offset);
+        }
+        stdout.write_all(chunk.text.as_bytes()).context("writing to stdout")?;
+        stdout.flush().context("writing to stdout")?;
+        offset = chunk.next_offset;
+        if !follow || (!chunk.running && chunk.text.is_empty()) {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_documents_exit_codes_and_examples() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("Exit codes:") && help.contains("5  the manager refused the request"), "{help}");
+        assert!(help.contains("rack-manager deploy hello --replicas 3"), "{help}");
+    }
+}

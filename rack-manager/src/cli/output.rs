@@ -1,0 +1,216 @@
+//! How the CLI prints things: aligned tables for people, JSON for scripts.
+
+use anyhow::Context;
+use rack_api::{DrainResponse, Host, Image, Instance, Plan, Stats};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns.
+    Table,
+    /// JSON, the API's own types.
+    Json,
+}
+
+pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value).context("serialising the output")?);
+    Ok(())
+}
+
+/// Prints rows under headers, each column as wide as its widest cell.
+fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| (*h).to_owned()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+fn ago(ms: u64) -> String {
+    let seconds = crate::datadir::now_ms().saturating_sub(ms) / 1000;
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m", seconds / 60),
+        3600..86400 => format!("{}h", seconds / 3600),
+        _ => format!("{}d", seconds / 86400),
+    }
+}
+
+pub fn done<T: Serialize>(format: Format, value: &T, message: &str) -> anyhow::Result<()> {
+    match format {
+        Format::Json => print_json(value),
+        Format::Table => {
+            println!("{message}");
+            Ok(())
+        }
+    }
+}
+
+pub fn hosts(format: Format, hosts: &[Host]) -> anyhow::Result<()> {
+    if format == Format::Json {
+        return print_json(&hosts);
+    }
+    let rows: Vec<Vec<String>> = hosts
+        .iter()
+        .map(|h| {
+            vec![
+                h.name.clone(),
+                h.state.as_str().into(),
+                h.launcher.clone(),
+                if h.arches.is_empty() { "-".into() } else { h.arches.join(",") },
+                h.instances.to_string(),
+                format!("{}/{}", h.memory_used_mib, h.memory_mib),
+                h.vcpus.to_string(),
+                h.address.clone().unwrap_or_else(|| "(built in)".into()),
+            ]
+        })
+        .collect();
+    table(&["NAME", "STATE", "LAUNCHER", "ARCHES", "INSTANCES", "MEMORY MiB", "VCPUS", "AGENT"], &rows);
+    Ok(())
+}
+
+pub fn drained(format: Format, response: &DrainResponse) -> anyhow::Result<()> {
+    if format == Format::Json {
+        return print_json(response);
+    }
+    println!("host {} is draining; {} instance(s) moved", response.host.name, response.moved.len());
+    for (instance, host) in &response.moved {
+        println!("  {instance} -> {host}");
+    }
+    Ok(())
+}
+
+pub fn images(format: Format, images: &[Image]) -> anyhow::Result<()> {
+    if format == Format::Json {
+        return print_json(&images);
+    }
+    let rows: Vec<Vec<String>> = images
+        .iter()
+        .map(|i| {
+            vec![
+                i.name.clone(),
+                i.version.clone(),
+                i.arch.clone(),
+                crate::datadir::short_id(&i.id).to_owned(),
+                format!("{:.1} KiB", i.size as f64 / 1024.0),
+                i.memory_mib.to_string(),
+                ago(i.pushed_ms),
+            ]
+        })
+        .collect();
+    table(&["NAME", "VERSION", "ARCH", "ID", "SIZE", "MEM MiB", "PUSHED"], &rows);
+    Ok(())
+}
+
+pub fn image(format: Format, image: &Image) -> anyhow::Result<()> {
+    if format == Format::Json {
+        return print_json(image);
+    }
+    println!("name:        {} {}", image.name, image.version);
+    println!("description: {}", image.description);
+    println!("id:          {}", image.id);
+    println!("arch:        {}", image.arch);
+    println!("signer:      {}", image.signer);
+    println!("size:        {} bytes", image.size);
+    println!("memory:      {} MiB, {} vCPU", image.memory_mib, image.vcpus);
+    println!("args:        {:?}", image.args);
+    let listen: Vec<String> = image.listen.iter().map(|l| format!("{}/{}", l.port, l.protocol)).collect();
+    println!("listens:     {}", if listen.is_empty() { "nothing".to_owned() } else { listen.join(", ") });
+    println!(
+        "restart:     {} (at most {} in a row, backoff from {} ms)",
+        image.restart.when.as_str(),
+        image.restart.max_restarts,
+        image.restart.backoff_ms
+    );
+    Ok(())
+}
+
+pub fn plan(format: Format, plan: &Plan) -> anyhow::Result<()> {
+    if format == Format::Json {
+        return print_json(plan);
+    }
+    println!(
+        "{} replica(s) of {} ({}), {} MiB each, would go to:",
+        plan.hosts.len(),
+        plan.image_name,
+        crate::datadir::short_id(&plan.image_id),
+        plan.memory_mib
+    );
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for host in &plan.hosts {
+        match counts.iter_mut().find(|(h, _)| h == host) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((host.clone(), 1)),
+        }
+    }
+    let rows: Vec<Vec<String>> = counts.into_iter().map(|(h, n)| vec![h, n.to_string()]).collect();
+    table(&["HOST", "REPLICAS"], &rows);
+    Ok(())
+}
+
+pub fn instances(format: Format, instances: &[Instance], quiet: bool) -> anyhow::Result<()> {
+    if quiet {
+        for instance in instances {
+            println!("{}", instance.id);
+        }
+        return Ok(());
+    }
+    if format == Format::Json {
+        return print_json(&instances);
+    }
+    let rows: Vec<Vec<String>> = instances
+        .iter()
+        .map(|i| {
+            let ports: Vec<String> =
+                i.ports.iter().map(|p| format!("127.0.0.1:{}->{}/{}", p.host_port, p.guest_port, p.protocol)).collect();
+            vec![
+                i.id.clone(),
+                i.image_name.clone(),
+                i.host.clone(),
+                i.state.as_str().into(),
+                i.pid.map_or("-".into(), |p| p.to_string()),
+                i.restarts.to_string(),
+                i.exit_status.map_or("-".into(), |s| s.to_string()),
+                if ports.is_empty() { "-".into() } else { ports.join(",") },
+                i.started_ms.map_or("-".into(), ago),
+                i.message.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["ID", "IMAGE", "HOST", "STATE", "PID", "RESTARTS", "EXIT", "PORTS", "UP", "MESSAGE"], &rows);
+    Ok(())
+}
+
+pub fn stats(format: Format, stats: &Stats) -> anyhow::Result<()> {
+    if format == Format::Json {
+        return print_json(stats);
+    }
+    let rows: Vec<Vec<String>> = stats
+        .instances
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.clone(),
+                s.host.clone(),
+                s.state.as_str().into(),
+                s.pid.map_or("-".into(), |p| p.to_string()),
+                s.cpu_ms.map_or("-".into(), |ms| format!("{:.2}s", ms as f64 / 1000.0)),
+                s.cpu_percent.map_or("-".into(), |p| format!("{p:.1}%")),
+                s.rss_bytes.map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64)),
+            ]
+        })
+        .collect();
+    table(&["ID", "HOST", "STATE", "PID", "CPU TIME", "AVG CPU", "RSS"], &rows);
+    let rss: u64 = stats.instances.iter().filter_map(|s| s.rss_bytes).sum();
+    println!("{} instance(s), {:.1} MiB resident in all", stats.instances.len(), rss as f64 / (1 << 20) as f64);
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! `rack-manager serve`: the manager daemon. It owns the store, the API and the reconciler, and,
+//! unless told otherwise, a built-in agent for its own host, so one command runs a whole
+//! single-machine rack.
+//!
+//! Startup order matters for crash safety: the store is opened and the agents are known before the
+//! reconciler runs its first pass, which re-adopts every run that survived the previous daemon
+//! (same pid **and** start time) and restarts the others by policy.
+
+pub mod api;
+pub mod http;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Condvar, Mutex, MutexGuard, RwLock},
+    time::Duration,
+};
+
+use anyhow::Context;
+use images::keys::{PublicKey, TrustedKeys};
+use rack_api::{Deployment, HostState, Image, Instance};
+
+use crate::{
+    agent::{HostAgent, LocalAgent, RemoteAgent},
+    datadir::DataDir,
+    launcher::{Launcher, qemu::QemuLauncher, sim::SimLauncher},
+    store::{HostRecord, InstanceRecord, StateStore, sqlite::SqliteStore},
+};
+
+/// Which launcher the built-in agent uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LauncherKind {
+    /// QEMU: real VMs.
+    Qemu,
+    /// Simulated: no VMs; for scale tests and trying placement.
+    Sim,
+}
+
+/// How `serve` was asked to run.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: std::path::PathBuf,
+    pub listen: SocketAddr,
+    pub trust: Vec<PublicKey>,
+    pub launcher: LauncherKind,
+    /// Run no built-in agent: only joined agents host instances.
+    pub no_local_agent: bool,
+    pub host_name: String,
+    pub memory_mib: Option<u64>,
+    pub vcpus: Option<u32>,
+    /// With the sim launcher: this many simulated hosts instead of one.
+    pub sim_hosts: u32,
+}
+
+/// The manager's shared state.
+pub struct Rack {
+    pub store: Mutex<Box<dyn StateStore>>,
+    pub agents: RwLock<HashMap<String, Arc<dyn HostAgent>>>,
+    pub dir: DataDir,
+    pub trusted: TrustedKeys,
+    pub token: String,
+    /// The URL agents can fetch images from: the API's, unless it listens on every interface
+    /// (0.0.0.0), where agents use the URL they joined with.
+    pub image_source: Option<String>,
+    wake: (Mutex<bool>, Condvar),
+}
+
+impl std::fmt::Debug for Rack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rack").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+impl Rack {
+    pub fn store(&self) -> MutexGuard<'_, Box<dyn StateStore>> {
+        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn agent(&self, host: &str) -> Option<Arc<dyn HostAgent>> {
+        self.agents.read().unwrap_or_else(|p| p.into_inner()).get(host).cloned()
+    }
+
+    pub fn add_agent(&self, host: &str, agent: Arc<dyn HostAgent>) {
+        self.agents.write().unwrap_or_else(|p| p.into_inner()).insert(host.to_owned(), agent);
+    }
+
+    pub fn remove_agent(&self, host: &str) {
+        self.agents.write().unwrap_or_else(|p| p.into_inner()).remove(host);
+    }
+
+    /// Asks the reconciler for a pass now rather than at its next tick.
+    pub fn wake(&self) {
+        let (flag, condvar) = &self.wake;
+        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        condvar.notify_one();
+    }
+
+    /// Waits until woken or `timeout` passes.
+    pub fn sleep(&self, timeout: Duration) {
+        let (flag, condvar) = &self.wake;
+        let guard = flag.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut guard, _) =
+            condvar.wait_timeout_while(guard, timeout, |woken| !*woken).unwrap_or_else(|p| p.into_inner());
+        *guard = false;
+    }
+}
+
+/// The API's view of an instance.
+pub fn instance_view(record: &InstanceRecord, deployments: &HashMap<String, Deployment>) -> Instance {
+    let deployment = deployments.get(&record.deployment);
+    Instance {
+        id: record.id.clone(),
+        deployment: record.deployment.clone(),
+        image_name: deployment.map(|d| d.image_name.clone()).unwrap_or_default(),
+        image_id: deployment.map(|d| d.image_id.clone()).unwrap_or_default(),
+        host: record.host.clone(),
+        desired: record.desired,
+        state: record.state,
+        pid: record.pid,
+        restarts: record.restarts,
+        exit_status: record.exit_status,
+        ports: record.ports.clone(),
+        memory_mib: record.memory_mib,
+        created_ms: record.created_ms,
+        started_ms: record.started_ms,
+        message: record.message.clone(),
+    }
+}
+
+pub fn deployments_by_id(store: &dyn StateStore) -> crate::store::Result<HashMap<String, Deployment>> {
+    Ok(store.deployments()?.into_iter().map(|d| (d.id.clone(), d)).collect())
+}
+
+pub fn images_by_id(store: &dyn StateStore) -> crate::store::Result<HashMap<String, Image>> {
+    Ok(store.images()?.into_iter().map(|i| (i.id.clone(), i)).collect())
+}
+
+/// Memory this machine offers to instances by default: half of it.
+fn default_memory_mib() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kib: u64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(2 << 20);
+    kib / 1024 / 2
+}
+
+/// vCPUs this machine offers by default: appliances sleep when idle, so 32 per core.
+fn default_vcpus() -> u32 {
+    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1) * 32
+}
+
+/// What this host offers, from flags or defaults.
+pub fn capacity(memory_mib: Option<u64>, vcpus: Option<u32>) -> (u64, u32) {
+    (memory_mib.unwrap_or_else(default_memory_mib), vcpus.unwrap_or_else(default_vcpus))
+}
+
+pub fn make_launcher(kind: LauncherKind) -> Arc<dyn Launcher> {
+    match kind {
+        LauncherKind::Qemu => Arc::new(QemuLauncher::detect()),
+        LauncherKind::Sim => Arc::new(SimLauncher::default()),
+    }
+}
+
+/// Runs the daemon until it is killed.
+pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let dir = DataDir::open(&config.data_dir)?;
+    let _lock = dir.lock()?;
+    let token = dir.token()?;
+    let trusted = dir.trusted_keys(&config.trust)?;
+    let store = SqliteStore::open(&dir.state_db())
+        .with_context(|| format!("opening the state database {}", dir.state_db().display()))?;
+    let server = tiny_http::Server::http(config.listen).map_err(|e| {
+        anyhow::anyhow!("cannot listen on {}: {e} (is another manager running? pick another --listen)", config.listen)
+    })?;
+    let address = server.server_addr().to_ip().context("the server listens on an IP address")?;
+    let url = format!("http://{address}");
+    let rack = Arc::new(Rack {
+        image_source: (!address.ip().is_unspecified()).then(|| url.clone()),
+        store: Mutex::new(Box::new(store)),
+        agents: RwLock::new(HashMap::new()),
+        dir: dir.clone(),
+        trusted: trusted.clone(),
+        token: token.clone(),
+        wake: (Mutex::new(false), Condvar::new()),
+    });
+
+    if !config.no_local_agent {
+        let launcher = make_launcher(config.launcher);
+        let (memory_mib, vcpus) = capacity(config.memory_mib, config.vcpus);
+        let agent: Arc<dyn HostAgent> = Arc::new(LocalAgent::new(launcher.clone(), dir.clone(), trusted.clone(), None));
+        let names: Vec<String> = if config.launcher == LauncherKind::Sim && config.sim_hosts > 0 {
+            (1..=config.sim_hosts).map(|i| format!("sim-{i:04}")).collect()
+        } else {
+            vec![config.host_name.clone()]
+        };
+        let arches: Vec<String> = launcher.arches().iter().map(|a| a.name().to_owned()).collect();
+        if arches.is_empty() {
+            eprintln!(
+                "rack-manager: warning: this host can boot nothing: install QEMU ({}) to run appliances here",
+                qemu_tests::install_hint(images::Arch::Aarch64)
+            );
+        }
+        let mut store = rack.store();
+        let existing: HashMap<String, HostState> = store.hosts()?.into_iter().map(|h| (h.name, h.state)).collect();
+        for name in names {
+            store.upsert_host(&HostRecord {
+                name: name.clone(),
+                address: None,
+                launcher: launcher.name().into(),
+                arches: arches.clone(),
+                memory_mib,
+                vcpus,
+                state: existing.get(&name).copied().unwrap_or(HostState::Ready),
+            })?;
+            rack.add_agent(&name, agent.clone());
+        }
+    }
+    // Hosts whose agents joined before the restart: reach them at the address they gave.
+    for host in rack.store().hosts()? {
+        if let Some(address) = &host.address {
+            rack.add_agent(&host.name, Arc::new(RemoteAgent::new(address, &token)));
+        }
+    }
+
+    dir.write_address(&url)?;
+    eprintln!("rack-manager: serving the rack API on {url} (data directory {})", dir.root().display());
+
+    let reconciler = rack.clone();
+    std::thread::spawn(move || crate::reconcile::run(&reconciler));
+    let handler_rack = rack.clone();
+    let handler = Arc::new(move |req: &http::Req| api::route(&handler_rack, req));
+    http::serve(Arc::new(server), 8, token, handler);
+    anyhow::bail!("the API server stopped")
+}

@@ -1,0 +1,211 @@
+//! The data directory of a manager or agent, and where each thing lives in it.
+//!
+//! ```text
+//! <data-dir>/state.sqlite          the store (manager only)
+//! <data-dir>/token                 the API token, generated at first start, mode 0600
+//! <data-dir>/address               the URL the daemon listens on, written once it listens
+//! <data-dir>/trusted-keys          public keys whose images are accepted, one per line
+//! <data-dir>/images/<id>.mast      verified images, by image id
+//! <data-dir>/kernels/              kernels unpacked from verified images, for QEMU to load
+//! <data-dir>/instances/<id>/console.log   the instance's console, every run appended
+//! ```
+
+use std::{
+    fs,
+    io::Write,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context;
+use images::keys::{PublicKey, TrustedKeys};
+
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// Opens (creating it if needed) the data directory at `root`.
+    pub fn open(root: &Path) -> anyhow::Result<DataDir> {
+        for dir in [root.to_owned(), root.join("images"), root.join("kernels"), root.join("instances")] {
+            fs::create_dir_all(&dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
+        }
+        Ok(DataDir { root: root.to_owned() })
+    }
+
+    /// The data directory `root` as the CLI sees it: nothing is created.
+    pub fn at(root: &Path) -> DataDir {
+        DataDir { root: root.to_owned() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn state_db(&self) -> PathBuf {
+        self.root.join("state.sqlite")
+    }
+
+    pub fn token_file(&self) -> PathBuf {
+        self.root.join("token")
+    }
+
+    pub fn address_file(&self) -> PathBuf {
+        self.root.join("address")
+    }
+
+    pub fn trusted_keys_file(&self) -> PathBuf {
+        self.root.join("trusted-keys")
+    }
+
+    pub fn image(&self, id: &str) -> PathBuf {
+        self.root.join("images").join(format!("{id}.mast"))
+    }
+
+    pub fn kernels(&self) -> PathBuf {
+        self.root.join("kernels")
+    }
+
+    pub fn instance_dir(&self, id: &str) -> PathBuf {
+        self.root.join("instances").join(id)
+    }
+
+    pub fn console_log(&self, id: &str) -> PathBuf {
+        self.instance_dir(id).join("console.log")
+    }
+
+    /// Takes the data directory for this process: one daemon or agent per directory, or two
+    /// supervisors would each start every instance. The lock is the OS's (`flock`), so it is
+    /// released when the process dies, however it dies. Keep the returned file open.
+    pub fn lock(&self) -> anyhow::Result<fs::File> {
+        let path = self.root.join("lock");
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        if file.try_lock().is_err() {
+            let holder = fs::read_to_string(&path).unwrap_or_default();
+            anyhow::bail!(
+                "another rack-manager (pid {}) is using the data directory {}: stop it, or give this one another --data-dir",
+                holder.trim(),
+                self.root.display()
+            );
+        }
+        file.set_len(0)
+            .and_then(|()| write!(file, "{}", std::process::id()))
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(file)
+    }
+
+    /// The API token, generated (32 random bytes, hex) on first use and kept readable only by
+    /// its owner.
+    pub fn token(&self) -> anyhow::Result<String> {
+        let path = self.token_file();
+        if let Ok(text) = fs::read_to_string(&path) {
+            let token = text.trim().to_owned();
+            anyhow::ensure!(
+                !token.is_empty(),
+                "{} is empty: delete it and restart to generate a new token",
+                path.display()
+            );
+            return Ok(token);
+        }
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for the API token: {e}"))?;
+        let token = hex::encode(bytes);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating the token file {}", path.display()))?;
+        writeln!(file, "{token}").with_context(|| format!("writing {}", path.display()))?;
+        Ok(token)
+    }
+
+    /// The keys in `trusted-keys`, after adding `extra` to the file (so a restart without the
+    /// flags trusts the same keys).
+    pub fn trusted_keys(&self, extra: &[PublicKey]) -> anyhow::Result<TrustedKeys> {
+        let path = self.trusted_keys_file();
+        let mut trusted = if path.exists() {
+            TrustedKeys::load(&path).context("reading the trusted keys")?
+        } else {
+            TrustedKeys::default()
+        };
+        let new: Vec<&PublicKey> = extra.iter().filter(|k| !trusted.contains(k)).collect();
+        if !new.is_empty() {
+            let mut file = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            for key in new {
+                writeln!(file, "{key}").with_context(|| format!("writing {}", path.display()))?;
+                trusted.add(*key);
+            }
+        }
+        Ok(trusted)
+    }
+
+    /// Records the URL the daemon listens on, for the CLI to find.
+    pub fn write_address(&self, url: &str) -> anyhow::Result<()> {
+        let path = self.address_file();
+        let aside = self.root.join(format!(".address.{}.tmp", std::process::id()));
+        fs::write(&aside, format!("{url}\n"))
+            .and_then(|()| fs::rename(&aside, &path))
+            .with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The first 12 hex digits of an image id, for tables and messages (the whole text if shorter).
+pub fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn the_token_is_generated_once_and_private() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let dir = DataDir::open(root.path()).expect("opens");
+        let token = dir.token().expect("generated");
+        assert_eq!(token.len(), 64);
+        assert_eq!(dir.token().expect("read back"), token);
+        let mode = fs::metadata(dir.token_file()).expect("exists").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn trusted_keys_given_once_are_remembered() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let dir = DataDir::open(root.path()).expect("opens");
+        let key = images::keys::SigningKey::from_seed([3; 32]).public();
+        assert!(dir.trusted_keys(&[key]).expect("adds").contains(&key));
+        assert!(dir.trusted_keys(&[]).expect("reads").contains(&key), "kept in the file");
+        assert_eq!(dir.trusted_keys(&[key]).expect("again").keys().len(), 1, "not added twice");
+    }
+
+    #[test]
+    fn one_process_per_data_directory() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let dir = DataDir::open(root.path()).expect("opens");
+        let held = dir.lock().expect("first");
+        let error = dir.lock().expect_err("second");
+        assert!(error.to_string().contains(&format!("pid {}", std::process::id())), "{error}");
+        drop(held);
+        dir.lock().expect("free again");
+    }
+}

@@ -1,0 +1,233 @@
+//! The QEMU launcher: one QEMU process per run, built by `qemu_tests::Machine` (the one place that
+//! knows the command line per architecture).
+//!
+//! Each VM is started in its own process group with its console appended to the instance's log
+//! file, so it keeps running, and keeps logging, when the daemon is killed. A run is known by its
+//! pid and its start time in `/proc`; after a daemon restart the launcher answers for runs it did
+//! not start by checking both, so a pid reused by an unrelated process is never adopted (or killed).
+//!
+//! Not supported: aarch64 under KVM on Arm hosts (the machine model is fixed at cortex-a72 under
+//! TCG); x86_64 without KVM.
+
+use std::{
+    collections::HashMap,
+    fs::{self, File, OpenOptions},
+    io::{Read, Seek, SeekFrom},
+    path::Path,
+    process::Child,
+    sync::Mutex,
+};
+
+use images::Arch;
+use qemu_tests::{Exit, Machine};
+use rack_api::{
+    PortForward,
+    agent::{Launched, RunRef, RunState, RunStats},
+};
+use rustix::process::{Pid, Signal, kill_process};
+
+use super::{LaunchError, LaunchSpec, Launcher, proc};
+
+/// A run this process started: it can be waited for, which gives the exact exit status.
+#[derive(Debug)]
+struct OwnRun {
+    child: Child,
+    machine: Machine,
+    diagnostics: std::path::PathBuf,
+}
+
+#[derive(Debug)]
+pub struct QemuLauncher {
+    arches: Vec<Arch>,
+    runs: Mutex<HashMap<u32, OwnRun>>,
+}
+
+impl QemuLauncher {
+    /// A launcher for whatever this host can boot: aarch64 when `qemu-system-aarch64` is
+    /// installed, x86_64 when `qemu-system-x86_64` is and KVM is usable.
+    pub fn detect() -> QemuLauncher {
+        let mut arches = Vec::new();
+        if qemu_tests::qemu_binary(Arch::Aarch64).is_ok() {
+            arches.push(Arch::Aarch64);
+        }
+        if qemu_tests::qemu_binary(Arch::X86_64).is_ok() && qemu_tests::kvm::unavailable_reason().is_none() {
+            arches.push(Arch::X86_64);
+        }
+        QemuLauncher { arches, runs: Mutex::new(HashMap::new()) }
+    }
+
+    fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<u32, OwnRun>> {
+        self.runs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The console output of a run: the log from `offset` on (at most the last 64 KiB of it).
+pub fn run_console(log: &Path, offset: u64) -> String {
+    const MAX: u64 = 64 * 1024;
+    let Ok(mut file) = File::open(log) else { return String::new() };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    // An offset past the end means the log was rotated during the run: what is left is its tail.
+    let offset = if offset > len { 0 } else { offset };
+    let start = offset.max(len.saturating_sub(MAX));
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// An exit as the API reports it: the appliance's status, or minus the signal that killed QEMU.
+fn status_of(exit: Exit) -> Option<i32> {
+    match exit {
+        Exit::Status(status) => Some(i32::from(status)),
+        Exit::Killed(signal) => Some(-signal),
+        Exit::PoweredOff | Exit::QemuFailed(_) | Exit::TimedOut => None,
+    }
+}
+
+impl Launcher for QemuLauncher {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn arches(&self) -> Vec<Arch> {
+        self.arches.clone()
+    }
+
+    fn launch(&self, spec: &LaunchSpec) -> Result<Launched, LaunchError> {
+        if !self.arches.contains(&spec.arch) {
+            return Err(LaunchError::UnsupportedArch { arch: spec.arch, launcher: "qemu" });
+        }
+        let io = |action, path: &Path| {
+            let path = path.to_owned();
+            move |source| LaunchError::Io { action, path, source }
+        };
+        let mut machine = Machine::new(spec.arch, &spec.kernel).memory_mib(spec.memory_mib).args(&spec.args);
+        machine.initrd = spec.initrd.clone();
+        // Each TCP port the manifest listens on is forwarded from a free port on the host's
+        // loopback. Another process could take the port before QEMU binds it; QEMU then exits at
+        // once, and the restart policy decides (a restart picks new ports).
+        let mut ports = Vec::new();
+        for listen in spec.listen.iter().filter(|l| l.protocol == "tcp") {
+            let host_port =
+                qemu_tests::free_local_port().map_err(|e| LaunchError::Spawn(format!("no free host port: {e}")))?;
+            machine = machine.forward_tcp(host_port, listen.port);
+            ports.push(PortForward { host_port, guest_port: listen.port, protocol: listen.protocol.clone() });
+        }
+        if let Some(dir) = spec.log.parent() {
+            fs::create_dir_all(dir).map_err(io("creating", dir))?;
+        }
+        let console = OpenOptions::new().create(true).append(true).open(&spec.log).map_err(io("opening", &spec.log))?;
+        let log_offset = console.metadata().map_err(io("reading", &spec.log))?.len();
+        let stderr = File::create(&spec.diagnostics).map_err(io("creating", &spec.diagnostics))?;
+        let (child, _command) =
+            machine.spawn_detached(console, stderr).map_err(|e| LaunchError::Spawn(format!("{e}")))?;
+        let pid = child.id();
+        let start_ticks = proc::stat(pid).map(|s| s.start_ticks);
+        self.runs().insert(pid, OwnRun { child, machine, diagnostics: spec.diagnostics.clone() });
+        Ok(Launched { pid: Some(pid), start_ticks, log_offset, ports })
+    }
+
+    fn state(&self, run: &RunRef, log: &Path) -> RunState {
+        let Some(pid) = run.pid else { return RunState::Exited { status: None } };
+        let mut runs = self.runs();
+        if let Some(own) = runs.get_mut(&pid) {
+            return match own.child.try_wait() {
+                Ok(None) => RunState::Running,
+                Ok(Some(status)) => {
+                    let stderr = fs::read_to_string(&own.diagnostics).unwrap_or_default();
+                    let exit = own.machine.exit_of(status, &run_console(log, run.log_offset), &stderr);
+                    runs.remove(&pid);
+                    RunState::Exited { status: status_of(exit) }
+                }
+                Err(_) => {
+                    runs.remove(&pid);
+                    RunState::Exited { status: None }
+                }
+            };
+        }
+        drop(runs);
+        // A run of an earlier daemon: alive only if the pid still names the same process.
+        match run.start_ticks {
+            Some(start) if proc::is_alive(pid, start) => RunState::Running,
+            _ => RunState::Exited {
+                status: qemu_tests::reported_status(&run_console(log, run.log_offset)).map(i32::from),
+            },
+        }
+    }
+
+    fn stop(&self, run: &RunRef) {
+        let Some(pid) = run.pid else { return };
+        if let Some(mut own) = self.runs().remove(&pid) {
+            let _ = own.child.kill();
+            let _ = own.child.wait();
+            return;
+        }
+        let (Some(start), Some(target)) = (run.start_ticks, Pid::from_raw(pid as i32)) else { return };
+        if proc::is_alive(pid, start) {
+            let _ = kill_process(target, Signal::KILL);
+        }
+    }
+
+    fn stats(&self, run: &RunRef) -> Option<RunStats> {
+        let pid = run.pid?;
+        let stat = proc::stat(pid)?;
+        if run.start_ticks.is_some_and(|start| start != stat.start_ticks) {
+            return None;
+        }
+        let age_ticks = proc::uptime_ticks()?.saturating_sub(stat.start_ticks);
+        Some(RunStats {
+            cpu_ms: stat.cpu_ticks * 1000 / proc::TICKS_PER_SECOND,
+            rss_bytes: proc::rss_bytes(pid)?,
+            age_ms: age_ticks * 1000 / proc::TICKS_PER_SECOND,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+
+    fn launcher() -> QemuLauncher {
+        QemuLauncher { arches: vec![Arch::Aarch64], runs: Mutex::new(HashMap::new()) }
+    }
+
+    /// What a restarted daemon does: a launcher that did not start a process answers for it by pid
+    /// and start time, and never touches a process whose start time differs (a reused pid).
+    #[test]
+    fn runs_of_an_earlier_daemon_are_adopted_by_pid_and_start_time() {
+        let mut sleeper = Command::new("sleep").arg("30").spawn().expect("sleep starts");
+        let pid = sleeper.id();
+        let start = proc::stat(pid).expect("its stat").start_ticks;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("console.log");
+        let run = RunRef { instance: "i".into(), pid: Some(pid), start_ticks: Some(start), log_offset: 0 };
+        let impostor = RunRef { start_ticks: Some(start + 1), ..run.clone() };
+
+        let fresh = launcher();
+        assert_eq!(fresh.state(&run, &log), RunState::Running);
+        assert!(fresh.stats(&run).is_some_and(|s| s.rss_bytes > 0));
+        assert_eq!(fresh.state(&impostor, &log), RunState::Exited { status: None });
+        fresh.stop(&impostor);
+        assert!(proc::is_alive(pid, start), "a process with another start time is never killed");
+
+        fresh.stop(&run);
+        let _ = sleeper.wait();
+        assert_eq!(fresh.state(&run, &log), RunState::Exited { status: None });
+    }
+
+    #[test]
+    fn an_adopted_run_that_ended_reports_the_status_it_printed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("console.log");
+        fs::write(&log, "mast: exit status 1\nHello\nmast: exit status 7\n").expect("written");
+        let run = RunRef { instance: "i".into(), pid: Some(u32::MAX - 1), start_ticks: Some(1), log_offset: 20 };
+        assert_eq!(launcher().state(&run, &log), RunState::Exited { status: Some(7) });
+        // Only this run's output counts: the earlier run's status is before its offset.
+        let first_run_only = RunRef { log_offset: 0, ..run };
+        fs::write(&log, "mast: exit status 1\n").expect("written");
+        assert_eq!(launcher().state(&first_run_only, &log), RunState::Exited { status: Some(1) });
+    }
+}

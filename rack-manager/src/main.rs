@@ -1,0 +1,29 @@
+//! `rack-manager`: places, runs and supervises Mast appliances on the hosts of a rack.
+//!
+//! One binary: `serve` runs the manager (store, API, reconciler, and a built-in agent for its own
+//! host), `agent --join` runs an agent on another host, and every other subcommand is the CLI,
+//! which talks to the manager over its HTTP API.
+//!
+//! Modules, one owner each:
+//! - [`cli`]: the command line and its output;
+//! - [`daemon`]: the manager's HTTP layer and API handlers;
+//! - [`store`]: the `StateStore` trait and its SQLite implementation;
+//! - [`launcher`]: the `Launcher` trait, QEMU and simulated launchers;
+//! - [`agent`]: host agents, local and remote;
+//! - [`reconcile`]: desired state → observed state, restart policy and backoff;
+//! - [`placement`]: the one call that says where replicas go.
+#![forbid(unsafe_code)]
+
+mod agent;
+mod cli;
+mod client;
+mod daemon;
+mod datadir;
+mod launcher;
+mod placement;
+mod reconcile;
+mod store;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

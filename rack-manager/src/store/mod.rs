@@ -1,0 +1,91 @@
+//! The manager's state: hosts, images, deployments (desired state) and instances (observed state).
+//!
+//! [`StateStore`] is the only way the rest of the manager reads or writes state, so a replicated
+//! backend for a cluster of managers can replace [`sqlite::SqliteStore`] (the embedded default)
+//! without touching the API or the reconciler. Every write that changes more than one row is one
+//! transaction: a `kill -9` at any point leaves either the old state or the new one.
+//!
+//! Image bytes are not in the store: the verified `.mast` files live in the data directory under
+//! their image id (see [`crate::daemon::DataDir`]); the store keeps their metadata.
+
+pub mod sqlite;
+
+use rack_api::{Deployment, Desired, HostState, Image, InstanceState, PortForward};
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the state database failed: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the state database holds a value this version cannot read ({what}): {detail}")]
+    Corrupt { what: String, detail: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A host as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRecord {
+    pub name: String,
+    /// The agent's URL; `None` for the manager's built-in agent.
+    pub address: Option<String>,
+    pub launcher: String,
+    pub arches: Vec<String>,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    pub state: HostState,
+}
+
+/// An instance as the store keeps it: the API's view plus what supervision needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRecord {
+    pub id: String,
+    pub deployment: String,
+    pub host: String,
+    pub desired: Desired,
+    pub state: InstanceState,
+    pub pid: Option<u32>,
+    /// The process's start time (clock ticks since boot), so a reused pid is never adopted.
+    pub start_ticks: Option<u64>,
+    /// Where the current run's console output starts in the log file.
+    pub log_offset: u64,
+    /// Restarts since creation.
+    pub restarts: u32,
+    /// Consecutive failed runs: the exponent of the backoff and what `max_restarts` limits.
+    pub failures: u32,
+    pub exit_status: Option<i32>,
+    pub ports: Vec<PortForward>,
+    pub memory_mib: u32,
+    pub created_ms: u64,
+    pub started_ms: Option<u64>,
+    /// When a backed-off instance may be started again.
+    pub next_start_ms: Option<u64>,
+    pub message: Option<String>,
+}
+
+/// State behind the manager. Implementations make each call atomic.
+pub trait StateStore: Send {
+    fn upsert_host(&mut self, host: &HostRecord) -> Result<()>;
+    fn hosts(&self) -> Result<Vec<HostRecord>>;
+    /// Returns whether the host existed.
+    fn set_host_state(&mut self, name: &str, state: HostState) -> Result<bool>;
+    fn remove_host(&mut self, name: &str) -> Result<bool>;
+
+    fn put_image(&mut self, image: &Image) -> Result<()>;
+    fn images(&self) -> Result<Vec<Image>>;
+    fn remove_image(&mut self, id: &str) -> Result<bool>;
+
+    /// Records a deployment and its instances together.
+    fn create_deployment(&mut self, deployment: &Deployment, instances: &[InstanceRecord]) -> Result<()>;
+    fn deployments(&self) -> Result<Vec<Deployment>>;
+
+    fn instances(&self) -> Result<Vec<InstanceRecord>>;
+    fn instance(&self, id: &str) -> Result<Option<InstanceRecord>>;
+    /// Writes every record in one transaction.
+    fn update_instances(&mut self, instances: &[InstanceRecord]) -> Result<()>;
+    /// Removes an instance, and its deployment when it was the last one; returns whether it existed.
+    fn remove_instance(&mut self, id: &str) -> Result<bool>;
+
+    /// The next value of a named counter, starting at 1; never repeats, even across restarts.
+    fn next_sequence(&mut self, name: &str) -> Result<u64>;
+}

@@ -1,0 +1,294 @@
+//! A rack for a test: the real `rack-manager` binary serving on 127.0.0.1 with a temporary data
+//! directory, the CLI run against it, and every process it started killed when the test ends.
+#![allow(dead_code)] // Each test file uses its own subset.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use images::{Arch, build::workspace_root, keys::KeyConfig};
+use rack_api::Instance;
+use rustix::process::{Pid, Signal, kill_process};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rack-manager");
+
+/// The workspace's trusted keys, as `--trust` arguments.
+pub fn trust_args() -> Vec<String> {
+    let trusted = KeyConfig::for_workspace(&workspace_root()).trusted().expect("the workspace keys are readable");
+    trusted.keys().iter().flat_map(|k| ["--trust".to_owned(), k.to_string()]).collect()
+}
+
+/// The signed release image of `app` for `arch`, built on first use.
+pub fn image(app: &str, arch: Arch) -> PathBuf {
+    qemu_tests::appliance_image(app, arch).unwrap_or_else(|e| panic!("building {app} for {arch}: {e}")).artifact
+}
+
+/// Every process whose command line mentions `needle`: the VMs of a data directory (their kernel
+/// path is inside it), which outlive the daemon on purpose.
+pub fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if pid == std::process::id() {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The QEMU processes of a data directory.
+pub fn vms_of(dir: &Path) -> Vec<u32> {
+    processes_mentioning(&dir.display().to_string())
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("qemu-system"))
+        })
+        .collect()
+}
+
+/// The QEMU processes of a rack's manager and agents.
+pub fn vms_of_all(rack: &Rack) -> Vec<u32> {
+    let mut vms = vms_of(rack.data_dir());
+    for (_, dir) in &rack.agents {
+        vms.extend(vms_of(dir.path()));
+    }
+    vms
+}
+
+pub fn kill(pid: u32) {
+    if let Some(pid) = Pid::from_raw(pid as i32) {
+        let _ = kill_process(pid, Signal::KILL);
+    }
+}
+
+/// A manager (and optionally agents) for one test.
+pub struct Rack {
+    pub dir: tempfile::TempDir,
+    pub daemon: Option<Child>,
+    pub agents: Vec<(Child, tempfile::TempDir)>,
+    agent_args: Vec<Vec<String>>,
+    serve_args: Vec<String>,
+}
+
+impl Rack {
+    /// Starts `rack-manager serve` trusting the workspace key, plus `extra` arguments.
+    pub fn start(extra: &[&str]) -> Rack {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut serve_args = vec!["serve".to_owned(), "--listen".into(), "127.0.0.1:0".into()];
+        serve_args.extend(trust_args());
+        serve_args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let mut rack = Rack { dir, daemon: None, agents: Vec::new(), agent_args: Vec::new(), serve_args };
+        rack.start_daemon();
+        rack
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// (Re)starts the daemon with the same arguments and waits until it answers.
+    pub fn start_daemon(&mut self) {
+        let address = self.data_dir().join("address");
+        let _ = std::fs::remove_file(&address);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir().join("daemon.stderr"))
+            .expect("the daemon's log opens");
+        let child = Command::new(BIN)
+            .args(&self.serve_args)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the rack-manager binary starts");
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !address.exists() {
+            assert!(Instant::now() < deadline, "the daemon did not write {} within 20 s", address.display());
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `kill -9` the daemon: its VMs keep running.
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut daemon) = self.daemon.take() {
+            kill(daemon.id());
+            let _ = daemon.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("address"))
+            .expect("the daemon wrote its address")
+            .trim()
+            .to_owned()
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("token")).expect("the daemon wrote its token").trim().to_owned()
+    }
+
+    /// GET an API path (`/v1/...`) directly, without a CLI process: for measurements.
+    pub fn api_get(&self, path: &str) -> String {
+        let url = self.url();
+        let port: u16 = url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("the URL ends in a port");
+        let auth = format!("Authorization: Bearer {}\r\n", self.token());
+        match http_get(port, path, &auth, Duration::from_secs(10)) {
+            Some((200, body)) => body,
+            other => panic!("GET {path}: {other:?}"),
+        }
+    }
+
+    /// Runs the CLI against this rack.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(args)
+            .env_remove("RACK_MANAGER")
+            .env_remove("RACK_TOKEN")
+            .stdin(Stdio::null())
+            .output()
+            .expect("the CLI runs")
+    }
+
+    /// Runs the CLI and insists on success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.cli(args);
+        assert!(
+            output.status.success(),
+            "`rack-manager {}` failed ({}):\nstdout:\n{}\nstderr:\n{}\ndaemon stderr:\n{}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            std::fs::read_to_string(self.data_dir().join("daemon.stderr")).unwrap_or_default()
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// `ps -a -o json`.
+    pub fn ps(&self) -> Vec<Instance> {
+        serde_json::from_str(&self.ok(&["ps", "-a", "-o", "json"])).expect("ps -o json is JSON")
+    }
+
+    /// Polls `ps` until `done` holds, for at most `timeout`.
+    pub fn wait_for(&self, what: &str, timeout: Duration, done: impl Fn(&[Instance]) -> bool) -> Vec<Instance> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let instances = self.ps();
+            if done(&instances) {
+                return instances;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after {timeout:?} waiting for {what}; ps:\n{}", self.ok(&["ps", "-a"]));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts an agent that joins this manager, with its own data directory.
+    pub fn add_agent(&mut self, name: &str, extra: &[&str]) {
+        let url = self.url();
+        self.spawn_agent(&["--join", &url, "--name", name], extra);
+    }
+
+    /// Starts an agent with `how` (`--join URL` or `--manager-url URL`) and `extra` arguments.
+    pub fn spawn_agent(&mut self, how: &[&str], extra: &[&str]) {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut args: Vec<String> = vec!["agent".into(), "--token".into(), self.token()];
+        args.extend(how.iter().chain(extra).map(|s| (*s).to_owned()));
+        args.extend(trust_args());
+        let child = agent_process(dir.path(), &args);
+        self.agents.push((child, dir));
+        self.agent_args.push(args);
+    }
+
+    /// `kill -9` agent `index` (its VMs keep running) and start it again on the same data
+    /// directory with the same arguments.
+    pub fn restart_agent(&mut self, index: usize) {
+        let (child, dir) = &mut self.agents[index];
+        kill(child.id());
+        let _ = child.wait();
+        *child = agent_process(dir.path(), &self.agent_args[index]);
+    }
+}
+
+fn agent_process(dir: &Path, args: &[String]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("agent.stderr"))
+        .expect("the agent's log opens");
+    Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("the agent starts")
+}
+
+impl Drop for Rack {
+    fn drop(&mut self) {
+        self.kill_daemon();
+        for (agent, _) in &mut self.agents {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+        let mut dirs = vec![self.data_dir().display().to_string()];
+        dirs.extend(self.agents.iter().map(|(_, d)| d.path().display().to_string()));
+        for dir in dirs {
+            for pid in processes_mentioning(&dir) {
+                kill(pid);
+            }
+        }
+    }
+}
+
+/// One HTTP/1.1 GET to 127.0.0.1:`port`, with short timeouts: (status, body), or `None` when no
+/// complete answer came (the guest may not listen yet).
+pub fn http_get(port: u16, path: &str, headers: &str, timeout: Duration) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = std::net::TcpStream::connect_timeout(&address, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Connection: close\r\n\r\n").ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// Retries GETs with short, overlapping attempts until one answers 200, for at most `timeout`.
+pub fn wait_for_200(port: u16, path: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some((200, body)) = http_get(port, path, "", Duration::from_millis(500)) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "no HTTP 200 from 127.0.0.1:{port}{path} within {timeout:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The forwarded host port of the instance's first listen port.
+pub fn host_port(instance: &Instance) -> u16 {
+    instance.ports.first().unwrap_or_else(|| panic!("{} forwards no port: {instance:?}", instance.id)).host_port
+}
