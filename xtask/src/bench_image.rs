@@ -61,30 +61,50 @@ fn verification(runs: u32) -> Result<()> {
     Ok(())
 }
 
-/// Builds hello, then hello with its greeting changed, and reports what the second shares with
-/// the first: the bytes a peer holding the first would not need to fetch.
+/// Builds an appliance, then a copy of the workspace with one edit, and reports what the second
+/// image shares with the first in identical chunks: the bytes a peer holding the first would not
+/// need to fetch. Two cases: httpd with one HTML file of its site changed (data, which travels in
+/// its own image part), and hello with one string of its code changed (for contrast).
 fn sharing() -> Result<()> {
+    let cases: [(&str, &str, &str, &str, &str); 2] = [
+        (
+            "httpd",
+            "kernel-apps/httpd/site/index.html",
+            "</body>",
+            "<p>One more paragraph.</p>\n</body>",
+            "one HTML file of its site edited",
+        ),
+        (
+            "hello",
+            "kernel-apps/hello/src/main.rs",
+            "Hello from Mast on",
+            "Greetings from a Mast appliance on",
+            "one string in its code edited",
+        ),
+    ];
     let root = build::workspace_root();
-    let scratch = tempfile::tempdir().context("temp dir")?;
-    let variant = scratch.path().join("variant");
-    build::copy_source_tree(&root, &variant)?;
-    let main = variant.join("kernel-apps/hello/src/main.rs");
-    let source = fs::read_to_string(&main)?;
-    let edited = source.replacen("Hello from Mast on", "Greetings from a Mast appliance on", 1);
-    anyhow::ensure!(edited != source, "hello's greeting moved: update the bench");
-    fs::write(&main, edited)?;
-    println!("chunk sharing: hello vs hello with one greeting string changed (release)");
-    for arch in Arch::ALL {
-        let a = build::build(&root, "hello", arch, Profile::Release)?;
-        let b = build::build(&variant, "hello", arch, Profile::Release)?;
-        let body_a = artifact::read_unverified(&fs::read(&a.artifact)?)?.2;
-        let body_b = artifact::read_unverified(&fs::read(&b.artifact)?)?.2;
-        let (shared, total) = (artifact::shared_bytes(&body_a, &body_b), artifact::stored_bytes(&body_b));
-        println!(
-            "  {arch:<8} {shared} of {total} bytes shared ({:.1}%), {} to move",
-            100.0 * shared as f64 / total.max(1) as f64,
-            total - shared
-        );
+    for (app, file, from, to, what) in cases {
+        let scratch = tempfile::tempdir().context("temp dir")?;
+        let variant = scratch.path().join("variant");
+        build::copy_source_tree(&root, &variant)?;
+        let path = variant.join(file);
+        let source = fs::read_to_string(&path)?;
+        let edited = source.replacen(from, to, 1);
+        anyhow::ensure!(edited != source, "{file} no longer contains {from:?}: update the bench");
+        fs::write(&path, edited)?;
+        println!("chunk sharing: {app} vs {app} with {what} (release)");
+        for arch in Arch::ALL {
+            let a = build::build(&root, app, arch, Profile::Release)?;
+            let b = build::build(&variant, app, arch, Profile::Release)?;
+            let body_a = artifact::read_unverified(&fs::read(&a.artifact)?)?.2;
+            let body_b = artifact::read_unverified(&fs::read(&b.artifact)?)?.2;
+            let (shared, total) = (artifact::shared_bytes(&body_a, &body_b), artifact::stored_bytes(&body_b));
+            println!(
+                "  {arch:<8} {shared} of {total} bytes shared ({:.1}%), {} to move",
+                100.0 * shared as f64 / total.max(1) as f64,
+                total - shared
+            );
+        }
     }
     Ok(())
 }
