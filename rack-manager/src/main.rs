@@ -11,7 +11,8 @@
 //! - [`launcher`]: the `Launcher` trait, QEMU and simulated launchers;
 //! - [`agent`]: host agents, local and remote;
 //! - [`reconcile`]: desired state → observed state, restart policy and backoff;
-//! - [`placement`]: the one call that says where replicas go.
+//! - [`placement`]: the one call that says where replicas go, on top of the
+//!   `placement` engine crate.
 #![forbid(unsafe_code)]
 
 mod agent;

@@ -16,8 +16,14 @@ use rustix::process::{Pid, Signal, kill_process};
 pub const BIN: &str = env!("CARGO_BIN_EXE_rack-manager");
 
 /// The workspace's trusted keys, as `--trust` arguments.
+///
+/// The workspace's signing key is created on the first image build; a test that starts its rack
+/// before building anything must not read an empty trust set, so this creates the key if needed
+/// (the same first-use generation a build does, safe against concurrent builds).
 pub fn trust_args() -> Vec<String> {
-    let trusted = KeyConfig::for_workspace(&workspace_root()).trusted().expect("the workspace keys are readable");
+    let keys = KeyConfig::for_workspace(&workspace_root());
+    keys.signing_key().expect("the workspace signing key can be created or read");
+    let trusted = keys.trusted().expect("the workspace keys are readable");
     trusted.keys().iter().flat_map(|k| ["--trust".to_owned(), k.to_string()]).collect()
 }
 
