@@ -112,11 +112,11 @@ impl SigningKey {
             path: dir.display().to_string(),
             source,
         })?;
-        let aside = dir.join(format!(
-            ".{}.{}.tmp",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("key"),
-            std::process::id()
-        ));
+        // Unique per call, not just per process: two threads may generate the first key at once.
+        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let call = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("key");
+        let aside = dir.join(format!(".{name}.{}.{call}.tmp", std::process::id()));
         let written = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -237,6 +237,21 @@ mod tests {
         let (second, warning) = config.signing_key().expect("loaded");
         assert_eq!((first.public(), warning), (second.public(), None));
         assert_eq!(config.trusted().expect("trusts its own key").keys(), [first.public()]);
+    }
+
+    #[test]
+    fn concurrent_first_use_agrees_on_one_key() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config =
+            KeyConfig { signing_key: dir.path().join(".mast/signing.key"), trusted_keys: dir.path().join("t") };
+        let publics: Vec<PublicKey> = std::thread::scope(|scope| {
+            let workers: Vec<_> =
+                (0..8).map(|_| scope.spawn(|| config.signing_key().map(|(key, _)| key.public()))).collect();
+            workers.into_iter().map(|w| w.join().expect("no panic").expect("every caller gets the key")).collect()
+        });
+        assert!(publics.windows(2).all(|pair| pair[0] == pair[1]), "callers saw different keys: {publics:?}");
+        let leftovers = fs::read_dir(dir.path().join(".mast")).expect("dir").count();
+        assert_eq!(leftovers, 1, "only the key file remains, no temporary files");
     }
 
     #[test]
