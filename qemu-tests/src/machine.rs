@@ -57,6 +57,18 @@ pub struct Machine {
     pub tcp_forwards: Vec<(u16, u16)>,
 }
 
+/// How `arch` guests run on this host: x86_64 always under KVM (microvm needs it here); aarch64
+/// under KVM on an aarch64 host that has it (a rack's Arm hosts), else under TCG emulation.
+fn default_accel(arch: Arch) -> Accel {
+    match arch {
+        Arch::X86_64 => Accel::Kvm,
+        Arch::Aarch64 if Arch::host() == Some(Arch::Aarch64) && crate::kvm::unavailable_reason().is_none() => {
+            Accel::Kvm
+        }
+        Arch::Aarch64 => Accel::Tcg,
+    }
+}
+
 /// The default guest RAM: ample for the appliances, small enough to pack thousands per host.
 pub const DEFAULT_MEMORY_MIB: u32 = 64;
 /// `raspi3b` accepts only its real memory size.
@@ -68,14 +80,13 @@ impl Machine {
         Machine {
             arch,
             aarch64_machine: Aarch64Machine::Virt,
-            accel: match arch {
-                Arch::Aarch64 => Accel::Tcg,
-                Arch::X86_64 => Accel::Kvm,
-            },
+            accel: default_accel(arch),
             memory_mib: DEFAULT_MEMORY_MIB,
             kernel: kernel.into(),
             cmdline: String::new(),
-            semihosting: true,
+            // KVM on Arm cannot hand semihosting calls to QEMU; there the appliance powers off
+            // through PSCI and its status is read from its last console line instead.
+            semihosting: default_accel(arch) == Accel::Tcg,
             extra_args: Vec::new(),
             initrd: None,
             network: false,
@@ -159,6 +170,10 @@ impl Machine {
         match self.arch {
             Arch::Aarch64 => {
                 match self.aarch64_machine {
+                    Aarch64Machine::Virt if self.accel == Accel::Kvm => {
+                        // Under KVM the guest runs on the host's own cores and interrupt controller.
+                        command.args(["-machine", "virt,gic-version=host", "-cpu", "host"])
+                    }
                     Aarch64Machine::Virt => command.args(["-machine", "virt", "-cpu", "cortex-a72"]),
                     Aarch64Machine::Raspi3b => command.args(["-machine", "raspi3b"]),
                 };
@@ -251,6 +266,25 @@ mod tests {
     fn args_are_quoted_so_the_runtime_splits_them_back() {
         let machine = Machine::new(Arch::Aarch64, "/k").args(&["a", "b c", ""]);
         assert_eq!(machine.cmdline, r#"a "b c" """#);
+    }
+
+    #[test]
+    fn aarch64_uses_tcg_on_a_foreign_host() {
+        if Arch::host() != Some(Arch::Aarch64) {
+            let machine = Machine::new(Arch::Aarch64, "/k");
+            assert_eq!((machine.accel, machine.semihosting), (Accel::Tcg, true));
+        }
+    }
+
+    /// What an Arm rack host runs: the host's CPU and GIC, no semihosting. (Only the command line
+    /// is checked here; this x86_64 machine cannot run it.)
+    #[test]
+    fn aarch64_under_kvm_uses_the_hosts_cpu_and_gic() {
+        let mut machine = Machine::new(Arch::Aarch64, "/k").semihosting(false);
+        machine.accel = Accel::Kvm;
+        let line = words(&machine).join(" ");
+        assert!(line.contains("-machine virt,gic-version=host -cpu host"), "{line}");
+        assert!(line.contains("-accel kvm") && !line.contains("semihosting"), "{line}");
     }
 
     #[test]
