@@ -442,25 +442,8 @@ fn deploy(rack: &Rack, request: &DeployRequest) -> Result<Reply, HttpError> {
     };
     let mut records = Vec::new();
     for host in &plan.hosts {
-        records.push(InstanceRecord {
-            id: format!("{}-{}", image.name, store.next_sequence("instance")?),
-            deployment: deployment.id.clone(),
-            host: host.clone(),
-            desired: Desired::Running,
-            state: InstanceState::Pending,
-            pid: None,
-            start_ticks: None,
-            log_offset: 0,
-            restarts: 0,
-            failures: 0,
-            exit_status: None,
-            ports: Vec::new(),
-            memory_mib,
-            created_ms: now,
-            started_ms: None,
-            next_start_ms: None,
-            message: None,
-        });
+        let id = format!("{}-{}", image.name, store.next_sequence("instance")?);
+        records.push(InstanceRecord::pending(id, deployment.id.clone(), host.clone(), memory_mib, now));
     }
     store.create_deployment(&deployment, &records)?;
     let deployments = HashMap::from([(deployment.id.clone(), deployment.clone())]);

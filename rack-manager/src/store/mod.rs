@@ -63,6 +63,31 @@ pub struct InstanceRecord {
     pub message: Option<String>,
 }
 
+impl InstanceRecord {
+    /// A new instance of `deployment` on `host`, meant to run but not started yet.
+    pub fn pending(id: String, deployment: String, host: String, memory_mib: u32, created_ms: u64) -> InstanceRecord {
+        InstanceRecord {
+            id,
+            deployment,
+            host,
+            desired: Desired::Running,
+            state: InstanceState::Pending,
+            pid: None,
+            start_ticks: None,
+            log_offset: 0,
+            restarts: 0,
+            failures: 0,
+            exit_status: None,
+            ports: Vec::new(),
+            memory_mib,
+            created_ms,
+            started_ms: None,
+            next_start_ms: None,
+            message: None,
+        }
+    }
+}
+
 /// State behind the manager. Implementations make each call atomic.
 pub trait StateStore: Send {
     fn upsert_host(&mut self, host: &HostRecord) -> Result<()>;

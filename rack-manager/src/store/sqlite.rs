@@ -458,23 +458,8 @@ mod tests {
 
     fn instance(id: &str, deployment: &str) -> InstanceRecord {
         InstanceRecord {
-            id: id.into(),
-            deployment: deployment.into(),
-            host: "local".into(),
-            desired: Desired::Running,
-            state: InstanceState::Pending,
-            pid: None,
-            start_ticks: None,
-            log_offset: 0,
-            restarts: 0,
-            failures: 0,
-            exit_status: None,
             ports: vec![PortForward { host_port: 40000, guest_port: 8080, protocol: "tcp".into() }],
-            memory_mib: 16,
-            created_ms: 2,
-            started_ms: None,
-            next_start_ms: None,
-            message: None,
+            ..InstanceRecord::pending(id.into(), deployment.into(), "local".into(), 16, 2)
         }
     }
 
