@@ -16,7 +16,7 @@ use super::{
     instance_view,
 };
 use crate::{
-    agent::RemoteAgent,
+    agent::{HostAgent, RemoteAgent},
     datadir::now_ms,
     placement::{self, Candidate},
     reconcile::run_ref,
@@ -476,17 +476,17 @@ fn instance(store: &dyn StateStore, id: &str) -> Result<Instance, HttpError> {
     Ok(instance_view(&record, &deployments_by_id(store)?))
 }
 
+/// The agent of `host`, or the 503 that says it has none connected.
+fn connected_agent(rack: &Rack, host: &str) -> Result<Arc<dyn HostAgent>, HttpError> {
+    rack.agent(host).ok_or_else(|| {
+        HttpError::new(503, "host_unreachable", format!("host {host} has no agent connected"), "start its agent again")
+    })
+}
+
 /// Stops the instance's run now, if it has one.
 fn stop_run(rack: &Rack, record: &mut InstanceRecord) -> Result<(), HttpError> {
     if record.state == InstanceState::Running {
-        let agent = rack.agent(&record.host).ok_or_else(|| {
-            HttpError::new(
-                503,
-                "host_unreachable",
-                format!("host {} has no agent connected", record.host),
-                "start its agent again",
-            )
-        })?;
+        let agent = connected_agent(rack, &record.host)?;
         agent.stop(&run_ref(record)).map_err(|e| {
             HttpError::new(
                 503,
@@ -542,14 +542,7 @@ fn remove_instance(rack: &Rack, id: &str) -> Result<Reply, HttpError> {
 
 fn logs(rack: &Rack, id: &str, offset: u64) -> Result<Reply, HttpError> {
     let record = record(&**rack.store(), id)?;
-    let agent = rack.agent(&record.host).ok_or_else(|| {
-        HttpError::new(
-            503,
-            "host_unreachable",
-            format!("host {} has no agent connected", record.host),
-            "start its agent again",
-        )
-    })?;
+    let agent = connected_agent(rack, &record.host)?;
     let mut chunk: LogChunk = agent.logs(id, offset).map_err(|e| {
         HttpError::new(
             503,
