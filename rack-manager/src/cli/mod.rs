@@ -99,7 +99,7 @@ enum Command {
     )]
     Deploy(DeployArgs),
     /// Show where replicas would go, without deploying anything.
-    Plan(PlanArgs),
+    Plan(Sizing),
     /// List instances (active ones; -a for all).
     Ps {
         /// Show every instance, also exited, failed and stopped ones.
@@ -213,8 +213,9 @@ enum ImageCommand {
     Rm { image: String },
 }
 
+/// What to place and how big: shared by `deploy` and its dry run, `plan`.
 #[derive(Debug, Args)]
-struct DeployArgs {
+struct Sizing {
     /// Image name or id prefix.
     image: String,
     #[arg(long, short = 'n', default_value_t = 1)]
@@ -225,6 +226,25 @@ struct DeployArgs {
     /// vCPUs per instance [default: the manifest's].
     #[arg(long)]
     vcpus: Option<u32>,
+}
+
+impl Sizing {
+    fn request(&self, args: Option<Vec<String>>, restart: Option<RestartWhen>) -> DeployRequest {
+        DeployRequest {
+            image: self.image.clone(),
+            replicas: self.replicas,
+            memory_mib: self.memory_mib,
+            vcpus: self.vcpus,
+            args,
+            restart,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct DeployArgs {
+    #[command(flatten)]
+    sizing: Sizing,
     /// A boot argument (repeat for more); replaces the manifest's arguments.
     #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
     args: Vec<String>,
@@ -238,17 +258,6 @@ struct DeployArgs {
     /// How long to wait for the instances to start, in seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
-}
-
-#[derive(Debug, Args)]
-struct PlanArgs {
-    image: String,
-    #[arg(long, short = 'n', default_value_t = 1)]
-    replicas: u32,
-    #[arg(long = "mem", value_name = "MIB")]
-    memory_mib: Option<u32>,
-    #[arg(long)]
-    vcpus: Option<u32>,
 }
 
 fn parse_restart(text: &str) -> Result<RestartWhen, String> {
@@ -379,15 +388,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Deploy(args) => deploy(&client(&cli, &data_dir)?, format, args),
-        Command::Plan(args) => {
-            let request = DeployRequest {
-                image: args.image.clone(),
-                replicas: args.replicas,
-                memory_mib: args.memory_mib,
-                vcpus: args.vcpus,
-                args: None,
-                restart: None,
-            };
+        Command::Plan(sizing) => {
+            let request = sizing.request(None, None);
             output::plan(format, &client(&cli, &data_dir)?.post::<_, Plan>("/plan", &request)?)
         }
         Command::Ps { all, quiet } => {
@@ -435,14 +437,7 @@ fn agent(cli: &Cli, args: &AgentArgs, data_dir: &Path) -> anyhow::Result<()> {
 }
 
 fn deploy(client: &Client, format: output::Format, args: &DeployArgs) -> anyhow::Result<()> {
-    let request = DeployRequest {
-        image: args.image.clone(),
-        replicas: args.replicas,
-        memory_mib: args.memory_mib,
-        vcpus: args.vcpus,
-        args: (!args.args.is_empty()).then(|| args.args.clone()),
-        restart: args.restart,
-    };
+    let request = args.sizing.request((!args.args.is_empty()).then(|| args.args.clone()), args.restart);
     let started = Instant::now();
     let response: DeployResponse = client.post("/deployments", &request)?;
     let d = &response.deployment;
