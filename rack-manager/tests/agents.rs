@@ -63,7 +63,10 @@ fn thirty_real_instances_spread_across_three_agents() {
         let stored = std::fs::read_dir(dir.path().join("images")).expect("images dir").count();
         assert_eq!(stored, 1, "one image on {}", dir.path().display());
     }
-    assert_eq!(common::vms_of_all(&rack).len(), 30, "one VM per instance");
+    let vms = common::vms_of_all(&rack).len();
+    // Seen once in CI as 29 (not reproduced since): the instance table says whether a VM was
+    // restarting (restarts, exit status) or missing.
+    assert_eq!(vms, 30, "one VM per instance; the rack says:\n{}", rack.ok(&["ps", "-a"]));
 }
 
 #[test]
