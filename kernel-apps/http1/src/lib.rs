@@ -12,6 +12,9 @@
 //!   the policy that picks a response for each request ([`StaticSite::respond`]).
 //! - [`connection`]: [`Connection`], the per-connection state machine that ties them together:
 //!   bytes in, bytes out, and when to close. This is what the appliance drives.
+//! - [`reader`]: [`RequestReader`], for appliances that take request content (`POST` with
+//!   `Content-Length`, as `kvlog` does) and answer with their own logic: it frames one request
+//!   (head and content) at a time; the appliance writes responses with [`write_head`].
 //!
 //! # Guarantees
 //! - **Never panics on any input.** Every byte sequence, split into reads of any size, is answered
@@ -72,7 +75,7 @@
 //! responses have a one-line `text/plain` body. Responses are always `HTTP/1.1`.
 //!
 //! # Not supported
-//! - Request content: no POST handling, no chunked (or any) transfer coding of requests, no
+//! - Request content in [`Connection`] (the static site; see [`reader`] for content): no POST handling, no chunked (or any) transfer coding of requests, no
 //!   `Expect: 100-continue` (it is ignored: the content it announces is refused anyway).
 //! - HTTP/2 and upgrades, ranges, conditional requests (`ETag`, `If-Modified-Since`),
 //!   compression, and `Date` (the appliance has a monotonic clock, not a calendar; RFC 9110
@@ -87,13 +90,15 @@
 extern crate alloc;
 
 pub mod connection;
+pub mod reader;
 pub mod request;
 pub mod response;
 pub mod site;
 
 pub use connection::{Connection, MAX_QUEUED_RESPONSES};
+pub use reader::{Next, Request, RequestReader};
 pub use request::{
     Content, Headers, MAX_HEAD_LEN, MAX_HEADERS, Method, Parsed, RequestError, RequestHead, Version, parse_request,
 };
-pub use response::{Response, Status};
+pub use response::{Response, Status, write_head};
 pub use site::{StaticSite, content_type};

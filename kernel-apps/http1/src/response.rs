@@ -18,6 +18,8 @@ pub const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 pub enum Status {
     /// 200: the file follows.
     Ok,
+    /// 201: the content was stored (an appliance that takes uploads).
+    Created,
     /// 400: the request is malformed.
     BadRequest,
     /// 404: the site has no such path.
@@ -34,8 +36,12 @@ pub enum Status {
     HeaderFieldsTooLarge,
     /// 501: the method, or the transfer coding of the content, is not implemented.
     NotImplemented,
+    /// 500: the server failed (a device error in an appliance with state).
+    InternalServerError,
     /// 505: the HTTP version is not supported.
     VersionNotSupported,
+    /// 507: the server has no room left to store the content.
+    InsufficientStorage,
 }
 
 impl Status {
@@ -43,6 +49,7 @@ impl Status {
     pub const fn code(self) -> u16 {
         match self {
             Self::Ok => 200,
+            Self::Created => 201,
             Self::BadRequest => 400,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
@@ -51,7 +58,9 @@ impl Status {
             Self::UriTooLong => 414,
             Self::HeaderFieldsTooLarge => 431,
             Self::NotImplemented => 501,
+            Self::InternalServerError => 500,
             Self::VersionNotSupported => 505,
+            Self::InsufficientStorage => 507,
         }
     }
 
@@ -59,6 +68,7 @@ impl Status {
     pub const fn reason(self) -> &'static str {
         match self {
             Self::Ok => "OK",
+            Self::Created => "Created",
             Self::BadRequest => "Bad Request",
             Self::NotFound => "Not Found",
             Self::MethodNotAllowed => "Method Not Allowed",
@@ -67,7 +77,9 @@ impl Status {
             Self::UriTooLong => "URI Too Long",
             Self::HeaderFieldsTooLarge => "Request Header Fields Too Large",
             Self::NotImplemented => "Not Implemented",
+            Self::InternalServerError => "Internal Server Error",
             Self::VersionNotSupported => "HTTP Version Not Supported",
+            Self::InsufficientStorage => "Insufficient Storage",
         }
     }
 
@@ -75,6 +87,7 @@ impl Status {
     const fn error_body(self) -> &'static [u8] {
         match self {
             Self::Ok => b"200 OK\n",
+            Self::Created => b"201 Created\n",
             Self::BadRequest => b"400 Bad Request\n",
             Self::NotFound => b"404 Not Found\n",
             Self::MethodNotAllowed => b"405 Method Not Allowed\n",
@@ -83,7 +96,9 @@ impl Status {
             Self::UriTooLong => b"414 URI Too Long\n",
             Self::HeaderFieldsTooLarge => b"431 Request Header Fields Too Large\n",
             Self::NotImplemented => b"501 Not Implemented\n",
+            Self::InternalServerError => b"500 Internal Server Error\n",
             Self::VersionNotSupported => b"505 HTTP Version Not Supported\n",
+            Self::InsufficientStorage => b"507 Insufficient Storage\n",
         }
     }
 }
@@ -117,29 +132,48 @@ impl Response {
     /// also for HEAD. `close` adds `Connection: close`; otherwise a response to an HTTP/1.0
     /// client gets `Connection: keep-alive`, which that client needs to keep the connection.
     pub fn write_head(&self, out: &mut Vec<u8>, version: Version, close: bool) {
-        out.extend_from_slice(b"HTTP/1.1 ");
-        push_decimal(out, usize::from(self.status.code()));
-        out.push(b' ');
-        out.extend_from_slice(self.status.reason().as_bytes());
-        out.extend_from_slice(b"\r\nServer: ");
-        out.extend_from_slice(SERVER.as_bytes());
-        out.extend_from_slice(b"\r\nContent-Type: ");
-        out.extend_from_slice(self.content_type.as_bytes());
-        out.extend_from_slice(b"\r\nContent-Length: ");
-        push_decimal(out, self.body.len());
-        out.extend_from_slice(b"\r\n");
-        if self.status == Status::MethodNotAllowed {
-            out.extend_from_slice(b"Allow: ");
-            out.extend_from_slice(ALLOW.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        if close {
-            out.extend_from_slice(b"Connection: close\r\n");
-        } else if version == Version::Http10 {
-            out.extend_from_slice(b"Connection: keep-alive\r\n");
-        }
+        let allow: &[(&str, &str)] = &[("Allow", ALLOW)];
+        let fields = if self.status == Status::MethodNotAllowed { allow } else { &[] };
+        write_head(out, self.status, self.content_type, self.body.len(), fields, version, close);
+    }
+}
+
+/// Appends a response head to `out`, for responses whose body is made at run time (an appliance
+/// with state): the status line, `Server`, `Content-Type`, `Content-Length: content_length`,
+/// the `fields` given (names and values written verbatim, so they must be valid field lines),
+/// the `Connection` field as [`Response::write_head`] decides it, and the empty line.
+pub fn write_head(
+    out: &mut Vec<u8>,
+    status: Status,
+    content_type: &str,
+    content_length: usize,
+    fields: &[(&str, &str)],
+    version: Version,
+    close: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, usize::from(status.code()));
+    out.push(b' ');
+    out.extend_from_slice(status.reason().as_bytes());
+    out.extend_from_slice(b"\r\nServer: ");
+    out.extend_from_slice(SERVER.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: ");
+    out.extend_from_slice(content_type.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    push_decimal(out, content_length);
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in fields {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if version == Version::Http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends the decimal digits of `value` to `out`.
@@ -201,6 +235,7 @@ mod tests {
     fn error_bodies_name_their_status() {
         for status in [
             Status::Ok,
+            Status::Created,
             Status::BadRequest,
             Status::NotFound,
             Status::MethodNotAllowed,
@@ -209,12 +244,25 @@ mod tests {
             Status::UriTooLong,
             Status::HeaderFieldsTooLarge,
             Status::NotImplemented,
+            Status::InternalServerError,
             Status::VersionNotSupported,
+            Status::InsufficientStorage,
         ] {
             let response = Response::error(status);
             assert_eq!(response.body, format!("{} {}\n", status.code(), status.reason()).as_bytes());
             assert_eq!(response.content_type, TEXT_PLAIN);
         }
+    }
+
+    #[test]
+    fn run_time_heads_carry_their_fields() {
+        let mut out = Vec::new();
+        write_head(&mut out, Status::Created, "application/json", 9, &[("X-Seq", "7")], Version::Http11, false);
+        assert_eq!(
+            String::from_utf8(out).expect("ASCII"),
+            "HTTP/1.1 201 Created\r\nServer: mast-httpd\r\nContent-Type: application/json\r\n\
+             Content-Length: 9\r\nX-Seq: 7\r\n\r\n"
+        );
     }
 
     #[test]

@@ -254,3 +254,66 @@ proptest! {
         }
     }
 }
+
+/// Feeds `data` to a reader in reads of the given sizes, consuming each complete request, and
+/// returns the (head length, content) of each and how it ended.
+fn read_requests(data: &[u8], reads: &[usize]) -> (Vec<(String, Vec<u8>)>, Option<http1::Status>) {
+    let mut reader = http1::RequestReader::new(64);
+    let mut requests = Vec::new();
+    let mut offset = 0;
+    let mut sizes = reads.iter().copied().cycle();
+    loop {
+        match reader.next() {
+            http1::Next::Request(request) => {
+                requests.push((request.head.target.to_owned(), request.content.to_vec()));
+                reader.consume();
+                continue;
+            }
+            http1::Next::Refused(status) => return (requests, Some(status)),
+            http1::Next::Incomplete => {}
+        }
+        if offset >= data.len() {
+            return (requests, None);
+        }
+        let size = sizes.next().unwrap_or(1).max(1);
+        let end = (offset + size).min(data.len());
+        let taken = reader.receive(&data[offset..end]);
+        assert!(taken <= end - offset);
+        offset += taken;
+        if taken == 0 && matches!(reader.next(), http1::Next::Incomplete) {
+            panic!("the reader took nothing and has no request");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Any bytes, split anywhere: the reader never panics, and it frames the same requests.
+    #[test]
+    fn the_request_reader_frames_any_input_the_same_however_split(
+        data in arbitrary_input(),
+        reads in read_sizes(),
+    ) {
+        let whole = read_requests(&data, &[data.len().max(1)]);
+        let split = read_requests(&data, &reads);
+        prop_assert_eq!(whole, split);
+    }
+
+    /// Valid uploads split anywhere come out whole, in order.
+    #[test]
+    fn uploads_come_out_whole(contents in vec(vec(any::<u8>(), 0..64), 1..6), reads in read_sizes()) {
+        let mut data = Vec::new();
+        for (index, content) in contents.iter().enumerate() {
+            data.extend_from_slice(
+                format!("POST /append?key=k{index} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", content.len())
+                    .as_bytes(),
+            );
+            data.extend_from_slice(content);
+        }
+        let (requests, refused) = read_requests(&data, &reads);
+        prop_assert_eq!(refused, None);
+        let got: Vec<Vec<u8>> = requests.into_iter().map(|(_, content)| content).collect();
+        prop_assert_eq!(got, contents);
+    }
+}
