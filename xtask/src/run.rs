@@ -15,7 +15,7 @@ use crate::{deps, image::TrustArgs};
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  cargo xtask run hello --arch aarch64 -- one \"two words\"\n  cargo xtask run crash --arch x86_64 --release -- fault\n  cargo xtask run --image target/images/aarch64/release/hello.img"
+    after_help = "Examples:\n  cargo xtask run hello --arch aarch64 -- one \"two words\"\n  cargo xtask run crash --arch x86_64 --release -- fault\n  cargo xtask run --image target/images/aarch64/release/hello.img\n  cargo xtask run kvlog --arch x86_64 --volume /tmp/kvlog.img"
 )]
 pub struct RunArgs {
     /// The appliance to build and boot (see `cargo xtask image list`).
@@ -38,6 +38,13 @@ pub struct RunArgs {
     /// Guest memory in MiB (default: the manifest's memory_mib).
     #[arg(long, value_name = "MIB")]
     pub mem: Option<u32>,
+    /// Attach FILE as the appliance's volume (a virtio-blk disk), creating it sparse with
+    /// --volume-size if it does not exist. kvlog keeps its log there; the file survives the run.
+    #[arg(long, value_name = "FILE")]
+    pub volume: Option<PathBuf>,
+    /// The size of a volume file that --volume creates, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64, requires = "volume")]
+    pub volume_size: u64,
     /// Kill the VM after this many seconds (exit code 124). Default: run until it powers off.
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
@@ -73,6 +80,10 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
     }
     if let Some(mib) = args.mem {
         machine = machine.memory_mib(mib);
+    }
+    if let Some(volume) = &args.volume {
+        create_volume(volume, args.volume_size)?;
+        machine = machine.volume(volume);
     }
     let urls = forward_listen_ports(&mut machine, manifest)?;
     eprintln!(
@@ -140,6 +151,20 @@ fn forward_listen_ports(machine: &mut Machine, manifest: &Manifest) -> Result<Ve
         urls.push(format!("http://127.0.0.1:{host}/"));
     }
     Ok(urls)
+}
+
+/// Creates `file` as a sparse, zero-filled volume of `mib` MiB unless it exists (an existing
+/// volume is used as it is, whatever its size).
+fn create_volume(file: &std::path::Path, mib: u64) -> Result<()> {
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(file) {
+        Ok(created) => {
+            created.set_len(mib * 1024 * 1024).with_context(|| format!("sizing the volume {}", file.display()))?;
+            eprintln!("created the volume {} ({mib} MiB, sparse)", file.display());
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("creating the volume {}", file.display())),
+    }
 }
 
 fn build_image(args: &RunArgs) -> Result<PathBuf> {

@@ -10,8 +10,8 @@
 //!   boot path.
 //! - shared modules (`console`, `time`, heap, boot, panic): the same on every architecture.
 //! - with the `virtio` feature (network appliances only): `event` (the event loop's
-//!   interrupt-driven sleep) and `virtio` (device discovery, the DMA `Hal`, the virtio-net
-//!   driver); their hardware halves are `arch::*::{irq, gic, dma, devices}`.
+//!   interrupt-driven sleep), `virtio` (device discovery, the DMA `Hal`, the virtio-net and
+//!   virtio-blk drivers) and `block` (the disk API appliances use); their hardware halves are `arch::*::{irq, gic, dma, devices}`.
 //! - pure modules ([`args`], [`atags`], [`board`], [`devicetree`], [`exit`], [`fdt`], [`fault`],
 //!   [`pvh`], [`tsc`]): no hardware access, unit-tested on the host.
 //!
@@ -46,6 +46,8 @@ pub mod tsc;
 
 #[cfg(target_os = "none")]
 mod arch;
+#[cfg(all(target_os = "none", feature = "virtio"))]
+pub mod block;
 #[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]

@@ -1,5 +1,5 @@
 //! virtio devices on the MMIO transport: discovery, the [`Hal`] that `virtio-drivers` needs, and
-//! the drivers appliances use ([`net`]).
+//! the drivers appliances use ([`net`], [`block`]).
 //!
 //! # Discovery
 //! The architecture lists the platform's virtio-mmio register windows (`arch::virtio_slots`):
@@ -19,6 +19,7 @@
 //!   because the rings would need a non-cacheable mapping (see `arch::dma`).
 //! - The virtio PCI transport, IOMMUs, and more than 64 transports.
 
+pub mod block;
 pub mod net;
 
 use alloc::alloc::{alloc_zeroed, dealloc};
