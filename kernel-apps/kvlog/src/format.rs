@@ -15,7 +15,7 @@ pub const FIRST_RECORD_SECTOR: u64 = 8;
 /// A record's magic.
 pub const RECORD_MAGIC: [u8; 4] = *b"KVLR";
 /// The size of a record header.
-pub const HEADER_LEN: usize = 32;
+pub const HEADER_LEN: usize = 40;
 /// The longest key.
 pub const MAX_KEY_LEN: usize = 128;
 /// The longest value: 64 KiB.
@@ -84,6 +84,9 @@ pub struct Header {
     pub volume_id: u64,
     pub key_len: usize,
     pub value_len: usize,
+    /// The CRC of the record before this one (0 for the first): the chain that keeps a record
+    /// left behind a damaged one from being taken for the successor of a record written since.
+    pub prev_crc: u32,
     pub crc: u32,
 }
 
@@ -98,7 +101,7 @@ impl Header {
     /// [`check`].)
     pub fn decode(bytes: &[u8]) -> Option<Header> {
         let bytes = bytes.get(..HEADER_LEN)?;
-        if bytes[0..4] != RECORD_MAGIC || bytes[22..24] != [0, 0] {
+        if bytes[0..4] != RECORD_MAGIC || bytes[22..24] != [0, 0] || bytes[36..40] != [0; 4] {
             return None;
         }
         let key_len = usize::from(u16::from_le_bytes([bytes[20], bytes[21]]));
@@ -111,7 +114,8 @@ impl Header {
             volume_id: le_u64(&bytes[12..20]),
             key_len,
             value_len,
-            crc: le_u32(&bytes[28..32]),
+            prev_crc: le_u32(&bytes[28..32]),
+            crc: le_u32(&bytes[32..36]),
         })
     }
 }
@@ -126,7 +130,7 @@ pub fn record_sectors(key_len: usize, value_len: usize) -> u64 {
 pub fn check<'a>(header: &Header, record: &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
     let payload_end = HEADER_LEN + header.key_len + header.value_len;
     let mut crc = Crc32::new();
-    crc.update(record.get(..28)?);
+    crc.update(record.get(..32)?);
     crc.update(record.get(HEADER_LEN..payload_end)?);
     if crc.finish() != header.crc {
         return None;
@@ -138,7 +142,7 @@ pub fn check<'a>(header: &Header, record: &'a [u8]) -> Option<(&'a [u8], &'a [u8
 
 /// A record's sectors: header, key, value, zero padding. `key` must be 1..=[`MAX_KEY_LEN`] bytes
 /// and `value` at most [`MAX_VALUE_LEN`] (the store checks before calling).
-pub fn encode_record(seq: u64, volume_id: u64, key: &[u8], value: &[u8]) -> Vec<u8> {
+pub fn encode_record(seq: u64, volume_id: u64, prev_crc: u32, key: &[u8], value: &[u8]) -> Vec<u8> {
     let len = record_sectors(key.len(), value.len()) as usize * SECTOR_SIZE;
     let mut record = Vec::with_capacity(len);
     record.extend_from_slice(&RECORD_MAGIC);
@@ -147,11 +151,13 @@ pub fn encode_record(seq: u64, volume_id: u64, key: &[u8], value: &[u8]) -> Vec<
     record.extend_from_slice(&(key.len() as u16).to_le_bytes());
     record.extend_from_slice(&[0, 0]);
     record.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    record.extend_from_slice(&prev_crc.to_le_bytes());
     let mut crc = Crc32::new();
     crc.update(&record);
     crc.update(key);
     crc.update(value);
     record.extend_from_slice(&crc.finish().to_le_bytes());
+    record.extend_from_slice(&[0; 4]);
     record.extend_from_slice(key);
     record.extend_from_slice(value);
     record.resize(len, 0);
@@ -176,10 +182,11 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_detect_any_flipped_bit() {
-        let record = encode_record(7, 99, b"key", b"value");
+        let record = encode_record(7, 99, 0xabcd, b"key", b"value");
         assert_eq!(record.len(), SECTOR_SIZE);
         let header = Header::decode(&record).expect("a header");
         assert_eq!((header.seq, header.volume_id, header.key_len, header.value_len), (7, 99, 3, 5));
+        assert_eq!(header.prev_crc, 0xabcd);
         assert_eq!(check(&header, &record), Some((&b"key"[..], &b"value"[..])));
         for bit in 0..(HEADER_LEN + 8) * 8 {
             let mut damaged = record.clone();

@@ -19,7 +19,7 @@
 //! | 1..8 | reserved (zeros) |
 //! | 8.. | records, back to back, each starting on a sector boundary |
 //!
-//! A record is a 32-byte header, the key, the value, then zeros up to the next sector boundary:
+//! A record is a 40-byte header, the key, the value, then zeros up to the next sector boundary:
 //!
 //! | bytes | field |
 //! | --- | --- |
@@ -29,17 +29,21 @@
 //! | 20..22 | key length `u16`, 1..=[`MAX_KEY_LEN`] |
 //! | 22..24 | reserved, zero |
 //! | 24..28 | value length `u32`, 0..=[`MAX_VALUE_LEN`] |
-//! | 28..32 | CRC-32 of bytes 0..28, the key and the value |
+//! | 28..32 | the previous record's CRC (0 for record 0): the records form a chain |
+//! | 32..36 | CRC-32 of bytes 0..32, the key and the value |
+//! | 36..40 | reserved, zero |
 //!
 //! Records are only ever appended: a sector that holds an acknowledged record is never written
 //! again (the superblock is written once, when an all-zero volume is formatted).
 //!
 //! # Recovery
 //! At start the log is read from sector 8 on. The first record that is missing or invalid (wrong
-//! magic, a sequence number other than the next one, another volume's id, impossible lengths,
-//! running past the end of the volume, or a CRC mismatch: a torn or never-finished write) ends the
-//! log; the next append goes there. The volume id keeps a record left over from an earlier
-//! format of the same disk from being taken for one of this log's.
+//! magic, a sequence number other than the next one, another volume's id, a previous-record CRC
+//! that is not the last record's, impossible lengths, running past the end of the volume, or a CRC
+//! mismatch: a torn or never-finished write) ends the log; the next append goes there. The volume
+//! id keeps a record left over from an earlier format of the same disk from being taken for one
+//! of this log's; the chain of CRCs does the same for records that lay behind a damaged one
+//! (damage in the middle of the log, which no crash causes), once a new record has replaced it.
 //!
 //! # Limits (memory is bounded)
 //! The index lives in RAM: 4 bytes per record (its sector; at most [`MAX_RECORDS`] records) and,

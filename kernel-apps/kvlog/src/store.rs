@@ -107,6 +107,8 @@ pub struct Store<D: Disk> {
     latest: BTreeMap<Box<str>, u64>,
     /// Where the next record goes.
     end: u64,
+    /// The CRC of the last record (0 before the first), which the next one repeats.
+    last_crc: u32,
     payload_bytes: u64,
     /// Whether the recovered log ended at a damaged record rather than at blank space.
     recovered_torn: bool,
@@ -139,6 +141,7 @@ impl<D: Disk> Store<D> {
             sectors: Vec::new(),
             latest: BTreeMap::new(),
             end: FIRST_RECORD_SECTOR,
+            last_crc: 0,
             payload_bytes: 0,
             recovered_torn: false,
         };
@@ -171,6 +174,7 @@ impl<D: Disk> Store<D> {
             let sectors = header.sectors();
             if header.seq != self.sectors.len() as u64
                 || header.volume_id != self.volume_id
+                || header.prev_crc != self.last_crc
                 || self.end + sectors > capacity
             {
                 self.recovered_torn = true;
@@ -198,12 +202,13 @@ impl<D: Disk> Store<D> {
                 // Written by a build with a larger limit; stop rather than lose track of a key.
                 return Ok(());
             }
-            self.index(header.seq, key, header.value_len, sectors);
+            self.index(header.seq, key, header.value_len, sectors, header.crc);
         }
     }
 
-    fn index(&mut self, seq: u64, key: &str, value_len: usize, sectors: u64) {
+    fn index(&mut self, seq: u64, key: &str, value_len: usize, sectors: u64, crc: u32) {
         self.sectors.push(self.end as u32);
+        self.last_crc = crc;
         match self.latest.get_mut(key) {
             Some(latest) => *latest = seq,
             None => {
@@ -232,13 +237,14 @@ impl<D: Disk> Store<D> {
             return Err(AppendError::Full);
         }
         let seq = self.sectors.len() as u64;
-        let record = encode_record(seq, self.volume_id, key.as_bytes(), value);
+        let record = encode_record(seq, self.volume_id, self.last_crc, key.as_bytes(), value);
+        let crc = Header::decode(&record).map_or(0, |header| header.crc);
         self.disk.write(self.end, &record).map_err(|_| AppendError::Disk)?;
         // The acknowledgement promises durability: flush before indexing (and so before the
         // caller answers). On failure the record may or may not be on the disk; the next
         // append reuses its place and number, so the log stays one consistent sequence.
         self.disk.flush().map_err(|_| AppendError::Disk)?;
-        self.index(seq, key, value.len(), sectors);
+        self.index(seq, key, value.len(), sectors, crc);
         Ok(seq)
     }
 
@@ -293,6 +299,11 @@ impl<D: Disk> Store<D> {
     /// The disk, for tests that damage it.
     pub fn into_disk(self) -> D {
         self.disk
+    }
+
+    /// The disk, for callers that look at what was read.
+    pub fn disk(&self) -> &D {
+        &self.disk
     }
 }
 
@@ -440,6 +451,25 @@ mod tests {
         assert_eq!(Store::open(disk.clone(), 1).err(), Some(OpenError::Foreign));
         assert_eq!(&disk.bytes[0..4], b"\x7fELF");
         assert_eq!(Store::open(MemDisk::new(8), 1).err(), Some(OpenError::TooSmall { sectors: 8 }));
+    }
+
+    #[test]
+    fn records_behind_a_damaged_one_never_come_back() {
+        // Damage record 3 (one sector, like every record here), append a new record 3 in its
+        // place: the old record 4 after it must not be taken for the new record's successor.
+        let mut store = Store::open(MemDisk::new(64), 5).expect("open");
+        for seq in 0..8 {
+            assert_eq!(store.append("k", &[seq as u8]), Ok(seq));
+        }
+        let mut disk = store.into_disk();
+        let third = (FIRST_RECORD_SECTOR as usize + 3) * SECTOR_SIZE;
+        disk.bytes[third + 5] ^= 1;
+        let mut store = Store::open(disk, 0).expect("recover");
+        assert_eq!(store.stats().records, 3);
+        assert_eq!(store.append("k", b"new"), Ok(3));
+        let mut store = Store::open(store.into_disk(), 0).expect("reopen");
+        assert_eq!(store.stats().records, 4);
+        assert_eq!(store.latest("k").expect("read").expect("present").value, b"new");
     }
 
     #[test]
