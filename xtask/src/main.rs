@@ -6,6 +6,7 @@
 mod bench;
 mod bench_http;
 mod bench_image;
+mod bench_kvlog;
 mod bench_placement;
 mod deps;
 mod image;
