@@ -8,6 +8,10 @@
 //! <data-dir>/images/<id>.mast      verified images, by image id
 //! <data-dir>/kernels/              kernels unpacked from verified images, for QEMU to load
 //! <data-dir>/instances/<id>/console.log   the instance's console, every run appended
+//! <data-dir>/volumes/<deployment>/<instance>.img   an instance's volume (agents; images with
+//!                                   `[[block]]`): created sparse at first launch, kept across
+//!                                   restarts of the instance and of the daemon, deleted only when
+//!                                   the instance is removed (`rm`)
 //! ```
 
 use std::{
@@ -69,6 +73,12 @@ impl DataDir {
 
     pub fn instance_dir(&self, id: &str) -> PathBuf {
         self.root.join("instances").join(id)
+    }
+
+    /// The volume of `instance` of `deployment`. Its path depends on nothing that changes while
+    /// the instance exists, so every run (and a replicator) finds the same file.
+    pub fn volume(&self, deployment: &str, instance: &str) -> PathBuf {
+        self.root.join("volumes").join(deployment).join(format!("{instance}.img"))
     }
 
     pub fn console_log(&self, id: &str) -> PathBuf {

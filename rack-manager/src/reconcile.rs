@@ -172,6 +172,7 @@ fn launch(rack: &Rack, record: &mut InstanceRecord, deployment: &Deployment, ima
         args: deployment.args.clone(),
         listen: image.map(|i| i.listen.clone()).unwrap_or_default(),
         image_source: rack.image_source.clone(),
+        deployment: Some(deployment.id.clone()),
     };
     match agent.launch(&request) {
         Ok(launched) => {

@@ -38,13 +38,15 @@ pub struct RunArgs {
     /// Guest memory in MiB (default: the manifest's memory_mib).
     #[arg(long, value_name = "MIB")]
     pub mem: Option<u32>,
-    /// Attach FILE as the appliance's volume (a virtio-blk disk), creating it sparse with
-    /// --volume-size if it does not exist. kvlog keeps its log there; the file survives the run.
+    /// Attach FILE as the appliance's volume (a virtio-blk disk), creating it sparse if it does
+    /// not exist, at the size of the manifest's `[[block]]` (or --volume-size). kvlog keeps its
+    /// log there; the file survives the run.
     #[arg(long, value_name = "FILE")]
     pub volume: Option<PathBuf>,
-    /// The size of a volume file that --volume creates, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 64, requires = "volume")]
-    pub volume_size: u64,
+    /// The size of a volume file that --volume creates, in MiB (default: the manifest's
+    /// `[[block]]` size_mib, else 64).
+    #[arg(long, value_name = "MIB", requires = "volume")]
+    pub volume_size: Option<u64>,
     /// Kill the VM after this many seconds (exit code 124). Default: run until it powers off.
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
@@ -82,7 +84,11 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
         machine = machine.memory_mib(mib);
     }
     if let Some(volume) = &args.volume {
-        create_volume(volume, args.volume_size)?;
+        let declared = manifest.devices.iter().find_map(|device| match device.kind {
+            DeviceKind::Block { size_mib } => Some(u64::from(size_mib)),
+            _ => None,
+        });
+        create_volume(volume, args.volume_size.or(declared).unwrap_or(64))?;
         machine = machine.volume(volume);
     }
     let urls = forward_listen_ports(&mut machine, manifest)?;

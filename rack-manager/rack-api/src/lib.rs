@@ -382,6 +382,17 @@ pub mod agent {
         /// manager may have restarted elsewhere since the agent joined).
         #[serde(default)]
         pub image_source: Option<String>,
+        /// The deployment the instance belongs to: where its volume lives on the host
+        /// (`volumes/<deployment>/<instance>.img`), if its image declares one (`[[block]]`).
+        #[serde(default)]
+        pub deployment: Option<String>,
+    }
+
+    /// Which volume to delete: that of `instance` of `deployment` (the instance was removed).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct VolumeRef {
+        pub deployment: String,
+        pub instance: String,
     }
 
     /// A started instance, as its host knows it.

@@ -23,7 +23,7 @@ use std::{
 use images::{Arch, artifact, keys::TrustedKeys};
 use rack_api::{
     JoinRequest, LogChunk,
-    agent::{LaunchRequest, Launched, RunRef, RunState, RunStats},
+    agent::{LaunchRequest, Launched, RunRef, RunState, RunStats, VolumeRef},
 };
 
 use crate::{
@@ -72,6 +72,8 @@ pub trait HostAgent: Send + Sync {
     fn stats(&self, run: &RunRef) -> Result<Option<RunStats>, AgentError>;
     /// Console output of `instance` from `offset`, at most [`LOG_WINDOW`] bytes.
     fn logs(&self, instance: &str, offset: u64) -> Result<LogChunk, AgentError>;
+    /// Deletes the volume of a removed instance, if it has one.
+    fn remove_volume(&self, volume: &VolumeRef) -> Result<(), AgentError>;
     /// Whether the agent answers at all.
     fn ping(&self) -> Result<(), AgentError>;
 }
@@ -159,7 +161,9 @@ impl HostAgent for LocalAgent {
         let initrd = image
             .unpack_data(&self.dir.kernels())
             .map_err(|e| AgentError::Failed(format!("unpacking the data of {}: {e}", request.image_id)))?;
+        let volume = self.volume_for(request, image.manifest())?;
         let spec = LaunchSpec {
+            volume,
             initrd,
             arch,
             kernel,
@@ -209,8 +213,62 @@ impl HostAgent for LocalAgent {
         })
     }
 
+    fn remove_volume(&self, volume: &VolumeRef) -> Result<(), AgentError> {
+        check_instance_id(&volume.deployment)?;
+        check_instance_id(&volume.instance)?;
+        let path = self.dir.volume(&volume.deployment, &volume.instance);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(AgentError::Failed(format!("removing the volume {}: {e}", path.display()))),
+        }
+        // The deployment's directory goes with its last volume (fails harmlessly while others remain).
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+        Ok(())
+    }
+
     fn ping(&self) -> Result<(), AgentError> {
         Ok(())
+    }
+}
+
+impl LocalAgent {
+    /// The volume of the instance `request` starts, if its image declares one (`[[block]]`, the
+    /// first only): created sparse, at the declared size, on the first launch; used as it is on
+    /// every later one. Never truncated or replaced, so what the appliance wrote survives any
+    /// restart; only [`HostAgent::remove_volume`] deletes it.
+    fn volume_for(
+        &self,
+        request: &LaunchRequest,
+        manifest: &images::manifest::Manifest,
+    ) -> Result<Option<std::path::PathBuf>, AgentError> {
+        let Some(size_mib) = manifest.devices.iter().find_map(|device| match device.kind {
+            images::manifest::DeviceKind::Block { size_mib } => Some(size_mib),
+            _ => None,
+        }) else {
+            return Ok(None);
+        };
+        let Some(deployment) = &request.deployment else {
+            return Err(AgentError::Failed(format!(
+                "{} declares a volume, but the launch request names no deployment to keep it under \
+                 (a manager older than this agent?)",
+                manifest.name
+            )));
+        };
+        check_instance_id(deployment)?;
+        let path = self.dir.volume(deployment, &request.instance);
+        let failed = |action: &str, e: std::io::Error| AgentError::Failed(format!("{action} {}: {e}", path.display()));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| failed("creating the directory of", e))?;
+        }
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(file) => file.set_len(u64::from(size_mib) << 20).map_err(|e| failed("sizing the volume", e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(failed("creating the volume", e)),
+        }
+        Ok(Some(path))
     }
 }
 
@@ -273,6 +331,10 @@ impl HostAgent for RemoteAgent {
 
     fn logs(&self, instance: &str, offset: u64) -> Result<LogChunk, AgentError> {
         self.client.get(&format!("/agent/logs/{instance}?offset={offset}")).map_err(remote)
+    }
+
+    fn remove_volume(&self, volume: &VolumeRef) -> Result<(), AgentError> {
+        self.client.post::<_, serde_json::Value>("/agent/remove-volume", volume).map(|_| ()).map_err(remote)
     }
 
     fn ping(&self) -> Result<(), AgentError> {

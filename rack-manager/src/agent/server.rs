@@ -90,13 +90,17 @@ fn route(agent: &LocalAgent, info: &JoinRequest, req: &Req) -> Result<Reply, Htt
         (Method::Post, ["v1", "agent", "stats"]) => {
             Ok(Reply::json(&agent.stats(&req.json::<RunRef>("run")?).map_err(failed)?))
         }
+        (Method::Post, ["v1", "agent", "remove-volume"]) => {
+            agent.remove_volume(&req.json::<rack_api::agent::VolumeRef>("volume")?).map_err(failed)?;
+            Ok(Reply::json(&serde_json::json!({})))
+        }
         (Method::Get, ["v1", "agent", "logs", instance]) => {
             let offset = req.query_u64("offset")?.unwrap_or(0);
             Ok(Reply::json(&agent.logs(instance, offset).map_err(failed)?))
         }
         _ => Err(HttpError::not_found(
             format!("{} /{} is not part of the agent API", req.method, req.segments.join("/")),
-            "agents serve /v1/agent/{info,launch,state,stop,stats,logs}",
+            "agents serve /v1/agent/{info,launch,state,stop,stats,logs,remove-volume}",
         )),
     }
 }

@@ -536,8 +536,25 @@ fn remove_instance(rack: &Rack, id: &str) -> Result<Reply, HttpError> {
     let mut record = record(&**store, id)?;
     let view = instance_view(&record, &deployments_by_id(&**store)?);
     stop_run(rack, &mut record)?;
+    remove_volume(rack, &record)?;
     store.remove_instance(id)?;
     Ok(Reply::json(&view))
+}
+
+/// Deletes the removed instance's volume on its host (a no-op for images without one). An
+/// unreachable host refuses the removal, as stopping does: a volume must not outlive its record
+/// unnoticed, nor the record its volume.
+fn remove_volume(rack: &Rack, record: &InstanceRecord) -> Result<(), HttpError> {
+    let Some(agent) = rack.agent(&record.host) else { return Ok(()) };
+    let volume = rack_api::agent::VolumeRef { deployment: record.deployment.clone(), instance: record.id.clone() };
+    agent.remove_volume(&volume).map_err(|e| {
+        HttpError::new(
+            503,
+            "host_unreachable",
+            format!("removing the volume of {} on {}: {e}", record.id, record.host),
+            "retry when the host is back",
+        )
+    })
 }
 
 fn logs(rack: &Rack, id: &str, offset: u64) -> Result<Reply, HttpError> {

@@ -36,6 +36,9 @@ pub struct LaunchSpec {
     pub log: PathBuf,
     /// Where the launcher keeps its own diagnostics for the run (QEMU's stderr).
     pub diagnostics: PathBuf,
+    /// The instance's volume, a raw disk image attached as its virtio-blk device, if its image
+    /// declares one (`[[block]]`).
+    pub volume: Option<PathBuf>,
 }
 
 /// Why a run could not be started.

@@ -104,6 +104,7 @@ impl Launcher for QemuLauncher {
         };
         let mut machine = Machine::new(spec.arch, &spec.kernel).memory_mib(spec.memory_mib).args(&spec.args);
         machine.initrd = spec.initrd.clone();
+        machine.volume = spec.volume.clone();
         // Each TCP port the manifest listens on is forwarded from a free port on the host's
         // loopback. Another process could take the port before QEMU binds it; QEMU then exits at
         // once, and the restart policy decides (a restart picks new ports).
