@@ -41,6 +41,12 @@ const TEXT: &str = "text/plain; charset=utf-8";
 /// The runtime's disk as the log's [`Disk`].
 struct Volume(BlockDevice);
 
+impl Volume {
+    fn ack_interrupt(&mut self) {
+        self.0.ack_interrupt();
+    }
+}
+
 impl Disk for Volume {
     fn capacity_sectors(&self) -> u64 {
         self.0.capacity_sectors()
@@ -178,6 +184,9 @@ impl Server {
                 }
             }
             self.net.wait(next_deadline);
+            // The disk's interrupt wakes this loop too (a completion that came after the driver
+            // stopped waiting for it); lower it, or the next wait would return at once.
+            self.store.disk_mut().ack_interrupt();
         }
     }
 

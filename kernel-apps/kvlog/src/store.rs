@@ -305,6 +305,12 @@ impl<D: Disk> Store<D> {
     pub fn disk(&self) -> &D {
         &self.disk
     }
+
+    /// The disk, for device housekeeping (acknowledging its interrupt). Writing through it
+    /// would bypass the log.
+    pub fn disk_mut(&mut self) -> &mut D {
+        &mut self.disk
+    }
 }
 
 const _: () = assert!(HEADER_LEN + MAX_KEY_LEN + MAX_VALUE_LEN <= 129 * SECTOR_SIZE);
