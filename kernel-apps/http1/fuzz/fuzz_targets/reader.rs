@@ -5,7 +5,7 @@
 //! sends.
 #![no_main]
 
-use http1::{MAX_HEAD_LEN, Next, RequestReader};
+use http1::{Next, RequestReader};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {
@@ -34,6 +34,5 @@ fuzz_target!(|input: &[u8]| {
         assert!(taken <= piece.len());
         assert!(taken > 0 || !matches!(reader.next(), Next::Incomplete), "took nothing while incomplete");
         offset += taken;
-        let _ = MAX_HEAD_LEN;
     }
 });
