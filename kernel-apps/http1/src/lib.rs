@@ -24,9 +24,10 @@
 //!   and file bodies are borrowed from the site, never copied. A client that sends faster than it
 //!   reads is slowed down: [`Connection::receive`] takes fewer bytes than offered, which leaves
 //!   them in the TCP receive window.
-//! - **Never desynchronised.** Request content is never read, so every request that announces
-//!   some (`Content-Length` other than 0, or `Transfer-Encoding`) is answered and the connection
-//!   is closed; so is every connection whose input fails to parse.
+//! - **Never desynchronised.** [`Connection`] never reads request content, so every request that
+//!   announces some (`Content-Length` other than 0, or `Transfer-Encoding`) is answered and the
+//!   connection is closed; so is every connection whose input fails to parse. [`RequestReader`]
+//!   reads exactly `Content-Length` bytes and refuses (to close) anything it cannot frame.
 //!
 //! # Parsing rules
 //! Strict on purpose: leniency in HTTP/1.1 parsing is where request smuggling lives, and the
@@ -75,8 +76,10 @@
 //! responses have a one-line `text/plain` body. Responses are always `HTTP/1.1`.
 //!
 //! # Not supported
-//! - Request content in [`Connection`] (the static site; see [`reader`] for content): no POST handling, no chunked (or any) transfer coding of requests, no
-//!   `Expect: 100-continue` (it is ignored: the content it announces is refused anyway).
+//! - Request content in [`Connection`] (the static site): no POST handling, no transfer coding
+//!   of requests, no `Expect: 100-continue` (it is ignored: the content it announces is refused
+//!   anyway). [`RequestReader`] takes `Content-Length` content (and answers `100-continue`), but
+//!   no chunked uploads either.
 //! - HTTP/2 and upgrades, ranges, conditional requests (`ETag`, `If-Modified-Since`),
 //!   compression, and `Date` (the appliance has a monotonic clock, not a calendar; RFC 9110
 //!   §6.6.1 says a server without a reliable clock must not send it).

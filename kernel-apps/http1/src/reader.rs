@@ -8,6 +8,10 @@
 //! connection bounded and the framing exact. The caller decides what to answer; this module only
 //! says where a request ends, or why it never will ([`Next::Refused`]).
 //!
+//! A request with content and `Expect: 100-continue` (curl sends it for large uploads) waits for
+//! an interim `100 Continue` before sending its content: [`RequestReader::take_continue`] says
+//! when to send one (RFC 9110 §10.1.1), once per request, never for a refused one.
+//!
 //! Framing rules: content is `Content-Length` bytes (RFC 9112 §6.3); `Transfer-Encoding`
 //! (chunked uploads) is refused with 501, content over `max_content` with 413, and a malformed
 //! head with the status of its [`RequestError`](crate::RequestError). After a refusal the framing
@@ -48,12 +52,21 @@ pub struct RequestReader {
     framing: Option<(usize, usize)>,
     refused: Option<Status>,
     max_content: usize,
+    /// The client waits for `100 Continue` before it sends the content.
+    continue_due: bool,
 }
 
 impl RequestReader {
     /// A reader that accepts content of up to `max_content` bytes per request.
     pub fn new(max_content: usize) -> Self {
-        Self { input: Vec::new(), scanner: Scanner::default(), framing: None, refused: None, max_content }
+        Self {
+            input: Vec::new(),
+            scanner: Scanner::default(),
+            framing: None,
+            refused: None,
+            max_content,
+            continue_due: false,
+        }
     }
 
     /// Takes bytes of the current request from `data` and returns how many: none once the
@@ -78,6 +91,7 @@ impl RequestReader {
                 Ok(Some(head_len)) => match self.frame(head_len) {
                     Ok(content_len) => {
                         self.framing = Some((head_len, content_len));
+                        self.continue_due = content_len > 0 && self.expects_continue(head_len);
                         // Give back what was taken beyond the head: it is content, read below
                         // up to its length, or the next request.
                         let excess = self.input.len().saturating_sub(head_len);
@@ -117,6 +131,20 @@ impl RequestReader {
         }
     }
 
+    /// Whether the head at the start of the input asks for `100 Continue`.
+    fn expects_continue(&self, head_len: usize) -> bool {
+        parse_head(self.input.get(..head_len).unwrap_or_default())
+            .is_ok_and(|head| head.header("expect").is_some_and(|value| value.eq_ignore_ascii_case("100-continue")))
+    }
+
+    /// Whether to send `HTTP/1.1 100 Continue\r\n\r\n` now: true once per request whose head
+    /// asked for it, as soon as the head is accepted and while its content has not all arrived.
+    pub fn take_continue(&mut self) -> bool {
+        let due = self.continue_due && matches!(self.next(), Next::Incomplete);
+        self.continue_due = false;
+        due
+    }
+
     /// The complete request, a refusal, or [`Next::Incomplete`].
     pub fn next(&self) -> Next<'_> {
         if let Some(status) = self.refused {
@@ -141,6 +169,7 @@ impl RequestReader {
         self.scanner = Scanner::default();
         self.framing = None;
         self.refused = None;
+        self.continue_due = false;
     }
 
     /// Whether part of a request has arrived, for the caller's timeout on slow clients.
@@ -219,6 +248,29 @@ mod tests {
             let _ = feed(&mut reader, bytes);
             assert_eq!(reader.next(), Next::Refused(status), "{}", String::from_utf8_lossy(bytes));
             assert_eq!(reader.receive(b"more"), 0, "a refused reader takes nothing");
+        }
+    }
+
+    #[test]
+    fn continue_is_due_once_for_content_that_waits_for_it() {
+        let mut reader = RequestReader::new(16);
+        let head = b"POST /a HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n";
+        assert_eq!(reader.receive(head), head.len());
+        assert!(reader.take_continue());
+        assert!(!reader.take_continue(), "once");
+        assert_eq!(reader.receive(b"abc"), 3);
+        assert!(matches!(reader.next(), Next::Request(_)));
+        reader.consume();
+        // Content sent along with the head needs no 100; nor does a refused or content-less one.
+        for (bytes, max) in [
+            (&b"POST /a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc"[..], 16),
+            (b"POST /a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 30\r\n\r\n", 16),
+            (b"GET /a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n", 16),
+            (b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n", 16),
+        ] {
+            let mut reader = RequestReader::new(max);
+            let _ = feed(&mut reader, bytes);
+            assert!(!reader.take_continue(), "{}", String::from_utf8_lossy(bytes));
         }
     }
 

@@ -246,7 +246,13 @@ fn pump(net: &mut Net, store: &mut Store<Volume>, client: &mut Client, now: Inst
         let closing = client.closing;
         match net.tcp_recv_with(&client.stream, |data| if closing { data.len() } else { reader.receive(data) }) {
             Ok(0) => {}
-            Ok(_) => progressed = true,
+            Ok(_) => {
+                progressed = true;
+                if client.reader.take_continue() {
+                    // The client (curl, for large values) waits for this before sending the value.
+                    client.output.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                }
+            }
             Err(TcpError::Finished) => {
                 // The client sent everything: answer what is complete, then close.
                 if client.output.is_empty() && !matches!(client.reader.next(), Next::Request(_)) {
