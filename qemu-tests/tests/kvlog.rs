@@ -1,6 +1,6 @@
 //! `kvlog` on both architectures with a real virtio-blk volume (a file on the host), checked over
-//! real HTTP: appends read back by sequence number and by key, everything acknowledged survives
-//! `kill -9` of the VM and a reboot on the same file, a volume cut or damaged mid-record (a torn
+//! real HTTP: appends read back by sequence number and by key, everything acknowledged (also by
+//! concurrent clients) survives `kill -9` of the VM and a reboot on the same file, a volume cut or damaged mid-record (a torn
 //! snapshot) recovers its valid prefix and keeps serving, a full volume answers 507, and
 //! malformed requests get 4xx without harming the appliance. The volume file is also read back on
 //! the host with the appliance's own log library, so the guest and the format agree.
@@ -208,7 +208,47 @@ fn appends_survive_kill_and_reboot(arch: Arch, test: &str) {
     check_records(&kvlog, 40, 41);
     assert_eq!(kvlog.get("/log/40").3, big);
     append_range_after(&kvlog, 41);
+
+    // Concurrent clients: every append gets its own number, and all of them are durable.
+    let port = kvlog.port;
+    let workers: Vec<_> = (0..4)
+        .map(|client| {
+            std::thread::spawn(move || {
+                (0..8)
+                    .map(|i| {
+                        let url = format!("http://127.0.0.1:{port}/append?key=c{client}");
+                        let response = agent().post(&url).send(format!("c{client}-{i}")).expect("POST /append");
+                        assert_eq!(response.status().as_u16(), 201);
+                        let body = response.into_body().read_to_string().expect("a body");
+                        let seq: u64 = body
+                            .trim()
+                            .strip_prefix("{\"seq\":")
+                            .and_then(|rest| rest.strip_suffix('}'))
+                            .and_then(|n| n.parse().ok())
+                            .unwrap_or_else(|| panic!("not a seq: {body:?}"));
+                        (seq, format!("c{client}-{i}"))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut appended: Vec<(u64, String)> =
+        workers.into_iter().flat_map(|worker| worker.join().expect("a client thread")).collect();
+    appended.sort();
+    assert_eq!(appended.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), (42..74).collect::<Vec<_>>());
     kvlog.assert_alive();
+    kvlog.kill();
+
+    let kvlog = Kvlog::boot(arch, test, &volume).expect("it booted before");
+    assert!(kvlog.console().contains("recovered 74 records"), "{}", kvlog.console());
+    for (seq, value) in &appended {
+        let (status, _, key, body) = kvlog.get(&format!("/log/{seq}"));
+        assert_eq!((status, body), (200, value.clone().into_bytes()), "record {seq}");
+        assert_eq!(key.as_deref(), value.split('-').next());
+    }
+    for client in 0..4 {
+        assert_eq!(kvlog.get(&format!("/latest/c{client}")).3, format!("c{client}-7").into_bytes());
+    }
 }
 
 /// One more append after a reboot continues the numbering.
