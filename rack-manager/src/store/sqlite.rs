@@ -425,6 +425,27 @@ impl StateStore for SqliteStore {
         Ok(true)
     }
 
+    fn swap_instances(&mut self, swaps: &[(InstanceRecord, InstanceRecord)]) -> Result<bool> {
+        let tx = self.db.transaction()?;
+        for (expected, _) in swaps {
+            let raw = tx
+                .query_row(
+                    &format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = ?1"),
+                    params![expected.id],
+                    instance_from_row,
+                )
+                .optional()?;
+            if raw.map(finish_instance).transpose()?.as_ref() != Some(expected) {
+                return Ok(false);
+            }
+        }
+        for (_, new) in swaps {
+            write_instance(&tx, new)?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
     fn next_sequence(&mut self, name: &str) -> Result<u64> {
         let value: i64 = self.db.query_row(
             "INSERT INTO sequences (name, value) VALUES (?1, 1) \
