@@ -42,6 +42,11 @@ pub const HEALTH_CHECK: Duration = Duration::from_secs(2);
 pub fn run(rack: &Rack) {
     let mut last_check = std::time::Instant::now() - HEALTH_CHECK;
     loop {
+        // A standby manager (etcd store) watches; the elected scheduler acts.
+        if !rack.is_scheduler() {
+            rack.sleep(TICK);
+            continue;
+        }
         if last_check.elapsed() >= HEALTH_CHECK {
             last_check = std::time::Instant::now();
             if let Err(e) = check_hosts(rack) {
@@ -98,7 +103,8 @@ pub fn backoff_ms(base_ms: u32, n: u32) -> u64 {
 /// The store is not locked while hosts are asked and VMs started: a remote agent may need the
 /// manager's API meanwhile (to fetch an image), and one slow host must not stall every request.
 /// Instead each change is written only if the instance was not changed by someone else (an
-/// operator's `stop` or `rm`) in the meantime; a run started for a change that lost that race is
+/// operator's `stop` or `rm`, or another manager of an etcd rack) in the meantime, by
+/// compare-and-swap; a run started for a change that lost that race is
 /// stopped again, so no VM is ever left without a record.
 pub fn pass(rack: &Rack) -> crate::store::Result<()> {
     let (records, deployments, images) = {
@@ -117,18 +123,14 @@ pub fn pass(rack: &Rack) -> crate::store::Result<()> {
     if changed.is_empty() {
         return Ok(());
     }
-    let mut store = rack.store();
-    let mut write = Vec::new();
+    // Compare-and-swap: each change is written only if nobody changed the instance since it was read.
+    let written = rack.store().swap_instances(&changed)?;
     let mut orphaned = Vec::new();
-    for (old, new) in changed {
-        if store.instance(&old.id)?.is_some_and(|current| current == old) {
-            write.push(new);
-        } else if new.state == InstanceState::Running && old.state != InstanceState::Running {
+    for ((old, new), written) in changed.into_iter().zip(written) {
+        if !written && new.state == InstanceState::Running && old.state != InstanceState::Running {
             orphaned.push(new);
         }
     }
-    store.update_instances(&write)?;
-    drop(store);
     for run in orphaned {
         if let Some(agent) = rack.agent(&run.host) {
             let _ = agent.stop(&run_ref(&run));

@@ -159,10 +159,10 @@ fn hosts_and_images_round_trip(backend: &Backend) {
     // A known host keeps its state when it joins again with new capacity.
     store.upsert_host(&HostRecord { memory_mib: 2048, ..host("a") }).expect("host");
     let hosts = store.hosts().expect("lists");
-    assert_eq!(hosts.iter().map(|h| (h.name.as_str(), h.state, h.memory_mib)).collect::<Vec<_>>(), [
-        ("a", HostState::Draining, 2048),
-        ("b", HostState::Ready, 1024)
-    ]);
+    assert_eq!(
+        hosts.iter().map(|h| (h.name.as_str(), h.state, h.memory_mib)).collect::<Vec<_>>(),
+        [("a", HostState::Draining, 2048), ("b", HostState::Ready, 1024)]
+    );
     assert!(store.remove_host("b").expect("removes"));
     assert!(!store.remove_host("b").expect("removes"));
 
@@ -181,13 +181,14 @@ fn swaps_write_only_unchanged_records(backend: &Backend) {
     store.create_deployment(&deployment("d1"), &[instance("a", "d1"), instance("b", "d1")]).expect("created");
     let (a, b) = (instance("a", "d1"), instance("b", "d1"));
     let placed = |r: &InstanceRecord, host: &str| InstanceRecord { host: host.into(), ..r.clone() };
-    assert!(store.swap_instances(&[(a.clone(), placed(&a, "h1"))]).expect("swaps"));
-    // `a` changed since it was read: the whole swap is refused, `b` included.
-    assert!(!store.swap_instances(&[(b.clone(), placed(&b, "h2")), (a.clone(), placed(&a, "h3"))]).expect("swaps"));
+    assert_eq!(store.swap_instances(&[(a.clone(), placed(&a, "h1"))]).expect("swaps"), [true]);
+    // `a` changed since it was read: its claim is refused; `b`'s, made on a current read, holds.
+    let written = store.swap_instances(&[(b.clone(), placed(&b, "h2")), (a.clone(), placed(&a, "h3"))]);
+    assert_eq!(written.expect("swaps"), [true, false]);
     assert_eq!(store.instance("a").expect("reads").map(|i| i.host), Some("h1".into()));
-    assert_eq!(store.instance("b").expect("reads").map(|i| i.host), Some("local".into()));
+    assert_eq!(store.instance("b").expect("reads").map(|i| i.host), Some("h2".into()));
     // A record that does not exist cannot be swapped.
-    assert!(!store.swap_instances(&[(instance("x", "d1"), instance("x", "d1"))]).expect("swaps"));
+    assert_eq!(store.swap_instances(&[(instance("x", "d1"), instance("x", "d1"))]).expect("swaps"), [false]);
     assert!(store.instance("x").expect("reads").is_none());
 }
 
@@ -237,9 +238,8 @@ fn etcd_a_deployment_whose_instance_exists_is_not_half_written() {
 fn etcd_two_schedulers_never_claim_the_same_instance() {
     let Some(server) = EtcdServer::start() else { return };
     const COUNT: usize = 40;
-    let unplaced: Vec<InstanceRecord> = (0..COUNT)
-        .map(|i| InstanceRecord { host: String::new(), ..instance(&format!("hello-{i}"), "d1") })
-        .collect();
+    let unplaced: Vec<InstanceRecord> =
+        (0..COUNT).map(|i| InstanceRecord { host: String::new(), ..instance(&format!("hello-{i}"), "d1") }).collect();
     etcd_store(&server, 10).create_deployment(&deployment("d1"), &unplaced).expect("created");
     let barrier = Arc::new(Barrier::new(2));
     let racers: Vec<_> = ["host-a", "host-b"]
@@ -258,7 +258,7 @@ fn etcd_two_schedulers_never_claim_the_same_instance() {
                         continue;
                     }
                     let claimed = InstanceRecord { host: name.into(), ..read.clone() };
-                    if store.swap_instances(&[(read, claimed)]).expect("swaps") {
+                    if store.swap_instances(&[(read, claimed)]).expect("swaps") == [true] {
                         won.push(id);
                     }
                 }

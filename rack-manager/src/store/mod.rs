@@ -30,6 +30,8 @@ pub enum StoreError {
     #[error("etcd failed: {0}")]
     Etcd(String),
     #[error("{0}")]
+    Unreachable(String),
+    #[error("{0}")]
     Conflict(String),
 }
 
@@ -126,11 +128,11 @@ pub trait StateStore: Send {
     /// The next value of a named counter, starting at 1; never repeats, even across restarts.
     fn next_sequence(&mut self, name: &str) -> Result<u64>;
 
-    /// Compare-and-swap: writes every `(expected, new)` pair's `new` record, in one transaction,
-    /// only if each stored record still equals `expected`; otherwise writes nothing and returns
-    /// `false`. This is how a decision made on a read (a placement, a started run) is claimed:
-    /// two schedulers can never both act on the same read.
-    fn swap_instances(&mut self, swaps: &[(InstanceRecord, InstanceRecord)]) -> Result<bool>;
+    /// Compare-and-swap, per pair: writes `new` only if the stored record still equals
+    /// `expected`, all pairs in one round trip; returns which were written. This is how a
+    /// decision made on a read (a placement, a started run) is claimed: two schedulers can never
+    /// both act on the same read.
+    fn swap_instances(&mut self, swaps: &[(InstanceRecord, InstanceRecord)]) -> Result<Vec<bool>>;
 
     /// Keeps host `name` marked alive for as long as this process holds the store open (etcd: a
     /// key on this process's lease, gone when it stops renewing it). Nothing to do where the

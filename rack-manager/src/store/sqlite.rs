@@ -425,9 +425,10 @@ impl StateStore for SqliteStore {
         Ok(true)
     }
 
-    fn swap_instances(&mut self, swaps: &[(InstanceRecord, InstanceRecord)]) -> Result<bool> {
+    fn swap_instances(&mut self, swaps: &[(InstanceRecord, InstanceRecord)]) -> Result<Vec<bool>> {
         let tx = self.db.transaction()?;
-        for (expected, _) in swaps {
+        let mut written = Vec::with_capacity(swaps.len());
+        for (expected, new) in swaps {
             let raw = tx
                 .query_row(
                     &format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = ?1"),
@@ -435,15 +436,14 @@ impl StateStore for SqliteStore {
                     instance_from_row,
                 )
                 .optional()?;
-            if raw.map(finish_instance).transpose()?.as_ref() != Some(expected) {
-                return Ok(false);
+            let unchanged = raw.map(finish_instance).transpose()?.as_ref() == Some(expected);
+            if unchanged {
+                write_instance(&tx, new)?;
             }
-        }
-        for (_, new) in swaps {
-            write_instance(&tx, new)?;
+            written.push(unchanged);
         }
         tx.commit()?;
-        Ok(true)
+        Ok(written)
     }
 
     fn next_sequence(&mut self, name: &str) -> Result<u64> {

@@ -31,7 +31,9 @@ use std::{
     time::Duration,
 };
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, PutOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, PutOptions, Txn, TxnOp, TxnOpResponse,
+};
 use rack_api::{Deployment, HostState, Image};
 use serde::{Serialize, de::DeserializeOwned};
 pub use session::Election;
@@ -88,10 +90,8 @@ fn json<T: Serialize>(value: &T) -> String {
 }
 
 fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T> {
-    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
-        what: String::from_utf8_lossy(key).into_owned(),
-        detail: e.to_string(),
-    })
+    serde_json::from_slice(value)
+        .map_err(|e| StoreError::Corrupt { what: String::from_utf8_lossy(key).into_owned(), detail: e.to_string() })
 }
 
 impl EtcdStore {
@@ -129,8 +129,8 @@ impl EtcdStore {
         };
         let client = runtime
             .block_on(async { tokio::time::timeout(CONNECT_TIMEOUT, connecting).await })
-            .map_err(|_| StoreError::Etcd(unreachable_message(&endpoints, "no answer within 5 s")))?
-            .map_err(|e| StoreError::Etcd(unreachable_message(&endpoints, &e.to_string())))?;
+            .map_err(|_| StoreError::Unreachable(unreachable_message(&endpoints, "no answer within 5 s")))?
+            .map_err(|e| StoreError::Unreachable(unreachable_message(&endpoints, &e.to_string())))?;
         let kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE_BYTES);
         let ttl = Duration::from_secs(u64::from(settings.lease_ttl_s));
         let session = session::Session::start(&runtime, client.clone(), prefix.clone(), rack.clone(), ttl);
@@ -200,9 +200,11 @@ impl EtcdStore {
         for _ in 0..CAS_ATTEMPTS {
             let (current, revision) = self.read::<T>(key)?;
             let Some(next) = change(current) else { return Ok(None) };
-            let txn = Txn::new()
-                .when([Compare::mod_revision(key, CompareOp::Equal, revision)])
-                .and_then([TxnOp::put(key, json(&next), None)]);
+            let txn = Txn::new().when([Compare::mod_revision(key, CompareOp::Equal, revision)]).and_then([TxnOp::put(
+                key,
+                json(&next),
+                None,
+            )]);
             if self.txn(&format!("writing {key}"), txn)? {
                 return Ok(Some(next));
             }
@@ -316,9 +318,12 @@ impl StateStore for EtcdStore {
             let (Some(instance), instance_revision) = self.read::<InstanceRecord>(&key)? else { return Ok(false) };
             let deployment_key = self.key("deployments", &instance.deployment);
             let (deployment, deployment_revision) = self.read::<Deployment>(&deployment_key)?;
-            let left =
-                self.list::<InstanceRecord>("instances")?.iter().filter(|i| i.deployment == instance.deployment).count()
-                    - 1;
+            let left = self
+                .list::<InstanceRecord>("instances")?
+                .iter()
+                .filter(|i| i.deployment == instance.deployment)
+                .count()
+                - 1;
             let mut then = vec![TxnOp::delete(key.as_str(), None)];
             match deployment {
                 Some(_) if left == 0 => then.push(TxnOp::delete(deployment_key.as_str(), None)),
@@ -348,26 +353,45 @@ impl StateStore for EtcdStore {
         Ok(next.expect("the change always gives a value"))
     }
 
-    fn swap_instances(&mut self, swaps: &[(InstanceRecord, InstanceRecord)]) -> Result<bool> {
-        for _ in 0..CAS_ATTEMPTS {
-            let mut compares = Vec::new();
-            for (expected, _) in swaps {
-                let key = self.key("instances", &expected.id);
-                let (current, revision) = self.read::<InstanceRecord>(&key)?;
-                if current.as_ref() != Some(expected) {
-                    return Ok(false);
-                }
-                compares.push(Compare::mod_revision(key, CompareOp::Equal, revision));
-            }
-            let puts: Vec<TxnOp> =
-                swaps.iter().map(|(_, new)| TxnOp::put(self.key("instances", &new.id), json(new), None)).collect();
-            // A failed compare means a write landed between the read and the transaction: read
-            // again, and give up only if the record really differs now.
-            if self.txn("claiming instances", Txn::new().when(compares).and_then(puts))? {
-                return Ok(true);
-            }
+    fn swap_instances(&mut self, swaps: &[(InstanceRecord, InstanceRecord)]) -> Result<Vec<bool>> {
+        if swaps.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(false)
+        // The records as they are now, with their revisions: one read for all.
+        let mut kv = self.kv.clone();
+        let start = self.key("instances", "");
+        let response = self.call("reading instances", kv.get(start, Some(GetOptions::new().with_prefix())))?;
+        let mut current = std::collections::HashMap::new();
+        for pair in response.kvs() {
+            let record: InstanceRecord = decode(pair.key(), pair.value())?;
+            current.insert(record.id.clone(), (record, pair.mod_revision()));
+        }
+        // One transaction of one nested transaction per pair, each comparing its key's
+        // mod_revision with the one just read: a write in between fails that pair only.
+        let mut written = vec![false; swaps.len()];
+        let mut claims = Vec::new();
+        let mut slots = Vec::new();
+        for (slot, (expected, new)) in swaps.iter().enumerate() {
+            let Some((record, revision)) = current.get(&expected.id) else { continue };
+            if record != expected {
+                continue;
+            }
+            let key = self.key("instances", &new.id);
+            let claim = Txn::new()
+                .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, *revision)])
+                .and_then([TxnOp::put(key, json(new), None)]);
+            claims.push(TxnOp::txn(claim));
+            slots.push(slot);
+        }
+        if claims.is_empty() {
+            return Ok(written);
+        }
+        let mut kv = self.kv.clone();
+        let response = self.call("claiming instances", kv.txn(Txn::new().and_then(claims)))?;
+        for (slot, answer) in slots.into_iter().zip(response.op_responses()) {
+            written[slot] = matches!(answer, TxnOpResponse::Txn(nested) if nested.succeeded());
+        }
+        Ok(written)
     }
 
     fn hold_liveness(&mut self, name: &str) -> Result<()> {

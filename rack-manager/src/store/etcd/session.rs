@@ -160,9 +160,11 @@ async fn campaign(
         let response = kv.get(key, None).await?;
         response.kvs().first().is_some_and(|pair| pair.lease() == lease)
     } else {
-        let txn = Txn::new()
-            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key, me, Some(PutOptions::new().with_lease(lease)))]);
+        let txn = Txn::new().when([Compare::create_revision(key, CompareOp::Equal, 0)]).and_then([TxnOp::put(
+            key,
+            me,
+            Some(PutOptions::new().with_lease(lease)),
+        )]);
         kv.txn(txn).await?.succeeded()
     };
     if ours != leading {
