@@ -23,6 +23,7 @@ use common::{BIN, Rack, image};
 use etcd_server::EtcdServer;
 use images::Arch;
 use rack_api::{Host, HostState, Instance, InstanceState};
+use rustix::process::{Pid, Signal, kill_process};
 
 /// The lease TTL the managers run with: short, so failover is quick to test.
 const LEASE_TTL: &str = "2";
@@ -135,6 +136,39 @@ fn the_standby_takes_over_when_the_scheduler_dies() {
 }
 
 #[test]
+fn a_dead_agents_host_reads_as_down_when_its_lease_expires() {
+    let Some(etcd) = EtcdServer::start() else { return };
+    let mut rack = manager(&etcd, "m1");
+    let standby = manager(&etcd, "m2");
+    let lease = ["--launcher", "sim", "--etcd-endpoints", &etcd.endpoint(), "--rack", "r1", "--lease-ttl", LEASE_TTL];
+    rack.add_agent("a1", &lease);
+    wait_until("a1 to join", Duration::from_secs(30), || host_state(&rack, "a1") == Some(HostState::Ready));
+    assert!(keys(&etcd.endpoint()).contains(&"/mast/r1/alive/a1".to_owned()), "the agent holds its liveness key");
+    // Frozen, not killed: the agent still accepts connections (its pings hang until they time
+    // out), but renews nothing. Its lease expires, and etcd deletes its liveness key.
+    let frozen = Instant::now();
+    let agent = Pid::from_raw(rack.agents[0].0.id() as i32).expect("a pid");
+    kill_process(agent, Signal::STOP).expect("SIGSTOP the agent");
+    wait_until("a1's liveness key to expire", Duration::from_secs(30), || {
+        !keys(&etcd.endpoint()).contains(&"/mast/r1/alive/a1".to_owned())
+    });
+    let expired = frozen.elapsed();
+    // Every manager sees the host down, the standby included, which pings nobody.
+    wait_until("a1 to read as down", Duration::from_secs(30), || {
+        host_state(&standby, "a1") == Some(HostState::Unreachable)
+    });
+    eprintln!(
+        "lease TTL {LEASE_TTL} s: agent frozen → its liveness key expired after {expired:?}, its host read as down \
+         on the standby after {:?}",
+        frozen.elapsed()
+    );
+    let _ = kill_process(agent, Signal::KILL);
+    // Removing the host forgets that it was leased.
+    rack.ok(&["host", "rm", "a1"]);
+    assert_eq!(host_state(&standby, "a1"), None);
+}
+
+#[test]
 fn image_bytes_never_go_into_etcd() {
     let Some(etcd) = EtcdServer::start() else { return };
     let hello = image("hello", Arch::Aarch64);
@@ -158,6 +192,11 @@ fn image_bytes_never_go_into_etcd() {
         }
     }
     eprintln!("etcd holds {} keys for the rack, the largest value {largest} bytes", everything.len());
+}
+
+/// Every key in etcd.
+fn keys(endpoint: &str) -> Vec<String> {
+    all_pairs(endpoint).into_iter().map(|(key, _)| key).collect()
 }
 
 /// Every key and value in etcd.

@@ -221,6 +221,16 @@ struct AgentArgs {
     memory_mib: Option<u64>,
     #[arg(long)]
     vcpus: Option<u32>,
+    /// The rack's etcd (when its manager runs --store etcd): the agent keeps its host's liveness
+    /// key there on its own lease, so every manager sees the host down once the agent dies.
+    #[arg(long, value_delimiter = ',', value_name = "URLS")]
+    etcd_endpoints: Option<Vec<String>>,
+    /// With --etcd-endpoints: the rack's name, as the manager's --rack.
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    rack: String,
+    /// With --etcd-endpoints: seconds after its death that the host reads as down.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    lease_ttl: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -472,6 +482,20 @@ fn agent(cli: &Cli, args: &AgentArgs, data_dir: &Path) -> anyhow::Result<()> {
         arches: launcher.arches().iter().map(|a| a.name().to_owned()).collect(),
         memory_mib,
         vcpus,
+    };
+    // Held until the process ends: its lease is the host's liveness.
+    let _liveness = match &args.etcd_endpoints {
+        Some(endpoints) => {
+            let settings = crate::store::etcd::EtcdSettings {
+                endpoints: endpoints.clone(),
+                rack: args.rack.clone(),
+                lease_ttl_s: args.lease_ttl,
+            };
+            let mut store = crate::store::etcd::EtcdStore::connect(&settings)?;
+            crate::store::StateStore::hold_liveness(&mut store, &join.name)?;
+            Some(store)
+        }
+        None => None,
     };
     let manager = args.join.as_ref().or(args.manager_url.as_ref()).expect("clap requires one of them");
     let agent = LocalAgent::new(launcher, dir, trusted, Some((manager.clone(), token.clone())));

@@ -5,6 +5,7 @@
 //! ```text
 //! hosts/<name>          HostRecord
 //! alive/<name>          on the lease of the process that runs the host's agent: gone when it dies
+//! leased/<name>         says the host's liveness is by lease (its alive key's absence means down)
 //! images/<id>           Image metadata (the bytes stay in the data directories, never in etcd)
 //! deployments/<id>      Deployment
 //! instances/<id>        InstanceRecord
@@ -229,11 +230,13 @@ impl StateStore for EtcdStore {
 
     fn hosts(&self) -> Result<Vec<HostRecord>> {
         let mut hosts: Vec<HostRecord> = self.list("hosts")?;
-        let alive = self.names("alive")?;
+        let (leased, alive) = (self.names("leased")?, self.names("alive")?);
         for host in &mut hosts {
-            // A built-in host lives as long as its manager's lease: when the lease expired, the
-            // host is down, whatever was last written.
-            if host.address.is_none() && host.state == HostState::Ready && !alive.contains(&host.name) {
+            // A host whose agent keeps a lease (every manager's built-in host, and agents given
+            // --etcd-endpoints) lives as long as the lease: once it expired, the host is down,
+            // whatever was last written. Other agents are judged by the scheduler's pings.
+            let lease_expired = leased.contains(&host.name) && !alive.contains(&host.name);
+            if lease_expired && host.state == HostState::Ready {
                 host.state = HostState::Unreachable;
             }
         }
@@ -249,7 +252,11 @@ impl StateStore for EtcdStore {
     }
 
     fn remove_host(&mut self, name: &str) -> Result<bool> {
-        self.delete(&self.key("hosts", name))
+        let mut kv = self.kv.clone();
+        let txn = Txn::new()
+            .and_then([TxnOp::delete(self.key("hosts", name), None), TxnOp::delete(self.key("leased", name), None)]);
+        let response = self.call(&format!("removing host {name}"), kv.txn(txn))?;
+        Ok(matches!(response.op_responses().first(), Some(TxnOpResponse::Delete(deleted)) if deleted.deleted() > 0))
     }
 
     fn put_image(&mut self, image: &Image) -> Result<()> {
@@ -400,8 +407,11 @@ impl StateStore for EtcdStore {
             return Err(StoreError::Etcd(format!("no lease from {} within {OP_TIMEOUT:?}", self.endpoints)));
         };
         let mut kv = self.kv.clone();
-        let value = session::holder();
-        self.call(&format!("writing {key}"), kv.put(key.clone(), value, Some(PutOptions::new().with_lease(lease))))?;
+        let marker = self.key("leased", name);
+        let alive = PutOptions::new().with_lease(lease);
+        let txn =
+            Txn::new().and_then([TxnOp::put(marker, "{}", None), TxnOp::put(key, session::holder(), Some(alive))]);
+        self.call(&format!("marking {name} alive"), kv.txn(txn))?;
         Ok(())
     }
 
