@@ -67,6 +67,10 @@ pub fn check_hosts(rack: &Rack) -> crate::store::Result<()> {
     let hosts = rack.store().hosts()?;
     let mut changes = Vec::new();
     for host in hosts {
+        // Agents that joined through another manager of an etcd rack: reach them too.
+        if let (Some(address), None) = (&host.address, rack.agent(&host.name)) {
+            rack.add_agent(&host.name, std::sync::Arc::new(crate::agent::RemoteAgent::new(address, &rack.token)));
+        }
         let answers = rack.agent(&host.name).is_some_and(|agent| agent.ping().is_ok());
         match (host.state, answers) {
             (HostState::Ready, false) => changes.push((host.name, HostState::Unreachable)),

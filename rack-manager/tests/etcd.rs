@@ -136,6 +136,51 @@ fn the_standby_takes_over_when_the_scheduler_dies() {
 }
 
 #[test]
+fn the_new_scheduler_supervises_agents_that_joined_the_old_one() {
+    let Some(etcd) = EtcdServer::start() else { return };
+    let hello = image("hello", Arch::Aarch64);
+    let mut first = manager(&etcd, "m1");
+    wait_until("m1 to be elected", Duration::from_secs(20), || is_scheduler(&first));
+    // The managers of one rack share its API token: agents and the CLI use one.
+    let mut second = manager(&etcd, "m2");
+    second.kill_daemon();
+    std::fs::copy(first.data_dir().join("token"), second.data_dir().join("token")).expect("copies the token");
+    second.start_daemon();
+    first.ok(&["image", "push", path_str(&hello)]);
+    second.ok(&["image", "push", path_str(&hello)]);
+    // The agent joins the first manager, after the second one started.
+    first.add_agent("a1", &["--launcher", "sim", "--etcd-endpoints", &etcd.endpoint(), "--rack", "r1"]);
+    wait_until("a1 to join", Duration::from_secs(30), || host_state(&first, "a1") == Some(HostState::Ready));
+    first.ok(&["host", "drain", "m1"]);
+    let deployed: Vec<Instance> =
+        serde_json::from_str(&first.ok(&["deploy", "hello", "-o", "json"])).expect("deploy -o json is JSON");
+    assert_eq!(deployed[0].host, "a1");
+    let id = deployed[0].id.clone();
+
+    first.kill_daemon();
+    wait_until("m2 to be elected", Duration::from_secs(30), || is_scheduler(&second));
+    // The new scheduler reaches the agent it never saw join: it stops and starts its instance.
+    let stopped = Instant::now();
+    loop {
+        let output = second.cli(&["stop", &id]);
+        if output.status.success() {
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(30),
+            "m2 cannot stop {id}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    second.ok(&["start", &id]);
+    let instances = second.wait_for("the instance running again", Duration::from_secs(30), |all| {
+        all.iter().any(|i| i.id == id && i.state == InstanceState::Running)
+    });
+    assert_eq!(instances.iter().find(|i| i.id == id).map(|i| i.host.as_str()), Some("a1"));
+}
+
+#[test]
 fn a_dead_agents_host_reads_as_down_when_its_lease_expires() {
     let Some(etcd) = EtcdServer::start() else { return };
     let mut rack = manager(&etcd, "m1");
