@@ -366,6 +366,37 @@ fn etcd_the_change_feed_delivers_changes_and_resumes_after_etcd_restarts() {
 }
 
 #[test]
+fn etcd_a_dead_member_of_three_changes_nothing() {
+    let Some(mut members) = EtcdServer::cluster(3) else { return };
+    let endpoints: Vec<String> = members.iter().map(EtcdServer::endpoint).collect();
+    let settings = EtcdSettings { endpoints: endpoints.clone(), rack: "test".into(), lease_ttl_s: 2 };
+    let mut store = EtcdStore::connect(&settings).expect("connects to the cluster");
+    store.upsert_host(&HostRecord { address: None, ..host("m1") }).expect("host");
+    store.hold_liveness("m1").expect("holds");
+    let election = store.election();
+    election.campaign("http://m1");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !election.is_leader() {
+        assert!(Instant::now() < deadline, "not elected within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    members[0].kill();
+    // Every call still succeeds (a refused connection is tried on another member), and the lease
+    // lives on, renewed through the members left: the host stays alive, the leader stays leader.
+    let started = Instant::now();
+    let mut calls = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        store.next_sequence("instance").expect("a call with one member of three dead");
+        assert_eq!(store.hosts().expect("lists")[0].state, HostState::Ready, "the lease expired");
+        calls += 2;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(election.is_leader(), "lost the scheduler role to a dead member");
+    assert_eq!(election.leader().as_deref(), Some("http://m1"));
+    eprintln!("{calls} calls over 5 s (2.5 lease TTLs) with one member of three dead: all succeeded");
+}
+
+#[test]
 fn an_unreachable_etcd_is_reported_with_what_to_do() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
     let settings =

@@ -23,8 +23,11 @@ pub const INSTALL_HINT: &str = "etcd is not installed: `cargo xtask test` instal
 pub struct EtcdServer {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
+    name: String,
     client_port: u16,
     peer_port: u16,
+    /// `--initial-cluster`: every member's name and peer URL.
+    cluster: String,
 }
 
 fn on_path(binary: &str) -> bool {
@@ -39,6 +42,12 @@ impl EtcdServer {
     /// Starts etcd and waits until it is healthy; `None` (after saying so) only when etcd is
     /// missing and `MAST_SKIP_ETCD=1`.
     pub fn start() -> Option<EtcdServer> {
+        Some(EtcdServer::cluster(1)?.remove(0))
+    }
+
+    /// Starts a cluster of `members` and waits until every member is healthy; `None` as for
+    /// [`EtcdServer::start`].
+    pub fn cluster(members: usize) -> Option<Vec<EtcdServer>> {
         if !on_path("etcd") {
             if std::env::var("MAST_SKIP_ETCD").is_ok_and(|v| v == "1") {
                 eprintln!("SKIPPED (MAST_SKIP_ETCD=1): {INSTALL_HINT}");
@@ -46,10 +55,29 @@ impl EtcdServer {
             }
             panic!("{INSTALL_HINT}");
         }
-        let dir = tempfile::tempdir().expect("a temp dir for etcd");
-        let mut server = EtcdServer { child: None, dir, client_port: free_port(), peer_port: free_port() };
-        server.spawn();
-        Some(server)
+        let ports: Vec<(u16, u16)> = (0..members).map(|_| (free_port(), free_port())).collect();
+        let cluster: Vec<String> =
+            ports.iter().enumerate().map(|(i, (_, peer))| format!("e{i}=http://127.0.0.1:{peer}")).collect();
+        let mut servers: Vec<EtcdServer> = ports
+            .into_iter()
+            .enumerate()
+            .map(|(i, (client_port, peer_port))| EtcdServer {
+                child: None,
+                dir: tempfile::tempdir().expect("a temp dir for etcd"),
+                name: format!("e{i}"),
+                client_port,
+                peer_port,
+                cluster: cluster.join(","),
+            })
+            .collect();
+        // All first, then the waits: a member is healthy only once a quorum is up.
+        for server in &mut servers {
+            server.spawn();
+        }
+        for server in &servers {
+            server.wait_healthy(Duration::from_secs(30));
+        }
+        Some(servers)
     }
 
     pub fn endpoint(&self) -> String {
@@ -65,13 +93,14 @@ impl EtcdServer {
             .open(self.dir.path().join("etcd.log"))
             .expect("etcd's log opens");
         let child = Command::new("etcd")
-            .arg("--name=test")
+            .arg(format!("--name={}", self.name))
             .arg(format!("--data-dir={}", self.dir.path().join("data").display()))
             .arg(format!("--listen-client-urls={client}"))
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=test={peer}"))
+            .arg(format!("--initial-cluster={}", self.cluster))
+            .arg("--initial-cluster-token=mast-test")
             // Deployments of many replicas are one transaction.
             .arg("--max-txn-ops=100000")
             .stdin(Stdio::null())
@@ -80,7 +109,6 @@ impl EtcdServer {
             .spawn()
             .expect("etcd starts");
         self.child = Some(child);
-        self.wait_healthy(Duration::from_secs(30));
     }
 
     fn wait_healthy(&self, timeout: Duration) {
@@ -118,6 +146,7 @@ impl EtcdServer {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
+        self.wait_healthy(Duration::from_secs(30));
     }
 }
 

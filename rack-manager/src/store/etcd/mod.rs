@@ -29,7 +29,7 @@ use std::{
     collections::HashSet,
     future::Future,
     sync::{Arc, mpsc},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use etcd_client::{
@@ -48,6 +48,8 @@ const OP_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read-modify-write attempts before giving up on a key that keeps changing.
 const CAS_ATTEMPTS: usize = 32;
+/// The pause before trying another etcd member.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// The largest answer accepted: a rack's whole instance list comes in one.
 const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
@@ -84,6 +86,12 @@ pub fn unreachable_message(endpoints: &str, cause: &str) -> String {
         "cannot reach etcd at {endpoints}: start it with `etcd` (Debian package etcd-server) or use the default \
          --store sqlite ({cause})"
     )
+}
+
+/// Whether a failed request surely never reached etcd: its connection was refused. (The client
+/// reports it only in the message.)
+fn never_sent(error: &etcd_client::Error) -> bool {
+    error.to_string().contains("tcp connect error")
 }
 
 fn json<T: Serialize>(value: &T) -> String {
@@ -143,12 +151,33 @@ impl EtcdStore {
         Election::new(self.session.clone(), self.runtime.handle().clone(), self.kv.clone(), self.prefix.clone())
     }
 
-    /// Runs one etcd call to completion, within [`OP_TIMEOUT`].
-    fn call<T>(&self, what: &str, call: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T> {
-        self.runtime
-            .block_on(async { tokio::time::timeout(OP_TIMEOUT, call).await })
-            .map_err(|_| StoreError::Etcd(format!("{what}: no answer from {} within {OP_TIMEOUT:?}", self.endpoints)))?
-            .map_err(|e| StoreError::Etcd(format!("{what}: {e}")))
+    /// Runs one etcd call to completion, within [`OP_TIMEOUT`]. `attempt` makes the call on a
+    /// KV client; it is made again when the connection was refused (a dead member: the client
+    /// balances the next attempt to another), never when the request may have reached etcd.
+    fn call<T, F: Future<Output = Result<T, etcd_client::Error>>>(
+        &self,
+        what: &str,
+        mut attempt: impl FnMut(KvClient) -> F,
+    ) -> Result<T> {
+        let deadline = Instant::now() + OP_TIMEOUT;
+        loop {
+            let answer = self
+                .runtime
+                .block_on(async { tokio::time::timeout_at(deadline.into(), attempt(self.kv.clone())).await });
+            match answer {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) if never_sent(&e) && Instant::now() + RETRY_PAUSE < deadline => {
+                    std::thread::sleep(RETRY_PAUSE);
+                }
+                Ok(Err(e)) => return Err(StoreError::Etcd(format!("{what}: {e}"))),
+                Err(_) => {
+                    return Err(StoreError::Etcd(format!(
+                        "{what}: no answer from {} within {OP_TIMEOUT:?}",
+                        self.endpoints
+                    )));
+                }
+            }
+        }
     }
 
     fn key(&self, kind: &str, name: &str) -> String {
@@ -157,18 +186,21 @@ impl EtcdStore {
 
     /// Every record under `<prefix><kind>/`.
     fn list<T: DeserializeOwned>(&self, kind: &str) -> Result<Vec<T>> {
-        let mut kv = self.kv.clone();
         let start = format!("{}{kind}/", self.prefix);
-        let response = self.call(&format!("listing {kind}"), kv.get(start, Some(GetOptions::new().with_prefix())))?;
+        let start = start.as_str();
+        let response = self.call(&format!("listing {kind}"), |mut kv| async move {
+            kv.get(start, Some(GetOptions::new().with_prefix())).await
+        })?;
         response.kvs().iter().map(|pair| decode(pair.key(), pair.value())).collect()
     }
 
     /// The names under `<prefix><kind>/`, without their values.
     fn names(&self, kind: &str) -> Result<HashSet<String>> {
-        let mut kv = self.kv.clone();
         let start = format!("{}{kind}/", self.prefix);
         let options = GetOptions::new().with_prefix().with_keys_only();
-        let response = self.call(&format!("listing {kind}"), kv.get(start.clone(), Some(options)))?;
+        let (from, options) = (start.as_str(), &options);
+        let response =
+            self.call(&format!("listing {kind}"), |mut kv| async move { kv.get(from, Some(options.clone())).await })?;
         Ok(response
             .kvs()
             .iter()
@@ -178,8 +210,7 @@ impl EtcdStore {
 
     /// One record and its `mod_revision` (0: absent, which is also what a compare sees then).
     fn read<T: DeserializeOwned>(&self, key: &str) -> Result<(Option<T>, i64)> {
-        let mut kv = self.kv.clone();
-        let response = self.call(&format!("reading {key}"), kv.get(key, None))?;
+        let response = self.call(&format!("reading {key}"), |mut kv| async move { kv.get(key, None).await })?;
         match response.kvs().first() {
             Some(pair) => Ok((Some(decode(pair.key(), pair.value())?), pair.mod_revision())),
             None => Ok((None, 0)),
@@ -187,8 +218,8 @@ impl EtcdStore {
     }
 
     fn txn(&self, what: &str, txn: Txn) -> Result<bool> {
-        let mut kv = self.kv.clone();
-        Ok(self.call(what, kv.txn(txn))?.succeeded())
+        let txn = &txn;
+        Ok(self.call(what, |mut kv| async move { kv.txn(txn.clone()).await })?.succeeded())
     }
 
     /// Read-modify-write of one key by compare-and-swap on its `mod_revision`: `change` gets the
@@ -214,8 +245,7 @@ impl EtcdStore {
     }
 
     fn delete(&self, key: &str) -> Result<bool> {
-        let mut kv = self.kv.clone();
-        Ok(self.call(&format!("deleting {key}"), kv.delete(key, None))?.deleted() > 0)
+        Ok(self.call(&format!("deleting {key}"), |mut kv| async move { kv.delete(key, None).await })?.deleted() > 0)
     }
 }
 
@@ -252,17 +282,18 @@ impl StateStore for EtcdStore {
     }
 
     fn remove_host(&mut self, name: &str) -> Result<bool> {
-        let mut kv = self.kv.clone();
         let txn = Txn::new()
             .and_then([TxnOp::delete(self.key("hosts", name), None), TxnOp::delete(self.key("leased", name), None)]);
-        let response = self.call(&format!("removing host {name}"), kv.txn(txn))?;
+        let txn = &txn;
+        let response =
+            self.call(&format!("removing host {name}"), |mut kv| async move { kv.txn(txn.clone()).await })?;
         Ok(matches!(response.op_responses().first(), Some(TxnOpResponse::Delete(deleted)) if deleted.deleted() > 0))
     }
 
     fn put_image(&mut self, image: &Image) -> Result<()> {
-        let mut kv = self.kv.clone();
         let key = self.key("images", &image.id);
-        self.call(&format!("writing {key}"), kv.put(key.clone(), json(image), None))?;
+        let key = key.as_str();
+        self.call(&format!("writing {key}"), |mut kv| async move { kv.put(key, json(image), None).await })?;
         Ok(())
     }
 
@@ -365,9 +396,11 @@ impl StateStore for EtcdStore {
             return Ok(Vec::new());
         }
         // The records as they are now, with their revisions: one read for all.
-        let mut kv = self.kv.clone();
         let start = self.key("instances", "");
-        let response = self.call("reading instances", kv.get(start, Some(GetOptions::new().with_prefix())))?;
+        let start = start.as_str();
+        let response = self.call("reading instances", |mut kv| async move {
+            kv.get(start, Some(GetOptions::new().with_prefix())).await
+        })?;
         let mut current = std::collections::HashMap::new();
         for pair in response.kvs() {
             let record: InstanceRecord = decode(pair.key(), pair.value())?;
@@ -393,8 +426,9 @@ impl StateStore for EtcdStore {
         if claims.is_empty() {
             return Ok(written);
         }
-        let mut kv = self.kv.clone();
-        let response = self.call("claiming instances", kv.txn(Txn::new().and_then(claims)))?;
+        let txn = Txn::new().and_then(claims);
+        let txn = &txn;
+        let response = self.call("claiming instances", |mut kv| async move { kv.txn(txn.clone()).await })?;
         for (slot, answer) in slots.into_iter().zip(response.op_responses()) {
             written[slot] = matches!(answer, TxnOpResponse::Txn(nested) if nested.succeeded());
         }
@@ -406,18 +440,18 @@ impl StateStore for EtcdStore {
         let Some(lease) = self.session.hold(&key, OP_TIMEOUT) else {
             return Err(StoreError::Etcd(format!("no lease from {} within {OP_TIMEOUT:?}", self.endpoints)));
         };
-        let mut kv = self.kv.clone();
         let marker = self.key("leased", name);
         let alive = PutOptions::new().with_lease(lease);
         let txn =
             Txn::new().and_then([TxnOp::put(marker, "{}", None), TxnOp::put(key, session::holder(), Some(alive))]);
-        self.call(&format!("marking {name} alive"), kv.txn(txn))?;
+        let txn = &txn;
+        self.call(&format!("marking {name} alive"), |mut kv| async move { kv.txn(txn.clone()).await })?;
         Ok(())
     }
 
     fn changes(&self) -> Result<Option<mpsc::Receiver<Change>>> {
-        let mut kv = self.kv.clone();
-        let response = self.call("reading the revision", kv.get(self.prefix.clone(), Some(GetOptions::new())))?;
+        let prefix = self.prefix.as_str();
+        let response = self.call("reading the revision", |mut kv| async move { kv.get(prefix, None).await })?;
         let revision = response.header().map_or(0, |h| h.revision());
         let (sender, receiver) = mpsc::channel();
         self.runtime.spawn(feed::run(self.client.clone(), self.prefix.clone(), revision + 1, sender));

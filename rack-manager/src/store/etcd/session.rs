@@ -17,7 +17,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, KvClient, PutOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, GetOptions, KvClient, LeaseClient, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn,
+    TxnOp,
+};
 use tokio::runtime::{Handle, Runtime};
 
 /// How often the task looks at its keys and campaigns.
@@ -97,7 +100,11 @@ async fn keep(session: Arc<Session>, client: Client, prefix: String) {
     }
 }
 
-/// Takes one lease, puts the held keys on it and renews it until that fails.
+/// Takes one lease, puts the held keys on it and renews it until it is lost.
+///
+/// A renewal that fails (the etcd member this stream went to died) is retried on a new stream,
+/// which the client balances to another member, for as long as the lease may still be alive: a
+/// cluster that keeps its quorum keeps the lease, its keys and the scheduler role.
 async fn keep_one(session: &Session, client: &Client, prefix: &str) -> Result<(), String> {
     let mut lease_client = client.lease_client();
     let mut kv = client.kv_client();
@@ -106,44 +113,78 @@ async fn keep_one(session: &Session, client: &Client, prefix: &str) -> Result<()
     let lease = lease_client.grant(ttl_s, None).await.map_err(|e| e.to_string())?.id();
     let renew_every = session.ttl / 3;
     let safe_for = session.ttl * 2 / 3;
+    // Until when etcd surely still holds the lease, by this process's clock.
+    let mut alive_until = sent + session.ttl;
     {
         let mut state = session.state();
         state.lease = Some(lease);
         state.valid_until = Some(sent + safe_for);
     }
-    let (mut keeper, mut responses) = lease_client.keep_alive(lease).await.map_err(|e| e.to_string())?;
+    let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
     let scheduler_key = format!("{prefix}scheduler");
     let mut announced = BTreeSet::new();
     let mut next_renewal = Instant::now() + renew_every;
+    let mut last_error = None;
     loop {
         let (held, candidate) = {
             let state = session.state();
             (state.held.clone(), state.candidate.clone())
         };
-        for key in held.difference(&announced) {
+        // Keys and campaign rounds that fail are tried again next tick, on the same lease.
+        for key in held.difference(&announced.clone()) {
             let options = PutOptions::new().with_lease(lease);
-            kv.put(key.as_str(), holder(), Some(options)).await.map_err(|e| e.to_string())?;
+            if kv.put(key.as_str(), holder(), Some(options)).await.is_ok() {
+                announced.insert(key.clone());
+            }
         }
-        announced = held;
         if let Some(me) = candidate {
-            campaign(session, &mut kv, &scheduler_key, &me, lease).await.map_err(|e| e.to_string())?;
+            let _ = campaign(session, &mut kv, &scheduler_key, &me, lease).await;
         }
         if Instant::now() >= next_renewal {
             let sent = Instant::now();
-            keeper.keep_alive().await.map_err(|e| e.to_string())?;
-            let answer = tokio::time::timeout(renew_every, responses.message())
-                .await
-                .map_err(|_| "no answer to a lease renewal".to_owned())?
-                .map_err(|e| e.to_string())?
-                .ok_or("etcd closed the lease's keep-alive stream")?;
-            if answer.ttl() <= 0 {
-                return Err(format!("lease {lease:x} expired"));
+            match renew(&mut lease_client, lease, &mut stream, renew_every).await {
+                Ok(ttl) if ttl > 0 => {
+                    alive_until = sent + session.ttl;
+                    session.state().valid_until = Some(sent + safe_for);
+                    next_renewal = sent + renew_every;
+                    last_error = None;
+                }
+                Ok(_) => return Err(format!("lease {lease:x} expired")),
+                Err(e) => {
+                    stream = None;
+                    if Instant::now() >= alive_until {
+                        return Err(format!("lease {lease:x} could not be renewed in time: {e}"));
+                    }
+                    last_error = Some(e);
+                    next_renewal = Instant::now() + TICK;
+                }
             }
-            session.state().valid_until = Some(sent + safe_for);
-            next_renewal = sent + renew_every;
+        }
+        if let Some(e) = last_error.take().filter(|_| Instant::now() + TICK >= alive_until) {
+            eprintln!("rack-manager: etcd lease {lease:x}: renewal failing ({e})");
         }
         tokio::time::sleep(TICK).await;
     }
+}
+
+/// One renewal of `lease`, on `stream` (opened first if there is none): the TTL etcd answered.
+async fn renew(
+    lease_client: &mut LeaseClient,
+    lease: i64,
+    stream: &mut Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+    wait: Duration,
+) -> Result<i64, String> {
+    if stream.is_none() {
+        *stream = Some(lease_client.keep_alive(lease).await.map_err(|e| e.to_string())?);
+    }
+    let (keeper, responses) = stream.as_mut().expect("opened above");
+    keeper.keep_alive().await.map_err(|e| e.to_string())?;
+    let answer = tokio::time::timeout(wait, responses.message())
+        .await
+        .map_err(|_| "no answer to a lease renewal".to_owned())?
+        .map_err(|e| e.to_string())?
+        .ok_or("etcd closed the lease's keep-alive stream")?;
+    Ok(answer.ttl())
 }
 
 /// One round of the election: take the free scheduler key, or check that the one held is still
