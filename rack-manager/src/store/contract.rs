@@ -375,11 +375,7 @@ fn etcd_a_dead_member_of_three_changes_nothing() {
     store.hold_liveness("m1").expect("holds");
     let election = store.election();
     election.campaign("http://m1");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !election.is_leader() {
-        assert!(Instant::now() < deadline, "not elected within 10 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_elected(&election);
     members[0].kill();
     // Every call still succeeds (a refused connection is tried on another member), and the lease
     // lives on, renewed through the members left: the host stays alive, the leader stays leader.
@@ -394,6 +390,47 @@ fn etcd_a_dead_member_of_three_changes_nothing() {
     assert!(election.is_leader(), "lost the scheduler role to a dead member");
     assert_eq!(election.leader().as_deref(), Some("http://m1"));
     eprintln!("{calls} calls over 5 s (2.5 lease TTLs) with one member of three dead: all succeeded");
+}
+
+fn wait_elected(election: &super::etcd::Election) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !election.is_leader() {
+        assert!(Instant::now() < deadline, "not elected within 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn etcd_only_the_elected_scheduler_claims() {
+    let Some(server) = EtcdServer::start() else { return };
+    etcd_store(&server, 10).create_deployment(&deployment("d1"), &[instance("a", "d1")]).expect("created");
+    let mut first = etcd_store(&server, 2);
+    first.election().campaign("http://first");
+    wait_elected(&first.election());
+    let mut second = etcd_store(&server, 2);
+    let second_election = second.election();
+    second_election.campaign("http://second");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!second_election.is_leader());
+    assert_eq!(second_election.leader().as_deref(), Some("http://first"));
+
+    // The fence: a manager that campaigns writes claims only while the scheduler key is on its
+    // lease, whatever it believes.
+    let read = instance("a", "d1");
+    let claim = |host: &str| (read.clone(), InstanceRecord { host: host.into(), ..read.clone() });
+    assert_eq!(second.swap_instances(&[claim("by-second")]).expect("swaps"), [false]);
+    let error = second.create_deployment(&deployment("d2"), &[instance("b", "d2")]).expect_err("fenced");
+    assert!(error.to_string().contains("no longer the rack's scheduler"), "{error}");
+    assert!(second.instance("b").expect("reads").is_none());
+    assert_eq!(first.swap_instances(&[claim("by-first")]).expect("swaps"), [true]);
+
+    // The scheduler dies: the second takes over, and its claims go through.
+    drop(first);
+    wait_elected(&second_election);
+    let current = second.instance("a").expect("reads").expect("exists");
+    let moved = InstanceRecord { host: "by-second".into(), ..current.clone() };
+    assert_eq!(second.swap_instances(&[(current, moved)]).expect("swaps"), [true]);
+    second.create_deployment(&deployment("d2"), &[instance("b", "d2")]).expect("the scheduler creates");
 }
 
 #[test]

@@ -244,6 +244,19 @@ impl EtcdStore {
         Err(StoreError::Conflict(format!("{key} kept changing: gave up after {CAS_ATTEMPTS} attempts")))
     }
 
+    /// The fence of a scheduler's writes: for a manager that campaigns, the compare that the
+    /// scheduler key is on its lease, so a deposed scheduler (stalled past its lease, unaware yet)
+    /// writes nothing. `None` for processes that do not campaign.
+    fn fence(&self) -> Result<Option<Compare>> {
+        match self.session.campaign_lease() {
+            None => Ok(None),
+            Some(None) => {
+                Err(StoreError::Conflict("this manager is not the rack's scheduler (it has no lease)".into()))
+            }
+            Some(Some(lease)) => Ok(Some(Compare::lease(format!("{}scheduler", self.prefix), CompareOp::Equal, lease))),
+        }
+    }
+
     fn delete(&self, key: &str) -> Result<bool> {
         Ok(self.call(&format!("deleting {key}"), |mut kv| async move { kv.delete(key, None).await })?.deleted() > 0)
     }
@@ -312,12 +325,14 @@ impl StateStore for EtcdStore {
         // instance id is never claimed twice, even by two managers at once.
         let mut keys = vec![(self.key("deployments", &deployment.id), json(deployment))];
         keys.extend(instances.iter().map(|i| (self.key("instances", &i.id), json(i))));
-        let compares: Vec<Compare> =
+        let mut compares: Vec<Compare> =
             keys.iter().map(|(key, _)| Compare::create_revision(key.as_str(), CompareOp::Equal, 0)).collect();
+        compares.extend(self.fence()?);
         let puts: Vec<TxnOp> = keys.into_iter().map(|(key, value)| TxnOp::put(key, value, None)).collect();
         if !self.txn("creating a deployment", Txn::new().when(compares).and_then(puts))? {
             return Err(StoreError::Conflict(format!(
-                "deployment {} or one of its instances already exists: nothing was written",
+                "deployment {} or one of its instances already exists, or this manager is no longer the rack's \
+                 scheduler: nothing was written",
                 deployment.id
             )));
         }
@@ -426,9 +441,13 @@ impl StateStore for EtcdStore {
         if claims.is_empty() {
             return Ok(written);
         }
-        let txn = Txn::new().and_then(claims);
+        let txn = Txn::new().when(self.fence()?.into_iter().collect::<Vec<_>>()).and_then(claims);
         let txn = &txn;
         let response = self.call("claiming instances", |mut kv| async move { kv.txn(txn.clone()).await })?;
+        // A deposed scheduler's claims all fail together.
+        if !response.succeeded() {
+            return Ok(written);
+        }
         for (slot, answer) in slots.into_iter().zip(response.op_responses()) {
             written[slot] = matches!(answer, TxnOpResponse::Txn(nested) if nested.succeeded());
         }

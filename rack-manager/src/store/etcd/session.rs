@@ -78,6 +78,13 @@ impl Session {
         }
     }
 
+    /// `None` when this process does not campaign; otherwise the lease it campaigns on (`None`
+    /// while it has none).
+    pub fn campaign_lease(&self) -> Option<Option<i64>> {
+        let state = self.state();
+        state.candidate.as_ref().map(|_| state.lease)
+    }
+
     fn lost(&self) {
         let mut state = self.state();
         state.lease = None;
