@@ -44,6 +44,12 @@ pub fn run(rack: &Rack) {
     loop {
         // A standby manager (etcd store) watches; the elected scheduler acts.
         if !rack.is_scheduler() {
+            if last_check.elapsed() >= HEALTH_CHECK {
+                last_check = std::time::Instant::now();
+                if let Err(e) = connect_joined_agents(rack) {
+                    eprintln!("rack-manager: reading hosts: {e}");
+                }
+            }
             rack.sleep(TICK);
             continue;
         }
@@ -64,13 +70,9 @@ pub fn run(rack: &Rack) {
 /// stay where they are, neither restarted elsewhere nor forgotten), and ready again when it does.
 /// A draining host stays draining.
 pub fn check_hosts(rack: &Rack) -> crate::store::Result<()> {
-    let hosts = rack.store().hosts()?;
+    let hosts = connect_joined_agents(rack)?;
     let mut changes = Vec::new();
     for host in hosts {
-        // Agents that joined through another manager of an etcd rack: reach them too.
-        if let (Some(address), None) = (&host.address, rack.agent(&host.name)) {
-            rack.add_agent(&host.name, std::sync::Arc::new(crate::agent::RemoteAgent::new(address, &rack.token)));
-        }
         let answers = rack.agent(&host.name).is_some_and(|agent| agent.ping().is_ok());
         match (host.state, answers) {
             (HostState::Ready, false) => changes.push((host.name, HostState::Unreachable)),
@@ -84,6 +86,17 @@ pub fn check_hosts(rack: &Rack) -> crate::store::Result<()> {
         store.set_host_state(&name, state)?;
     }
     Ok(())
+}
+
+/// Reaches agents that joined through another manager of an etcd rack, too; returns the hosts.
+fn connect_joined_agents(rack: &Rack) -> crate::store::Result<Vec<crate::store::HostRecord>> {
+    let hosts = rack.store().hosts()?;
+    for host in &hosts {
+        if let (Some(address), None) = (&host.address, rack.agent(&host.name)) {
+            rack.add_agent(&host.name, std::sync::Arc::new(crate::agent::RemoteAgent::new(address, &rack.token)));
+        }
+    }
+    Ok(hosts)
 }
 
 /// The run an instance record names.
