@@ -81,9 +81,18 @@ pub fn check_hosts(rack: &Rack) -> crate::store::Result<()> {
         }
     }
     let mut store = rack.store();
-    for (name, state) in changes {
-        eprintln!("rack-manager: host {name} is now {}", state.as_str());
-        store.set_host_state(&name, state)?;
+    for (name, state) in &changes {
+        store.set_host_state(name, *state)?;
+    }
+    // Said only of changes that hold: on etcd, an expired liveness lease keeps a host down even
+    // when its agent answers the scheduler.
+    if !changes.is_empty() {
+        let hosts = store.hosts()?;
+        for (name, state) in changes {
+            if hosts.iter().any(|h| h.name == name && h.state == state) {
+                eprintln!("rack-manager: host {name} is now {}", state.as_str());
+            }
+        }
     }
     Ok(())
 }
