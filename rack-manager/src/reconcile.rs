@@ -41,9 +41,16 @@ pub const HEALTH_CHECK: Duration = Duration::from_secs(2);
 /// Runs passes forever, and checks the hosts' health every [`HEALTH_CHECK`].
 pub fn run(rack: &Rack) {
     let mut last_check = std::time::Instant::now() - HEALTH_CHECK;
+    let mut was_scheduler = true;
     loop {
-        // A standby manager (etcd store) watches; the elected scheduler acts.
-        if !rack.is_scheduler() {
+        // A standby manager (etcd store) watches; the elected scheduler acts, starting with a
+        // health check the moment it is elected.
+        let scheduler = rack.is_scheduler();
+        if scheduler && !was_scheduler {
+            last_check = std::time::Instant::now() - HEALTH_CHECK;
+        }
+        was_scheduler = scheduler;
+        if !scheduler {
             if last_check.elapsed() >= HEALTH_CHECK {
                 last_check = std::time::Instant::now();
                 if let Err(e) = connect_joined_agents(rack) {
