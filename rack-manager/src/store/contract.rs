@@ -249,15 +249,17 @@ fn etcd_two_schedulers_never_claim_the_same_instance() {
             std::thread::spawn(move || {
                 let settings = EtcdSettings { endpoints: vec![endpoint], rack: "test".into(), lease_ttl_s: 10 };
                 let mut store = EtcdStore::connect(&settings).expect("connects");
+                // Both schedulers read every instance before either claims one: every claim
+                // is contested, made on the same read as the other scheduler's.
+                let reads: Vec<InstanceRecord> = (0..COUNT)
+                    .map(|i| store.instance(&format!("hello-{i}")).expect("reads").expect("exists"))
+                    .collect();
+                assert!(reads.iter().all(|r| r.host.is_empty()));
                 barrier.wait();
                 let mut won = Vec::new();
-                for i in 0..COUNT {
-                    let id = format!("hello-{i}");
-                    let Some(read) = store.instance(&id).expect("reads") else { continue };
-                    if !read.host.is_empty() {
-                        continue;
-                    }
+                for read in reads {
                     let claimed = InstanceRecord { host: name.into(), ..read.clone() };
+                    let id = read.id.clone();
                     if store.swap_instances(&[(read, claimed)]).expect("swaps") == [true] {
                         won.push(id);
                     }
@@ -376,20 +378,41 @@ fn etcd_a_dead_member_of_three_changes_nothing() {
     let election = store.election();
     election.campaign("http://m1");
     wait_elected(&election);
-    members[0].kill();
-    // Every call still succeeds (a refused connection is tried on another member), and the lease
-    // lives on, renewed through the members left: the host stays alive, the leader stays leader.
+
+    // A follower dies: every call still succeeds (a refused connection is tried on another
+    // member), and the lease lives on, renewed through the members left: the host stays alive,
+    // the scheduler stays.
+    let follower = members.iter().position(|m| !m.is_raft_leader()).expect("two followers");
+    members[follower].kill();
     let started = Instant::now();
     let mut calls = 0;
     while started.elapsed() < Duration::from_secs(5) {
-        store.next_sequence("instance").expect("a call with one member of three dead");
+        store.next_sequence("instance").expect("a call with a follower dead");
         assert_eq!(store.hosts().expect("lists")[0].state, HostState::Ready, "the lease expired");
         calls += 2;
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(election.is_leader(), "lost the scheduler role to a dead member");
     assert_eq!(election.leader().as_deref(), Some("http://m1"));
-    eprintln!("{calls} calls over 5 s (2.5 lease TTLs) with one member of three dead: all succeeded");
+    eprintln!("{calls} calls over 5 s (2.5 lease TTLs) with a follower of three dead: all succeeded");
+
+    // etcd's leader dies: reads ride out the election, writes may fail while it lasts, and the
+    // lease, its keys and the scheduler role survive.
+    members[follower].restart();
+    let leader = members.iter().position(EtcdServer::is_raft_leader).expect("a raft leader");
+    members[leader].kill();
+    let killed = Instant::now();
+    let mut failed_writes = 0;
+    while killed.elapsed() < Duration::from_secs(5) {
+        if store.next_sequence("instance").is_err() {
+            failed_writes += 1;
+        }
+        assert_eq!(store.hosts().expect("reads ride out the election")[0].state, HostState::Ready);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    store.next_sequence("instance").expect("writes work again once etcd has a new leader");
+    assert!(election.is_leader(), "lost the scheduler role when etcd's leader died");
+    eprintln!("etcd's leader killed: {failed_writes} writes failed during its election; lease and role kept");
 }
 
 fn wait_elected(election: &super::etcd::Election) {

@@ -126,6 +126,11 @@ impl EtcdServer {
         }
     }
 
+    /// Whether this member is the cluster's raft leader now (from its metrics).
+    pub fn is_raft_leader(&self) -> bool {
+        get(self.client_port, "/metrics").is_some_and(|m| m.lines().any(|l| l == "etcd_server_is_leader 1"))
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
     }
@@ -158,9 +163,14 @@ impl Drop for EtcdServer {
 
 /// GET /health: the body, or `None` when nothing answered.
 fn health(port: u16) -> Option<String> {
+    get(port, "/health")
+}
+
+/// One GET to etcd's client port: the whole answer, or `None` when nothing answered.
+fn get(port: u16, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).ok()?;
     Some(answer)

@@ -88,10 +88,23 @@ pub fn unreachable_message(endpoints: &str, cause: &str) -> String {
     )
 }
 
-/// Whether a failed request surely never reached etcd: its connection was refused. (The client
-/// reports it only in the message.)
-fn never_sent(error: &etcd_client::Error) -> bool {
-    error.to_string().contains("tcp connect error")
+/// What a call does, which says when it may be made again after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Read,
+    Write,
+}
+
+/// Whether a failed call may be made again: a read after any transient failure (a dead member,
+/// an etcd leader election), a write only if it surely never reached etcd's log: its connection
+/// was refused, or the member had no leader to propose it to. A write that may have been applied
+/// is not repeated: a compare-and-swap would then fail against its own success. (The client
+/// tells these apart only in its messages.)
+fn retriable(error: &etcd_client::Error, kind: Call) -> bool {
+    let text = error.to_string();
+    let never_sent = text.contains("tcp connect error") || text.contains("etcdserver: no leader");
+    let transient = text.contains("unavailable") || text.contains("transport error") || text.contains("leader changed");
+    never_sent || (kind == Call::Read && transient)
 }
 
 fn json<T: Serialize>(value: &T) -> String {
@@ -152,11 +165,12 @@ impl EtcdStore {
     }
 
     /// Runs one etcd call to completion, within [`OP_TIMEOUT`]. `attempt` makes the call on a
-    /// KV client; it is made again when the connection was refused (a dead member: the client
-    /// balances the next attempt to another), never when the request may have reached etcd.
+    /// KV client; it is made again (the client balances it to another member) when that is safe:
+    /// a read after any transient failure, a write only when it surely changed nothing.
     fn call<T, F: Future<Output = Result<T, etcd_client::Error>>>(
         &self,
         what: &str,
+        kind: Call,
         mut attempt: impl FnMut(KvClient) -> F,
     ) -> Result<T> {
         let deadline = Instant::now() + OP_TIMEOUT;
@@ -166,7 +180,7 @@ impl EtcdStore {
                 .block_on(async { tokio::time::timeout_at(deadline.into(), attempt(self.kv.clone())).await });
             match answer {
                 Ok(Ok(value)) => return Ok(value),
-                Ok(Err(e)) if never_sent(&e) && Instant::now() + RETRY_PAUSE < deadline => {
+                Ok(Err(e)) if retriable(&e, kind) && Instant::now() + RETRY_PAUSE < deadline => {
                     std::thread::sleep(RETRY_PAUSE);
                 }
                 Ok(Err(e)) => return Err(StoreError::Etcd(format!("{what}: {e}"))),
@@ -188,7 +202,7 @@ impl EtcdStore {
     fn list<T: DeserializeOwned>(&self, kind: &str) -> Result<Vec<T>> {
         let start = format!("{}{kind}/", self.prefix);
         let start = start.as_str();
-        let response = self.call(&format!("listing {kind}"), |mut kv| async move {
+        let response = self.call(&format!("listing {kind}"), Call::Read, |mut kv| async move {
             kv.get(start, Some(GetOptions::new().with_prefix())).await
         })?;
         response.kvs().iter().map(|pair| decode(pair.key(), pair.value())).collect()
@@ -199,8 +213,9 @@ impl EtcdStore {
         let start = format!("{}{kind}/", self.prefix);
         let options = GetOptions::new().with_prefix().with_keys_only();
         let (from, options) = (start.as_str(), &options);
-        let response =
-            self.call(&format!("listing {kind}"), |mut kv| async move { kv.get(from, Some(options.clone())).await })?;
+        let response = self.call(&format!("listing {kind}"), Call::Read, |mut kv| async move {
+            kv.get(from, Some(options.clone())).await
+        })?;
         Ok(response
             .kvs()
             .iter()
@@ -210,7 +225,8 @@ impl EtcdStore {
 
     /// One record and its `mod_revision` (0: absent, which is also what a compare sees then).
     fn read<T: DeserializeOwned>(&self, key: &str) -> Result<(Option<T>, i64)> {
-        let response = self.call(&format!("reading {key}"), |mut kv| async move { kv.get(key, None).await })?;
+        let response =
+            self.call(&format!("reading {key}"), Call::Read, |mut kv| async move { kv.get(key, None).await })?;
         match response.kvs().first() {
             Some(pair) => Ok((Some(decode(pair.key(), pair.value())?), pair.mod_revision())),
             None => Ok((None, 0)),
@@ -219,7 +235,7 @@ impl EtcdStore {
 
     fn txn(&self, what: &str, txn: Txn) -> Result<bool> {
         let txn = &txn;
-        Ok(self.call(what, |mut kv| async move { kv.txn(txn.clone()).await })?.succeeded())
+        Ok(self.call(what, Call::Write, |mut kv| async move { kv.txn(txn.clone()).await })?.succeeded())
     }
 
     /// Read-modify-write of one key by compare-and-swap on its `mod_revision`: `change` gets the
@@ -258,7 +274,10 @@ impl EtcdStore {
     }
 
     fn delete(&self, key: &str) -> Result<bool> {
-        Ok(self.call(&format!("deleting {key}"), |mut kv| async move { kv.delete(key, None).await })?.deleted() > 0)
+        Ok(self
+            .call(&format!("deleting {key}"), Call::Write, |mut kv| async move { kv.delete(key, None).await })?
+            .deleted()
+            > 0)
     }
 }
 
@@ -298,15 +317,19 @@ impl StateStore for EtcdStore {
         let txn = Txn::new()
             .and_then([TxnOp::delete(self.key("hosts", name), None), TxnOp::delete(self.key("leased", name), None)]);
         let txn = &txn;
-        let response =
-            self.call(&format!("removing host {name}"), |mut kv| async move { kv.txn(txn.clone()).await })?;
+        let response = self
+            .call(&format!("removing host {name}"), Call::Write, |mut kv| async move { kv.txn(txn.clone()).await })?;
         Ok(matches!(response.op_responses().first(), Some(TxnOpResponse::Delete(deleted)) if deleted.deleted() > 0))
     }
 
     fn put_image(&mut self, image: &Image) -> Result<()> {
         let key = self.key("images", &image.id);
         let key = key.as_str();
-        self.call(&format!("writing {key}"), |mut kv| async move { kv.put(key, json(image), None).await })?;
+        self.call(
+            &format!("writing {key}"),
+            Call::Write,
+            |mut kv| async move { kv.put(key, json(image), None).await },
+        )?;
         Ok(())
     }
 
@@ -413,7 +436,7 @@ impl StateStore for EtcdStore {
         // The records as they are now, with their revisions: one read for all.
         let start = self.key("instances", "");
         let start = start.as_str();
-        let response = self.call("reading instances", |mut kv| async move {
+        let response = self.call("reading instances", Call::Read, |mut kv| async move {
             kv.get(start, Some(GetOptions::new().with_prefix())).await
         })?;
         let mut current = std::collections::HashMap::new();
@@ -443,7 +466,8 @@ impl StateStore for EtcdStore {
         }
         let txn = Txn::new().when(self.fence()?.into_iter().collect::<Vec<_>>()).and_then(claims);
         let txn = &txn;
-        let response = self.call("claiming instances", |mut kv| async move { kv.txn(txn.clone()).await })?;
+        let response =
+            self.call("claiming instances", Call::Write, |mut kv| async move { kv.txn(txn.clone()).await })?;
         // A deposed scheduler's claims all fail together.
         if !response.succeeded() {
             return Ok(written);
@@ -464,13 +488,14 @@ impl StateStore for EtcdStore {
         let txn =
             Txn::new().and_then([TxnOp::put(marker, "{}", None), TxnOp::put(key, session::holder(), Some(alive))]);
         let txn = &txn;
-        self.call(&format!("marking {name} alive"), |mut kv| async move { kv.txn(txn.clone()).await })?;
+        self.call(&format!("marking {name} alive"), Call::Write, |mut kv| async move { kv.txn(txn.clone()).await })?;
         Ok(())
     }
 
     fn changes(&self) -> Result<Option<mpsc::Receiver<Change>>> {
         let prefix = self.prefix.as_str();
-        let response = self.call("reading the revision", |mut kv| async move { kv.get(prefix, None).await })?;
+        let response =
+            self.call("reading the revision", Call::Read, |mut kv| async move { kv.get(prefix, None).await })?;
         let revision = response.header().map_or(0, |h| h.revision());
         let (sender, receiver) = mpsc::channel();
         self.runtime.spawn(feed::run(self.client.clone(), self.prefix.clone(), revision + 1, sender));

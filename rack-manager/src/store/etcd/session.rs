@@ -259,12 +259,20 @@ impl Election {
 
     /// The current scheduler's URL, if there is one.
     pub fn leader(&self) -> Option<String> {
-        let mut kv = self.kv.clone();
-        let key = self.key.clone();
-        let read = self.handle.block_on(async move {
-            tokio::time::timeout(Duration::from_secs(5), kv.get(key, Some(GetOptions::new()))).await
-        });
-        let response = read.ok()?.ok()?;
-        response.kvs().first().and_then(|pair| pair.value_str().ok().map(str::to_owned))
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (mut kv, key) = (self.kv.clone(), self.key.clone());
+            let read = self.handle.block_on(async move {
+                tokio::time::timeout_at(deadline.into(), kv.get(key, Some(GetOptions::new()))).await
+            });
+            match read {
+                Ok(Ok(response)) => {
+                    return response.kvs().first().and_then(|pair| pair.value_str().ok().map(str::to_owned));
+                }
+                // A read: safe to try again, on another member.
+                Ok(Err(_)) if Instant::now() + TICK < deadline => std::thread::sleep(Duration::from_millis(50)),
+                _ => return None,
+            }
+        }
     }
 }
