@@ -41,7 +41,25 @@ pub const HEALTH_CHECK: Duration = Duration::from_secs(2);
 /// Runs passes forever, and checks the hosts' health every [`HEALTH_CHECK`].
 pub fn run(rack: &Rack) {
     let mut last_check = std::time::Instant::now() - HEALTH_CHECK;
+    let mut was_scheduler = true;
     loop {
+        // A standby manager (etcd store) watches; the elected scheduler acts, starting with a
+        // health check the moment it is elected.
+        let scheduler = rack.is_scheduler();
+        if scheduler && !was_scheduler {
+            last_check = std::time::Instant::now() - HEALTH_CHECK;
+        }
+        was_scheduler = scheduler;
+        if !scheduler {
+            if last_check.elapsed() >= HEALTH_CHECK {
+                last_check = std::time::Instant::now();
+                if let Err(e) = connect_joined_agents(rack) {
+                    eprintln!("rack-manager: reading hosts: {e}");
+                }
+            }
+            rack.sleep(TICK);
+            continue;
+        }
         if last_check.elapsed() >= HEALTH_CHECK {
             last_check = std::time::Instant::now();
             if let Err(e) = check_hosts(rack) {
@@ -59,7 +77,7 @@ pub fn run(rack: &Rack) {
 /// stay where they are, neither restarted elsewhere nor forgotten), and ready again when it does.
 /// A draining host stays draining.
 pub fn check_hosts(rack: &Rack) -> crate::store::Result<()> {
-    let hosts = rack.store().hosts()?;
+    let hosts = connect_joined_agents(rack)?;
     let mut changes = Vec::new();
     for host in hosts {
         let answers = rack.agent(&host.name).is_some_and(|agent| agent.ping().is_ok());
@@ -70,11 +88,31 @@ pub fn check_hosts(rack: &Rack) -> crate::store::Result<()> {
         }
     }
     let mut store = rack.store();
-    for (name, state) in changes {
-        eprintln!("rack-manager: host {name} is now {}", state.as_str());
-        store.set_host_state(&name, state)?;
+    for (name, state) in &changes {
+        store.set_host_state(name, *state)?;
+    }
+    // Said only of changes that hold: on etcd, an expired liveness lease keeps a host down even
+    // when its agent answers the scheduler.
+    if !changes.is_empty() {
+        let hosts = store.hosts()?;
+        for (name, state) in changes {
+            if hosts.iter().any(|h| h.name == name && h.state == state) {
+                eprintln!("rack-manager: host {name} is now {}", state.as_str());
+            }
+        }
     }
     Ok(())
+}
+
+/// Reaches agents that joined through another manager of an etcd rack, too; returns the hosts.
+fn connect_joined_agents(rack: &Rack) -> crate::store::Result<Vec<crate::store::HostRecord>> {
+    let hosts = rack.store().hosts()?;
+    for host in &hosts {
+        if let (Some(address), None) = (&host.address, rack.agent(&host.name)) {
+            rack.add_agent(&host.name, std::sync::Arc::new(crate::agent::RemoteAgent::new(address, &rack.token)));
+        }
+    }
+    Ok(hosts)
 }
 
 /// The run an instance record names.
@@ -98,7 +136,8 @@ pub fn backoff_ms(base_ms: u32, n: u32) -> u64 {
 /// The store is not locked while hosts are asked and VMs started: a remote agent may need the
 /// manager's API meanwhile (to fetch an image), and one slow host must not stall every request.
 /// Instead each change is written only if the instance was not changed by someone else (an
-/// operator's `stop` or `rm`) in the meantime; a run started for a change that lost that race is
+/// operator's `stop` or `rm`, or another manager of an etcd rack) in the meantime, by
+/// compare-and-swap; a run started for a change that lost that race is
 /// stopped again, so no VM is ever left without a record.
 pub fn pass(rack: &Rack) -> crate::store::Result<()> {
     let (records, deployments, images) = {
@@ -117,18 +156,14 @@ pub fn pass(rack: &Rack) -> crate::store::Result<()> {
     if changed.is_empty() {
         return Ok(());
     }
-    let mut store = rack.store();
-    let mut write = Vec::new();
+    // Compare-and-swap: each change is written only if nobody changed the instance since it was read.
+    let written = rack.store().swap_instances(&changed)?;
     let mut orphaned = Vec::new();
-    for (old, new) in changed {
-        if store.instance(&old.id)?.is_some_and(|current| current == old) {
-            write.push(new);
-        } else if new.state == InstanceState::Running && old.state != InstanceState::Running {
+    for ((old, new), written) in changed.into_iter().zip(written) {
+        if !written && new.state == InstanceState::Running && old.state != InstanceState::Running {
             orphaned.push(new);
         }
     }
-    store.update_instances(&write)?;
-    drop(store);
     for run in orphaned {
         if let Some(agent) = rack.agent(&run.host) {
             let _ = agent.stop(&run_ref(&run));

@@ -1,8 +1,9 @@
 //! What the project needs from the machine, checked and (as root on Debian) installed.
 //!
-//! Rust toolchain and targets come from `rust-toolchain.toml` through rustup; QEMU comes from the
-//! distribution. A missing QEMU is installed with apt-get when that is possible without asking
-//! (root on Debian or Ubuntu), and otherwise reported with the exact command to run.
+//! Rust toolchain and targets come from `rust-toolchain.toml` through rustup; QEMU, etcd and
+//! protoc come from the distribution. A missing one is installed with apt-get when that is
+//! possible without asking (root on Debian or Ubuntu), and otherwise reported with the exact
+//! command to run.
 
 use std::{fs, os::unix::fs::MetadataExt, process::Command};
 
@@ -24,6 +25,77 @@ pub fn ensure_qemu(arch: Arch) -> Result<()> {
     Ok(())
 }
 
+/// A program the test suite needs from the distribution, besides QEMU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tool {
+    pub binary: &'static str,
+    /// The Debian package that has it.
+    pub package: &'static str,
+    /// Why it is needed, for the message when it is missing.
+    pub why: &'static str,
+}
+
+/// etcd: the rack-manager's etcd store is tested against a real server.
+pub const ETCD: Tool =
+    Tool { binary: "etcd", package: "etcd-server", why: "rack-manager's etcd tests run a real etcd server" };
+
+/// protoc: etcd-client's build script compiles etcd's protocol definitions with it, so nothing
+/// that depends on rack-manager builds without it.
+pub const PROTOC: Tool = Tool {
+    binary: "protoc",
+    package: "protobuf-compiler",
+    why: "etcd-client's build script runs it to build rack-manager",
+};
+
+/// What to do about a tool.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// It is there.
+    Present,
+    /// Install it with apt-get.
+    Install,
+    /// Stop with this message.
+    Fail(String),
+}
+
+fn step(tool: Tool, present: bool, can_install: bool) -> Step {
+    match (present, can_install) {
+        (true, _) => Step::Present,
+        (false, true) => Step::Install,
+        (false, false) => Step::Fail(missing_message(tool)),
+    }
+}
+
+/// The message for a missing tool that cannot be installed here.
+pub fn missing_message(tool: Tool) -> String {
+    format!(
+        "{} is missing ({}): install it with `sudo apt-get install -y {}` (Debian/Ubuntu), or run `cargo xtask \
+         test` as root on Debian to have it installed",
+        tool.binary, tool.why, tool.package
+    )
+}
+
+/// Whether `binary` is a file in one of `$PATH`'s directories.
+fn on_path(binary: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(binary).is_file()))
+}
+
+/// Makes sure `tool` is installed, installing it where possible.
+pub fn ensure_tool(tool: Tool) -> Result<()> {
+    match step(tool, on_path(tool.binary), is_root() && is_debian_like()) {
+        Step::Present => Ok(()),
+        Step::Fail(message) => bail!("{message}"),
+        Step::Install => {
+            eprintln!("{} is missing: installing {} with apt-get", tool.binary, tool.package);
+            apt_install(tool.package)?;
+            if !on_path(tool.binary) {
+                bail!("apt-get installed {}, yet {} is still not on PATH", tool.package, tool.binary);
+            }
+            Ok(())
+        }
+    }
+}
+
 fn apt_install(package: &str) -> Result<()> {
     let install = |extra: &[&str]| -> Result<bool> {
         let mut command = Command::new("apt-get");
@@ -40,7 +112,7 @@ fn apt_install(package: &str) -> Result<()> {
     }
     // Some images carry a newer `qemu-utils` from backports, which refuses to share the machine
     // with the release's QEMU. Installing the release's own `qemu-utils` alongside resolves it.
-    if let Some(codename) = os_release("VERSION_CODENAME") {
+    if let Some(codename) = os_release("VERSION_CODENAME").filter(|_| package.starts_with("qemu")) {
         let pinned = format!("qemu-utils/{codename}");
         if install(&["--allow-downgrades", &pinned])? {
             return Ok(());
@@ -78,4 +150,37 @@ fn os_release(key: &str) -> Option<String> {
     text.lines()
         .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
         .map(|value| value.trim_matches('"').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tool_is_installed_only_when_missing_and_otherwise_named_with_its_package() {
+        assert_eq!(step(ETCD, true, true), Step::Present);
+        assert_eq!(step(ETCD, true, false), Step::Present);
+        assert_eq!(step(PROTOC, false, true), Step::Install);
+        assert_eq!(
+            step(ETCD, false, false),
+            Step::Fail(
+                "etcd is missing (rack-manager's etcd tests run a real etcd server): install it with `sudo apt-get \
+                 install -y etcd-server` (Debian/Ubuntu), or run `cargo xtask test` as root on Debian to have it \
+                 installed"
+                    .into()
+            )
+        );
+        assert_eq!(
+            missing_message(PROTOC),
+            "protoc is missing (etcd-client's build script runs it to build rack-manager): install it with `sudo \
+             apt-get install -y protobuf-compiler` (Debian/Ubuntu), or run `cargo xtask test` as root on Debian to \
+             have it installed"
+        );
+    }
+
+    #[test]
+    fn a_tool_on_path_is_found() {
+        assert!(on_path("sh"));
+        assert!(!on_path("no-such-program-mast"));
+    }
 }

@@ -1,4 +1,8 @@
-//! `cargo xtask test`: make sure QEMU is here, then run the whole test suite.
+//! `cargo xtask test`: make sure QEMU, etcd and protoc are here, then run the whole test suite.
+//!
+//! protoc must be installed before `cargo test` compiles anything: rack-manager's etcd client
+//! generates its gRPC code with it at build time. (xtask itself does not depend on rack-manager,
+//! so it builds without protoc.)
 
 use std::process::{Command, ExitCode};
 
@@ -19,6 +23,9 @@ pub struct TestArgs {
 pub fn main(args: TestArgs) -> Result<ExitCode> {
     for arch in Arch::ALL {
         deps::ensure_qemu(arch)?;
+    }
+    for tool in [deps::PROTOC, deps::ETCD] {
+        deps::ensure_tool(tool)?;
     }
     if let Some(reason) = kvm::unavailable_reason() {
         eprintln!("note: x86_64 boot tests will be skipped: {reason}");

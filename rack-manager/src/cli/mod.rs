@@ -25,7 +25,7 @@ use rack_api::{
 use crate::{
     agent::LocalAgent,
     client::{Client, ClientError},
-    daemon::{self, LauncherKind, ServeConfig},
+    daemon::{self, LauncherKind, ServeConfig, StoreChoice},
     datadir::DataDir,
 };
 
@@ -79,7 +79,7 @@ pub struct Cli {
 enum Command {
     /// Run the manager (and, unless --no-local-agent, an agent for this host).
     #[command(
-        after_help = "Examples:\n  rack-manager serve\n  rack-manager serve --listen 127.0.0.1:0 --data-dir /tmp/rack --trust <KEY>\n  rack-manager serve --launcher sim --sim-hosts 2000     # thousands of simulated hosts, no VMs"
+        after_help = "Examples:\n  rack-manager serve\n  rack-manager serve --listen 127.0.0.1:0 --data-dir /tmp/rack --trust <KEY>\n  rack-manager serve --launcher sim --sim-hosts 2000     # thousands of simulated hosts, no VMs\n  rack-manager serve --store etcd --etcd-endpoints http://10.0.0.1:2379,http://10.0.0.2:2379 --rack r1 --host-name m1"
     )]
     Serve(ServeArgs),
     /// Run a host agent that joins a manager (or waits to be added with `host add`).
@@ -154,6 +154,47 @@ struct ServeArgs {
     /// Run no agent here: only hosts that join run instances.
     #[arg(long)]
     no_local_agent: bool,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// Where the rack's state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    /// SQLite in the data directory: one machine manages the rack.
+    Sqlite,
+    /// An etcd cluster: managers on several machines share the rack, one elected scheduler.
+    Etcd,
+}
+
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// Where the rack's state lives (see docs/rack-state.md).
+    #[arg(long = "store", value_enum, default_value = "sqlite")]
+    kind: StoreKind,
+    /// With --store etcd: the etcd members' client URLs, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379", value_name = "URLS")]
+    etcd_endpoints: Vec<String>,
+    /// With --store etcd: the rack's name; its state lives under /mast/<rack>/.
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    rack: String,
+    /// With --store etcd: seconds after which a dead manager's hosts read as down and a standby
+    /// takes over as scheduler.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    lease_ttl: u32,
+}
+
+impl StoreArgs {
+    fn choice(&self) -> StoreChoice {
+        match self.kind {
+            StoreKind::Sqlite => StoreChoice::Sqlite,
+            StoreKind::Etcd => StoreChoice::Etcd(crate::store::etcd::EtcdSettings {
+                endpoints: self.etcd_endpoints.clone(),
+                rack: self.rack.clone(),
+                lease_ttl_s: self.lease_ttl,
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -180,6 +221,16 @@ struct AgentArgs {
     memory_mib: Option<u64>,
     #[arg(long)]
     vcpus: Option<u32>,
+    /// The rack's etcd (when its manager runs --store etcd): the agent keeps its host's liveness
+    /// key there on its own lease, so every manager sees the host down once the agent dies.
+    #[arg(long, value_delimiter = ',', value_name = "URLS")]
+    etcd_endpoints: Option<Vec<String>>,
+    /// With --etcd-endpoints: the rack's name, as the manager's --rack.
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    rack: String,
+    /// With --etcd-endpoints: seconds after its death that the host reads as down.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    lease_ttl: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -330,6 +381,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let format = cli.output;
     match &cli.command {
         Command::Serve(args) => daemon::serve(ServeConfig {
+            store: args.store.choice(),
             data_dir,
             listen: args.listen,
             trust: args.trust.clone(),
@@ -430,6 +482,20 @@ fn agent(cli: &Cli, args: &AgentArgs, data_dir: &Path) -> anyhow::Result<()> {
         arches: launcher.arches().iter().map(|a| a.name().to_owned()).collect(),
         memory_mib,
         vcpus,
+    };
+    // Held until the process ends: its lease is the host's liveness.
+    let _liveness = match &args.etcd_endpoints {
+        Some(endpoints) => {
+            let settings = crate::store::etcd::EtcdSettings {
+                endpoints: endpoints.clone(),
+                rack: args.rack.clone(),
+                lease_ttl_s: args.lease_ttl,
+            };
+            let mut store = crate::store::etcd::EtcdStore::connect(&settings)?;
+            crate::store::StateStore::hold_liveness(&mut store, &join.name)?;
+            Some(store)
+        }
+        None => None,
     };
     let manager = args.join.as_ref().or(args.manager_url.as_ref()).expect("clap requires one of them");
     let agent = LocalAgent::new(launcher, dir, trusted, Some((manager.clone(), token.clone())));

@@ -174,7 +174,26 @@ fn candidates(store: &dyn StateStore, appliance: &str, exclude: &str) -> Result<
         .collect())
 }
 
+/// Refuses placement on a standby manager (etcd store), naming the rack's scheduler.
+fn require_scheduler(rack: &Rack) -> Result<(), HttpError> {
+    let Some(election) = rack.election.as_ref().filter(|_| !rack.is_scheduler()) else { return Ok(()) };
+    let leader = election.leader();
+    Err(HttpError::new(
+        503,
+        "not_scheduler",
+        match &leader {
+            Some(url) => format!("this manager is a standby: the rack's scheduler is {url}"),
+            None => "this manager is a standby and the rack has no scheduler right now".to_owned(),
+        },
+        match leader {
+            Some(url) => format!("send placements to the scheduler (--manager {url})"),
+            None => "retry in a few seconds: a standby takes over when the scheduler's lease expires".to_owned(),
+        },
+    ))
+}
+
 fn drain(rack: &Rack, name: &str) -> Result<Reply, HttpError> {
+    require_scheduler(rack)?;
     let mut store = rack.store();
     if !store.hosts()?.iter().any(|h| h.name == name) {
         return Err(unknown_host(&**store, name));
@@ -426,6 +445,7 @@ fn plan(store: &dyn StateStore, request: &DeployRequest) -> Result<(Plan, Image,
 }
 
 fn deploy(rack: &Rack, request: &DeployRequest) -> Result<Reply, HttpError> {
+    require_scheduler(rack)?;
     let mut store = rack.store();
     let (plan, image, memory_mib, vcpus) = plan(&**store, request)?;
     let now = now_ms();

@@ -104,7 +104,11 @@ impl HttpError {
 
 impl From<crate::store::StoreError> for HttpError {
     fn from(e: crate::store::StoreError) -> HttpError {
-        HttpError::internal(e.to_string())
+        match e {
+            // Lost a race with another manager of an etcd rack: nothing was written.
+            crate::store::StoreError::Conflict(message) => HttpError::conflict(message, "look again and retry"),
+            e => HttpError::internal(e.to_string()),
+        }
     }
 }
 

@@ -24,7 +24,11 @@ use crate::{
     agent::{HostAgent, LocalAgent, RemoteAgent},
     datadir::DataDir,
     launcher::{Launcher, qemu::QemuLauncher, sim::SimLauncher},
-    store::{HostRecord, InstanceRecord, StateStore, sqlite::SqliteStore},
+    store::{
+        HostRecord, InstanceRecord, StateStore,
+        etcd::{Election, EtcdSettings, EtcdStore},
+        sqlite::SqliteStore,
+    },
 };
 
 /// Which launcher the built-in agent uses.
@@ -36,9 +40,19 @@ pub enum LauncherKind {
     Sim,
 }
 
+/// Where the rack's state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// SQLite in the data directory: one machine manages the rack.
+    Sqlite,
+    /// etcd: managers on several machines share the rack; one is elected its scheduler.
+    Etcd(EtcdSettings),
+}
+
 /// How `serve` was asked to run.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
+    pub store: StoreChoice,
     pub data_dir: std::path::PathBuf,
     pub listen: SocketAddr,
     pub trust: Vec<PublicKey>,
@@ -62,6 +76,8 @@ pub struct Rack {
     /// The URL agents can fetch images from: the API's, unless it listens on every interface
     /// (0.0.0.0), where agents use the URL they joined with.
     pub image_source: Option<String>,
+    /// The rack's scheduler election (etcd store only): only the leader places and reconciles.
+    pub election: Option<Election>,
     wake: (Mutex<bool>, Condvar),
 }
 
@@ -86,6 +102,12 @@ impl Rack {
 
     pub fn remove_agent(&self, host: &str) {
         self.agents.write().unwrap_or_else(|p| p.into_inner()).remove(host);
+    }
+
+    /// Whether this manager places and reconciles: always with the embedded store, only while
+    /// elected with etcd.
+    pub fn is_scheduler(&self) -> bool {
+        self.election.as_ref().is_none_or(Election::is_leader)
     }
 
     /// Asks the reconciler for a pass now rather than at its next tick.
@@ -169,8 +191,18 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let _lock = dir.lock()?;
     let token = dir.token()?;
     let trusted = dir.trusted_keys(&config.trust)?;
-    let store = SqliteStore::open(&dir.state_db())
-        .with_context(|| format!("opening the state database {}", dir.state_db().display()))?;
+    let (store, election): (Box<dyn StateStore>, _) = match &config.store {
+        StoreChoice::Sqlite => {
+            let store = SqliteStore::open(&dir.state_db())
+                .with_context(|| format!("opening the state database {}", dir.state_db().display()))?;
+            (Box::new(store), None)
+        }
+        StoreChoice::Etcd(settings) => {
+            let store = EtcdStore::connect(settings)?;
+            let election = store.election();
+            (Box::new(store), Some(election))
+        }
+    };
     let server = tiny_http::Server::http(config.listen).map_err(|e| {
         anyhow::anyhow!("cannot listen on {}: {e} (is another manager running? pick another --listen)", config.listen)
     })?;
@@ -178,7 +210,8 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let url = format!("http://{address}");
     let rack = Arc::new(Rack {
         image_source: (!address.ip().is_unspecified()).then(|| url.clone()),
-        store: Mutex::new(Box::new(store)),
+        store: Mutex::new(store),
+        election,
         agents: RwLock::new(HashMap::new()),
         dir: dir.clone(),
         trusted: trusted.clone(),
@@ -212,8 +245,15 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
                 arches: arches.clone(),
                 memory_mib,
                 vcpus,
-                state: existing.get(&name).copied().unwrap_or(HostState::Ready),
+                // On etcd, a new host waits for the scheduler's health check: a standby's own
+                // host runs nothing until that manager is elected.
+                state: existing.get(&name).copied().unwrap_or(if rack.election.is_some() {
+                    HostState::Unreachable
+                } else {
+                    HostState::Ready
+                }),
             })?;
+            store.hold_liveness(&name)?;
             rack.add_agent(&name, agent.clone());
         }
     }
@@ -226,6 +266,19 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
 
     dir.write_address(&url)?;
     eprintln!("rack-manager: serving the rack API on {url} (data directory {})", dir.root().display());
+
+    if let Some(election) = &rack.election {
+        election.campaign(&url);
+    }
+    // Changes made through other managers (or expired leases) wake the reconciler at once.
+    if let Some(feed) = rack.store().changes()? {
+        let woken = rack.clone();
+        std::thread::spawn(move || {
+            for _change in feed {
+                woken.wake();
+            }
+        });
+    }
 
     let reconciler = rack.clone();
     std::thread::spawn(move || crate::reconcile::run(&reconciler));

@@ -7,10 +7,18 @@
 //!
 //! Image bytes are not in the store: the verified `.mast` files live in the data directory under
 //! their image id (see [`crate::daemon::DataDir`]); the store keeps their metadata.
+//!
+//! [`etcd::EtcdStore`] keeps a rack's state on etcd instead, for racks managed by more than one
+//! machine: liveness by leases, claims by compare-and-swap, a change feed by watches, and one
+//! elected scheduler per rack (see `docs/rack-state.md`).
 
+#[cfg(test)]
+mod contract;
+pub mod etcd;
 pub mod sqlite;
 
 use rack_api::{Deployment, Desired, HostState, Image, InstanceState, PortForward};
+use serde::{Deserialize, Serialize};
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -19,12 +27,18 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("the state database holds a value this version cannot read ({what}): {detail}")]
     Corrupt { what: String, detail: String },
+    #[error("etcd failed: {0}")]
+    Etcd(String),
+    #[error("{0}")]
+    Unreachable(String),
+    #[error("{0}")]
+    Conflict(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A host as the store keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostRecord {
     pub name: String,
     /// The agent's URL; `None` for the manager's built-in agent.
@@ -37,7 +51,7 @@ pub struct HostRecord {
 }
 
 /// An instance as the store keeps it: the API's view plus what supervision needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceRecord {
     pub id: String,
     pub deployment: String,
@@ -113,4 +127,42 @@ pub trait StateStore: Send {
 
     /// The next value of a named counter, starting at 1; never repeats, even across restarts.
     fn next_sequence(&mut self, name: &str) -> Result<u64>;
+
+    /// Compare-and-swap, per pair: writes `new` only if the stored record still equals
+    /// `expected`, all pairs in one round trip; returns which were written. This is how a
+    /// decision made on a read (a placement, a started run) is claimed: two schedulers can never
+    /// both act on the same read.
+    fn swap_instances(&mut self, swaps: &[(InstanceRecord, InstanceRecord)]) -> Result<Vec<bool>>;
+
+    /// Keeps host `name` marked alive for as long as this process holds the store open (etcd: a
+    /// key on this process's lease, gone when it stops renewing it). Nothing to do where the
+    /// store lives and dies with the one process that uses it (SQLite).
+    fn hold_liveness(&mut self, _name: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// A feed of changes made by anyone, to wake the reconciler; `None` where this process makes
+    /// every change itself (SQLite).
+    fn changes(&self) -> Result<Option<std::sync::mpsc::Receiver<Change>>> {
+        Ok(None)
+    }
+}
+
+/// One change to the store, from its change feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// `key` (relative to the rack, e.g. `instances/hello-1`) was written at `revision`.
+    Put { key: String, revision: i64 },
+    /// `key` was deleted (or its lease expired) at `revision`.
+    Delete { key: String, revision: i64 },
+    /// The feed lost history (etcd compacted it while disconnected): re-read everything.
+    Resync,
+}
+
+/// Creation order, and `hello-2` before `hello-10` among instances created together.
+pub fn sort_instances(instances: &mut [InstanceRecord]) {
+    instances.sort_by_cached_key(|i| {
+        let number = i.id.rsplit('-').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(u64::MAX);
+        (i.created_ms, number, i.id.clone())
+    });
 }

@@ -425,6 +425,27 @@ impl StateStore for SqliteStore {
         Ok(true)
     }
 
+    fn swap_instances(&mut self, swaps: &[(InstanceRecord, InstanceRecord)]) -> Result<Vec<bool>> {
+        let tx = self.db.transaction()?;
+        let mut written = Vec::with_capacity(swaps.len());
+        for (expected, new) in swaps {
+            let raw = tx
+                .query_row(
+                    &format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = ?1"),
+                    params![expected.id],
+                    instance_from_row,
+                )
+                .optional()?;
+            let unchanged = raw.map(finish_instance).transpose()?.as_ref() == Some(expected);
+            if unchanged {
+                write_instance(&tx, new)?;
+            }
+            written.push(unchanged);
+        }
+        tx.commit()?;
+        Ok(written)
+    }
+
     fn next_sequence(&mut self, name: &str) -> Result<u64> {
         let value: i64 = self.db.query_row(
             "INSERT INTO sequences (name, value) VALUES (?1, 1) \
