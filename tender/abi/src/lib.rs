@@ -65,6 +65,11 @@
 /// note, so a tender refuses a kernel built for another version before running it.
 pub const ABI_VERSION: u32 = 1;
 
+/// The tender's exit status when it could not start the guest (bad image, untrusted key, no KVM).
+pub const EXIT_TENDER_FAILURE: u8 = 125;
+/// The tender's exit status when the guest broke this contract (see the crate docs).
+pub const EXIT_GUEST_VIOLATION: u8 = 126;
+
 /// [`BootInfo::magic`]: "MASTTNDR", little-endian.
 pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"MASTTNDR");
 
