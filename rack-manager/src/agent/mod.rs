@@ -160,6 +160,7 @@ impl HostAgent for LocalAgent {
             .unpack_data(&self.dir.kernels())
             .map_err(|e| AgentError::Failed(format!("unpacking the data of {}: {e}", request.image_id)))?;
         let spec = LaunchSpec {
+            image: self.dir.image(&request.image_id),
             initrd,
             arch,
             kernel,
