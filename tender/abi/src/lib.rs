@@ -290,9 +290,14 @@ impl NetRing {
     /// Frames waiting in the ring, or `None` if the counters are impossible (a broken or hostile
     /// producer or consumer).
     pub const fn pending(&self) -> Option<usize> {
-        let pending = self.produced.wrapping_sub(self.consumed) as usize;
-        if pending <= NET_RING_SLOTS { Some(pending) } else { None }
+        ring_pending(self.produced, self.consumed)
     }
+}
+
+/// [`NetRing::pending`] from the two counters alone (the tender reads only those from guest memory).
+pub const fn ring_pending(produced: u32, consumed: u32) -> Option<usize> {
+    let pending = produced.wrapping_sub(consumed) as usize;
+    if pending <= NET_RING_SLOTS { Some(pending) } else { None }
 }
 
 /// The guest's rings, registered with [`Hypercall::NetAttach`]: `tx` is produced by the guest and
