@@ -36,17 +36,6 @@ pub fn entry_regs(entry: u64, boot_info: u64) -> [(u64, u64); 3] {
     [(PSTATE, ENTRY_PSTATE), (PC, entry), (X0, boot_info)]
 }
 
-/// The hypercall a store to `addr` is, if it is in the window: `Ok(number)`, or `Err(())` for an
-/// address in the window that is not a call's (misaligned).
-pub fn hypercall_number(addr: u64) -> Option<Result<u64, ()>> {
-    let offset = addr.checked_sub(HYPERCALL_MMIO_BASE)?;
-    const WINDOW: u64 = 8 * 8;
-    if offset >= WINDOW {
-        return None;
-    }
-    Some(if offset.is_multiple_of(8) { Ok(offset / 8) } else { Err(()) })
-}
-
 const _: () = assert!(Hypercall::BlockFlush.mmio_address() < HYPERCALL_MMIO_BASE + 64);
 
 #[cfg(target_arch = "aarch64")]
@@ -100,13 +89,7 @@ mod kvm {
 
     pub fn classify(exit: VcpuExit<'_>) -> Event {
         match exit {
-            VcpuExit::MmioWrite(addr, data) => match hypercall_number(addr) {
-                Some(Ok(number)) => match <[u8; 8]>::try_from(data) {
-                    Ok(bytes) => Event::Hypercall { number, arg: u64::from_le_bytes(bytes) },
-                    Err(_) => Event::BadWidth { number, len: data.len() },
-                },
-                _ => Event::Violation(Violation::UnbackedMemory { addr, len: data.len(), access: Access::Write }),
-            },
+            VcpuExit::MmioWrite(addr, data) => crate::arch::classify_mmio_write(addr, data),
             VcpuExit::MmioRead(addr, data) => {
                 Event::Violation(Violation::UnbackedMemory { addr, len: data.len(), access: Access::Read })
             }
@@ -128,15 +111,5 @@ mod tests {
         assert_eq!(ENTRY_PSTATE, 0x3c5);
         let regs = entry_regs(0x4020_0000, 0x4000_1000);
         assert!(regs.contains(&(PC, 0x4020_0000)) && regs.contains(&(X0, 0x4000_1000)));
-    }
-
-    #[test]
-    fn hypercall_window_decodes_calls_and_nothing_else() {
-        assert_eq!(hypercall_number(Hypercall::ConsoleWrite.mmio_address()), Some(Ok(1)));
-        assert_eq!(hypercall_number(Hypercall::BlockFlush.mmio_address()), Some(Ok(7)));
-        assert_eq!(hypercall_number(HYPERCALL_MMIO_BASE + 12), Some(Err(())));
-        assert_eq!(hypercall_number(HYPERCALL_MMIO_BASE - 8), None);
-        assert_eq!(hypercall_number(HYPERCALL_MMIO_BASE + 64), None);
-        assert_eq!(hypercall_number(RAM_BASE), None);
     }
 }

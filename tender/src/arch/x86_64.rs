@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, kvm_fpu, kvm_regs, kvm_segment, kvm_sregs};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
-use tender_abi::{HYPERCALL_PORT_BASE, PAGE_TABLES_OFFSET};
+use tender_abi::{HYPERCALL_MMIO_BASE, HYPERCALL_PORT_BASE, PAGE_TABLES_OFFSET};
 
 use super::Event;
 use crate::{
@@ -16,9 +16,10 @@ use crate::{
 pub const RAM_BASE: u64 = tender_abi::ram_base(false);
 
 const TWO_MIB: u64 = 2 << 20;
-/// One page directory of 2 MiB pages maps 1 GiB; the ABI gives the page tables 16 KiB (PML4, PDPT,
-/// PD and the PT that maps the first 2 MiB without page 0), so that is the most RAM there can be.
-pub const MAX_RAM: u64 = 1 << 30;
+/// One page directory of 2 MiB pages maps 1 GiB (the ABI gives the page tables 16 KiB: PML4, PDPT,
+/// PD and the PT that maps the first 2 MiB without page 0), and the hypercall window sits at
+/// 1008 MiB: RAM ends below it.
+pub const MAX_RAM: u64 = HYPERCALL_MMIO_BASE;
 
 /// Why RAM of this size cannot be identity-mapped.
 pub fn check_ram_size(size: u64) -> Result<()> {
@@ -32,27 +33,33 @@ pub fn check_ram_size(size: u64) -> Result<()> {
     Ok(())
 }
 
-// Page-table entry bits.
+// Page-table entry bits. Every entry is user-accessible, so a guest may run its code at CPL 3 on
+// these tables: under PVM nested KVM, CPL 0 code is emulated instruction by instruction while CPL 3
+// code runs natively (see tender-abi's docs).
 const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;
+const USER: u64 = 1 << 2;
 const HUGE: u64 = 1 << 7;
+const TABLE: u64 = PRESENT | WRITABLE | USER;
 
 /// The four page-table pages (PML4, PDPT, PD, PT), in that order from [`PAGE_TABLES_OFFSET`], that
 /// identity-map `[0, ram_size)`: the first 2 MiB in 4 KiB pages without page 0 (so a null pointer
-/// faults), the rest in 2 MiB pages. Nothing outside RAM is mapped.
+/// faults), the rest in 2 MiB pages; plus the 2 MiB page of the hypercall window (not RAM: every
+/// store there exits). Nothing else is mapped.
 pub fn identity_map(ram_size: u64) -> [u64; 4 * 512] {
     let mut tables = [0u64; 4 * 512];
     let table_addr = |index: u64| RAM_BASE + PAGE_TABLES_OFFSET + index * 4096;
     let (pml4, pdpt, pd, pt) = (0, 512, 1024, 1536);
-    tables[pml4] = table_addr(1) | PRESENT | WRITABLE;
-    tables[pdpt] = table_addr(2) | PRESENT | WRITABLE;
-    tables[pd] = table_addr(3) | PRESENT | WRITABLE;
+    tables[pml4] = table_addr(1) | TABLE;
+    tables[pdpt] = table_addr(2) | TABLE;
+    tables[pd] = table_addr(3) | TABLE;
     for page in 1..512u64 {
-        tables[pt + page as usize] = (page * 4096) | PRESENT | WRITABLE;
+        tables[pt + page as usize] = (page * 4096) | TABLE;
     }
     for huge in 1..ram_size.min(MAX_RAM) / TWO_MIB {
-        tables[pd + huge as usize] = (huge * TWO_MIB) | PRESENT | WRITABLE | HUGE;
+        tables[pd + huge as usize] = (huge * TWO_MIB) | TABLE | HUGE;
     }
+    tables[pd + (HYPERCALL_MMIO_BASE / TWO_MIB) as usize] = HYPERCALL_MMIO_BASE | TABLE | HUGE;
     tables
 }
 
@@ -177,9 +184,7 @@ pub fn classify(exit: VcpuExit<'_>) -> Event {
         VcpuExit::MmioRead(addr, data) => {
             Event::Violation(Violation::UnbackedMemory { addr, len: data.len(), access: Access::Read })
         }
-        VcpuExit::MmioWrite(addr, data) => {
-            Event::Violation(Violation::UnbackedMemory { addr, len: data.len(), access: Access::Write })
-        }
+        VcpuExit::MmioWrite(addr, data) => super::classify_mmio_write(addr, data),
         other => super::classify_common(other),
     }
 }
@@ -204,7 +209,7 @@ mod tests {
             return None;
         }
         if pde & HUGE != 0 {
-            return Some((pde & !(TWO_MIB - 1) & !HUGE) + (virt & (TWO_MIB - 1)));
+            return Some((pde & !(TWO_MIB - 1)) + (virt & (TWO_MIB - 1)));
         }
         let pte = tables[table(pde) + (virt >> 12 & 511) as usize];
         (pte & PRESENT != 0).then_some((pte & !0xfff) + (virt & 0xfff))
@@ -219,17 +224,19 @@ mod tests {
         for addr in [0x1000, 0x1234, 0x1f_ffff, 0x20_0000, 0x10_0000, ram - 1] {
             assert_eq!(translate(&tables, addr), Some(addr), "{addr:#x}");
         }
-        for addr in [ram, ram + 0x1000, 1 << 30, 1 << 39, !0xfff] {
+        for addr in [ram, ram + 0x1000, HYPERCALL_MMIO_BASE - 1, 1 << 30, 1 << 39, !0xfff] {
             assert_eq!(translate(&tables, addr), None, "{addr:#x} is outside RAM");
         }
+        assert_eq!(translate(&tables, HYPERCALL_MMIO_BASE + 8), Some(HYPERCALL_MMIO_BASE + 8), "the window");
         assert_eq!(translate(&identity_map(MAX_RAM), MAX_RAM - 1), Some(MAX_RAM - 1));
+        assert!(tables.iter().filter(|e| **e & PRESENT != 0).all(|e| e & USER != 0), "CPL 3 may use them all");
     }
 
     #[test]
     fn ram_sizes_must_be_whole_huge_pages_up_to_a_gib() {
         assert!(check_ram_size(16 << 20).is_ok());
         assert!(check_ram_size(MAX_RAM).is_ok());
-        for bad in [0, 1 << 20, 3 << 20, MAX_RAM + (2 << 20)] {
+        for bad in [0, 1 << 20, 3 << 20, MAX_RAM + (2 << 20), 1 << 30] {
             assert!(check_ram_size(bad).is_err(), "{bad}");
         }
     }
