@@ -20,6 +20,8 @@ pub enum BenchCommand {
     Placement(PlacementArgs),
     /// httpd per architecture: start → first 200, requests/s and latency under load, idle CPU, image size.
     Http(crate::bench_http::HttpArgs),
+    /// N idle httpd under the tender, each on its own tap: memory (RSS, PSS, host), starts/s, idle CPU.
+    Density(crate::bench_density::DensityArgs),
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +60,7 @@ pub fn main(command: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Image(args) => crate::bench_image::main(args),
         BenchCommand::Placement(args) => crate::bench_placement::main(args),
         BenchCommand::Http(args) => crate::bench_http::main(args),
+        BenchCommand::Density(args) => crate::bench_density::main(args),
     }
 }
 

@@ -198,12 +198,14 @@ impl Launcher for TenderLauncher {
         let mut command = Command::new(&self.config.binary);
         command
             .args(["--net", &tap, "--mac", &link.guest_mac(), "--mem", &spec.memory_mib.to_string()])
+            // The agent's trust set, not the tender's default (a workspace's keys).
+            .arg("--key")
+            .arg(&self.config.trusted_keys)
             .arg(&spec.image)
             .arg("--")
             .args(&spec.args)
             // Last, so they win over any address the deployment's own arguments give.
             .args(link.guest_args())
-            .env("MAST_TRUSTED_KEYS", &self.config.trusted_keys)
             .stdin(Stdio::null())
             .stdout(console)
             .stderr(stderr)
