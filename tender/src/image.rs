@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use images::{
     Arch, artifact,
     build::workspace_root,
@@ -46,7 +46,8 @@ pub fn trusted_keys(keys: &[String]) -> Result<TrustedKeys> {
 
 /// Verifies and opens the image at `path`.
 pub fn open_image(path: &Path, trusted: &TrustedKeys) -> Result<Bootable> {
-    let verified = artifact::verify_file(path, trusted).with_context(|| format!("refusing {}", path.display()))?;
+    // The error names the file and what is wrong with it (its Display already includes its cause).
+    let verified = artifact::verify_file(path, trusted).map_err(|e| anyhow!("{e}"))?;
     let host = Arch::host().context("this host's architecture has no appliances")?;
     if verified.arch() != host {
         bail!("{} is an image for {}; this tender runs {host} guests", path.display(), verified.arch());

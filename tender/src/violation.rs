@@ -9,8 +9,7 @@ pub enum Violation {
     #[error("{access} of {len} bytes at guest-physical address {addr:#x}, which is not RAM")]
     UnbackedMemory { addr: u64, len: usize, access: Access },
     #[error(
-        "{access} of I/O port {port:#x} ({len} bytes); only `out dx, eax` to ports {HYPERCALL_PORT_BASE:#x}..{:#x} are hypercalls",
-        HYPERCALL_PORT_BASE + 8
+        "{access} of I/O port {port:#x} ({len} bytes); the tender has no ports but the hypercall ports ({HYPERCALL_PORT_BASE:#x} + call, `out dx, eax`)"
     )]
     Port { port: u16, len: usize, access: Access },
     #[error("hypercall number {number} does not exist")]

@@ -164,8 +164,9 @@ pub fn instruction_pointer(vcpu: &VcpuFd) -> Option<u64> {
     vcpu.get_regs().ok().map(|regs| regs.rip)
 }
 
-/// Ports `HYPERCALL_PORT_BASE + n` for these `n` are hypercalls (known or not).
-const HYPERCALL_PORTS: u16 = 8;
+/// Ports `HYPERCALL_PORT_BASE + n` for these `n` are hypercalls (known or not): a store to one
+/// with no call behind it is reported as an unknown hypercall rather than a stray port.
+pub const HYPERCALL_PORTS: u16 = 0x100;
 
 /// What an exit means.
 pub fn classify(exit: VcpuExit<'_>) -> Event {

@@ -302,3 +302,149 @@ pub fn run_guest(test: &str, guest: &Guest, extra: &[&str]) -> Run {
     let kernel = write(&scratch(test), "guest.elf", &guest.elf());
     run(tender().arg("--kernel").arg(&kernel).args(extra))
 }
+
+/// A network namespace of its own with one tap device in it, `tap0`, at 10.0.2.2/24 and up; the
+/// appliance gets 10.0.2.15. Deleted (with the tap) on drop. Nothing outside it is touched.
+#[derive(Debug)]
+pub struct NetNs {
+    pub name: String,
+}
+
+pub const TAP: &str = "tap0";
+pub const HOST_IP: &str = "10.0.2.2";
+pub const GUEST_IP: &str = "10.0.2.15";
+
+impl NetNs {
+    /// Creates it, or says why it cannot (needs root and iproute2).
+    pub fn create(test: &str) -> Result<NetNs, String> {
+        let name = format!("mast-tender-{}-{test}", std::process::id());
+        let ip = |args: &[&str]| -> Result<(), String> {
+            let output = Command::new("ip").args(args).output().map_err(|e| format!("running ip: {e}"))?;
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(format!("`ip {}` failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim()))
+            }
+        };
+        ip(&["netns", "add", &name])?;
+        let netns = NetNs { name };
+        let n = netns.name.as_str();
+        ip(&["-n", n, "link", "set", "lo", "up"])?;
+        ip(&["-n", n, "tuntap", "add", "dev", TAP, "mode", "tap"])?;
+        ip(&["-n", n, "addr", "add", &format!("{HOST_IP}/24"), "dev", TAP])?;
+        ip(&["-n", n, "link", "set", TAP, "up"])?;
+        Ok(netns)
+    }
+
+    /// `command` run inside the namespace (through `ip netns exec`).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name]).arg(program);
+        command
+    }
+
+    /// Runs `body` on a thread that has entered the namespace (so its sockets live there).
+    pub fn within<T: Send>(&self, body: impl FnOnce() -> T + Send) -> T {
+        use std::os::fd::AsRawFd;
+        let path = format!("/run/netns/{}", self.name);
+        thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let ns = std::fs::File::open(&path).expect("the namespace exists");
+                    // SAFETY: moves only this thread into the namespace whose fd is open here.
+                    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                    body()
+                })
+                .join()
+                .expect("no panic in the namespace thread")
+        })
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
+    }
+}
+
+/// A namespace for `test`, or `None` with the reason printed (panics under `MAST_REQUIRE_KVM=1`,
+/// where CI runs as root and must not skip).
+pub fn netns(test: &str) -> Option<NetNs> {
+    match NetNs::create(test) {
+        Ok(netns) => Some(netns),
+        Err(reason) if std::env::var("MAST_REQUIRE_KVM").is_ok_and(|v| v == "1") => {
+            panic!("{test} needs a network namespace with a tap device, but {reason}")
+        }
+        Err(reason) => {
+            eprintln!("skipped {test}: it needs a network namespace with a tap device (root), but {reason}");
+            None
+        }
+    }
+}
+
+/// A running tender whose stdout lines arrive on a channel.
+#[derive(Debug)]
+pub struct Running {
+    pub child: Child,
+    pub lines: std::sync::mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Running {
+    pub fn spawn(command: &mut Command) -> Running {
+        let mut child =
+            command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("tender starts");
+        let stdout = child.stdout.take().expect("piped");
+        let (send, lines) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, lines, seen: Vec::new() }
+    }
+
+    /// Waits for a console line containing `text`; panics with what was seen after [`TIMEOUT`].
+    pub fn wait_for(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = self.child.kill();
+        let stderr = self.child.stderr.take().map(|mut e| {
+            let mut text = String::new();
+            let _ = e.read_to_string(&mut text);
+            text
+        });
+        panic!(
+            "no console line with {text:?}; saw:\n{}\nstderr:\n{}",
+            self.seen.join("\n"),
+            stderr.unwrap_or_default()
+        );
+    }
+
+    /// Proportional set size of the tender process, in KiB, from /proc/PID/smaps_rollup.
+    pub fn pss_kib(&self) -> Option<u64> {
+        let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", self.child.id())).ok()?;
+        rollup.lines().find_map(|l| l.strip_prefix("Pss:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
