@@ -448,3 +448,8 @@ impl Drop for Running {
         let _ = self.child.wait();
     }
 }
+
+/// A file of the workspace, by its path from the root.
+pub fn workspace_file(path: &str) -> PathBuf {
+    build::workspace_root().join(path)
+}
