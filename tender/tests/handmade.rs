@@ -162,3 +162,56 @@ fn devices_that_are_absent_answer_no_device() {
     let result = i32::from_le_bytes(output.stdout[8..12].try_into().expect("4 bytes"));
     assert_eq!(result, tender_abi::RESULT_NO_DEVICE);
 }
+
+/// A guest that drops to CPL 3 (where PVM runs it natively rather than emulating it) can still make
+/// hypercalls: the identity map is user-accessible and the window form of a call works at any
+/// privilege level, where `out` would fault.
+#[test]
+fn a_guest_at_cpl3_makes_hypercalls_through_the_window() {
+    if !common::kvm("a_guest_at_cpl3_makes_hypercalls_through_the_window") {
+        return;
+    }
+    let mut guest = Guest::new();
+    // GDT: null, kernel code, kernel data, user data (0x1b), user code (0x23); all flat, 64-bit code.
+    let gdt: Vec<u8> =
+        [0u64, 0x0020_9a00_0000_0000, 0x0000_9200_0000_0000, 0x0000_f200_0000_0000, 0x0020_fa00_0000_0000]
+            .iter()
+            .flat_map(|d| d.to_le_bytes())
+            .collect();
+    let gdt_addr = guest.place(0x300, &gdt);
+    let gdtr = guest.place(0x2f0, &[&39u16.to_le_bytes()[..], &gdt_addr.to_le_bytes()].concat());
+    let cs_copy = DATA + 0x400;
+    let show_cs = guest.place(0x380, &[cs_copy.to_le_bytes(), 2u64.to_le_bytes()].concat());
+    let exit = guest.place(0x3a0, &[9u32.to_le_bytes(), [0; 4]].concat());
+    let stack = DATA + 0x1800;
+    let user_code = common::LOAD + 36; // the length of the CPL 0 part below
+    let guest = guest
+        .mov_rsp(stack)
+        .bytes(&[0x0f, 0x01, 0x14, 0x25]) // lgdt [gdtr]
+        .bytes(&(gdtr as u32).to_le_bytes())
+        .bytes(&[0x6a, 0x1b]) // push ss
+        .bytes(&[0x68])
+        .bytes(&(stack as u32).to_le_bytes()) // push rsp
+        .bytes(&[0x6a, 0x02]) // push rflags
+        .bytes(&[0x6a, 0x23]) // push cs
+        .bytes(&[0x68])
+        .bytes(&(user_code as u32).to_le_bytes()) // push rip
+        .bytes(&[0x48, 0xcf]); // iretq
+    let guest = guest
+        .bytes(&[0x8c, 0x0c, 0x25]) // mov [cs_copy], cs
+        .bytes(&(cs_copy as u32).to_le_bytes())
+        .mov_rax(Hypercall::ConsoleWrite.mmio_address())
+        .mov_rbx(show_cs)
+        .store_rbx_at_rax()
+        .mov_rax(Hypercall::Exit.mmio_address())
+        .mov_rbx(exit)
+        .store_rbx_at_rax()
+        .spin();
+    let kernel = common::write(&common::scratch("cpl3"), "guest.elf", &guest.elf());
+    let output = common::tender().arg("--kernel").arg(&kernel).output().expect("tender runs");
+    assert_eq!(output.status.code(), Some(9), "{}", String::from_utf8_lossy(&output.stderr));
+    // The selector's low bits are the privilege level. (PVM shows its own user selector, 0x33, not
+    // the GDT's 0x23: it runs guest user code on the host's user segments.)
+    assert_eq!(output.stdout.len(), 2);
+    assert_eq!(output.stdout[0] & 3, 3, "the code ran at CPL 3 (CS {:#x})", output.stdout[0]);
+}

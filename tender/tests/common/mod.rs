@@ -211,6 +211,11 @@ impl Guest {
         self.bytes(&[0x48, 0xbb]).bytes(&value.to_le_bytes())
     }
 
+    /// `mov rsp, imm64`.
+    pub fn mov_rsp(self, value: u64) -> Guest {
+        self.bytes(&[0x48, 0xbc]).bytes(&value.to_le_bytes())
+    }
+
     /// `mov [rax], rbx`.
     pub fn store_rbx_at_rax(self) -> Guest {
         self.bytes(&[0x48, 0x89, 0x18])
