@@ -8,6 +8,8 @@ use tender_abi::{HYPERCALL_MMIO_BASE, HYPERCALL_PORT_BASE, Hypercall};
 pub enum Violation {
     #[error("{access} of {len} bytes at guest-physical address {addr:#x}, which is not RAM")]
     UnbackedMemory { addr: u64, len: usize, access: Access },
+    // Only x86_64 has I/O ports.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     #[error(
         "{access} of I/O port {port:#x} ({len} bytes); the tender has no ports but the hypercall ports ({HYPERCALL_PORT_BASE:#x} + call, `out dx, eax`)"
     )]
