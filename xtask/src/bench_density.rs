@@ -95,6 +95,8 @@ pub struct Report {
     /// From the first spawn to the last `listening` line.
     pub all_listening: Duration,
     pub answered: u32,
+    /// Each tender's CPU time (user + system) from its start to its guest's `listening`, in ticks.
+    pub start_cpu_ticks: Vec<u64>,
     pub rss_kib: Vec<u64>,
     pub pss_kib: Vec<u64>,
     pub host_used_kib: i64,
@@ -255,6 +257,7 @@ pub fn measure(tender: &Path, image: &Path, args: &DensityArgs, progress: &dyn F
     progress(&format!("spawned {count}/{count} in {:.1} s", first_spawn.elapsed().as_secs_f64()));
     let all_listening = wait_listening(&mut fleet, logs.path(), first_spawn, progress)?;
     progress(&format!("all {count} listening {:.1} s after the first spawn", all_listening.as_secs_f64()));
+    let start_cpu_ticks: Vec<u64> = fleet.tenders.iter().map(|c| cpu_ticks_of(&[c.id()])).collect();
 
     let answered = check_http(&links, &netns_fd, progress)?;
     progress(&format!("{answered}/{count} answered GET /healthz with 200; idling {} s", args.idle_seconds));
@@ -291,6 +294,7 @@ pub fn measure(tender: &Path, image: &Path, args: &DensityArgs, progress: &dyn F
         taps_created,
         all_listening,
         answered,
+        start_cpu_ticks,
         rss_kib,
         pss_kib,
         host_used_kib: available_before as i64 - available_after as i64,
@@ -474,6 +478,11 @@ fn parse_smaps_rollup(text: &str) -> Option<(u64, u64)> {
     Some((field("Rss:")?, field("Pss:")?))
 }
 
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map_or("unknown".into(), |l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+}
+
 fn mem_available_kib() -> Result<u64> {
     let meminfo = fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
     meminfo
@@ -509,6 +518,7 @@ fn print(report: &Report, args: &DensityArgs) {
         report.idle_window.as_secs_f64(),
         report.netns
     );
+    println!("(host-wide figures include whatever else the machine runs: load average {})", load_average());
     println!("{:<40} {:>30}   target", "what", "figure");
     let row = |what: &str, figure: String, target: &str| println!("{what:<40} {figure:>30}   {target}");
     row("instances answering GET /healthz", format!("{}/{n}", report.answered), &format!("{n}/{n}"));
@@ -516,6 +526,14 @@ fn print(report: &Report, args: &DensityArgs) {
     row(
         "started per second (spawn -> listening)",
         format!("{per_second:.1}/s ({:.1} s for all)", report.all_listening.as_secs_f64()),
+        "",
+    );
+    let start_cpu_ms: Vec<u64> = report.start_cpu_ticks.iter().map(|t| t * 1000 / TICKS_PER_SECOND as u64).collect();
+    let mut sorted = start_cpu_ms.clone();
+    sorted.sort_unstable();
+    row(
+        "CPU to start one (median / max)",
+        format!("{} / {} ms", sorted.get(sorted.len() / 2).copied().unwrap_or(0), sorted.last().copied().unwrap_or(0)),
         "",
     );
     row("RSS per tender (median / p95 / max)", spread(&report.rss_kib), "");

@@ -263,3 +263,58 @@ mod tests {
         assert!(batch(Some(&name), &["link show".to_owned()]).is_err(), "the namespace is gone");
     }
 }
+
+/// What starting a process in a namespace costs, three ways (a figure, not a check: run with
+/// `cargo test -p hostnet --release -- --ignored --nocapture spawn_costs`; needs root).
+#[cfg(test)]
+mod costs {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    #[ignore = "a measurement; needs root"]
+    fn spawn_costs() {
+        let netns = Netns::create(&format!("mast-spawn-cost-{}", std::process::id())).expect("root");
+        let fd = Arc::new(netns.open().expect("opens"));
+        let count = 200;
+        let time = |label: &str, make: &dyn Fn() -> Command| {
+            let started = Instant::now();
+            let mut children: Vec<_> = (0..count).map(|_| make().spawn().expect("spawns")).collect();
+            let per = started.elapsed() / count;
+            for child in &mut children {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            eprintln!("{label:<40} {:>8.2} ms per spawn", per.as_secs_f64() * 1e3);
+        };
+        time("plain", &|| {
+            let mut c = Command::new("sleep");
+            c.arg("30");
+            c
+        });
+        time("setns only (pre_exec)", &|| {
+            let mut c = Command::new("sleep");
+            c.arg("30");
+            let fd = fd.clone();
+            // SAFETY: one setns system call between fork and exec.
+            unsafe {
+                c.pre_exec(move || {
+                    move_into_link_name_space(fd.as_fd(), Some(LinkNameSpaceType::Network)).map_err(Into::into)
+                })
+            };
+            c
+        });
+        time("run_in (setns + mount ns + sysfs)", &|| {
+            let mut c = Command::new("sleep");
+            c.arg("30");
+            run_in(&mut c, fd.clone());
+            c
+        });
+        time("ip netns exec", &|| {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", netns.name(), "sleep", "30"]);
+            c
+        });
+    }
+}
