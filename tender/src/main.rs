@@ -141,6 +141,21 @@ fn main() -> ExitCode {
 
 /// Everything before the guest's first instruction: image, devices, VM, sandbox.
 fn prepare(cli: &Cli) -> Result<Vm> {
+    let vm = build_vm(cli)?;
+    // The image's bytes are in guest RAM now and their copies freed: give the freed heap back, so
+    // an idle appliance's tender holds only what it uses (about 100 KiB less per instance).
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap memory to the kernel; no allocation is live in it.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let program = sandbox::filter(vm.vcpu.as_raw_fd())?;
+    sandbox::enter(&program)?;
+    Ok(vm)
+}
+
+/// Opens the image and devices and builds the VM.
+fn build_vm(cli: &Cli) -> Result<Vm> {
     let bootable = match (&cli.image, &cli.kernel) {
         (_, Some(kernel)) => image::open_kernel(kernel)?,
         (Some(path), None) => image::open_image(path, &image::trusted_keys(&cli.keys)?)?,
@@ -168,8 +183,5 @@ fn prepare(cli: &Cli) -> Result<Vm> {
         cmdline: &cmdline,
         ram_size: u64::from(memory_mib) << 20,
     };
-    let vm = Vm::new(&guest, devices, mac)?;
-    let program = sandbox::filter(vm.vcpu.as_raw_fd())?;
-    sandbox::enter(&program)?;
-    Ok(vm)
+    Vm::new(&guest, devices, mac)
 }
