@@ -2,7 +2,7 @@
 //! are `out dx, eax` to the hypercall ports.
 
 use anyhow::{Context, Result, bail};
-use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, kvm_fpu, kvm_regs, kvm_segment, kvm_sregs};
+use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, Msrs, kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use tender_abi::{HYPERCALL_MMIO_BASE, HYPERCALL_PORT_BASE, PAGE_TABLES_OFFSET};
 
@@ -118,10 +118,21 @@ pub fn prepare_memory(ram: &Ram) -> Result<()> {
     ram.write_bytes(RAM_BASE + PAGE_TABLES_OFFSET, &bytes)
 }
 
-/// Per-vCPU setup that does not depend on the guest: CPUID. Returns the TSC frequency in kHz.
+/// `IA32_TIME_STAMP_COUNTER`.
+const MSR_TSC: u32 = 0x10;
+
+/// Per-vCPU setup that does not depend on the guest: CPUID, and the TSC started from 0 (the ABI's
+/// promise: the guest's clock reads the time since its VM was created). Returns the TSC frequency
+/// in kHz.
+///
+/// Under PVM nested KVM the write is accepted but has no effect: PVM has no hardware TSC offset, so
+/// the guest reads the host's TSC (seconds since the host booted). Best effort, therefore.
 pub fn init_vcpu(kvm: &Kvm, _vm: &VmFd, vcpu: &VcpuFd) -> Result<u64> {
     let cpuid: CpuId = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).context("KVM_GET_SUPPORTED_CPUID")?;
     vcpu.set_cpuid2(&cpuid).context("KVM_SET_CPUID2")?;
+    let tsc = Msrs::from_entries(&[kvm_msr_entry { index: MSR_TSC, data: 0, ..Default::default() }])
+        .context("building the TSC MSR list")?;
+    let _ = vcpu.set_msrs(&tsc);
     tsc_khz(vcpu, &cpuid)
 }
 
