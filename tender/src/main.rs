@@ -8,7 +8,8 @@
 //!
 //! Exit status: the guest's own (0–255, from the Exit hypercall); 125 when the tender could not
 //! start it (bad or untrusted image, a kernel built for QEMU, no KVM, a missing tap); 126 when the
-//! guest broke the ABI (then one line on stderr says what it did, and where).
+//! guest broke the ABI (then one line on stderr says what it did, and where); 128 + the signal when
+//! SIGTERM or SIGINT stopped it (after printing `--stats`).
 //!
 //! # Design
 //! - **Hypercalls, not emulated devices.** The guest talks to the tender through the few calls of
@@ -45,6 +46,7 @@ mod kernel;
 mod layout;
 mod net;
 mod sandbox;
+mod signals;
 mod stats;
 mod violation;
 mod vm;
@@ -131,6 +133,10 @@ fn main() -> ExitCode {
             eprintln!("tender: {e:#}");
             EXIT_TENDER_FAILURE
         }
+        Ending::Stopped(signal) => {
+            eprintln!("tender: stopped by signal {signal}");
+            128u8.saturating_add(signal as u8)
+        }
     };
     if cli.stats {
         eprintln!("{stats}");
@@ -149,6 +155,7 @@ fn prepare(cli: &Cli) -> Result<Vm> {
     unsafe {
         libc::malloc_trim(0);
     }
+    signals::catch_stop_requests()?;
     let program = sandbox::filter(vm.vcpu.as_raw_fd())?;
     sandbox::enter(&program)?;
     Ok(vm)

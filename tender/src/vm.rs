@@ -42,6 +42,8 @@ pub struct Vm {
 pub enum Ending {
     /// The guest exited with this status.
     Exit(u8),
+    /// The tender was asked to stop (SIGTERM or SIGINT) by this signal.
+    Stopped(i32),
     /// The guest broke the ABI; the instruction pointer, if it could be read.
     Violation(Violation, Option<u64>),
     /// The host side failed while the guest ran.
@@ -95,6 +97,11 @@ impl Vm {
     /// nothing else to do while it runs.
     pub fn run(&mut self, stats: &mut Stats) -> Ending {
         loop {
+            // A stop request that arrived while the guest ran (or slept in Poll) ends the run at
+            // the next exit; an idle guest spends its time in Poll, which the signal interrupts.
+            if let Some(signal) = crate::signals::stop_requested() {
+                return Ending::Stopped(signal);
+            }
             let event = match self.vcpu.run() {
                 Ok(exit) => arch::classify(exit),
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Event::Interrupted,

@@ -215,3 +215,36 @@ fn a_guest_at_cpl3_makes_hypercalls_through_the_window() {
     assert_eq!(output.stdout.len(), 2);
     assert_eq!(output.stdout[0] & 3, 3, "the code ran at CPL 3 (CS {:#x})", output.stdout[0]);
 }
+
+/// An idle guest (blocked in Poll with no timeout) costs nothing until it is stopped; SIGTERM
+/// stops it cleanly, with the statistics still printed, and status 128 + 15.
+#[test]
+fn sigterm_stops_an_idle_guest_cleanly() {
+    if !common::kvm("sigterm_stops_an_idle_guest_cleanly") {
+        return;
+    }
+    let mut guest = Guest::new();
+    let poll = guest.place(0, &[tender_abi::POLL_FOREVER.to_le_bytes(), [0; 8]].concat());
+    let guest = guest.call(Hypercall::Poll, poll).exit(0x100, 1);
+    let kernel = common::write(&common::scratch("sigterm"), "guest.elf", &guest.elf());
+    let child = common::tender()
+        .arg("--stats")
+        .arg("--kernel")
+        .arg(&kernel)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tender starts");
+    let pid = child.id() as i32;
+    // Wait until it sleeps in ppoll (x86_64 system call 271), where an idle guest's tender spends
+    // its time, and stop it there.
+    let asleep = (0..500).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::read_to_string(format!("/proc/{pid}/syscall")).is_ok_and(|call| call.starts_with("271 "))
+    });
+    // SAFETY: signals the child this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let run = common::wait(child, common::TIMEOUT);
+    assert!(asleep, "the idle tender never slept");
+    run.expect_status(128 + libc::SIGTERM).expect_stderr(&["stopped by signal 15", "hypercalls: Poll 1"]);
+}
