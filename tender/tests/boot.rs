@@ -106,3 +106,18 @@ fn bad_usage_is_a_tender_failure() {
     let run = common::run(common::tender().arg("/nonexistent/image.mast"));
     run.expect_status(FAILURE).expect_stderr(&["/nonexistent/image.mast"]);
 }
+
+#[test]
+fn mem_overrides_the_manifest_and_odd_sizes_are_refused() {
+    if !common::kvm("mem_overrides_the_manifest_and_odd_sizes_are_refused") {
+        return;
+    }
+    let image = common::tender_image("hello");
+    let run = common::run(common::tender().args(["--mem", "48"]).arg(&image.artifact));
+    run.expect_status(0);
+    assert!(run.stdout.contains("RAM 48 MiB"), "the guest sees the RAM it was given:\n{}", run.stdout);
+    let run = common::run(common::tender().args(["--mem", "5"]).arg(&image.artifact));
+    run.expect_status(FAILURE).expect_stderr(&["whole 2 MiB pages"]);
+    let run = common::run(common::tender().args(["--mem", "4096"]).arg(&image.artifact));
+    run.expect_status(FAILURE).expect_stderr(&["at most 1008 MiB"]);
+}
