@@ -31,7 +31,7 @@ fn sectors_are_read_and_written_in_place() {
     let dir = common::scratch("block");
     let mut disk = vec![0u8; 4 * 512];
     disk[512..1024].fill(b'1');
-    let disk_path = common::write(&dir, "disk.img", &disk);
+    let disk_path = common::write(dir.path(), "disk.img", &disk);
 
     let mut guest = Guest::new();
     let read_buffer = DATA + 0x1000;
@@ -44,7 +44,7 @@ fn sectors_are_read_and_written_in_place() {
     let guest = request(guest, 0x400, Hypercall::BlockRead, 0, read_buffer, 100); // not whole sectors
     let guest = guest.call(Hypercall::ConsoleWrite, show).exit(0x600, 0);
 
-    let kernel = common::write(&dir, "guest.elf", &guest.elf());
+    let kernel = common::write(dir.path(), "guest.elf", &guest.elf());
     let output =
         common::tender().arg("--kernel").arg(&kernel).arg("--block").arg(&disk_path).output().expect("tender runs");
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
@@ -64,9 +64,9 @@ fn a_block_buffer_outside_ram_is_a_violation() {
         return;
     }
     let dir = common::scratch("block_outside");
-    let disk_path = common::write(&dir, "disk.img", &[0; 1024]);
+    let disk_path = common::write(dir.path(), "disk.img", &[0; 1024]);
     let guest = request(Guest::new(), 0, Hypercall::BlockRead, 0, (16 << 20) - 256, 512);
-    let kernel = common::write(&dir, "guest.elf", &guest.elf());
+    let kernel = common::write(dir.path(), "guest.elf", &guest.elf());
     let run = common::run(common::tender().arg("--kernel").arg(&kernel).arg("--block").arg(&disk_path));
     run.expect_status(126).expect_stderr(&["BlockRead: block buffer at 0xffff00 with length 0x200"]);
 }

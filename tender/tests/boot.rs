@@ -72,7 +72,8 @@ fn a_tampered_image_is_refused() {
     let mut bytes = std::fs::read(&image.artifact).expect("image is readable");
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;
-    let tampered = common::write(&common::scratch("tampered"), "hello.mast", &bytes);
+    let dir = common::scratch("tampered");
+    let tampered = common::write(dir.path(), "hello.mast", &bytes);
     let run = common::run(common::tender().arg(&tampered));
     run.expect_status(FAILURE).expect_stderr(&["was refused", "does not match its hash"]);
     assert!(run.stdout.is_empty(), "nothing ran: {}", run.stdout);

@@ -155,7 +155,8 @@ fn devices_that_are_absent_answer_no_device() {
     let attach = guest.place(0, &[(1u64 << 40).to_le_bytes(), [0; 8]].concat());
     let show = guest.place(0x100, &[attach.to_le_bytes(), 16u64.to_le_bytes()].concat());
     let guest = guest.call(Hypercall::NetAttach, attach).call(Hypercall::ConsoleWrite, show).exit(0x200, 0);
-    let kernel = common::write(&common::scratch("absent_devices"), "guest.elf", &guest.elf());
+    let dir = common::scratch("absent_devices");
+    let kernel = common::write(dir.path(), "guest.elf", &guest.elf());
     let output = common::tender().arg("--kernel").arg(&kernel).output().expect("tender runs");
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(output.stdout.len(), 16, "the NetAttach block, echoed");
@@ -207,7 +208,8 @@ fn a_guest_at_cpl3_makes_hypercalls_through_the_window() {
         .mov_rbx(exit)
         .store_rbx_at_rax()
         .spin();
-    let kernel = common::write(&common::scratch("cpl3"), "guest.elf", &guest.elf());
+    let dir = common::scratch("cpl3");
+    let kernel = common::write(dir.path(), "guest.elf", &guest.elf());
     let output = common::tender().arg("--kernel").arg(&kernel).output().expect("tender runs");
     assert_eq!(output.status.code(), Some(9), "{}", String::from_utf8_lossy(&output.stderr));
     // The selector's low bits are the privilege level. (PVM shows its own user selector, 0x33, not
@@ -226,7 +228,8 @@ fn sigterm_stops_an_idle_guest_cleanly() {
     let mut guest = Guest::new();
     let poll = guest.place(0, &[tender_abi::POLL_FOREVER.to_le_bytes(), [0; 8]].concat());
     let guest = guest.call(Hypercall::Poll, poll).exit(0x100, 1);
-    let kernel = common::write(&common::scratch("sigterm"), "guest.elf", &guest.elf());
+    let dir = common::scratch("sigterm");
+    let kernel = common::write(dir.path(), "guest.elf", &guest.elf());
     let child = common::tender()
         .arg("--stats")
         .arg("--kernel")

@@ -147,7 +147,8 @@ fn a_queued_frame_reaches_the_tap() {
     frame.extend(b"hello from the tx ring");
     frame.resize(60, 0);
     let guest = transmitting_guest(&frame, frame.len() as u32);
-    let kernel = common::write(&common::scratch(test), "guest.elf", &guest.elf());
+    let dir = common::scratch(test);
+    let kernel = common::write(dir.path(), "guest.elf", &guest.elf());
     let (ready, is_ready) = std::sync::mpsc::channel();
     let (frames, run) = std::thread::scope(|scope| {
         let capturing = scope.spawn(|| netns.within(|| capture(TAP, ready, &frame, common::TIMEOUT)));
@@ -169,7 +170,8 @@ fn an_oversized_frame_is_a_violation() {
     }
     let Some(netns) = common::netns("bigframe") else { return };
     let guest = transmitting_guest(&[0; 64], 5000);
-    let kernel = common::write(&common::scratch(test), "guest.elf", &guest.elf());
+    let dir = common::scratch(test);
+    let kernel = common::write(dir.path(), "guest.elf", &guest.elf());
     let run = common::run(netns.command(env!("CARGO_BIN_EXE_tender")).args(["--net", TAP, "--kernel"]).arg(&kernel));
     run.expect_status(126).expect_stderr(&["tx ring slot 0 holds a 5000-byte frame"]);
 }

@@ -139,11 +139,9 @@ pub fn image(app: &str, platform: Platform) -> Built {
     image
 }
 
-/// A scratch directory for one test.
-pub fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tender-tests-{}-{test}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir is writable");
-    dir
+/// A scratch directory for one test, removed when dropped.
+pub fn scratch(test: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("tender-{test}-")).tempdir().expect("temp dir is writable")
 }
 
 /// Writes `bytes` to `dir/name` and returns the path.
@@ -304,7 +302,8 @@ pub fn elf(machine: u16, load_address: u64, segment: &[u8], notes: &[(&str, u32,
 
 /// Boots a hand-assembled guest with `extra` tender arguments.
 pub fn run_guest(test: &str, guest: &Guest, extra: &[&str]) -> Run {
-    let kernel = write(&scratch(test), "guest.elf", &guest.elf());
+    let dir = scratch(test);
+    let kernel = write(dir.path(), "guest.elf", &guest.elf());
     run(tender().arg("--kernel").arg(&kernel).args(extra))
 }
 
