@@ -27,6 +27,8 @@ pub enum KernelError {
     BadNote { len: usize },
     #[error("the kernel has no loadable segment")]
     NoSegments,
+    #[error("the kernel's entry point {entry:#x} is not inside any of its loadable segments")]
+    EntryOutside { entry: u64 },
 }
 
 /// What the loader needs to know about a checked kernel.
@@ -70,7 +72,12 @@ pub fn check(bytes: &[u8]) -> Result<KernelInfo, KernelError> {
         return Err(KernelError::WrongAbi { found });
     }
     let span = elf.load_span().map_err(|_| KernelError::NoSegments)?;
-    Ok(KernelInfo { entry: elf.entry, span })
+    let entry = elf.entry;
+    let loaded = |s: &&images::elf::Segment| entry >= s.virtual_address && entry - s.virtual_address < s.file_size;
+    if !elf.load_segments().any(|s| loaded(&s)) {
+        return Err(KernelError::EntryOutside { entry });
+    }
+    Ok(KernelInfo { entry, span })
 }
 
 #[cfg(test)]
@@ -154,5 +161,8 @@ pub(crate) mod tests {
         let other = if HOST_MACHINE.0 == EM_X86_64 { EM_AARCH64 } else { EM_X86_64 };
         assert!(matches!(check(&elf(other, 0x10_0000, &[0], &[abi_note()])), Err(KernelError::WrongMachine { .. })));
         assert!(matches!(check(b"garbage"), Err(KernelError::Elf(_))));
+        let mut stray = elf(HOST_MACHINE.0, 0x10_0000, &[0xf4; 4], &[abi_note()]);
+        stray[24..32].copy_from_slice(&0x20_0000u64.to_le_bytes()); // e_entry
+        assert_eq!(check(&stray), Err(KernelError::EntryOutside { entry: 0x20_0000 }));
     }
 }
