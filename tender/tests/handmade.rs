@@ -251,3 +251,21 @@ fn sigterm_stops_an_idle_guest_cleanly() {
     assert!(asleep, "the idle tender never slept");
     run.expect_status(128 + libc::SIGTERM).expect_stderr(&["stopped by signal 15", "hypercalls: Poll 1"]);
 }
+
+/// `xgetbv` with CR4.OSXSAVE clear: real KVM raises #UD (then a triple fault, with no IDT); PVM
+/// cannot emulate it at all (a KVM internal error). Either way the guest is stopped cleanly.
+#[test]
+fn an_instruction_kvm_cannot_run_is_a_violation() {
+    let test = "an_instruction_kvm_cannot_run_is_a_violation";
+    if !common::kvm(test) {
+        return;
+    }
+    let run = run_guest(test, &Guest::new().bytes(&[0x31, 0xc9, 0x0f, 0x01, 0xd0]).spin(), &[]);
+    run.expect_status(VIOLATION);
+    assert!(
+        run.stderr.contains("KVM could not emulate an instruction (internal error")
+            || run.stderr.contains("triple fault"),
+        "{}",
+        run.stderr
+    );
+}
