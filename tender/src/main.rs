@@ -31,6 +31,21 @@
 //!   system calls (`KVM_RUN` on its vCPU, read/write, ppoll, pread/pwrite/fdatasync, memory
 //!   management for the allocator, exit); anything else kills the process.
 //!
+//! # Architectures
+//! - x86_64 (tested here): the guest enters in long mode on the tender's identity map of its RAM;
+//!   hypercalls are `out` to the hypercall ports or 64-bit stores to the hypercall window. On
+//!   nested PVM KVM (this machine), guest code at CPL 0 is emulated instruction by instruction
+//!   (~2 us each; a 200 000-instruction loop takes ~0.4 s) while CPL 3 code runs natively (the same
+//!   loop: well under 1 ms); exits cost ~15-40 us from CPL 0 and ~0.1 ms from CPL 3. So a guest
+//!   should do its privileged setup, drop to CPL 3 and make few, batched hypercalls through the
+//!   window (the identity map is user-accessible for this). The TSC cannot be reset under PVM: the
+//!   guest reads the host's.
+//! - aarch64 (KVM on Arm hosts; compile-checked with `cargo check -p tender --target
+//!   aarch64-unknown-linux-gnu` and its pure parts unit-tested on any host): RAM at 1 GiB, the
+//!   vCPU initialised as the host's preferred target, entry at EL1h with the MMU off (PC, X0 and
+//!   PSTATE set through `KVM_SET_ONE_REG`), hypercalls as MMIO stores to the window. linux-loader's
+//!   ELF loader is x86-only, so aarch64 copies the kernel's segments itself.
+//!
 //! # Modules
 //! [`image`] (what to boot, verified) → [`kernel`] (built for this tender?) → [`layout`] (where
 //! things go, boot info) → [`vm`] (KVM, memory, vCPU, run loop; per-architecture parts in [`arch`])
