@@ -346,6 +346,35 @@ mod tests {
         assert_eq!(ram.read_args::<Poll>(Hypercall::Poll, 0x1000).expect("reads").rx_ready, 0);
     }
 
+    proptest::proptest! {
+        /// Whatever a guest writes and calls, the tender answers with an outcome or a violation:
+        /// it never panics, and never touches memory outside the guest's RAM (vm-memory would
+        /// refuse, and the test's 1 MiB RAM is all there is).
+        #[test]
+        fn arbitrary_calls_never_panic(
+            number in 0u64..12,
+            arg in proptest::prop_oneof![0u64..(1 << 20), proptest::num::u64::ANY],
+            block in proptest::collection::vec(proptest::num::u8::ANY, 32),
+            with_block_device: bool,
+        ) {
+            // ConsoleWrite would print the random bytes on the test's real stdout; it has its own tests.
+            proptest::prop_assume!(number != Hypercall::ConsoleWrite as u64);
+            let (ram, mut devices, mut stats) = setup();
+            let _ = ram.write_bytes(arg, &block);
+            let file = tempfile::tempfile().expect("temp file");
+            file.set_len(4096).expect("sized");
+            if with_block_device {
+                let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file));
+                devices.block = Some(Block::open(std::path::Path::new(&path)).expect("opens"));
+            }
+            // Poll with a timeout would sleep: keep the test fast by making it 0 or 1 ns.
+            if number == Hypercall::Poll as u64 {
+                let _ = ram.write_bytes(arg, &(block[0] as u64 & 1).to_le_bytes());
+            }
+            let _ = handle(&ram, &mut devices, &mut stats, number, arg);
+        }
+    }
+
     #[test]
     fn impossible_ring_counters_are_violations() {
         let ram = Ram::new(0, 1 << 20).expect("maps");
