@@ -30,7 +30,7 @@ use std::{
 };
 
 use hostnet::{Link, Subnet, ip};
-use images::{Arch, elf::Elf};
+use images::{Arch, Platform};
 use rack_api::{
     PortForward,
     agent::{Launched, RunRef, RunState, RunStats},
@@ -78,12 +78,9 @@ pub fn find_binary(given: Option<&Path>) -> Result<PathBuf, String> {
     ))
 }
 
-/// Whether `kernel` was built for the tender: it carries the tender ABI note. QEMU kernels do not.
+/// Whether `kernel` was built for the tender (it carries the tender ABI note; QEMU kernels do not).
 pub fn is_tender_kernel(kernel: &[u8]) -> bool {
-    let Ok(elf) = Elf::parse(kernel) else { return false };
-    elf.notes().is_ok_and(|notes| {
-        notes.iter().any(|n| n.name == tender_abi::ELF_NOTE_NAME.as_bytes() && n.kind == tender_abi::ELF_NOTE_TYPE_ABI)
-    })
+    images::kernel::platform_of(kernel) == Some(Platform::Tender)
 }
 
 #[derive(Debug)]
