@@ -20,6 +20,15 @@
 //! other's ELF) and land in `target/images/aarch64-<board>/<profile>/`, where the kernel is also
 //! written as `kernel8.img`, the name the Raspberry Pi firmware boots. The `.mast` does not record
 //! the board; its kernel does (it only runs at its board's link address).
+//!
+//! # Platforms
+//! An image is built for one [`Platform`]: QEMU unless [`build_for_platform`] names the tender.
+//! The platform becomes the runtime's `platform-<name>` cargo feature (boot protocol, console,
+//! clock, devices and linker script differ; the appliance crate does not). Tender builds go to
+//! `target/appliances-tender` and `target/images/<arch>-tender/<profile>/`, and their kernel is the
+//! linked ELF on both architectures (`<app>.elf`), carrying the tender ABI note that
+//! [`crate::kernel::validate_for`] checks. The `.mast` does not record the platform; its kernel's
+//! note does ([`crate::kernel::platform_of`]).
 
 use std::{
     fmt, fs, io,
@@ -30,7 +39,7 @@ use std::{
 pub use runtime::board::Board;
 
 use crate::{
-    Arch,
+    Arch, Platform,
     artifact::{self, DATA_PART, ImageId, KERNEL_PART},
     elf::{Elf, ElfError},
     kernel::{self, KernelError, KernelInfo},
@@ -87,8 +96,10 @@ pub struct Built {
     pub artifact: PathBuf,
     /// The bootable kernel inside it, also written alone: `<app>.img` (aarch64) or `<app>.elf`.
     pub kernel: PathBuf,
-    /// The board it was built for (aarch64 only; `virt` when none was named).
+    /// The board it was built for (aarch64 QEMU builds only; `virt` when none was named).
     pub board: Option<Board>,
+    /// The platform it was built for.
+    pub platform: Platform,
     /// For boards booted by firmware from an SD card: the kernel again, as `kernel8.img`.
     pub boot_file: Option<PathBuf>,
     /// The linked ELF the kernel came from (symbols intact in dev builds).
@@ -124,6 +135,8 @@ pub enum BuildError {
     Key(#[from] KeyError),
     #[error("--board {board} is an aarch64 board; {arch} appliances run on QEMU microvm only")]
     BoardNeedsAarch64 { board: &'static str, arch: Arch },
+    #[error("--board {board} is a QEMU board; the tender is its own machine and takes no board")]
+    BoardOnTender { board: &'static str },
 }
 
 /// The file name Raspberry Pi firmware boots with `arm_64bit=1`.
@@ -140,6 +153,15 @@ fn board_suffix(board: Option<Board>) -> String {
 /// The directory `build` writes `app`'s image and kernel to, for this architecture, board and profile.
 pub fn image_dir(root: &Path, arch: Arch, board: Option<Board>, profile: Profile) -> PathBuf {
     root.join("target/images").join(format!("{}{}", arch.name(), board_suffix(board))).join(profile.name())
+}
+
+/// The directory [`build_for_platform`] writes images to: [`image_dir`] for QEMU (`virt`),
+/// `target/images/<arch>-tender/<profile>/` for the tender.
+pub fn platform_image_dir(root: &Path, arch: Arch, platform: Platform, profile: Profile) -> PathBuf {
+    match platform {
+        Platform::Qemu => image_dir(root, arch, None, profile),
+        Platform::Tender => root.join("target/images").join(format!("{}-tender", arch.name())).join(profile.name()),
+    }
 }
 
 /// The workspace this crate belongs to.
@@ -177,12 +199,44 @@ pub fn build_for_board(
     board: Option<Board>,
     profile: Profile,
 ) -> Result<Built, BuildError> {
+    build_image(root, app, arch, board, Platform::Qemu, profile)
+}
+
+/// Builds `app` for `arch` on `platform` (QEMU: `virt` on aarch64); see the module docs.
+pub fn build_for_platform(
+    root: &Path,
+    app: &str,
+    arch: Arch,
+    platform: Platform,
+    profile: Profile,
+) -> Result<Built, BuildError> {
+    build_image(root, app, arch, None, platform, profile)
+}
+
+/// Builds for a board (QEMU) or a platform; a board on the tender is refused.
+pub fn build_image(
+    root: &Path,
+    app: &str,
+    arch: Arch,
+    board: Option<Board>,
+    platform: Platform,
+    profile: Profile,
+) -> Result<Built, BuildError> {
     if let Some(board) = board
         && arch != Arch::Aarch64
     {
         return Err(BuildError::BoardNeedsAarch64 { board: board.name, arch });
     }
-    let suffix = board_suffix(board);
+    if platform == Platform::Tender
+        && let Some(board) = board
+        && board.kind != runtime::board::BoardKind::Virt
+    {
+        return Err(BuildError::BoardOnTender { board: board.name });
+    }
+    let suffix = match platform {
+        Platform::Qemu => board_suffix(board),
+        Platform::Tender => "-tender".to_owned(),
+    };
     let available = appliances(root);
     if !available.iter().any(|name| name == app) {
         return Err(BuildError::UnknownAppliance { name: app.to_owned(), available });
@@ -206,7 +260,9 @@ pub fn build_for_board(
     let target_dir = root.join(format!("target/appliances{suffix}"));
     let mut cargo = cargo_command(root);
     cargo.args(["build", "--package", app, "--target", arch.target_triple(), "--profile", profile.cargo_name()]);
-    if !suffix.is_empty()
+    if let Some(feature) = platform.runtime_feature() {
+        cargo.arg("--features").arg(feature);
+    } else if !suffix.is_empty()
         && let Some(board) = board
     {
         cargo.arg("--features").arg(format!("runtime/board-{}", board.name));
@@ -223,22 +279,30 @@ pub fn build_for_board(
     let elf_path = target_dir.join(arch.target_triple()).join(profile.cargo_dir()).join(app);
     let elf_bytes =
         fs::read(&elf_path).map_err(|source| BuildError::Io { action: "reading", path: elf_path.clone(), source })?;
-    let image_bytes = match arch {
-        Arch::Aarch64 => {
+    let image_bytes = match (arch, platform) {
+        // The tender loads ELF segments on both architectures.
+        (_, Platform::Tender) | (Arch::X86_64, Platform::Qemu) => elf_bytes,
+        (Arch::Aarch64, Platform::Qemu) => {
             let elf = Elf::parse(&elf_bytes).map_err(|source| BuildError::Elf { path: elf_path.clone(), source })?;
             elf.flatten(MAX_IMAGE_BYTES).map_err(|source| BuildError::Elf { path: elf_path.clone(), source })?.bytes
         }
-        Arch::X86_64 => elf_bytes,
     };
 
-    let image_dir = image_dir(root, arch, board, profile);
+    let image_dir = match platform {
+        Platform::Qemu => image_dir(root, arch, board, profile),
+        Platform::Tender => platform_image_dir(root, arch, platform, profile),
+    };
     fs::create_dir_all(&image_dir).map_err(|source| BuildError::Io {
         action: "creating",
         path: image_dir.clone(),
         source,
     })?;
-    let kernel_path = image_dir.join(format!("{app}.{}", arch.image_extension()));
-    let info = kernel::validate(arch, &image_bytes)
+    let extension = match platform {
+        Platform::Qemu => arch.image_extension(),
+        Platform::Tender => "elf",
+    };
+    let kernel_path = image_dir.join(format!("{app}.{extension}"));
+    let info = kernel::validate_for(arch, platform, &image_bytes)
         .map_err(|source| BuildError::Invalid { path: kernel_path.clone(), source })?;
     let data = match &manifest.data {
         Some(dir) => Some(pack_data(&root.join("kernel-apps").join(app).join(dir), &manifest_file)?),
@@ -247,7 +311,7 @@ pub fn build_for_board(
     let data_len = data.as_ref().map_or(0, |d| d.len() as u64);
     manifest.check_fits(&manifest_file, arch, info.memory_size + data_len)?;
     write(&kernel_path, &image_bytes)?;
-    let boot_file = if suffix.is_empty() {
+    let boot_file = if suffix.is_empty() || platform != Platform::Qemu {
         None
     } else {
         let path = image_dir.join(PI_KERNEL_FILE);
@@ -267,7 +331,11 @@ pub fn build_for_board(
     Ok(Built {
         artifact: artifact_path,
         kernel: kernel_path,
-        board: board.or((arch == Arch::Aarch64).then_some(runtime::board::VIRT)),
+        board: match platform {
+            Platform::Qemu => board.or((arch == Arch::Aarch64).then_some(runtime::board::VIRT)),
+            Platform::Tender => None,
+        },
+        platform,
         boot_file,
         elf: elf_path,
         info,
@@ -418,6 +486,33 @@ mod tests {
         assert_eq!(virt, Path::new("/w/target/images/aarch64/release"));
         let pi = image_dir(root, Arch::Aarch64, Some(runtime::board::RPI3), Profile::Dev);
         assert_eq!(pi, Path::new("/w/target/images/aarch64-rpi3/debug"));
+    }
+
+    #[test]
+    fn tender_builds_get_their_own_directories() {
+        let root = Path::new("/w");
+        assert_eq!(
+            platform_image_dir(root, Arch::X86_64, Platform::Tender, Profile::Release),
+            Path::new("/w/target/images/x86_64-tender/release")
+        );
+        assert_eq!(
+            platform_image_dir(root, Arch::X86_64, Platform::Qemu, Profile::Dev),
+            image_dir(root, Arch::X86_64, None, Profile::Dev)
+        );
+    }
+
+    #[test]
+    fn boards_are_refused_on_the_tender() {
+        let err = build_image(
+            &workspace_root(),
+            "hello",
+            Arch::Aarch64,
+            Some(runtime::board::RPI3),
+            Platform::Tender,
+            Profile::Dev,
+        )
+        .expect_err("a Pi board on the tender");
+        assert!(matches!(err, BuildError::BoardOnTender { board: "rpi3" }), "{err}");
     }
 
     #[test]

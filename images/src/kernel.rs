@@ -9,11 +9,15 @@
 //! - **x86_64** (ELF booted through PVH): a 64-bit little-endian x86_64 ELF whose segments all lie
 //!   inside the file, with a `Xen` note of type 18 (`XEN_ELFNOTE_PHYS32_ENTRY`) whose entry point
 //!   lies inside a loadable segment.
+//! - **tender** (either architecture, [`validate_for`] with [`Platform::Tender`]): an ELF of the
+//!   architecture whose segments lie inside the file, with the tender ABI note (`Mast`, type
+//!   `tender_abi::ELF_NOTE_TYPE_ABI`) naming `tender_abi::ABI_VERSION`, and an entry point inside
+//!   a loadable segment. A QEMU kernel is refused for the tender and a tender kernel for QEMU.
 
 use std::{fmt, fs, io, path::Path};
 
 use crate::{
-    Arch,
+    Arch, Platform,
     elf::{self, Elf, ElfError},
 };
 
@@ -36,6 +40,8 @@ pub enum KernelFormat {
     Arm64Image,
     /// An ELF entered in 32-bit protected mode at its PVH entry point.
     PvhElf,
+    /// An ELF for the tender, entered in 64-bit mode at its ELF entry point.
+    TenderElf,
 }
 
 impl fmt::Display for KernelFormat {
@@ -43,6 +49,7 @@ impl fmt::Display for KernelFormat {
         f.write_str(match self {
             KernelFormat::Arm64Image => "arm64 Image",
             KernelFormat::PvhElf => "PVH ELF",
+            KernelFormat::TenderElf => "tender ELF",
         })
     }
 }
@@ -88,6 +95,16 @@ pub enum KernelError {
     NoPvhEntry,
     #[error("the PVH entry point {entry:#x} is outside every loadable segment")]
     EntryOutsideImage { entry: u64 },
+    #[error(
+        "no tender ABI note (an ELF note \"Mast\" of type {:#x}): this kernel was not built for the tender \
+         (build it with --platform tender)",
+        tender_abi::ELF_NOTE_TYPE_ABI
+    )]
+    NoTenderNote,
+    #[error("built for tender ABI version {found}, but this tool speaks version {}", tender_abi::ABI_VERSION)]
+    WrongTenderAbi { found: u32 },
+    #[error("this is a tender kernel (it carries the tender ABI note); QEMU cannot boot it")]
+    TenderKernel,
 }
 
 /// Why a kernel file could not be validated.
@@ -119,6 +136,72 @@ pub fn validate(arch: Arch, bytes: &[u8]) -> Result<KernelInfo, KernelError> {
         Arch::Aarch64 => validate_arm64_image(bytes),
         Arch::X86_64 => validate_pvh_elf(bytes),
     }
+}
+
+/// Validates `bytes` as a bootable kernel for `arch` on `platform`.
+pub fn validate_for(arch: Arch, platform: Platform, bytes: &[u8]) -> Result<KernelInfo, KernelError> {
+    match platform {
+        Platform::Qemu => {
+            if platform_of(bytes) == Some(Platform::Tender) {
+                return Err(KernelError::TenderKernel);
+            }
+            validate(arch, bytes)
+        }
+        Platform::Tender => {
+            if bytes.is_empty() {
+                return Err(KernelError::Empty);
+            }
+            validate_tender_elf(arch, bytes)
+        }
+    }
+}
+
+/// The platform a kernel file was built for: the tender if it is an ELF with the tender ABI note
+/// (of any version), QEMU if it is another kernel of a known architecture; `None` for garbage.
+pub fn platform_of(bytes: &[u8]) -> Option<Platform> {
+    if let Ok(elf) = Elf::parse(bytes)
+        && elf.notes().is_ok_and(|notes| notes.iter().any(is_tender_note))
+    {
+        return Some(Platform::Tender);
+    }
+    detect_arch(bytes).map(|_| Platform::Qemu)
+}
+
+fn is_tender_note(note: &elf::Note<'_>) -> bool {
+    note.name == tender_abi::ELF_NOTE_NAME.as_bytes() && note.kind == tender_abi::ELF_NOTE_TYPE_ABI
+}
+
+fn validate_tender_elf(arch: Arch, bytes: &[u8]) -> Result<KernelInfo, KernelError> {
+    let elf = Elf::parse(bytes)?;
+    if elf.machine != arch.elf_machine() {
+        let found = match Arch::ALL.into_iter().find(|a| a.elf_machine() == elf.machine) {
+            Some(arch) => arch.to_string(),
+            None => format!("ELF machine {}", elf.machine),
+        };
+        return Err(KernelError::WrongArch { expected: arch, found });
+    }
+    let span = elf.load_span()?;
+    let notes = elf.notes()?;
+    let note = notes.iter().find(|note| is_tender_note(note)).ok_or(KernelError::NoTenderNote)?;
+    let version = (note.desc.len() == 4).then(|| elf::le_u32(note.desc, 0)).ok_or(KernelError::NoTenderNote)?;
+    if version != tender_abi::ABI_VERSION {
+        return Err(KernelError::WrongTenderAbi { found: version });
+    }
+    let entry = elf.entry;
+    let inside = elf
+        .load_segments()
+        .any(|s| (s.physical_address..s.physical_address.saturating_add(s.file_size)).contains(&entry));
+    if !inside {
+        return Err(KernelError::EntryOutsideImage { entry });
+    }
+    Ok(KernelInfo {
+        arch,
+        format: KernelFormat::TenderElf,
+        file_size: bytes.len() as u64,
+        memory_size: span.end - span.start,
+        entry,
+        text_offset: 0,
+    })
 }
 
 /// Guesses the architecture of a kernel file from its first bytes.
@@ -302,6 +385,50 @@ mod tests {
         let elf = pvh_elf(0x100000);
         for len in 0..elf.len() {
             assert!(validate(Arch::X86_64, &elf[..len]).is_err(), "accepted a cut to {len} bytes");
+        }
+    }
+
+    fn tender_elf(machine: u16, version: u32) -> Vec<u8> {
+        build_elf(
+            machine,
+            0x100000,
+            &[(0x100000, &[0x90; 64], 8192)],
+            &[(b"Mast", tender_abi::ELF_NOTE_TYPE_ABI, &version.to_le_bytes())],
+        )
+    }
+
+    #[test]
+    fn accepts_a_tender_elf_on_either_architecture() {
+        for (arch, machine) in [(Arch::X86_64, 62), (Arch::Aarch64, 183)] {
+            let info = validate_for(arch, Platform::Tender, &tender_elf(machine, tender_abi::ABI_VERSION))
+                .expect("valid tender ELF");
+            assert_eq!(info.format, KernelFormat::TenderElf);
+            assert_eq!(info.arch, arch);
+            assert_eq!(info.entry, 0x100000);
+            assert_eq!(info.memory_size, 8192);
+        }
+    }
+
+    #[test]
+    fn tender_and_qemu_kernels_are_not_mixed_up() {
+        let tender = tender_elf(62, tender_abi::ABI_VERSION);
+        assert_eq!(platform_of(&tender), Some(Platform::Tender));
+        assert_eq!(platform_of(&pvh_elf(0x100000)), Some(Platform::Qemu));
+        assert_eq!(platform_of(&arm64_image(200)), Some(Platform::Qemu));
+        assert_eq!(platform_of(b"nothing"), None);
+        assert_eq!(validate_for(Arch::X86_64, Platform::Qemu, &tender), Err(KernelError::TenderKernel));
+        assert_eq!(validate_for(Arch::X86_64, Platform::Tender, &pvh_elf(0x100000)), Err(KernelError::NoTenderNote));
+        assert_eq!(
+            validate_for(Arch::X86_64, Platform::Tender, &tender_elf(62, tender_abi::ABI_VERSION + 1)),
+            Err(KernelError::WrongTenderAbi { found: tender_abi::ABI_VERSION + 1 })
+        );
+        assert!(matches!(
+            validate_for(Arch::Aarch64, Platform::Tender, &tender),
+            Err(KernelError::WrongArch { expected: Arch::Aarch64, .. })
+        ));
+        assert_eq!(validate_for(Arch::X86_64, Platform::Tender, &[]), Err(KernelError::Empty));
+        for len in 0..tender.len() {
+            assert!(validate_for(Arch::X86_64, Platform::Tender, &tender[..len]).is_err(), "accepted a cut to {len}");
         }
     }
 

@@ -1,9 +1,11 @@
 //! Publishes the linker script for the target architecture as `mast.ld` on the library search path.
 //!
-//! The script `INCLUDE`s `mast-board.ld`, written here, which defines the link address of the board
-//! chosen by the runtime's `board-*` feature: 0x4020_0000 for QEMU `virt` (no feature), 0x80000
-//! for the Raspberry Pis. `src/board.rs` holds the same addresses; the boot code parks the CPU if
-//! the image runs anywhere but its link address, so a mismatch cannot go unnoticed.
+//! The script is the platform's: `src/arch/<arch>/link.ld` for QEMU, `src/arch/tender/<arch>.ld`
+//! with the `platform-tender` feature. The QEMU script `INCLUDE`s `mast-board.ld`, written here,
+//! which defines the link address of the board chosen by the runtime's `board-*` feature:
+//! 0x4020_0000 for QEMU `virt` (no feature), 0x80000 for the Raspberry Pis. `src/board.rs` holds
+//! the same addresses; the boot code parks the CPU if the image runs anywhere but its link
+//! address, so a mismatch cannot go unnoticed.
 //!
 //! `-L` directories from a dependency's build script reach the final link of every appliance, and
 //! lld searches them for `-T` scripts, so `.cargo/config.toml` can name `mast.ld` without knowing
@@ -18,7 +20,12 @@ fn main() {
     if os != "none" {
         return; // Host build: only the pure modules are compiled, nothing is linked.
     }
-    let script = PathBuf::from(format!("src/arch/{arch}/link.ld"));
+    let tender = env::var_os("CARGO_FEATURE_PLATFORM_TENDER").is_some();
+    let script = if tender {
+        PathBuf::from(format!("src/arch/tender/{arch}.ld"))
+    } else {
+        PathBuf::from(format!("src/arch/{arch}/link.ld"))
+    };
     println!("cargo:rerun-if-changed={}", script.display());
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let pi = env::var_os("CARGO_FEATURE_BOARD_RPI3").is_some() || env::var_os("CARGO_FEATURE_BOARD_RPI4").is_some();

@@ -22,6 +22,8 @@ pub enum BenchCommand {
     Http(crate::bench_http::HttpArgs),
     /// kvlog per architecture: append and read latency on a virtio-blk volume, recovery time, image size.
     Kvlog(crate::bench_kvlog::KvlogArgs),
+    /// N idle httpd under the tender, each on its own tap: memory (RSS, PSS, host), starts/s, idle CPU.
+    Density(crate::bench_density::DensityArgs),
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +63,7 @@ pub fn main(command: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Placement(args) => crate::bench_placement::main(args),
         BenchCommand::Http(args) => crate::bench_http::main(args),
         BenchCommand::Kvlog(args) => crate::bench_kvlog::main(args),
+        BenchCommand::Density(args) => crate::bench_density::main(args),
     }
 }
 

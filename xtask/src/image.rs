@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use images::{
-    Arch,
+    Arch, Platform,
     artifact::{self, ImageId},
     build::{self, Profile},
     keys::{KeyConfig, PublicKey, TrustedKeys},
@@ -51,6 +51,10 @@ pub struct BuildArgs {
     /// as kernel8.img, for `cargo xtask image sdcard`.
     #[arg(long, value_name = "BOARD", value_parser = parse_board)]
     pub board: Option<build::Board>,
+    /// The machine to build for: qemu (the default) or tender (Mast's KVM monitor; images land in
+    /// target/images/<arch>-tender/).
+    #[arg(long, value_name = "PLATFORM", default_value = "qemu", conflicts_with = "board")]
+    pub platform: Platform,
     /// Optimise for size and speed (LTO, stripped); what ships and what the benches measure.
     #[arg(long)]
     pub release: bool,
@@ -136,14 +140,16 @@ pub fn main(command: ImageCommand) -> Result<ExitCode> {
         ImageCommand::Build(args) => {
             let profile = if args.release { Profile::Release } else { Profile::Dev };
             let arch = args.arch.unwrap_or(Arch::Aarch64);
-            let built = build::build_for_board(&build::workspace_root(), &args.app, arch, args.board, profile)?;
+            let built =
+                build::build_image(&build::workspace_root(), &args.app, arch, args.board, args.platform, profile)?;
             if let Some(warning) = &built.key_warning {
                 eprintln!("{warning}");
             }
             eprintln!(
-                "built {} {} for {}{} ({}): kernel {} bytes ({} in memory), image {} bytes, id {}",
+                "built {} {} for {} {}{} ({}): kernel {} bytes ({} in memory), image {} bytes, id {}",
                 built.manifest.name,
                 built.manifest.version,
+                built.platform,
                 arch,
                 built.board.map_or(String::new(), |b| format!(" board {}", b.name)),
                 built.info.format,
@@ -250,11 +256,17 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
         .map(|p| PartSummary { name: p.name.clone(), bytes: p.size, chunks: p.chunks.len() })
         .collect();
     let distinct = body.distinct_chunks();
+    // The platform is in the kernel's ELF notes. Checking the chunks and the signature against the
+    // image's own signer (trust aside) gives the kernel's bytes intact.
+    let mut own_signer = TrustedKeys::default();
+    own_signer.add(signer);
+    let platform = artifact::verify(&bytes, &own_signer).ok().and_then(|v| images::kernel::platform_of(v.kernel()));
     let report = Inspection {
         file: args.file.display().to_string(),
         id,
         format_version: body.format_version,
         arch: body.arch,
+        platform,
         signer,
         signer_trusted: trusted.contains(&signer),
         verdict,
@@ -286,6 +298,8 @@ struct Inspection {
     id: ImageId,
     format_version: u32,
     arch: Arch,
+    /// `None` when the kernel part is damaged or unrecognisable.
+    platform: Option<Platform>,
     #[serde(serialize_with = "display")]
     signer: PublicKey,
     signer_trusted: bool,
@@ -321,6 +335,10 @@ impl Inspection {
         line(
             "arch",
             format!("{} (manifest: {})", self.arch, m.arches.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ")),
+        );
+        line(
+            "platform",
+            self.platform.map_or("unknown (damaged or unrecognised kernel)".to_owned(), |p| p.to_string()),
         );
         line("signer", format!("{} ({})", self.signer, if self.signer_trusted { "trusted" } else { "NOT trusted" }));
         line("format", format!("version {}", self.format_version));

@@ -4,6 +4,7 @@
 //! by hand.
 
 mod bench;
+mod bench_density;
 mod bench_http;
 mod bench_image;
 mod bench_kvlog;

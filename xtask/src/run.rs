@@ -5,7 +5,7 @@ use std::{io::Write, path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use images::{
-    Arch, artifact,
+    Arch, Platform, artifact,
     build::{self, Profile},
     manifest::{DeviceKind, Manifest, Protocol},
 };
@@ -29,6 +29,11 @@ pub struct RunArgs {
     /// Images for the Pis (--image) boot on raspi3b by themselves.
     #[arg(long, value_name = "BOARD", value_parser = crate::image::parse_board, conflicts_with = "image")]
     pub board: Option<build::Board>,
+    /// The machine: qemu (the default) or tender (Mast's KVM monitor, x86_64: `cargo build -p
+    /// tender`, then the tender boots the image; no network, which needs a tap: run the tender by
+    /// hand with --net for that).
+    #[arg(long, value_name = "PLATFORM", default_value = "qemu", conflicts_with = "board")]
+    pub platform: Platform,
     /// Build with the release (appliance) profile.
     #[arg(long)]
     pub release: bool,
@@ -67,6 +72,19 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
     let arch = verified.arch();
     if args.arch.is_some_and(|wanted| wanted != arch) {
         bail!("{} is an image for {arch}, not {}", image.display(), args.arch.map_or("", |a| a.name()));
+    }
+    let platform = images::kernel::platform_of(verified.kernel());
+    if platform != Some(args.platform) {
+        bail!(
+            "{} holds a kernel for {}, not {}: build it with --platform {}",
+            image.display(),
+            platform.map_or("no known platform".to_owned(), |p| p.to_string()),
+            args.platform,
+            args.platform
+        );
+    }
+    if args.platform == Platform::Tender {
+        return run_on_tender(&args, &image, verified.manifest());
     }
     deps::ensure_qemu(arch)?;
     if arch == Arch::X86_64
@@ -185,9 +203,61 @@ fn build_image(args: &RunArgs) -> Result<PathBuf> {
         None => args.arch.or_else(Arch::host).context("this machine's architecture has no appliances: pass --arch")?,
     };
     let profile = if args.release { Profile::Release } else { Profile::Dev };
-    let built = build::build_for_board(&build::workspace_root(), app, arch, args.board, profile)?;
+    let built = build::build_image(&build::workspace_root(), app, arch, args.board, args.platform, profile)?;
     if let Some(warning) = &built.key_warning {
         eprintln!("{warning}");
     }
     Ok(built.artifact)
+}
+
+/// Builds the tender and lets it boot the (already verified) image, passing its console through;
+/// exits with the tender's status (the appliance's, or 125/126, see `tender --help`).
+fn run_on_tender(args: &RunArgs, image: &std::path::Path, manifest: &Manifest) -> Result<ExitCode> {
+    if manifest.devices.iter().any(|d| d.kind == DeviceKind::Net) {
+        eprintln!("note: no network under `xtask run --platform tender`; run the tender with --net TAP for that");
+    }
+    let root = build::workspace_root();
+    let mut cargo = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cargo.current_dir(&root).args(["build", "--package", "tender"]);
+    eprintln!("$ {}", images::command::display(&cargo));
+    let status = cargo.status().context("running cargo to build the tender")?;
+    if !status.success() {
+        bail!("building the tender failed ({status}); its errors are above");
+    }
+    let mut tender = std::process::Command::new(root.join("target/debug/tender"));
+    for key in &args.trust.keys {
+        tender.arg("--key").arg(key);
+    }
+    if let Some(mib) = args.mem {
+        tender.arg("--mem").arg(mib.to_string());
+    }
+    tender.arg(image);
+    if !args.args.is_empty() {
+        tender.arg("--").args(&args.args);
+    }
+    eprintln!("$ {}", images::command::display(&tender));
+    let began = std::time::Instant::now();
+    let mut child = tender.spawn().context("starting the tender")?;
+    let timeout = args.timeout.map(Duration::from_secs).unwrap_or(Duration::MAX);
+    let status = loop {
+        if let Some(status) = child.try_wait().context("waiting for the tender")? {
+            break status;
+        }
+        if began.elapsed() >= timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("appliance still running after {:.1} s: killed", began.elapsed().as_secs_f64());
+            return Ok(ExitCode::from(124));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let wall = format!("{:.1} ms", began.elapsed().as_secs_f64() * 1e3);
+    match status.code() {
+        Some(code) => {
+            let code = u8::try_from(code).unwrap_or(u8::MAX);
+            eprintln!("tender exited with status {code} after {wall}");
+            Ok(ExitCode::from(code))
+        }
+        None => bail!("the tender was killed by a signal ({status}) after {wall}"),
+    }
 }

@@ -113,7 +113,8 @@ fn unknown_appliances_and_arches_are_explained() {
     let out = xtask(&["image", "build", "nope", "--arch", "aarch64"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains(r#"unknown appliance "nope"; the appliances are: crash, hello, httpd, kvlog"#),
+        text(&out.stderr)
+            .contains(r#"unknown appliance "nope"; the appliances are: crash, hello, hostile, httpd, kvlog"#),
         "{}",
         text(&out.stderr)
     );
@@ -126,7 +127,7 @@ fn unknown_appliances_and_arches_are_explained() {
 fn image_list_names_every_appliance() {
     let out = xtask(&["image", "list"]);
     assert!(out.status.success());
-    assert_eq!(text(&out.stdout).lines().collect::<Vec<_>>(), ["crash", "hello", "httpd", "kvlog"]);
+    assert_eq!(text(&out.stdout).lines().collect::<Vec<_>>(), ["crash", "hello", "hostile", "httpd", "kvlog"]);
 }
 
 /// Both Pis build (the Pi 4 is compile-checked here: QEMU 7.2 cannot boot it).

@@ -39,9 +39,9 @@ const MAX_CONNECTIONS: usize = 64;
 /// TCP receive buffer per connection (and window): a few pipelined requests. (`http1` keeps the
 /// request being parsed itself, so a head may be larger.)
 const RX_BUFFER: usize = 2048;
-/// TCP transmit buffer per connection: the site's files stream through it. Small, because the
-/// whole pool is allocated (and zeroed) at boot, and zeroing memory is what boot time goes to
-/// where the guest is emulated instruction by instruction.
+/// TCP transmit buffer per connection: the site's files stream through it. Small, because each
+/// connection's buffers are allocated and zeroed when the pool first needs it, and zeroing memory
+/// is what time goes to where the guest is emulated instruction by instruction.
 const TX_BUFFER: usize = 4096;
 /// The stack aborts a connection whose peer has sent nothing for this long, closing ones included.
 const TCP_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,7 +1,8 @@
 //! TCP/IP for Mast appliances: [smoltcp] behind a small, safe API.
 //!
 //! An appliance opens the stack once (`Net::open` on the bare-metal targets, which finds the
-//! virtio-net device), then runs one event loop:
+//! machine's network device: virtio-net on QEMU, the tender's rings on the tender), then runs one
+//! event loop:
 //!
 //! ```ignore
 //! let mut net = net::Net::open(net::IpConfig::from_args(ctx.args())?)?;
@@ -19,11 +20,12 @@
 //!   lease arrives), and every socket. Sockets are named by handles ([`TcpListener`],
 //!   [`TcpStream`], [`UdpSocket`]) that only this stack accepts; every operation goes through the
 //!   stack, so there is no shared mutable state and no `unsafe` here.
-//! - Listeners with a **fixed pool** of connections ([`ListenOptions::max_connections`]): all the
-//!   pool's sockets listen at once (so a burst of connection attempts is accepted in one poll), and
-//!   a connection's socket listens again once it has closed. When the pool is exhausted, further
-//!   connection attempts are refused with a reset. Memory is therefore bounded and allocated when
-//!   the listener is created.
+//! - Listeners with a **bounded pool** of connections ([`ListenOptions::max_connections`]): a
+//!   listening socket is always ready while the pool has room (so a burst of connection attempts
+//!   is accepted in one poll), and a connection's socket listens again once it has closed. When
+//!   the pool is exhausted, further connection attempts are refused with a reset. Memory is
+//!   therefore bounded; it is allocated as the pool first needs it (an idle listener holds one
+//!   connection's buffers), and kept.
 //! - Timeouts at the TCP level: a connection whose peer sends nothing for
 //!   [`ListenOptions::timeout`] is aborted, which also bounds the time a closing connection can
 //!   hold its slot. Application-level timeouts (idle or slow clients) belong to the appliance,
@@ -33,8 +35,8 @@
 //!   the stack's own timers. Nothing runs behind the appliance's back: after `wait` returns, the
 //!   loop polls and checks its deadlines.
 //! - [`Platform`]: what the stack needs from the machine (a smoltcp device, a clock, a way to
-//!   sleep). `Net` is the stack over the runtime's virtio-net driver, which sleeps in the
-//!   runtime's interrupt-driven wait; [`sim::Simulated`] is a stack over any smoltcp device with a
+//!   sleep). `Net` is the stack over the runtime's network device (`runtime::netdev`), which
+//!   sleeps in the runtime's event-loop wait; [`sim::Simulated`] is a stack over any smoltcp device with a
 //!   simulated clock, which is how the host tests run deterministically and fast.
 //!
 //! # Guarantees
@@ -54,14 +56,16 @@
 extern crate alloc;
 
 mod config;
+#[cfg(target_os = "none")]
+mod device;
 pub mod sim;
 mod stack;
 mod tcp;
 mod udp;
-#[cfg(target_os = "none")]
-mod virtio;
 
 pub use config::{ConfigError, IpConfig};
+#[cfg(target_os = "none")]
+pub use device::{Net, OpenError, RuntimePlatform};
 pub use smoltcp::time::{Duration, Instant};
 pub use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 pub use stack::{Platform, Stack};
@@ -69,8 +73,6 @@ pub use tcp::{
     ConnectError, ConnectOptions, ListenError, ListenOptions, StreamState, TcpError, TcpListener, TcpStream,
 };
 pub use udp::{BindError, UdpError, UdpOptions, UdpSocket};
-#[cfg(target_os = "none")]
-pub use virtio::{Net, OpenError, VirtioPlatform};
 
 /// An IPv4 address and port.
 pub type Endpoint = (Ipv4Address, u16);

@@ -4,7 +4,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use smoltcp::{
-    iface::{Config, Interface, PollResult, SocketHandle, SocketSet},
+    iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet},
     phy::Device,
     socket::dhcpv4,
     time::Instant,
@@ -121,8 +121,26 @@ impl<P: Platform> Stack<P> {
     /// at its sockets.
     pub fn poll(&mut self) -> bool {
         self.now = self.platform.now();
-        let changed =
-            self.iface.poll(self.now, self.platform.device(), &mut self.sockets) == PollResult::SocketStateChanged;
+        // smoltcp's `Interface::poll`, one received frame at a time, so that connection pools can
+        // grow between two frames (see `tcp`): a burst of connection attempts in one poll each
+        // finds a listening socket.
+        self.iface.poll_maintenance(self.now);
+        let mut changed = false;
+        loop {
+            match self.iface.poll_ingress_single(self.now, self.platform.device(), &mut self.sockets) {
+                PollIngressSingleResult::None => break,
+                PollIngressSingleResult::PacketProcessed => {}
+                PollIngressSingleResult::SocketStateChanged => {
+                    changed = true;
+                    self.tcp_grow_pools();
+                }
+            }
+        }
+        while self.iface.poll_egress(self.now, self.platform.device(), &mut self.sockets)
+            == PollResult::SocketStateChanged
+        {
+            changed = true;
+        }
         self.dhcp_events();
         // smoltcp reports a possible change whenever a segment came in or went out, which covers
         // every transition of a TCP socket (a timeout sends a reset; a close, a FIN). Releases by

@@ -1,9 +1,13 @@
 //! TCP: listeners with fixed connection pools, outgoing connections, and stream I/O.
 //!
-//! Every TCP socket the stack owns sits in a slot. A listener's slots are created with it and
-//! live as long as the stack: each one listens, is handed to the appliance by
-//! [`Stack::tcp_accept`] once its handshake completes, and listens again once the appliance has
-//! closed it and the connection has finished closing. An outgoing connection's slot is created by
+//! Every TCP socket the stack owns sits in a slot. A listener's slots live as long as the stack:
+//! each one listens, is handed to the appliance by [`Stack::tcp_accept`] once its handshake
+//! completes, and listens again once the appliance has closed it and the connection has finished
+//! closing. The pool grows on demand up to its size: the listener starts with one listening slot,
+//! and the stack adds another whenever a frame has taken the last one (between two frames, see
+//! `Stack::poll`), so every connection attempt still finds a listening socket until the pool is
+//! exhausted, while an idle appliance holds the buffers of one connection instead of all of them
+//! (memory that, on the tender, the host never has to provide). An outgoing connection's slot is created by
 //! [`Stack::tcp_connect`] and removed when it has finished closing.
 
 use alloc::{vec, vec::Vec};
@@ -22,8 +26,8 @@ use crate::{Endpoint, Platform, Stack};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ListenOptions {
     /// The most connections open at once (the pool size). Connection attempts beyond it are
-    /// refused with a reset. Each costs `rx_buffer + tx_buffer` bytes, allocated by
-    /// [`Stack::tcp_listen`].
+    /// refused with a reset. Each costs `rx_buffer + tx_buffer` bytes, allocated when the pool
+    /// first needs that many connections at once, and kept.
     pub max_connections: usize,
     /// Receive buffer per connection, in bytes: also the TCP window offered to the peer.
     pub rx_buffer: usize,
@@ -187,6 +191,8 @@ pub(crate) struct Sockets {
 
 struct Listener {
     port: u16,
+    /// How its connections are made, for the slots added as the pool grows.
+    options: ListenOptions,
     slots: Vec<usize>,
     /// Where the next accept starts looking, so that no slot is favoured.
     cursor: usize,
@@ -232,7 +238,8 @@ fn new_socket(
 }
 
 impl<P: Platform> Stack<P> {
-    /// Listens on `port` with a pool of `options.max_connections` connections, all allocated now.
+    /// Listens on `port` with a pool of up to `options.max_connections` connections, allocated as
+    /// they are first needed (see the module docs).
     pub fn tcp_listen(&mut self, port: u16, options: &ListenOptions) -> Result<TcpListener, ListenError> {
         if port == 0 {
             return Err(ListenError::PortZero);
@@ -244,18 +251,46 @@ impl<P: Platform> Stack<P> {
             return Err(ListenError::InUse);
         }
         let index = self.tcp.listeners.len();
-        let mut slots = Vec::with_capacity(options.max_connections);
-        for _ in 0..options.max_connections {
-            let mut socket =
-                new_socket(options.rx_buffer, options.tx_buffer, options.timeout, options.keep_alive, options.nodelay);
-            // A fresh socket is closed and the port is not 0, which are listen's only conditions.
-            let _ = socket.listen(port);
-            let handle = self.sockets.add(socket);
-            slots.push(self.tcp.slots.len());
-            self.tcp.slots.push(Slot { handle, listener: Some(index), state: SlotState::Listening });
-        }
-        self.tcp.listeners.push(Listener { port, slots, cursor: 0, changed: false });
+        self.tcp.listeners.push(Listener { port, options: *options, slots: Vec::new(), cursor: 0, changed: false });
+        self.add_listening_slot(index);
         Ok(TcpListener { stack: self.id, index, port })
+    }
+
+    /// Adds a listening slot to listener `index`'s pool.
+    fn add_listening_slot(&mut self, index: usize) {
+        let Some(listener) = self.tcp.listeners.get(index) else { return };
+        let options = listener.options;
+        let mut socket =
+            new_socket(options.rx_buffer, options.tx_buffer, options.timeout, options.keep_alive, options.nodelay);
+        // A fresh socket is closed and the port is not 0, which are listen's only conditions.
+        let _ = socket.listen(listener.port);
+        let handle = self.sockets.add(socket);
+        let slot_index = self.tcp.slots.len();
+        self.tcp.slots.push(Slot { handle, listener: Some(index), state: SlotState::Listening });
+        if let Some(listener) = self.tcp.listeners.get_mut(index) {
+            listener.slots.push(slot_index);
+        }
+    }
+
+    /// After a frame: gives every listener whose pool can still grow a socket in the LISTEN state,
+    /// if the frame took its last one (a SYN makes a listening socket SYN-RECEIVED). Cheap when
+    /// nothing changed: the scan stops at the first socket still listening.
+    pub(crate) fn tcp_grow_pools(&mut self) {
+        for index in 0..self.tcp.listeners.len() {
+            let Some(listener) = self.tcp.listeners.get(index) else { continue };
+            if listener.slots.len() >= listener.options.max_connections {
+                continue;
+            }
+            let listening = listener.slots.iter().rev().any(|&slot_index| {
+                self.tcp.slots.get(slot_index).is_some_and(|slot| {
+                    slot.state == SlotState::Listening
+                        && self.sockets.get::<tcp::Socket>(slot.handle).state() == State::Listen
+                })
+            });
+            if !listening {
+                self.add_listening_slot(index);
+            }
+        }
     }
 
     /// A connection whose handshake has completed on `listener`, if there is one.

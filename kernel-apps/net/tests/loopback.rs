@@ -139,6 +139,28 @@ fn the_pool_bounds_connections_and_refuses_the_rest() {
 }
 
 #[test]
+fn a_burst_of_connection_attempts_in_one_poll_fills_the_growing_pool() {
+    // The pool starts with one listening socket and grows between frames: sixteen SYNs that
+    // arrive in the same poll must all be accepted, and the seventeenth refused.
+    let mut stack = stack();
+    let options = ListenOptions { max_connections: 16, ..ListenOptions::default() };
+    let listener = stack.tcp_listen(8080, &options).expect("listen");
+    let clients: Vec<TcpStream> =
+        (0..17).map(|_| stack.tcp_connect((HOME, 8080), &ConnectOptions::default()).expect("connect")).collect();
+    let mut servers = Vec::new();
+    run_until(&mut stack, 1000, |s| {
+        while let Some(server) = s.tcp_accept(&listener) {
+            servers.push(server);
+        }
+        let settled = clients.iter().filter(|c| matches!(s.tcp_state(c), StreamState::Open | StreamState::Closed));
+        servers.len() == 16 && settled.count() == 17
+    });
+    let open = clients.iter().filter(|c| stack.tcp_state(c) == StreamState::Open).count();
+    assert_eq!(open, 16, "every attempt within the pool is accepted");
+    assert_eq!(stack.tcp_connections(&listener), 16);
+}
+
+#[test]
 fn a_pool_of_one_serves_connections_one_after_another() {
     let mut stack = stack();
     let options = ListenOptions { max_connections: 1, ..ListenOptions::default() };

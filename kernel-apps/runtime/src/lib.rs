@@ -10,8 +10,10 @@
 //!   boot path.
 //! - shared modules (`console`, `time`, heap, boot, panic): the same on every architecture.
 //! - with the `virtio` feature (network appliances only): `event` (the event loop's
-//!   interrupt-driven sleep), `virtio` (device discovery, the DMA `Hal`, the virtio-net and
-//!   virtio-blk drivers) and `block` (the disk API appliances use); their hardware halves are `arch::*::{irq, gic, dma, devices}`.
+//!   interrupt-driven sleep), `netdev` (the platform's network device), `block` (the disk API
+//!   appliances use) and, on QEMU, `virtio` (device discovery, the DMA `Hal`, the virtio-net and
+//!   virtio-blk drivers); their hardware halves are `arch::*::{irq, gic, dma, devices}`, or
+//!   `arch::tender` on the tender.
 //! - pure modules ([`args`], [`atags`], [`board`], [`devicetree`], [`exit`], [`fdt`], [`fault`],
 //!   [`pvh`], [`tsc`]): no hardware access, unit-tested on the host.
 //!
@@ -20,6 +22,10 @@
 //!   and on the Raspberry Pi 3 (QEMU `raspi3b`, real boards) as `kernel8.img`; the Pi 4 is
 //!   described and compile-checked ([`board`]).
 //! - x86_64 on QEMU `microvm`, entered through PVH (the `Xen` ELF note), under KVM.
+//! - `tender`, Mast's per-appliance KVM monitor (the `platform-tender` feature; contract in the
+//!   `tender-abi` crate): x86_64 runs, aarch64 is compile-checked. Console, clock, exit, the event
+//!   loop's sleep, the network device ([`netdev`]) and a block device ([`block`]) go through
+//!   hypercalls and shared rings (see `arch::tender`).
 //!
 //! # Not supported (yet)
 //! - more than one CPU: secondary cores are never started (those a loader starts anyway, as QEMU
@@ -60,8 +66,21 @@ mod heap;
 mod panic;
 #[cfg(target_os = "none")]
 pub mod time;
-#[cfg(all(target_os = "none", feature = "virtio"))]
+#[cfg(all(target_os = "none", feature = "virtio", not(feature = "platform-tender")))]
 pub mod virtio;
+
+/// The platform's network device: virtio-net on QEMU, the tender's ring device on the tender.
+/// Both have the same shape (`NetDevice::{open, mac_address, has_interrupts, ack_interrupt,
+/// receive, recycle, can_transmit, tx_frame, transmit, dropped, count_dropped}`, `RxFrame::packet`,
+/// `TxFrame::packet_mut`, `OpenError: Display`, `MAX_FRAME`, `QUEUE_SIZE`), so a network stack
+/// built on this module runs on either unchanged.
+#[cfg(all(target_os = "none", feature = "virtio"))]
+pub mod netdev {
+    #[cfg(feature = "platform-tender")]
+    pub use crate::arch::tender::net::{MAX_FRAME, NetDevice, OpenError, QUEUE_SIZE, RxFrame, TxFrame};
+    #[cfg(not(feature = "platform-tender"))]
+    pub use crate::virtio::net::{MAX_FRAME, NetDevice, OpenError, QUEUE_SIZE, RxFrame, TxFrame};
+}
 
 #[cfg(target_os = "none")]
 pub use boot::{BootTimes, Context};

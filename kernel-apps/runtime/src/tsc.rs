@@ -9,7 +9,7 @@
 //! - the CPUID frequency leaves 0x15 (TSC/crystal ratio and crystal frequency) and 0x16 (base
 //!   frequency in MHz), the fallback when there is no kvmclock (e.g. QEMU TCG).
 //!
-//! Used by the x86_64 port only.
+//! Used by the x86_64 QEMU port, and by the tender platform on both architectures ([`fixed_frequency`]).
 
 use core::sync::atomic::{Ordering, fence};
 
@@ -59,6 +59,31 @@ impl PvclockSnapshot {
             scaled.checked_shl(u32::from(self.tsc_shift.unsigned_abs())).unwrap_or(u128::MAX)
         };
         u64::try_from(delta_tsc).map_or(u64::MAX, |d| self.tsc_timestamp.saturating_add(d))
+    }
+}
+
+/// A clock for a counter that starts at zero and ticks at a fixed `khz` kHz (the tender's TSC, or
+/// an aarch64 generic timer): a snapshot at tick 0, time 0, whose multiplier and shift make
+/// [`PvclockSnapshot::nanos_at`] one 64×32-bit multiply instead of a 128-bit division per reading.
+/// `khz` 0 gives a clock that reads 0.
+pub fn fixed_frequency(khz: u64) -> PvclockSnapshot {
+    const NANOS_PER_MS: u128 = 1_000_000;
+    if khz == 0 {
+        return PvclockSnapshot::default();
+    }
+    // ns per tick = 1e6 / khz = 2^shift * mul / 2^32 with mul < 2^32: pre-shift slow counters
+    // left until a (shifted) tick is under a nanosecond, which keeps mul's 32 bits of precision.
+    let mut shift = 0u32;
+    while (u128::from(khz) << shift) <= NANOS_PER_MS && shift < 63 {
+        shift += 1;
+    }
+    let mul = (NANOS_PER_MS << 32) / (u128::from(khz) << shift);
+    PvclockSnapshot {
+        tsc_timestamp: 0,
+        system_time: 0,
+        tsc_to_system_mul: u32::try_from(mul).unwrap_or(u32::MAX),
+        tsc_shift: shift as i8,
+        flags: 0,
     }
 }
 
@@ -208,6 +233,25 @@ mod tests {
             assert_eq!(snapshot.tsc_at(0), snapshot.tsc_timestamp);
         }
         assert_eq!(PvclockSnapshot { tsc_to_system_mul: 0, ..SNAPSHOT }.tsc_at(9), u64::MAX);
+    }
+
+    #[test]
+    fn fixed_frequency_scales_ticks_to_nanoseconds() {
+        // 2.2 GHz, 62.5 MHz (QEMU's generic timer), 19.2 MHz (the Pi's), and 1 kHz.
+        for (khz, ticks, nanos) in [
+            (2_200_000u64, 2_200_000_000u64, 1_000_000_000u64),
+            (62_500, 62_500_000, 1_000_000_000),
+            (19_200, 19_200_000 * 3600, 3_600_000_000_000),
+            (1, 5, 5_000_000),
+        ] {
+            let clock = fixed_frequency(khz);
+            let read = clock.nanos_at(ticks);
+            // Within a millionth, and never more than a tick early for a nanosecond target.
+            assert!(read.abs_diff(nanos) <= nanos / 1_000_000 + 1, "{khz} kHz: {read} ns, expected {nanos}");
+            let tsc = clock.tsc_at(nanos);
+            assert!(clock.nanos_at(tsc) >= nanos, "{khz} kHz: tsc_at is early");
+        }
+        assert_eq!(fixed_frequency(0).nanos_at(12_345), 0);
     }
 
     #[test]

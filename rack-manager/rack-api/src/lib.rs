@@ -293,12 +293,27 @@ impl InstanceState {
     }
 }
 
-/// A forwarded port: `127.0.0.1:host_port` on the instance's host reaches `guest_port` inside it.
+/// Where an instance's port is reached from its host: without `address`, a forward
+/// (`127.0.0.1:host_port` reaches `guest_port` inside it, as with QEMU's user network); with one,
+/// the guest's own address on its host's network (the tender launcher's taps), so
+/// `address:guest_port`, and `host_port` equals `guest_port`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortForward {
     pub host_port: u16,
     pub guest_port: u16,
     pub protocol: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::IpAddr>,
+}
+
+impl PortForward {
+    /// `127.0.0.1:40000->8080/tcp` for a forward, `10.64.0.2:8080/tcp` for a guest address.
+    pub fn endpoint(&self) -> String {
+        match self.address {
+            Some(address) => format!("{address}:{}/{}", self.guest_port, self.protocol),
+            None => format!("127.0.0.1:{}->{}/{}", self.host_port, self.guest_port, self.protocol),
+        }
+    }
 }
 
 /// One replica of a deployment: where it is and what it is doing.

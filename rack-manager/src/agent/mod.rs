@@ -164,6 +164,7 @@ impl HostAgent for LocalAgent {
         let volume = self.volume_for(request, image.manifest())?;
         let spec = LaunchSpec {
             volume,
+            image: self.dir.image(&request.image_id),
             initrd,
             arch,
             kernel,

@@ -25,7 +25,7 @@ use rack_api::{
 use crate::{
     agent::LocalAgent,
     client::{Client, ClientError},
-    daemon::{self, LauncherKind, ServeConfig, StoreChoice},
+    daemon::{self, LauncherKind, ServeConfig, StoreChoice, TenderOptions},
     datadir::DataDir,
 };
 
@@ -79,7 +79,7 @@ pub struct Cli {
 enum Command {
     /// Run the manager (and, unless --no-local-agent, an agent for this host).
     #[command(
-        after_help = "Examples:\n  rack-manager serve\n  rack-manager serve --listen 127.0.0.1:0 --data-dir /tmp/rack --trust <KEY>\n  rack-manager serve --launcher sim --sim-hosts 2000     # thousands of simulated hosts, no VMs\n  rack-manager serve --store etcd --etcd-endpoints http://10.0.0.1:2379,http://10.0.0.2:2379 --rack r1 --host-name m1"
+        after_help = "Examples:\n  rack-manager serve\n  rack-manager serve --listen 127.0.0.1:0 --data-dir /tmp/rack --trust <KEY>\n  rack-manager serve --launcher sim --sim-hosts 2000     # thousands of simulated hosts, no VMs\n  rack-manager serve --launcher tender                   # the minimal KVM monitor; guests at 10.64.x.y\n  rack-manager serve --store etcd --etcd-endpoints http://10.0.0.1:2379,http://10.0.0.2:2379 --rack r1 --host-name m1"
     )]
     Serve(ServeArgs),
     /// Run a host agent that joins a manager (or waits to be added with `host add`).
@@ -139,6 +139,8 @@ struct ServeArgs {
     /// How the built-in agent starts instances.
     #[arg(long, value_enum, default_value = "qemu")]
     launcher: LauncherKind,
+    #[command(flatten)]
+    tender: TenderArgs,
     /// With --launcher sim: simulate this many hosts.
     #[arg(long, default_value_t = 0)]
     sim_hosts: u32,
@@ -217,6 +219,8 @@ struct AgentArgs {
     trust: Vec<PublicKey>,
     #[arg(long, value_enum, default_value = "qemu")]
     launcher: LauncherKind,
+    #[command(flatten)]
+    tender: TenderArgs,
     #[arg(long)]
     memory_mib: Option<u64>,
     #[arg(long)]
@@ -231,6 +235,24 @@ struct AgentArgs {
     /// With --etcd-endpoints: seconds after its death that the host reads as down.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     lease_ttl: u32,
+}
+
+/// Options of `--launcher tender`.
+#[derive(Debug, Args)]
+struct TenderArgs {
+    /// With --launcher tender: the `tender` binary [default: next to rack-manager].
+    #[arg(long, env = "MAST_TENDER", value_name = "PATH")]
+    tender: Option<PathBuf>,
+    /// With --launcher tender: each instance gets a /30 of this range and a tap `mt<n>` on this
+    /// host; guests are reached at their own address.
+    #[arg(long, value_name = "CIDR", default_value_t = hostnet::plan::DEFAULT_SUBNET)]
+    tender_subnet: hostnet::Subnet,
+}
+
+impl TenderArgs {
+    fn options(&self) -> TenderOptions {
+        TenderOptions { binary: self.tender.clone(), subnet: Some(self.tender_subnet) }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -386,6 +408,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             listen: args.listen,
             trust: args.trust.clone(),
             launcher: args.launcher,
+            tender: args.tender.options(),
             no_local_agent: args.no_local_agent,
             host_name: args.host_name.clone(),
             memory_mib: args.memory_mib,
@@ -464,7 +487,7 @@ fn agent(cli: &Cli, args: &AgentArgs, data_dir: &Path) -> anyhow::Result<()> {
     let dir = DataDir::open(data_dir)?;
     let _lock = dir.lock()?;
     let trusted = dir.trusted_keys(&args.trust)?;
-    let launcher = daemon::make_launcher(args.launcher);
+    let launcher = daemon::make_launcher(args.launcher, &args.tender.options(), &dir)?;
     let (memory_mib, vcpus) = daemon::capacity(args.memory_mib, args.vcpus);
     let server =
         tiny_http::Server::http(args.listen).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;

@@ -170,8 +170,7 @@ pub fn instances(format: Format, instances: &[Instance], quiet: bool) -> anyhow:
     let rows: Vec<Vec<String>> = instances
         .iter()
         .map(|i| {
-            let ports: Vec<String> =
-                i.ports.iter().map(|p| format!("127.0.0.1:{}->{}/{}", p.host_port, p.guest_port, p.protocol)).collect();
+            let ports: Vec<String> = i.ports.iter().map(|p| p.endpoint()).collect();
             vec![
                 i.id.clone(),
                 i.image_name.clone(),

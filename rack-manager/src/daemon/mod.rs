@@ -23,7 +23,12 @@ use rack_api::{Deployment, HostState, Image, Instance};
 use crate::{
     agent::{HostAgent, LocalAgent, RemoteAgent},
     datadir::DataDir,
-    launcher::{Launcher, qemu::QemuLauncher, sim::SimLauncher},
+    launcher::{
+        Launcher,
+        qemu::QemuLauncher,
+        sim::SimLauncher,
+        tender::{self, TenderConfig, TenderLauncher},
+    },
     store::{
         HostRecord, InstanceRecord, StateStore,
         etcd::{Election, EtcdSettings, EtcdStore},
@@ -36,6 +41,9 @@ use crate::{
 pub enum LauncherKind {
     /// QEMU: real VMs.
     Qemu,
+    /// The tender: real VMs under Mast's minimal KVM monitor, one tap each (images built with
+    /// `--platform tender`).
+    Tender,
     /// Simulated: no VMs; for scale tests and trying placement.
     Sim,
 }
@@ -57,6 +65,7 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub trust: Vec<PublicKey>,
     pub launcher: LauncherKind,
+    pub tender: TenderOptions,
     /// Run no built-in agent: only joined agents host instances.
     pub no_local_agent: bool,
     pub host_name: String,
@@ -178,11 +187,27 @@ pub fn capacity(memory_mib: Option<u64>, vcpus: Option<u32>) -> (u64, u32) {
     (memory_mib.unwrap_or_else(default_memory_mib), vcpus.unwrap_or_else(default_vcpus))
 }
 
-pub fn make_launcher(kind: LauncherKind) -> Arc<dyn Launcher> {
-    match kind {
+/// What the tender launcher is told on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct TenderOptions {
+    /// The `tender` binary [default: next to rack-manager].
+    pub binary: Option<std::path::PathBuf>,
+    /// Instances' links are cut from this range [default: [`hostnet::plan::DEFAULT_SUBNET`]].
+    pub subnet: Option<hostnet::Subnet>,
+}
+
+/// The launcher of `kind` for an agent with its data in `dir`.
+pub fn make_launcher(kind: LauncherKind, tender: &TenderOptions, dir: &DataDir) -> anyhow::Result<Arc<dyn Launcher>> {
+    Ok(match kind {
         LauncherKind::Qemu => Arc::new(QemuLauncher::detect()),
         LauncherKind::Sim => Arc::new(SimLauncher::default()),
-    }
+        LauncherKind::Tender => Arc::new(TenderLauncher::new(TenderConfig {
+            binary: tender::find_binary(tender.binary.as_deref()).map_err(anyhow::Error::msg)?,
+            subnet: tender.subnet.unwrap_or(hostnet::plan::DEFAULT_SUBNET),
+            instances_dir: dir.root().join("instances"),
+            trusted_keys: dir.trusted_keys_file(),
+        })),
+    })
 }
 
 /// Runs the daemon until it is killed.
@@ -220,7 +245,7 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     });
 
     if !config.no_local_agent {
-        let launcher = make_launcher(config.launcher);
+        let launcher = make_launcher(config.launcher, &config.tender, &dir)?;
         let (memory_mib, vcpus) = capacity(config.memory_mib, config.vcpus);
         let agent: Arc<dyn HostAgent> = Arc::new(LocalAgent::new(launcher.clone(), dir.clone(), trusted.clone(), None));
         let names: Vec<String> = if config.launcher == LauncherKind::Sim && config.sim_hosts > 0 {

@@ -4,12 +4,15 @@
 //!
 //! - [`qemu::QemuLauncher`]: a QEMU process per instance (aarch64 `virt` under TCG, x86_64
 //!   `microvm` under KVM), started in its own process group so it outlives the daemon.
+//! - [`tender::TenderLauncher`]: a `tender` process per instance (the minimal KVM monitor), each
+//!   with its own tap device and /30 on this host ([`hostnet`]).
 //! - [`sim::SimLauncher`]: no VMs at all; instances "run" until stopped. For scale tests and for
 //!   trying placement on thousands of hosts.
 
 pub mod proc;
 pub mod qemu;
 pub mod sim;
+pub mod tender;
 
 use std::path::PathBuf;
 
@@ -24,6 +27,8 @@ use rack_api::{
 #[derive(Debug, Clone)]
 pub struct LaunchSpec {
     pub arch: Arch,
+    /// The verified, signed image (`.mast`) itself: the tender boots the image, not its parts.
+    pub image: PathBuf,
     /// The verified kernel, unpacked from its image.
     pub kernel: PathBuf,
     /// The verified data bundle, unpacked from its image, if the image has one (loaded as the
@@ -48,6 +53,10 @@ pub enum LaunchError {
     UnsupportedArch { arch: Arch, launcher: &'static str },
     #[error("could not start the VM: {0}")]
     Spawn(String),
+    #[error("{0}")]
+    WrongPlatform(String),
+    #[error("{0}")]
+    Network(#[from] hostnet::ip::NetError),
     #[error("{action} {path}: {source}")]
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
 }
@@ -56,7 +65,7 @@ pub enum LaunchError {
 /// time), not by a handle, so a launcher can answer about runs it did not start itself: those of a
 /// previous daemon process, adopted after a restart.
 pub trait Launcher: Send + Sync {
-    /// `qemu` or `sim`: shown in `host ls`.
+    /// `qemu`, `tender` or `sim`: shown in `host ls`.
     fn name(&self) -> &'static str;
     /// The architectures this host can boot.
     fn arches(&self) -> Vec<Arch>;

@@ -102,6 +102,13 @@ impl Launcher for QemuLauncher {
             let path = path.to_owned();
             move |source| LaunchError::Io { action, path, source }
         };
+        if fs::read(&spec.kernel).is_ok_and(|kernel| super::tender::is_tender_kernel(&kernel)) {
+            return Err(LaunchError::WrongPlatform(
+                "the image was built for the tender (`--platform tender`): run it with `--launcher tender`, or build \
+                 it without `--platform tender` for QEMU"
+                    .into(),
+            ));
+        }
         let mut machine = Machine::new(spec.arch, &spec.kernel).memory_mib(spec.memory_mib).args(&spec.args);
         machine.initrd = spec.initrd.clone();
         machine.volume = spec.volume.clone();
@@ -113,7 +120,12 @@ impl Launcher for QemuLauncher {
             let host_port =
                 qemu_tests::free_local_port().map_err(|e| LaunchError::Spawn(format!("no free host port: {e}")))?;
             machine = machine.forward_tcp(host_port, listen.port);
-            ports.push(PortForward { host_port, guest_port: listen.port, protocol: listen.protocol.clone() });
+            ports.push(PortForward {
+                host_port,
+                guest_port: listen.port,
+                protocol: listen.protocol.clone(),
+                address: None,
+            });
         }
         if let Some(dir) = spec.log.parent() {
             fs::create_dir_all(dir).map_err(io("creating", dir))?;

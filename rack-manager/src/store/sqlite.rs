@@ -479,7 +479,7 @@ mod tests {
 
     fn instance(id: &str, deployment: &str) -> InstanceRecord {
         InstanceRecord {
-            ports: vec![PortForward { host_port: 40000, guest_port: 8080, protocol: "tcp".into() }],
+            ports: vec![PortForward { host_port: 40000, guest_port: 8080, protocol: "tcp".into(), address: None }],
             ..InstanceRecord::pending(id.into(), deployment.into(), "local".into(), 16, 2)
         }
     }

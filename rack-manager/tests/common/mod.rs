@@ -82,16 +82,25 @@ pub struct Rack {
     pub agents: Vec<(Child, tempfile::TempDir)>,
     agent_args: Vec<Vec<String>>,
     serve_args: Vec<String>,
+    /// A command the daemon is started under (e.g. `ip netns exec NAME`), if any.
+    wrapper: Vec<String>,
 }
 
 impl Rack {
     /// Starts `rack-manager serve` trusting the workspace key, plus `extra` arguments.
     pub fn start(extra: &[&str]) -> Rack {
+        Rack::start_under(&[], extra)
+    }
+
+    /// Like [`Rack::start`], with the daemon started under `wrapper` (its program and arguments,
+    /// e.g. `ip netns exec NAME`, which execs the daemon in place: the pid stays the daemon's).
+    pub fn start_under(wrapper: &[&str], extra: &[&str]) -> Rack {
         let dir = tempfile::tempdir().expect("a temp dir");
         let mut serve_args = vec!["serve".to_owned(), "--listen".into(), "127.0.0.1:0".into()];
         serve_args.extend(trust_args());
         serve_args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let mut rack = Rack { dir, daemon: None, agents: Vec::new(), agent_args: Vec::new(), serve_args };
+        let wrapper = wrapper.iter().map(|s| (*s).to_owned()).collect();
+        let mut rack = Rack { dir, daemon: None, agents: Vec::new(), agent_args: Vec::new(), serve_args, wrapper };
         rack.start_daemon();
         rack
     }
@@ -109,7 +118,15 @@ impl Rack {
             .append(true)
             .open(self.data_dir().join("daemon.stderr"))
             .expect("the daemon's log opens");
-        let child = Command::new(BIN)
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(BIN);
+                command
+            }
+            None => Command::new(BIN),
+        };
+        let child = command
             .args(&self.serve_args)
             .arg("--data-dir")
             .arg(self.data_dir())

@@ -34,7 +34,8 @@
 //!
 //! # Entry state
 //! - x86_64: 64-bit long mode, paging on with the tender's identity map of all RAM (read, write,
-//!   execute; nothing else mapped), CS a flat 64-bit code segment, the other segments flat data,
+//!   execute, user-accessible; nothing else mapped but the hypercall window's 2 MiB page), CS a flat
+//!   64-bit code segment, the other segments flat data,
 //!   interrupts off, CR4.OSFXSR|OSXMMEXCPT set (SSE usable without further setup), RIP the ELF
 //!   entry point, RDI the guest-physical address of [`BootInfo`], RSP 0 (the guest sets its own
 //!   stack). No GDT, IDT or TSS is in memory: the guest loads its own before it reloads a segment or
@@ -48,6 +49,12 @@
 //! - x86_64: `out dx, eax` with `dx = HYPERCALL_PORT_BASE + call` and `eax` the address (so
 //!   argument blocks live below 4 GiB);
 //! - aarch64: a 64-bit store of the address to `HYPERCALL_MMIO_BASE + 8 * call`.
+//!
+//! On x86_64 the tender also accepts the aarch64 form, which works at any privilege level (`out`
+//! faults at CPL 3). That matters under PVM nested KVM: there, guest code at CPL 0 is emulated
+//! instruction by instruction while CPL 3 code runs natively (measured here: a 2-million-instruction
+//! loop takes ~4 s at CPL 0 and ~0.6 ms at CPL 3), so a guest should drop to CPL 3 after its setup.
+//! The identity map's entries are user-accessible for that reason. x86_64 RAM ends below the window.
 //!
 //! The tender validates every address and length against RAM before it touches guest memory, and
 //! writes results back into the argument block. A malformed call (unknown number, argument block or
@@ -64,6 +71,11 @@
 /// The ABI version in [`BootInfo::abi_version`]; also the version in the kernel's [`ELF_NOTE_NAME`]
 /// note, so a tender refuses a kernel built for another version before running it.
 pub const ABI_VERSION: u32 = 1;
+
+/// The tender's exit status when it could not start the guest (bad image, untrusted key, no KVM).
+pub const EXIT_TENDER_FAILURE: u8 = 125;
+/// The tender's exit status when the guest broke this contract (see the crate docs).
+pub const EXIT_GUEST_VIOLATION: u8 = 126;
 
 /// [`BootInfo::magic`]: "MASTTNDR", little-endian.
 pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"MASTTNDR");
@@ -285,9 +297,14 @@ impl NetRing {
     /// Frames waiting in the ring, or `None` if the counters are impossible (a broken or hostile
     /// producer or consumer).
     pub const fn pending(&self) -> Option<usize> {
-        let pending = self.produced.wrapping_sub(self.consumed) as usize;
-        if pending <= NET_RING_SLOTS { Some(pending) } else { None }
+        ring_pending(self.produced, self.consumed)
     }
+}
+
+/// [`NetRing::pending`] from the two counters alone (the tender reads only those from guest memory).
+pub const fn ring_pending(produced: u32, consumed: u32) -> Option<usize> {
+    let pending = produced.wrapping_sub(consumed) as usize;
+    if pending <= NET_RING_SLOTS { Some(pending) } else { None }
 }
 
 /// The guest's rings, registered with [`Hypercall::NetAttach`]: `tx` is produced by the guest and

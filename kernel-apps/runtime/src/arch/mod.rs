@@ -10,7 +10,8 @@
 //! - `fn now_ns() -> u64`: the monotonic clock, nanoseconds since reset;
 //! - `fn exit(status: ExitCode) -> !`: power off, reporting `status` to the host where the platform
 //!   can (see [`crate::exit`]);
-//! - `fn wait_forever() -> !`: stop in the lowest-power wait the CPU has.
+//! - `fn wait_forever() -> !`: stop in the lowest-power wait the CPU has (QEMU ports; the tender
+//!   stops the guest on exit instead).
 //!
 //! With the `virtio` feature, also:
 //!
@@ -21,18 +22,30 @@
 //! - `dma::share` / `dma::unshare`: cache maintenance around device DMA (see [`crate::virtio`]);
 //! - `virtio_slots() -> &'static [MmioSlot]`: the platform's virtio-mmio register windows.
 //!
+//! With the `platform-tender` feature the machine is the tender instead of QEMU, and [`tender`]
+//! provides the items above (except the virtio ones: with the `virtio` feature it offers its own
+//! network device and `tender::wait` for the event loop, and always `tender::block`). The entry
+//! there does not zero `.bss`: the tender hands over zeroed RAM.
+//!
 //! [`BootInfo`]: crate::boot::BootInfo
 
-#[cfg(target_arch = "aarch64")]
+// QEMU: one port per architecture.
+#[cfg(all(target_arch = "aarch64", not(feature = "platform-tender")))]
 mod aarch64;
-#[cfg(target_arch = "aarch64")]
+#[cfg(all(target_arch = "aarch64", not(feature = "platform-tender")))]
 pub(crate) use aarch64::{console_write, exit, now_ns, wait_forever};
-#[cfg(all(target_arch = "aarch64", feature = "virtio"))]
+#[cfg(all(target_arch = "aarch64", feature = "virtio", not(feature = "platform-tender")))]
 pub(crate) use aarch64::{dma, irq, virtio_slots};
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", not(feature = "platform-tender")))]
 mod x86_64;
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", not(feature = "platform-tender")))]
 pub(crate) use x86_64::{console_write, exit, now_ns, wait_forever};
-#[cfg(all(target_arch = "x86_64", feature = "virtio"))]
+#[cfg(all(target_arch = "x86_64", feature = "virtio", not(feature = "platform-tender")))]
 pub(crate) use x86_64::{dma, irq, virtio_slots};
+
+// The tender: one platform for both architectures, with a CPU half for each.
+#[cfg(feature = "platform-tender")]
+pub(crate) mod tender;
+#[cfg(feature = "platform-tender")]
+pub(crate) use tender::{console_write, exit, now_ns};

@@ -14,6 +14,8 @@
 //! send the end-of-interrupts later. Without the feature, vectors 32 and up have no entries and
 //! interrupts stay disabled.
 //!
+//! The tender platform (`arch::tender::x86_64`) uses this module too, without interrupts.
+//!
 //! Not supported: resuming after an exception, and backtraces.
 
 use core::cell::UnsafeCell;
@@ -110,26 +112,26 @@ unsafe extern "C" {
 }
 
 /// The IOAPIC lines' vectors: line `n` raises `DEVICE_VECTORS.start + n`.
-#[cfg(feature = "virtio")]
+#[cfg(all(feature = "virtio", not(feature = "platform-tender")))]
 pub(super) const DEVICE_VECTORS: core::ops::Range<u8> = 0x40..0x58;
 /// The local APIC timer's vector, in a higher priority class than the devices'.
-#[cfg(feature = "virtio")]
+#[cfg(all(feature = "virtio", not(feature = "platform-tender")))]
 pub(super) const TIMER_VECTOR: u8 = 0xf0;
 /// The local APIC's spurious-interrupt vector.
-#[cfg(feature = "virtio")]
+#[cfg(all(feature = "virtio", not(feature = "platform-tender")))]
 pub(super) const SPURIOUS_VECTOR: u8 = 0xff;
 /// Entries in the IDT: every vector once interrupts are in use, else the exceptions only.
-#[cfg(feature = "virtio")]
+#[cfg(all(feature = "virtio", not(feature = "platform-tender")))]
 const IDT_ENTRIES: usize = 256;
-#[cfg(not(feature = "virtio"))]
+#[cfg(not(all(feature = "virtio", not(feature = "platform-tender"))))]
 const IDT_ENTRIES: usize = fault::VECTORS;
 
 /// Interrupts taken since the event loop last asked; each needs an end-of-interrupt.
-#[cfg(feature = "virtio")]
+#[cfg(all(feature = "virtio", not(feature = "platform-tender")))]
 static INTERRUPTS_TAKEN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// How many interrupts have been taken since the last call (and so need an end-of-interrupt).
-#[cfg(feature = "virtio")]
+#[cfg(all(feature = "virtio", not(feature = "platform-tender")))]
 pub(super) fn take_interrupts_taken() -> u64 {
     INTERRUPTS_TAKEN.swap(0, Ordering::Relaxed)
 }
@@ -137,7 +139,7 @@ pub(super) fn take_interrupts_taken() -> u64 {
 // The interrupt stubs. An interrupt only ever arrives during the event loop's `sti; hlt` (IF is
 // clear everywhere else), on the boot stack, where the CPU pushes its frame; the stub changes
 // nothing but the counter and the flags, which `iretq` restores, so it saves no registers.
-#[cfg(feature = "virtio")]
+#[cfg(all(feature = "virtio", not(feature = "platform-tender")))]
 core::arch::global_asm!(
     r#"
     .section .text.mast_interrupts, "ax", @progbits
@@ -157,7 +159,7 @@ mast_interrupt_spurious:
     options(att_syntax),
 );
 
-#[cfg(feature = "virtio")]
+#[cfg(all(feature = "virtio", not(feature = "platform-tender")))]
 unsafe extern "C" {
     /// Counts an interrupt and returns (vectors 32–254).
     fn mast_interrupt_counted();
@@ -264,7 +266,7 @@ pub(super) fn init() {
             let ist = if vector == fault::DOUBLE_FAULT as usize { 1 } else { 0 };
             *gate = Gate::interrupt((*stubs)[vector], ist);
         }
-        #[cfg(feature = "virtio")]
+        #[cfg(all(feature = "virtio", not(feature = "platform-tender")))]
         for (vector, gate) in (*idt).iter_mut().enumerate().skip(fault::VECTORS) {
             let stub = if vector == usize::from(SPURIOUS_VECTOR) {
                 mast_interrupt_spurious as *const () as u64

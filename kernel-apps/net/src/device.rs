@@ -1,9 +1,10 @@
-//! The stack on the hardware: smoltcp over the runtime's virtio-net driver, sleeping in the
-//! runtime's interrupt-driven wait.
+//! The stack on the machine: smoltcp over the runtime's network device ([`runtime::netdev`]:
+//! virtio-net on QEMU, the tender's rings on the tender), sleeping in the runtime's event-loop
+//! wait. Nothing here knows which platform it runs on.
 
 use core::{cell::RefCell, fmt};
 
-use runtime::virtio::net::{MAX_FRAME, NetDevice, QUEUE_SIZE, RxFrame};
+use runtime::netdev::{MAX_FRAME, NetDevice, QUEUE_SIZE, RxFrame};
 use smoltcp::{
     phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium},
     time::Instant,
@@ -11,12 +12,12 @@ use smoltcp::{
 
 use crate::{IpConfig, Platform, Stack};
 
-/// The stack over the machine's virtio-net device.
-pub type Net = Stack<VirtioPlatform>;
+/// The stack over the machine's network device.
+pub type Net = Stack<RuntimePlatform>;
 
 /// Why the network could not be opened.
 #[derive(Debug)]
-pub struct OpenError(runtime::virtio::net::OpenError);
+pub struct OpenError(runtime::netdev::OpenError);
 
 impl fmt::Display for OpenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -24,12 +25,12 @@ impl fmt::Display for OpenError {
     }
 }
 
-impl Stack<VirtioPlatform> {
-    /// Opens the first virtio-net device and a stack on it, configured by `config`.
+impl Stack<RuntimePlatform> {
+    /// Opens the machine's network device and a stack on it, configured by `config`.
     pub fn open(config: IpConfig) -> Result<Net, OpenError> {
         let nic = NetDevice::open().map_err(OpenError)?;
         let mac = nic.mac_address();
-        let platform = VirtioPlatform { device: VirtioDevice { nic: RefCell::new(nic) } };
+        let platform = RuntimePlatform { device: RuntimeDevice { nic: RefCell::new(nic) } };
         Ok(Stack::new(platform, mac, config))
     }
 
@@ -40,16 +41,16 @@ impl Stack<VirtioPlatform> {
     }
 }
 
-/// The runtime as a [`Platform`]: virtio-net, the monotonic clock, and the interrupt-driven wait.
+/// The runtime as a [`Platform`]: its network device, the monotonic clock, and the event-loop wait.
 #[derive(Debug)]
-pub struct VirtioPlatform {
-    device: VirtioDevice,
+pub struct RuntimePlatform {
+    device: RuntimeDevice,
 }
 
-impl Platform for VirtioPlatform {
-    type Device = VirtioDevice;
+impl Platform for RuntimePlatform {
+    type Device = RuntimeDevice;
 
-    fn device(&mut self) -> &mut VirtioDevice {
+    fn device(&mut self) -> &mut RuntimeDevice {
         &mut self.device
     }
 
@@ -73,26 +74,26 @@ fn to_smoltcp(instant: runtime::time::Instant) -> Instant {
     Instant::from_micros(i64::try_from(instant.since_reset().as_micros()).unwrap_or(i64::MAX))
 }
 
-/// virtio-net as a smoltcp device. The driver sits in a `RefCell` because smoltcp holds a
+/// The runtime's network device as a smoltcp device. The driver sits in a `RefCell` because smoltcp holds a
 /// receive and a transmit token at once (to answer a frame while handling it); each token borrows
 /// the driver only inside its own `consume`, and a received frame is owned by its token, so the
 /// borrows never overlap.
 #[derive(Debug)]
-pub struct VirtioDevice {
+pub struct RuntimeDevice {
     nic: RefCell<NetDevice>,
 }
 
-impl phy::Device for VirtioDevice {
-    type RxToken<'a> = VirtioRx<'a>;
-    type TxToken<'a> = VirtioTx<'a>;
+impl phy::Device for RuntimeDevice {
+    type RxToken<'a> = RuntimeRx<'a>;
+    type TxToken<'a> = RuntimeTx<'a>;
 
-    fn receive(&mut self, _timestamp: Instant) -> Option<(VirtioRx<'_>, VirtioTx<'_>)> {
+    fn receive(&mut self, _timestamp: Instant) -> Option<(RuntimeRx<'_>, RuntimeTx<'_>)> {
         let frame = self.nic.get_mut().receive()?;
-        Some((VirtioRx { nic: &self.nic, frame }, VirtioTx { nic: &self.nic }))
+        Some((RuntimeRx { nic: &self.nic, frame }, RuntimeTx { nic: &self.nic }))
     }
 
-    fn transmit(&mut self, _timestamp: Instant) -> Option<VirtioTx<'_>> {
-        self.nic.get_mut().can_transmit().then_some(VirtioTx { nic: &self.nic })
+    fn transmit(&mut self, _timestamp: Instant) -> Option<RuntimeTx<'_>> {
+        self.nic.get_mut().can_transmit().then_some(RuntimeTx { nic: &self.nic })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -109,12 +110,12 @@ impl phy::Device for VirtioDevice {
 
 /// A received frame, returned to the device after smoltcp has read it.
 #[derive(Debug)]
-pub struct VirtioRx<'a> {
+pub struct RuntimeRx<'a> {
     nic: &'a RefCell<NetDevice>,
     frame: RxFrame,
 }
 
-impl phy::RxToken for VirtioRx<'_> {
+impl phy::RxToken for RuntimeRx<'_> {
     fn consume<R, F>(self, f: F) -> R
     where
         F: FnOnce(&[u8]) -> R,
@@ -127,11 +128,11 @@ impl phy::RxToken for VirtioRx<'_> {
 
 /// Permission to transmit one frame.
 #[derive(Debug)]
-pub struct VirtioTx<'a> {
+pub struct RuntimeTx<'a> {
     nic: &'a RefCell<NetDevice>,
 }
 
-impl phy::TxToken for VirtioTx<'_> {
+impl phy::TxToken for RuntimeTx<'_> {
     fn consume<R, F>(self, len: usize, f: F) -> R
     where
         F: FnOnce(&mut [u8]) -> R,

@@ -1,0 +1,231 @@
+//! `--launcher tender` with the real tender under real KVM: httpd is deployed and fetched at the
+//! guest address `ps` shows, a `kill -9`ed tender is restarted, a daemon restart adopts the running
+//! tender, `rm` takes the process and its tap away, and a QEMU image is refused with the reason.
+//!
+//! Each test runs its rack inside a network namespace it creates (the test thread joins it, so
+//! the daemon, the CLI and the test's own HTTP requests all live there): the taps and 10.64.x.y
+//! addresses never touch the host's network. Needs KVM and root: skipped with the reason
+//! otherwise, failed instead under MAST_REQUIRE_KVM=1.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    os::fd::OwnedFd,
+    path::PathBuf,
+    process::Command,
+    sync::OnceLock,
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::Rack;
+use hostnet::ip;
+use images::{Arch, Platform, build};
+use rack_api::{Instance, InstanceState};
+
+/// Whether this machine can run the tests; prints why not, or panics under MAST_REQUIRE_KVM=1.
+fn can_run(test: &str) -> bool {
+    if !qemu_tests::kvm::available_for(test) {
+        return false;
+    }
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        !std::env::var("MAST_REQUIRE_KVM").is_ok_and(|v| v == "1"),
+        "{test} needs root (network namespaces and taps) and MAST_REQUIRE_KVM=1"
+    );
+    eprintln!("skipped {test}: creating network namespaces and taps needs root");
+    false
+}
+
+/// The release tender, built once per test binary.
+fn tender_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = build::workspace_root();
+            let status = Command::new("cargo")
+                .current_dir(&root)
+                .args(["build", "--release", "--quiet", "-p", "tender"])
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "cargo build --release -p tender failed");
+            root.join("target/release/tender")
+        })
+        .clone()
+}
+
+fn tender_httpd() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            build::build_for_platform(
+                &build::workspace_root(),
+                "httpd",
+                Arch::X86_64,
+                Platform::Tender,
+                build::Profile::Release,
+            )
+            .expect("httpd builds for the tender")
+            .artifact
+        })
+        .clone()
+}
+
+/// A network namespace the calling thread lives in until drop, which moves the thread back and
+/// deletes the namespace (with every tap left in it).
+struct InNamespace {
+    home: OwnedFd,
+    netns: Option<ip::Netns>,
+}
+
+impl InNamespace {
+    fn enter(test: &str) -> InNamespace {
+        let home = rustix::fs::open("/proc/thread-self/ns/net", rustix::fs::OFlags::RDONLY, rustix::fs::Mode::empty())
+            .expect("this thread's namespace opens");
+        let netns = ip::Netns::create(&format!("mast-rm-{test}-{}", std::process::id())).expect("ip netns add");
+        ip::enter(&netns.open().expect("the namespace opens")).expect("setns");
+        InNamespace { home, netns: Some(netns) }
+    }
+}
+
+impl InNamespace {
+    fn name(&self) -> &str {
+        self.netns.as_ref().map_or("", |n| n.name())
+    }
+}
+
+impl Drop for InNamespace {
+    fn drop(&mut self) {
+        let _ = ip::enter(&self.home);
+        if let Some(netns) = self.netns.take() {
+            netns.delete().expect("the namespace is deleted");
+        }
+    }
+}
+
+/// GET `path` from `address` (status, body), or `None` when no complete answer came.
+fn get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let timeout = Duration::from_secs(2);
+    let mut stream = TcpStream::connect_timeout(&address, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
+}
+
+/// The instance's endpoint as `ps` reports it: the guest's own address.
+fn endpoint(instance: &Instance) -> SocketAddr {
+    let port = instance.ports.first().unwrap_or_else(|| panic!("{} has no port: {instance:?}", instance.id));
+    let address = port.address.unwrap_or_else(|| panic!("a tender instance reports its guest address: {port:?}"));
+    SocketAddr::new(address, port.guest_port)
+}
+
+fn wait_for_page(address: SocketAddr) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some((200, body)) = get(address, "/") {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "no HTTP 200 from {address} within 30 s");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn serving(rack: &Rack) -> Instance {
+    let instances = rack.wait_for("httpd to run", Duration::from_secs(30), |all| {
+        all.len() == 1 && all[0].state == InstanceState::Running && !all[0].ports.is_empty()
+    });
+    let page = wait_for_page(endpoint(&instances[0]));
+    assert!(page.contains("<title>Mast httpd</title>"), "{page}");
+    instances[0].clone()
+}
+
+/// A rack whose daemon runs the tender launcher inside `namespace`. The daemon is started with
+/// `ip netns exec`, which also gives it a sysfs of the namespace (the tender looks for its tap in
+/// /sys/class/net); the CLI runs from this thread, already inside.
+fn tender_rack(namespace: &InNamespace) -> Rack {
+    let tender = tender_binary();
+    let name = namespace.name();
+    let rack = Rack::start_under(
+        &["ip", "netns", "exec", name],
+        &["--launcher", "tender", "--tender", tender.to_str().expect("utf-8 path")],
+    );
+    rack.ok(&["image", "push", tender_httpd().to_str().expect("utf-8 path")]);
+    rack
+}
+
+fn taps() -> Vec<String> {
+    ip::interfaces().expect("interfaces").into_iter().filter(|i| i.starts_with("mt")).collect()
+}
+
+#[test]
+fn httpd_under_the_tender_serves_restarts_is_adopted_and_is_removed() {
+    if !can_run("httpd_under_the_tender_serves_restarts_is_adopted_and_is_removed") {
+        return;
+    }
+    let namespace = InNamespace::enter("life");
+    let mut rack = tender_rack(&namespace);
+    rack.ok(&["deploy", "httpd"]);
+    let first = serving(&rack);
+    assert_eq!(endpoint(&first).to_string(), "10.64.0.2:8080", "slot 0 of the default subnet");
+    let ps = rack.ok(&["ps"]);
+    assert!(ps.contains("10.64.0.2:8080/tcp"), "ps shows the guest's address:\n{ps}");
+    assert_eq!(taps(), ["mt0"]);
+    let hosts = rack.ok(&["host", "ls"]);
+    assert!(hosts.contains("tender"), "host ls names the launcher:\n{hosts}");
+
+    // kill -9 the tender: the reconciler sees SIGKILL and starts a new one, at the same address.
+    common::kill(first.pid.expect("running"));
+    let after = rack.wait_for("the killed tender to be restarted", Duration::from_secs(30), |all| {
+        all[0].restarts == 1 && all[0].state == InstanceState::Running
+    });
+    assert_eq!(after[0].exit_status, Some(-9), "{:?}", after[0]);
+    assert_ne!(after[0].pid, first.pid);
+    let second = serving(&rack);
+    assert_eq!(endpoint(&second), endpoint(&first));
+
+    // The daemon dies; the tender keeps serving and the next daemon adopts it (same pid).
+    rack.kill_daemon();
+    wait_for_page(endpoint(&second));
+    rack.start_daemon();
+    let adopted = serving(&rack);
+    assert_eq!((adopted.pid, adopted.restarts), (second.pid, 1), "adopted, not restarted");
+
+    rack.ok(&["rm", &adopted.id]);
+    rack.wait_for("the instance to be removed", Duration::from_secs(30), |all| {
+        all.iter().all(|i| !i.state.is_active())
+    });
+    let pid = adopted.pid.expect("running");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "the tender {pid} is still running after rm");
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(taps().is_empty(), "rm deletes the tap: {:?}", taps());
+}
+
+#[test]
+fn a_qemu_image_is_refused_with_the_reason() {
+    if !can_run("a_qemu_image_is_refused_with_the_reason") {
+        return;
+    }
+    let namespace = InNamespace::enter("qemu");
+    let rack = tender_rack(&namespace);
+    let qemu_httpd = common::image("httpd", Arch::X86_64);
+    rack.ok(&["image", "push", qemu_httpd.to_str().expect("utf-8 path")]);
+    let bytes = std::fs::read(&qemu_httpd).expect("the QEMU image reads");
+    let qemu_id = images::artifact::read_unverified(&bytes).expect("a well-formed image").0.to_string();
+    rack.ok(&["deploy", &qemu_id, "--detach"]);
+    let refused = rack.wait_for("the launch to fail", Duration::from_secs(30), |all| {
+        all.iter().any(|i| i.message.as_deref().is_some_and(|m| m.contains("built for QEMU")))
+    });
+    assert!(refused.iter().all(|i| i.pid.is_none()), "nothing was started: {refused:?}");
+    assert!(taps().is_empty(), "no tap was made for it: {:?}", taps());
+}
