@@ -23,6 +23,7 @@ mod bucket;
 mod chunk;
 mod local;
 pub mod meta;
+pub mod moto;
 mod remote;
 mod replicator;
 mod s3;

@@ -36,6 +36,9 @@ use crate::{
 /// enough that an interrupted transfer loses little and memory stays bounded.
 const FETCH_BATCH: usize = 64;
 
+/// A chunk to fetch, and its length.
+type Wanted = (ChunkId, u64);
+
 /// How a [`Replicator`] behaves.
 #[derive(Debug, Clone)]
 pub struct ReplicatorConfig {
@@ -447,7 +450,7 @@ impl Replicator {
 
     /// Splits `wanted` into chunks this thread now fetches (marked in flight) and chunks another
     /// thread is fetching. Chunks stored meanwhile are dropped.
-    fn claim(&self, wanted: &[(ChunkId, u64)]) -> (Vec<(ChunkId, u64)>, Vec<(ChunkId, u64)>) {
+    fn claim(&self, wanted: &[Wanted]) -> (Vec<Wanted>, Vec<Wanted>) {
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         let (mut mine, mut theirs) = (Vec::new(), Vec::new());
         for &(id, len) in wanted {
@@ -475,13 +478,17 @@ impl Replicator {
     }
 
     /// Fetches chunks this thread has claimed: batch by batch, remote by remote, each verified.
+    /// A chunk no remote has a good copy of does not stop the others; a broken connection does
+    /// (the next call resumes where this one stopped).
     fn fetch_claimed(&self, chunks: &[(ChunkId, u64)], what: &str) -> Result<Transfer, ReplicateError> {
         let mut total = Transfer::default();
         let remotes = self.remotes();
+        let (mut unavailable, mut last) = (0usize, String::from("no remote is configured"));
         for batch in chunks.chunks(FETCH_BATCH) {
             let mut missing: Vec<ChunkId> = batch.iter().map(|(c, _)| *c).collect();
-            let mut last = String::from("no remote is configured");
+            let mut broken = false;
             'attempts: for _ in 0..self.config.attempts.max(1) {
+                broken = false;
                 for remote in &remotes {
                     if missing.is_empty() {
                         break 'attempts;
@@ -503,6 +510,7 @@ impl Replicator {
                                 still.push(*id);
                             }
                             Err(e) => {
+                                broken |= matches!(e, RemoteError::Transport(_) | RemoteError::Unauthorized(_));
                                 last = format!("{}: {e}", remote.name());
                                 still.push(*id);
                             }
@@ -511,14 +519,21 @@ impl Replicator {
                     missing = still;
                 }
             }
-            if !missing.is_empty() {
-                return Err(ReplicateError::Incomplete {
-                    what: what.to_owned(),
-                    missing: missing.len(),
-                    remotes: remotes.len(),
-                    last,
-                });
+            unavailable += missing.len();
+            if broken && !missing.is_empty() {
+                // Every remote failed as a whole: the rest of the chunks would fail the same way.
+                let rest = chunks.len() - total.chunks as usize - unavailable;
+                unavailable += rest;
+                break;
             }
+        }
+        if unavailable > 0 {
+            return Err(ReplicateError::Incomplete {
+                what: what.to_owned(),
+                missing: unavailable,
+                remotes: remotes.len(),
+                last,
+            });
         }
         Ok(total)
     }
