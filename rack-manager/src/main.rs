@@ -11,6 +11,7 @@
 //! - [`launcher`]: the `Launcher` trait, QEMU and simulated launchers;
 //! - [`agent`]: host agents, local and remote;
 //! - [`reconcile`]: desired state → observed state, restart policy and backoff;
+//! - [`peer`]: rack-to-rack peering over mutual TLS, image and volume replication, failover;
 //! - [`placement`]: the one call that says where replicas go, on top of the
 //!   `placement` engine crate.
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ mod client;
 mod daemon;
 mod datadir;
 mod launcher;
+mod peer;
 mod placement;
 mod reconcile;
 mod store;

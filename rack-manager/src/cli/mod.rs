@@ -4,6 +4,7 @@
 //! operations goes to stderr, so stdout stays clean for pipes.
 
 mod output;
+mod peers;
 
 use std::{
     io::Write,
@@ -126,6 +127,14 @@ enum Command {
     Rm { instances: Vec<String> },
     /// CPU and memory use of running instances.
     Stats,
+    /// This rack's name, peer URL and certificate fingerprint: what other racks need to `peer add` it.
+    Identity,
+    /// Add, list, remove or probe peer racks (mutual TLS, pinned certificates).
+    #[command(subcommand)]
+    Peer(peers::PeerCommand),
+    /// Failover between peer racks: the plan, and what this rack has taken over.
+    #[command(subcommand)]
+    Failover(peers::FailoverCommand),
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +163,8 @@ struct ServeArgs {
     /// Run no agent here: only hosts that join run instances.
     #[arg(long)]
     no_local_agent: bool,
+    #[command(flatten)]
+    peer: crate::peer::PeerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -258,6 +269,9 @@ struct DeployArgs {
     /// How long to wait for the instances to start, in seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// Peer racks that may run this deployment when this rack is down, in order of preference.
+    #[arg(long, value_delimiter = ',', value_name = "RACK,...")]
+    failover_to: Vec<String>,
 }
 
 fn parse_restart(text: &str) -> Result<RestartWhen, String> {
@@ -339,6 +353,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             memory_mib: args.memory_mib,
             vcpus: args.vcpus,
             sim_hosts: args.sim_hosts,
+            peer: args.peer.clone(),
         }),
         Command::Agent(args) => agent(&cli, args, &data_dir),
         Command::Host(command) => {
@@ -402,6 +417,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restart { instances } => lifecycle(&client(&cli, &data_dir)?, format, instances, "restart"),
         Command::Rm { instances } => lifecycle(&client(&cli, &data_dir)?, format, instances, "rm"),
         Command::Stats => output::stats(format, &client(&cli, &data_dir)?.get::<Stats>("/stats")?),
+        Command::Identity => peers::identity(format, &data_dir),
+        Command::Peer(command @ peers::PeerCommand::Probe { .. }) => peers::probe(format, &data_dir, command),
+        Command::Peer(command) => peers::peer(&client(&cli, &data_dir)?, format, &data_dir, command),
+        Command::Failover(command) => peers::failover(&client(&cli, &data_dir)?, format, command),
     }
 }
 
@@ -450,6 +469,9 @@ fn deploy(client: &Client, format: output::Format, args: &DeployArgs) -> anyhow:
         d.memory_mib,
         d.restart.when.as_str()
     );
+    if !args.failover_to.is_empty() {
+        peers::set_plan(client, &d.id, &args.failover_to)?;
+    }
     if args.detach {
         return output::instances(format, &response.instances, false);
     }

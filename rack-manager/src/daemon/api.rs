@@ -53,6 +53,7 @@ pub fn route(rack: &Rack, req: &Req) -> Result<Reply, HttpError> {
         (Method::Delete, ["instances", id]) => remove_instance(rack, id),
         (Method::Get, ["instances", id, "logs"]) => logs(rack, id, req.query_u64("offset")?.unwrap_or(0)),
         (Method::Get, ["stats"]) => stats(rack),
+        (_, ["peers", ..] | ["identity"] | ["failover", ..]) => crate::peer::api::route(rack, req, rest),
         _ => Err(HttpError::not_found(
             format!("{} /{} is not part of the rack API", req.method, segments.join("/")),
             "see the rack-api crate for the routes, or use the rack-manager CLI",

@@ -50,6 +50,7 @@ pub struct ServeConfig {
     pub vcpus: Option<u32>,
     /// With the sim launcher: this many simulated hosts instead of one.
     pub sim_hosts: u32,
+    pub peer: crate::peer::PeerArgs,
 }
 
 /// The manager's shared state.
@@ -62,6 +63,8 @@ pub struct Rack {
     /// The URL agents can fetch images from: the API's, unless it listens on every interface
     /// (0.0.0.0), where agents use the URL they joined with.
     pub image_source: Option<String>,
+    /// Peering, when `serve --peer-listen` is given; set once at startup.
+    pub peer: std::sync::OnceLock<Arc<crate::peer::Node>>,
     wake: (Mutex<bool>, Condvar),
 }
 
@@ -183,6 +186,7 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
         dir: dir.clone(),
         trusted: trusted.clone(),
         token: token.clone(),
+        peer: std::sync::OnceLock::new(),
         wake: (Mutex::new(false), Condvar::new()),
     });
 
@@ -224,6 +228,10 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
         }
     }
 
+    // Before the reconciler's first pass: peers say which deployments they took over meanwhile.
+    if let Some(node) = crate::peer::start(&rack, &config.peer, &url)? {
+        let _ = rack.peer.set(node);
+    }
     dir.write_address(&url)?;
     eprintln!("rack-manager: serving the rack API on {url} (data directory {})", dir.root().display());
 

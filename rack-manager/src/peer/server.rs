@@ -1,0 +1,227 @@
+//! The peer listener: mutual TLS, then one HTTP/1.1 request per connection, one thread per
+//! connection (at most [`MAX_CONNECTIONS`] at once). Every route answers only the configured peer
+//! whose certificate the handshake proved; an unknown or missing certificate never gets this far.
+
+use std::{
+    collections::HashMap,
+    fs,
+    io::{Read, Seek, SeekFrom},
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use http1::request::Method;
+use images::artifact;
+
+use super::{Heartbeat, HeartbeatReply, Node, PeerImage, TakeoverNotice, identity::fingerprint, wire};
+use crate::datadir::{DataDir, now_ms};
+
+const MAX_CONNECTIONS: usize = 64;
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most chunks one request may ask for.
+const MAX_CHUNKS_PER_REQUEST: usize = 4096;
+
+pub fn spawn(node: Arc<Node>, listener: TcpListener, config: Arc<rustls::ServerConfig>) {
+    let open = Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            if node.partitioned() || open.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+                drop(stream);
+                continue;
+            }
+            open.fetch_add(1, Ordering::SeqCst);
+            let (node, config, open) = (node.clone(), config.clone(), open.clone());
+            std::thread::spawn(move || {
+                if let Err(error) = serve_connection(&node, stream, config) {
+                    // Refused handshakes land here: worth a line, never fatal.
+                    eprintln!("rack-manager: peer connection: {error}");
+                }
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+}
+
+fn serve_connection(node: &Node, mut socket: TcpStream, config: Arc<rustls::ServerConfig>) -> anyhow::Result<()> {
+    let from = socket.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    socket.set_read_timeout(Some(IO_TIMEOUT))?;
+    socket.set_write_timeout(Some(IO_TIMEOUT))?;
+    socket.set_nodelay(true)?;
+    let mut connection = rustls::ServerConnection::new(config)?;
+    while connection.is_handshaking() {
+        connection.complete_io(&mut socket).map_err(|e| anyhow::anyhow!("refused {from} in the TLS handshake: {e}"))?;
+    }
+    let peer = connection
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|cert| node.peer_named_by(&fingerprint(cert)))
+        .ok_or_else(|| anyhow::anyhow!("{from} completed the handshake without a peer certificate"))?;
+    let mut stream = rustls::StreamOwned::new(connection, socket);
+    let response = match wire::read_request(&mut stream)? {
+        Ok(Some(request)) => route(node, &peer, &request),
+        Ok(None) => return Ok(()),
+        Err(refusal) => refusal,
+    };
+    wire::write_response(&mut stream, &response)?;
+    stream.conn.send_close_notify();
+    let _ = stream.flush_tls();
+    Ok(())
+}
+
+trait FlushTls {
+    fn flush_tls(&mut self) -> std::io::Result<()>;
+}
+
+impl FlushTls for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    fn flush_tls(&mut self) -> std::io::Result<()> {
+        while self.conn.wants_write() {
+            self.conn.write_tls(&mut self.sock)?;
+        }
+        Ok(())
+    }
+}
+
+fn route(node: &Node, peer: &str, request: &wire::Request) -> wire::Response {
+    let segments: Vec<&str> = request.path.split('/').filter(|s| !s.is_empty()).collect();
+    let result = match (request.method, segments.as_slice()) {
+        (Method::Post, ["peer", "v1", "heartbeat"]) => heartbeat(node, peer, &request.body),
+        (Method::Get, ["peer", "v1", "images"]) => images(node),
+        (Method::Get, ["peer", "v1", "images", id, "header"]) => header(node, id),
+        (Method::Post, ["peer", "v1", "chunks"]) => chunks(node, &request.body),
+        (Method::Get, ["peer", "v1", "volumes", deployment]) => volume(node, peer, deployment),
+        _ => Err(wire::Response::error(404, format!("{} is not part of the peer protocol", request.path))),
+    };
+    result.unwrap_or_else(|refusal| refusal)
+}
+
+type Answer = Result<wire::Response, wire::Response>;
+
+fn internal(error: impl std::fmt::Display) -> wire::Response {
+    wire::Response::error(500, error.to_string())
+}
+
+fn heartbeat(node: &Node, peer: &str, body: &[u8]) -> Answer {
+    let beat: Heartbeat =
+        serde_json::from_slice(body).map_err(|e| wire::Response::error(400, format!("not a heartbeat: {e}")))?;
+    if beat.rack != peer {
+        return Err(wire::Response::error(
+            403,
+            format!("the certificate is peer {peer:?}'s, but the heartbeat claims to be from {:?}", beat.rack),
+        ));
+    }
+    let me = node.identity.name.clone();
+    {
+        let mut runtime = node.runtime();
+        let entry = runtime.entry(peer.to_owned()).or_default();
+        entry.last_heartbeat_ms = Some(now_ms());
+        entry.plans = beat.plans.into_iter().filter(|p| p.failover_to.contains(&me)).collect();
+    }
+    let takeovers = node
+        .takeovers()
+        .iter()
+        .filter(|t| t.peer == peer)
+        .map(|t| TakeoverNotice { deployment: t.deployment.clone(), epoch: t.epoch, at_ms: t.lease_expired_ms })
+        .collect();
+    Ok(wire::Response::json(&HeartbeatReply { rack: me, takeovers }))
+}
+
+fn images(node: &Node) -> Answer {
+    let images = node.rack.store().images().map_err(internal)?;
+    let list: Vec<PeerImage> = images.into_iter().map(|i| PeerImage { id: i.id, name: i.name }).collect();
+    Ok(wire::Response::json(&list))
+}
+
+fn known_image(node: &Node, id: &str) -> Result<PathBuf, wire::Response> {
+    let known = node.rack.store().images().map_err(internal)?.iter().any(|i| i.id == id);
+    if !known {
+        return Err(wire::Response::error(404, format!("this rack has no image {id}")));
+    }
+    Ok(node.data.image(id))
+}
+
+/// The image's preamble and signed header: everything but the chunks.
+fn header(node: &Node, id: &str) -> Answer {
+    let bytes = fs::read(known_image(node, id)?).map_err(internal)?;
+    let (_, _, _, chunks_offset) = artifact::read_unverified(&bytes).map_err(internal)?;
+    Ok(wire::Response::ok(bytes[..chunks_offset as usize].to_vec()))
+}
+
+/// Where each chunk of the rack's images lies: hash → (file, offset, length).
+pub fn chunk_index(data: &DataDir, image_ids: &[String]) -> HashMap<[u8; 32], (PathBuf, u64, u32)> {
+    let mut index = HashMap::new();
+    for id in image_ids {
+        let path = data.image(id);
+        let Ok(bytes) = fs::read(&path) else { continue };
+        let Ok((_, _, body, chunks_offset)) = artifact::read_unverified(&bytes) else { continue };
+        let mut offset = chunks_offset;
+        for chunk in body.distinct_chunks() {
+            index.entry(chunk.hash).or_insert_with(|| (path.clone(), offset, chunk.len));
+            offset += u64::from(chunk.len);
+        }
+    }
+    index
+}
+
+pub fn read_chunk(path: &PathBuf, offset: u64, len: u32) -> std::io::Result<Vec<u8>> {
+    let mut file = fs::File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = vec![0; len as usize];
+    file.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The asked-for chunks, concatenated in the order asked; the client knows their lengths from
+/// the signed index and checks each hash.
+fn chunks(node: &Node, body: &[u8]) -> Answer {
+    let wanted: Vec<String> =
+        serde_json::from_slice(body).map_err(|e| wire::Response::error(400, format!("not a chunk list: {e}")))?;
+    if wanted.len() > MAX_CHUNKS_PER_REQUEST {
+        return Err(wire::Response::error(413, format!("ask for at most {MAX_CHUNKS_PER_REQUEST} chunks at once")));
+    }
+    let ids: Vec<String> = node.rack.store().images().map_err(internal)?.into_iter().map(|i| i.id).collect();
+    let index = chunk_index(&node.data, &ids);
+    let mut out = Vec::new();
+    for hex_hash in &wanted {
+        let hash: [u8; 32] = hex::decode(hex_hash)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| wire::Response::error(400, format!("{hex_hash:?} is not a chunk hash")))?;
+        let (path, offset, len) =
+            index.get(&hash).ok_or_else(|| wire::Response::error(404, format!("this rack has no chunk {hex_hash}")))?;
+        let mut chunk = read_chunk(path, *offset, *len).map_err(internal)?;
+        // Test hook (serve --test-corrupt-chunks N): damage the next N chunks sent, as a bad link would.
+        let damaged = node
+            .corrupt_budget
+            .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| {
+                n.checked_sub(1)
+            })
+            .is_ok();
+        if damaged && let Some(first) = chunk.first_mut() {
+            *first ^= 0xff;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(wire::Response::ok(out))
+}
+
+/// The latest state of a deployment's volume, for a peer the deployment fails over to. The time
+/// is taken before the file is read, so every write acknowledged before it is in the copy.
+fn volume(node: &Node, peer: &str, deployment: &str) -> Answer {
+    let allowed = node.plans().get(deployment).is_some_and(|racks| racks.iter().any(|r| r == peer));
+    if !allowed {
+        return Err(wire::Response::error(
+            403,
+            format!("deployment {deployment} does not fail over to {peer}, so its volume is not shared with it"),
+        ));
+    }
+    let taken_ms = now_ms();
+    let bytes = fs::read(node.volume_path(deployment))
+        .map_err(|e| wire::Response::error(404, format!("deployment {deployment} has no volume: {e}")))?;
+    Ok(wire::Response::ok(bytes).with_header("X-Taken-Ms", taken_ms.to_string()))
+}
