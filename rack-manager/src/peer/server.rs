@@ -94,6 +94,7 @@ fn route(node: &Node, peer: &str, request: &wire::Request) -> wire::Response {
         (Method::Get, ["peer", "v1", "images"]) => images(node),
         (Method::Get, ["peer", "v1", "images", id, "header"]) => header(node, id),
         (Method::Post, ["peer", "v1", "chunks"]) => chunks(node, &request.body),
+        (Method::Post, ["peer", "v1", "chunks", "has"]) => has_chunks(node, &request.body),
         (Method::Get, ["peer", "v1", "volumes", deployment]) => volume(node, peer, deployment),
         _ => Err(wire::Response::error(404, format!("{} is not part of the peer protocol", request.path))),
     };
@@ -176,24 +177,42 @@ pub fn read_chunk(path: &PathBuf, offset: u64, len: u32) -> std::io::Result<Vec<
     Ok(bytes)
 }
 
-/// The asked-for chunks, concatenated in the order asked; the client knows their lengths from
-/// the signed index and checks each hash.
-fn chunks(node: &Node, body: &[u8]) -> Answer {
+type Index = HashMap<[u8; 32], (PathBuf, u64, u32)>;
+
+/// A JSON list of chunk hashes, and the index of this rack's chunks.
+fn wanted_chunks(node: &Node, body: &[u8]) -> Result<(Vec<[u8; 32]>, Index), wire::Response> {
     let wanted: Vec<String> =
         serde_json::from_slice(body).map_err(|e| wire::Response::error(400, format!("not a chunk list: {e}")))?;
     if wanted.len() > MAX_CHUNKS_PER_REQUEST {
         return Err(wire::Response::error(413, format!("ask for at most {MAX_CHUNKS_PER_REQUEST} chunks at once")));
     }
+    let hashes = wanted
+        .iter()
+        .map(|text| {
+            hex::decode(text)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| wire::Response::error(400, format!("{text:?} is not a chunk hash")))
+        })
+        .collect::<Result<Vec<[u8; 32]>, _>>()?;
     let ids: Vec<String> = node.rack.store().images().map_err(internal)?.into_iter().map(|i| i.id).collect();
-    let index = chunk_index(&node.data, &ids);
+    Ok((hashes, chunk_index(&node.data, &ids)))
+}
+
+fn has_chunks(node: &Node, body: &[u8]) -> Answer {
+    let (wanted, index) = wanted_chunks(node, body)?;
+    Ok(wire::Response::json(&wanted.iter().map(|h| index.contains_key(h)).collect::<Vec<bool>>()))
+}
+
+/// The asked-for chunks in the order asked, each as a u32 LE length and its bytes; the client
+/// checks each against its hash.
+fn chunks(node: &Node, body: &[u8]) -> Answer {
+    let (wanted, index) = wanted_chunks(node, body)?;
     let mut out = Vec::new();
-    for hex_hash in &wanted {
-        let hash: [u8; 32] = hex::decode(hex_hash)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| wire::Response::error(400, format!("{hex_hash:?} is not a chunk hash")))?;
+    for hash in &wanted {
+        let hex_hash = hex::encode(hash);
         let (path, offset, len) =
-            index.get(&hash).ok_or_else(|| wire::Response::error(404, format!("this rack has no chunk {hex_hash}")))?;
+            index.get(hash).ok_or_else(|| wire::Response::error(404, format!("this rack has no chunk {hex_hash}")))?;
         let mut chunk = read_chunk(path, *offset, *len).map_err(internal)?;
         // Test hook (serve --test-corrupt-chunks N): damage the next N chunks sent, as a bad link would.
         let damaged = node
@@ -205,6 +224,7 @@ fn chunks(node: &Node, body: &[u8]) -> Answer {
         if damaged && let Some(first) = chunk.first_mut() {
             *first ^= 0xff;
         }
+        out.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
         out.extend_from_slice(&chunk);
     }
     Ok(wire::Response::ok(out))

@@ -18,11 +18,14 @@ use std::{
 use images::artifact;
 use rack_api::{Desired, InstanceState};
 
-use super::{Heartbeat, HeartbeatReply, Node, PeerEntry, PeerImage, PlanSpec, server, wire::PeerClient};
+use images::artifact::ImageId;
+use replica::{ChunkId, Remote};
+
+use super::{Heartbeat, HeartbeatReply, Node, PeerEntry, PlanSpec, remote::PeerRemote, server};
 use crate::{datadir::now_ms, reconcile::run_ref};
 
-/// Chunks per request when fetching an image.
-const CHUNK_BATCH: usize = 1024;
+/// Chunks per round of fetching (and of refetching damaged ones).
+const CHUNK_BATCH: usize = super::remote::CHUNK_BATCH;
 /// Attempts at a chunk whose bytes do not match its hash.
 const CHUNK_ATTEMPTS: u32 = 4;
 
@@ -169,20 +172,21 @@ fn replicate(node: &Node, peer: &PeerEntry) -> anyhow::Result<()> {
         super::save_json(&path.with_extension("json"), &taken_ms)?;
         node.runtime().entry(peer.name.clone()).or_default().snapshots.insert(plan.deployment.clone(), taken_ms);
     }
-    let theirs: Vec<PeerImage> = serde_json::from_slice(&client.call("GET", "/peer/v1/images", &[])?.body)?;
+    let remote = PeerRemote::new(&peer.name, client);
+    let theirs = remote.list_images()?;
     let _one_at_a_time = node.fetching.lock().unwrap_or_else(|p| p.into_inner());
     let mine: HashSet<String> = node.rack.store().images()?.into_iter().map(|i| i.id).collect();
-    for image in theirs.iter().filter(|i| !mine.contains(&i.id)) {
-        if let Err(error) = fetch_image(node, &peer.name, &client, &image.id) {
-            eprintln!("rack-manager: image {} ({}) from peer {}: {error:#}", image.name, image.id, peer.name);
+    for image in theirs.iter().filter(|i| !mine.contains(&i.to_string())) {
+        if let Err(error) = fetch_image(node, &peer.name, &remote, image) {
+            eprintln!("rack-manager: image {image} from peer {}: {error:#}", peer.name);
         }
     }
     Ok(())
 }
 
 /// Fetches one image from a peer: header (signature checked), then only the missing chunks.
-pub fn fetch_image(node: &Node, peer: &str, client: &PeerClient, id: &str) -> anyhow::Result<()> {
-    let header = client.call("GET", &format!("/peer/v1/images/{id}/header"), &[])?.body;
+pub fn fetch_image(node: &Node, peer: &str, remote: &dyn Remote, id: &ImageId) -> anyhow::Result<()> {
+    let header = remote.get_image_meta(id)?;
     let verified = match artifact::verify_header(&header, &node.rack.trusted) {
         Ok(verified) => verified,
         Err(error) => {
@@ -190,7 +194,7 @@ pub fn fetch_image(node: &Node, peer: &str, client: &PeerClient, id: &str) -> an
             anyhow::bail!("refused: {error}");
         }
     };
-    anyhow::ensure!(verified.id.to_string() == id, "the peer sent the header of {} for {id}", verified.id);
+    anyhow::ensure!(verified.id == *id, "the peer sent the header of {} for {id}", verified.id);
     anyhow::ensure!(verified.chunks_offset as usize == header.len(), "the header has trailing bytes");
     let chunks = verified.body.distinct_chunks();
     let mine: Vec<String> = node.rack.store().images()?.into_iter().map(|i| i.id).collect();
@@ -201,18 +205,14 @@ pub fn fetch_image(node: &Node, peer: &str, client: &PeerClient, id: &str) -> an
     for batch in missing.chunks(CHUNK_BATCH) {
         let mut pending: Vec<_> = batch.to_vec();
         for attempt in 1..=CHUNK_ATTEMPTS {
-            let hashes: Vec<String> = pending.iter().map(|c| hex::encode(c.hash)).collect();
-            let body = client.call("POST", "/peer/v1/chunks", &serde_json::to_vec(&hashes)?)?.body;
-            let expected: usize = pending.iter().map(|c| c.len as usize).sum();
-            anyhow::ensure!(body.len() == expected, "the peer sent {} chunk bytes, not {expected}", body.len());
-            bytes_fetched += body.len() as u64;
-            let mut offset = 0;
+            let ids: Vec<ChunkId> = pending.iter().map(|c| ChunkId(c.hash)).collect();
+            let answers = remote.get_chunks(&ids);
             let mut damaged = Vec::new();
-            for chunk in &pending {
-                let bytes = &body[offset..offset + chunk.len as usize];
-                offset += chunk.len as usize;
-                if *blake3::hash(bytes).as_bytes() == chunk.hash {
-                    fetched.insert(chunk.hash, bytes.to_vec());
+            for (chunk, answer) in pending.iter().zip(answers) {
+                let bytes = answer?;
+                bytes_fetched += bytes.len() as u64;
+                if bytes.len() == chunk.len as usize && ChunkId(chunk.hash).matches(&bytes) {
+                    fetched.insert(chunk.hash, bytes);
                 } else {
                     damaged.push(*chunk);
                 }
