@@ -26,10 +26,8 @@ use images::{
 };
 
 use crate::{
-    ChunkId, ChunkStore, Remote, RemoteError, StoreError, TokenBucket, VolumeSnapshot,
-    local::check_meta,
-    meta,
-    volume::{VOLUME_CHUNK, VolumeError},
+    ChunkId, ChunkStore, Remote, RemoteError, StoreError, TokenBucket, VolumeSnapshot, local::check_meta, meta,
+    volume::VolumeError,
 };
 
 /// How many chunks one request to a remote asks for: large enough to keep a remote busy, small
@@ -165,6 +163,8 @@ pub struct Replicator {
     bucket: Mutex<TokenBucket>,
     counters: Counters,
     volumes: Mutex<HashMap<String, LocalVolume>>,
+    /// Why the last snapshot of each volume failed, until one succeeds.
+    volume_errors: Mutex<HashMap<String, String>>,
 }
 
 /// Chunks of an image a verified header lists, with lengths, in stored order.
@@ -176,8 +176,8 @@ impl Replicator {
     pub fn new(store: Arc<ChunkStore>, trusted: TrustedKeys, config: ReplicatorConfig) -> Replicator {
         let now = Instant::now();
         let bucket = match config.trickle_rate {
-            // Room for at least one volume chunk, or a large chunk could never fit.
-            Some(rate) => TokenBucket::new(rate, rate.max(u64::from(VOLUME_CHUNK)), now),
+            // Room for at least the largest image chunk, or it could never fit.
+            Some(rate) => TokenBucket::new(rate, rate.max(u64::from(images::artifact::CHUNK_MAX)), now),
             None => TokenBucket::unlimited(now),
         };
         Replicator {
@@ -190,6 +190,7 @@ impl Replicator {
             bucket: Mutex::new(bucket),
             counters: Counters::default(),
             volumes: Mutex::new(HashMap::new()),
+            volume_errors: Mutex::new(HashMap::new()),
         }
     }
 
@@ -615,11 +616,24 @@ impl Replicator {
     pub fn snapshot_all_volumes(&self) -> Vec<(String, ReplicateError)> {
         let mut failed = Vec::new();
         for (name, path) in self.registered_volumes() {
-            if let Err(e) = self.snapshot_volume(&name, &path, crate::now_ms()) {
-                failed.push((name, e));
+            let result = self.snapshot_volume(&name, &path, crate::now_ms());
+            let mut errors = self.volume_errors.lock().unwrap_or_else(|p| p.into_inner());
+            match result {
+                Ok(_) => {
+                    errors.remove(&name);
+                }
+                Err(e) => {
+                    errors.insert(name.clone(), e.to_string());
+                    failed.push((name, e));
+                }
             }
         }
         failed
+    }
+
+    /// Why the last background snapshot of `volume` failed, if it did.
+    pub fn volume_error(&self, volume: &str) -> Option<String> {
+        self.volume_errors.lock().unwrap_or_else(|p| p.into_inner()).get(volume).cloned()
     }
 
     /// The newest snapshot of `volume` that every remote accepted.

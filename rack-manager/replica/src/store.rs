@@ -208,6 +208,12 @@ impl ChunkStore {
         })
     }
 
+    /// When image `id`'s meta was stored here, in ms since the Unix epoch.
+    pub fn image_meta_stored_ms(&self, id: &ImageId) -> Option<u64> {
+        let modified = fs::metadata(self.meta_path(id)).and_then(|m| m.modified()).ok()?;
+        modified.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_millis() as u64)
+    }
+
     pub fn has_image_meta(&self, id: &ImageId) -> bool {
         self.meta_path(id).is_file()
     }

@@ -5,6 +5,7 @@
 
 mod output;
 mod peers;
+mod replicate;
 
 use std::{
     io::Write,
@@ -127,6 +128,9 @@ enum Command {
     Rm { instances: Vec<String> },
     /// CPU and memory use of running instances.
     Stats,
+    /// Replication of images and volumes to the cloud and peer racks.
+    #[command(subcommand)]
+    Replicate(replicate::ReplicateCommand),
     /// This rack's name, peer URL and certificate fingerprint: what other racks need to `peer add` it.
     Identity,
     /// Add, list, remove or probe peer racks (mutual TLS, pinned certificates).
@@ -163,6 +167,8 @@ struct ServeArgs {
     /// Run no agent here: only hosts that join run instances.
     #[arg(long)]
     no_local_agent: bool,
+    #[command(flatten)]
+    replication: crate::replication::ReplicationArgs,
     #[command(flatten)]
     peer: crate::peer::PeerArgs,
 }
@@ -353,6 +359,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             memory_mib: args.memory_mib,
             vcpus: args.vcpus,
             sim_hosts: args.sim_hosts,
+            replication: args.replication.clone(),
             peer: args.peer.clone(),
         }),
         Command::Agent(args) => agent(&cli, args, &data_dir),
@@ -417,6 +424,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restart { instances } => lifecycle(&client(&cli, &data_dir)?, format, instances, "restart"),
         Command::Rm { instances } => lifecycle(&client(&cli, &data_dir)?, format, instances, "rm"),
         Command::Stats => output::stats(format, &client(&cli, &data_dir)?.get::<Stats>("/stats")?),
+        Command::Replicate(command) => replicate::run(&client(&cli, &data_dir)?, format, command),
         Command::Identity => peers::identity(format, &data_dir),
         Command::Peer(command @ peers::PeerCommand::Probe { .. }) => peers::probe(format, &data_dir, command),
         Command::Peer(command) => peers::peer(&client(&cli, &data_dir)?, format, &data_dir, command),

@@ -50,6 +50,7 @@ pub struct ServeConfig {
     pub vcpus: Option<u32>,
     /// With the sim launcher: this many simulated hosts instead of one.
     pub sim_hosts: u32,
+    pub replication: crate::replication::ReplicationArgs,
     pub peer: crate::peer::PeerArgs,
 }
 
@@ -63,6 +64,8 @@ pub struct Rack {
     /// The URL agents can fetch images from: the API's, unless it listens on every interface
     /// (0.0.0.0), where agents use the URL they joined with.
     pub image_source: Option<String>,
+    /// The content-addressed image store and its replication (crate `replica`).
+    pub replication: Arc<crate::replication::Replication>,
     /// Peering, when `serve --peer-listen` is given; set once at startup.
     pub peer: std::sync::OnceLock<Arc<crate::peer::Node>>,
     wake: (Mutex<bool>, Condvar),
@@ -179,8 +182,10 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     })?;
     let address = server.server_addr().to_ip().context("the server listens on an IP address")?;
     let url = format!("http://{address}");
+    let replication = crate::replication::Replication::open(&dir, trusted.clone(), &config.replication)?;
     let rack = Arc::new(Rack {
         image_source: (!address.ip().is_unspecified()).then(|| url.clone()),
+        replication: Arc::new(replication),
         store: Mutex::new(Box::new(store)),
         agents: RwLock::new(HashMap::new()),
         dir: dir.clone(),
@@ -237,6 +242,8 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
 
     let reconciler = rack.clone();
     std::thread::spawn(move || crate::reconcile::run(&reconciler));
+    let replicating = rack.clone();
+    std::thread::spawn(move || crate::replication::run(&replicating));
     let handler_rack = rack.clone();
     let handler = Arc::new(move |req: &http::Req| api::route(&handler_rack, req));
     http::serve(Arc::new(server), 8, token, handler);
