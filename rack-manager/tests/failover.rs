@@ -126,11 +126,15 @@ fn a_peer_serves_a_dead_rack_s_httpd_and_the_rack_does_not_run_it_again_on_retur
     assert!(!must_have.is_empty(), "the writer ran long enough before the snapshot");
     let lost: Vec<u64> = must_have.iter().copied().filter(|seq| !present.contains(seq)).collect();
     assert!(lost.is_empty(), "writes acknowledged before the reported lag are missing on b: {lost:?}");
+    let window_ms = takeover["loss_window_ms"].as_u64().expect("a loss window");
+    let oldest_lost = acks.iter().filter(|(seq, _)| !present.contains(seq)).map(|(_, at)| *at).min();
     println!(
-        "volume: {} writes acknowledged, {} before the lag cutoff (all present on b), {} after it lost",
+        "volume: {} writes acknowledged, {} before the lag cutoff (all present on b), {} lost; the oldest lost was \
+         acknowledged {} ms before the kill (reported loss window {window_ms} ms)",
         acks.len(),
         must_have.len(),
-        acks.iter().filter(|(seq, _)| !present.contains(seq)).count()
+        acks.iter().filter(|(seq, _)| !present.contains(seq)).count(),
+        oldest_lost.map_or("-".into(), |at| killed_ms.saturating_sub(at).to_string())
     );
 
     // a comes back: it hears of the takeover before starting anything, and runs no duplicate.

@@ -192,12 +192,12 @@ pub fn failover(client: &Client, format: Format, command: &FailoverCommand) -> a
                 return output::print_json(&takeovers);
             }
             println!(
-                "{:<8} {:<10} {:<12} {:>5} {:<8} {:<9} {:>12} {:>10}",
-                "PEER", "DEPLOYMENT", "IMAGE", "EPOCH", "LOCAL", "STATE", "RECOVERY", "LAG"
+                "{:<8} {:<10} {:<12} {:>5} {:<8} {:<9} {:>12} {:>10} {:>10}",
+                "PEER", "DEPLOYMENT", "IMAGE", "EPOCH", "LOCAL", "STATE", "RECOVERY", "LAG", "WINDOW"
             );
             for t in &takeovers {
                 println!(
-                    "{:<8} {:<10} {:<12} {:>5} {:<8} {:<9} {:>12} {:>10}",
+                    "{:<8} {:<10} {:<12} {:>5} {:<8} {:<9} {:>12} {:>10} {:>10}",
                     t.peer,
                     t.deployment,
                     t.image_name,
@@ -205,7 +205,8 @@ pub fn failover(client: &Client, format: Format, command: &FailoverCommand) -> a
                     t.local_deployment.as_deref().unwrap_or("-"),
                     t.state,
                     t.recovery_ms.map_or("-".into(), |ms| format!("{ms} ms")),
-                    t.lag_ms.map_or("-".into(), |ms| format!("{ms} ms"))
+                    t.lag_ms.map_or("-".into(), |ms| format!("{ms} ms")),
+                    t.loss_window_ms.map_or("-".into(), |ms| format!("{ms} ms"))
                 );
                 if let Some(message) = &t.message {
                     println!("  {message}");

@@ -81,6 +81,9 @@ fn take_over(
         recovery_ms: None,
         snapshot_taken_ms: snapshot_taken_ms.filter(|_| plan.has_volume),
         lag_ms: snapshot_taken_ms.filter(|_| plan.has_volume).map(|t| last_heartbeat_ms.saturating_sub(t)),
+        loss_window_ms: snapshot_taken_ms
+            .filter(|_| plan.has_volume)
+            .map(|t| last_heartbeat_ms.saturating_sub(t) + node.heartbeat.as_millis() as u64),
         volume_path: None,
         state: "starting".into(),
         message: None,

@@ -153,6 +153,10 @@ pub struct Takeover {
     /// `peer_last_heartbeat_ms - snapshot_taken_ms`.
     pub snapshot_taken_ms: Option<u64>,
     pub lag_ms: Option<u64>,
+    /// A bound on the data actually lost: the lag plus one heartbeat interval, since the peer
+    /// may have lived (and acknowledged writes) until its next heartbeat was due.
+    #[serde(default)]
+    pub loss_window_ms: Option<u64>,
     pub volume_path: Option<String>,
     pub state: String,
     pub message: Option<String>,

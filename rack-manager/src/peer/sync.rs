@@ -32,11 +32,18 @@ const CHUNK_ATTEMPTS: u32 = 4;
 pub fn spawn(node: Arc<Node>) {
     let beats = node.clone();
     thread::spawn(move || {
+        // At a fixed rate, not a fixed pause: peers bound the data-loss window by one interval.
+        let mut next = std::time::Instant::now();
         loop {
             for peer in beats.peers() {
                 beat(&beats, &peer, beats.heartbeat);
             }
-            thread::sleep(beats.heartbeat);
+            next += beats.heartbeat;
+            let now = std::time::Instant::now();
+            match next.checked_duration_since(now) {
+                Some(pause) => thread::sleep(pause),
+                None => next = now,
+            }
         }
     });
     thread::spawn(move || {
