@@ -24,6 +24,7 @@
 pub mod api;
 pub mod failover;
 pub mod identity;
+mod local;
 pub mod remote;
 pub mod server;
 pub mod sync;

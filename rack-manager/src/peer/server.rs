@@ -3,11 +3,8 @@
 //! whose certificate the handshake proved; an unknown or missing certificate never gets this far.
 
 use std::{
-    collections::HashMap,
     fs,
-    io::{Read, Seek, SeekFrom},
     net::{TcpListener, TcpStream},
-    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -16,10 +13,12 @@ use std::{
 };
 
 use http1::request::Method;
-use images::artifact;
+use images::artifact::ImageId;
 
-use super::{Heartbeat, HeartbeatReply, Node, PeerImage, TakeoverNotice, identity::fingerprint, wire};
-use crate::datadir::{DataDir, now_ms};
+use super::{
+    Heartbeat, HeartbeatReply, Node, PeerImage, TakeoverNotice, identity::fingerprint, local::LocalChunks, wire,
+};
+use crate::datadir::now_ms;
 
 const MAX_CONNECTIONS: usize = 64;
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -138,55 +137,32 @@ fn images(node: &Node) -> Answer {
     Ok(wire::Response::json(&list))
 }
 
-fn known_image(node: &Node, id: &str) -> Result<PathBuf, wire::Response> {
+fn image_id(node: &Node, id: &str) -> Result<ImageId, wire::Response> {
     let known = node.rack.store().images().map_err(internal)?.iter().any(|i| i.id == id);
-    if !known {
-        return Err(wire::Response::error(404, format!("this rack has no image {id}")));
+    let parsed = hex::decode(id).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).map(ImageId);
+    match parsed {
+        Some(parsed) if known => Ok(parsed),
+        _ => Err(wire::Response::error(404, format!("this rack has no image {id}"))),
     }
-    Ok(node.data.image(id))
 }
 
-/// The image's preamble and signed header: everything but the chunks.
+/// The image's meta: preamble and signed header, everything but the chunks.
 fn header(node: &Node, id: &str) -> Answer {
-    let bytes = fs::read(known_image(node, id)?).map_err(internal)?;
-    let (_, _, _, chunks_offset) = artifact::read_unverified(&bytes).map_err(internal)?;
-    Ok(wire::Response::ok(bytes[..chunks_offset as usize].to_vec()))
+    let id = image_id(node, id)?;
+    let meta = LocalChunks::new(&node.rack)
+        .meta(&id)
+        .ok_or_else(|| wire::Response::error(404, format!("the meta of image {id} is not readable here")))?;
+    Ok(wire::Response::ok(meta))
 }
 
-/// Where each chunk of the rack's images lies: hash → (file, offset, length).
-pub fn chunk_index(data: &DataDir, image_ids: &[String]) -> HashMap<[u8; 32], (PathBuf, u64, u32)> {
-    let mut index = HashMap::new();
-    for id in image_ids {
-        let path = data.image(id);
-        let Ok(bytes) = fs::read(&path) else { continue };
-        let Ok((_, _, body, chunks_offset)) = artifact::read_unverified(&bytes) else { continue };
-        let mut offset = chunks_offset;
-        for chunk in body.distinct_chunks() {
-            index.entry(chunk.hash).or_insert_with(|| (path.clone(), offset, chunk.len));
-            offset += u64::from(chunk.len);
-        }
-    }
-    index
-}
-
-pub fn read_chunk(path: &PathBuf, offset: u64, len: u32) -> std::io::Result<Vec<u8>> {
-    let mut file = fs::File::open(path)?;
-    file.seek(SeekFrom::Start(offset))?;
-    let mut bytes = vec![0; len as usize];
-    file.read_exact(&mut bytes)?;
-    Ok(bytes)
-}
-
-type Index = HashMap<[u8; 32], (PathBuf, u64, u32)>;
-
-/// A JSON list of chunk hashes, and the index of this rack's chunks.
-fn wanted_chunks(node: &Node, body: &[u8]) -> Result<(Vec<[u8; 32]>, Index), wire::Response> {
+/// A JSON list of chunk hashes.
+fn wanted_chunks(body: &[u8]) -> Result<Vec<[u8; 32]>, wire::Response> {
     let wanted: Vec<String> =
         serde_json::from_slice(body).map_err(|e| wire::Response::error(400, format!("not a chunk list: {e}")))?;
     if wanted.len() > MAX_CHUNKS_PER_REQUEST {
         return Err(wire::Response::error(413, format!("ask for at most {MAX_CHUNKS_PER_REQUEST} chunks at once")));
     }
-    let hashes = wanted
+    wanted
         .iter()
         .map(|text| {
             hex::decode(text)
@@ -194,26 +170,25 @@ fn wanted_chunks(node: &Node, body: &[u8]) -> Result<(Vec<[u8; 32]>, Index), wir
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| wire::Response::error(400, format!("{text:?} is not a chunk hash")))
         })
-        .collect::<Result<Vec<[u8; 32]>, _>>()?;
-    let ids: Vec<String> = node.rack.store().images().map_err(internal)?.into_iter().map(|i| i.id).collect();
-    Ok((hashes, chunk_index(&node.data, &ids)))
+        .collect()
 }
 
 fn has_chunks(node: &Node, body: &[u8]) -> Answer {
-    let (wanted, index) = wanted_chunks(node, body)?;
-    Ok(wire::Response::json(&wanted.iter().map(|h| index.contains_key(h)).collect::<Vec<bool>>()))
+    let wanted = wanted_chunks(body)?;
+    let local = LocalChunks::new(&node.rack);
+    Ok(wire::Response::json(&wanted.iter().map(|h| local.has(h)).collect::<Vec<bool>>()))
 }
 
 /// The asked-for chunks in the order asked, each as a u32 LE length and its bytes; the client
 /// checks each against its hash.
 fn chunks(node: &Node, body: &[u8]) -> Answer {
-    let (wanted, index) = wanted_chunks(node, body)?;
+    let wanted = wanted_chunks(body)?;
+    let local = LocalChunks::new(&node.rack);
     let mut out = Vec::new();
     for hash in &wanted {
-        let hex_hash = hex::encode(hash);
-        let (path, offset, len) =
-            index.get(hash).ok_or_else(|| wire::Response::error(404, format!("this rack has no chunk {hex_hash}")))?;
-        let mut chunk = read_chunk(path, *offset, *len).map_err(internal)?;
+        let mut chunk = local
+            .get(hash)
+            .ok_or_else(|| wire::Response::error(404, format!("this rack has no chunk {}", hex::encode(hash))))?;
         // Test hook (serve --test-corrupt-chunks N): damage the next N chunks sent, as a bad link would.
         let damaged = node
             .corrupt_budget

@@ -21,7 +21,7 @@ use rack_api::{Desired, InstanceState};
 use images::artifact::ImageId;
 use replica::{ChunkId, Remote};
 
-use super::{Heartbeat, HeartbeatReply, Node, PeerEntry, PlanSpec, remote::PeerRemote, server};
+use super::{Heartbeat, HeartbeatReply, Node, PeerEntry, PlanSpec, local::LocalChunks, remote::PeerRemote};
 use crate::{datadir::now_ms, reconcile::run_ref};
 
 /// Chunks per round of fetching (and of refetching damaged ones).
@@ -204,9 +204,8 @@ pub fn fetch_image(node: &Node, peer: &str, remote: &dyn Remote, id: &ImageId) -
     anyhow::ensure!(verified.id == *id, "the peer sent the header of {} for {id}", verified.id);
     anyhow::ensure!(verified.chunks_offset as usize == header.len(), "the header has trailing bytes");
     let chunks = verified.body.distinct_chunks();
-    let mine: Vec<String> = node.rack.store().images()?.into_iter().map(|i| i.id).collect();
-    let local = server::chunk_index(&node.data, &mine);
-    let missing: Vec<_> = chunks.iter().filter(|c| !local.contains_key(&c.hash)).copied().collect();
+    let local = LocalChunks::new(&node.rack);
+    let missing: Vec<_> = chunks.iter().filter(|c| !local.has(&c.hash)).copied().collect();
     let mut fetched: HashMap<[u8; 32], Vec<u8>> = HashMap::new();
     let (mut bytes_fetched, mut corrupt) = (0u64, 0u64);
     for batch in missing.chunks(CHUNK_BATCH) {
@@ -247,8 +246,8 @@ pub fn fetch_image(node: &Node, peer: &str, remote: &dyn Remote, id: &ImageId) -
         match fetched.get(&chunk.hash) {
             Some(bytes) => assembled.extend_from_slice(bytes),
             None => {
-                let (path, offset, len) = local.get(&chunk.hash).expect("every chunk is fetched or local");
-                assembled.extend_from_slice(&server::read_chunk(path, *offset, *len)?);
+                let bytes = local.get(&chunk.hash).ok_or_else(|| anyhow::anyhow!("a local chunk vanished"))?;
+                assembled.extend_from_slice(&bytes);
             }
         }
     }
