@@ -172,7 +172,8 @@ fn set_plan(rack: &Rack, node: &Node, request: SetPlanRequest) -> Result<Reply, 
 fn plan(rack: &Rack, node: &Node) -> Result<PlanView, HttpError> {
     let now = now_ms();
     let deployments = rack.store().deployments()?;
-    let images: Vec<String> = rack.store().images()?.into_iter().map(|i| i.id).collect();
+    let images: Vec<String> =
+        rack.store().images()?.into_iter().map(|i| i.id).filter(|id| node.image_complete(id)).collect();
     let plans = node.plans();
     let outgoing = deployments
         .iter()

@@ -325,6 +325,22 @@ impl Node {
             .is_some_and(|t| now_ms.saturating_sub(t) < self.lease.as_millis() as u64)
     }
 
+    /// Whether every byte of image `id` is here: its `.mast` file, or all its chunks in the chunk
+    /// store. An image learned lazily (its meta only, e.g. from the cloud tier) is not complete.
+    pub fn image_complete(&self, id: &str) -> bool {
+        if self.data.image(id).exists() {
+            return true;
+        }
+        let parsed = hex::decode(id).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
+        parsed.is_some_and(|raw| {
+            self.rack
+                .replication
+                .replicator
+                .image_state(&images::artifact::ImageId(raw))
+                .is_ok_and(|state| state.is_complete())
+        })
+    }
+
     /// Where a deployment's volume lives in this rack.
     pub fn volume_path(&self, deployment: &str) -> PathBuf {
         self.data.root().join("volumes").join(format!("{deployment}.img"))

@@ -182,7 +182,10 @@ fn replicate(node: &Node, peer: &PeerEntry) -> anyhow::Result<()> {
     let remote = PeerRemote::new(&peer.name, client);
     let theirs = remote.list_images()?;
     let _one_at_a_time = node.fetching.lock().unwrap_or_else(|p| p.into_inner());
-    let mine: HashSet<String> = node.rack.store().images()?.into_iter().map(|i| i.id).collect();
+    // Complete images only: one registered from its meta alone still lacks chunks this rack
+    // would need if the peer went down.
+    let mine: HashSet<String> =
+        node.rack.store().images()?.into_iter().map(|i| i.id).filter(|id| node.image_complete(id)).collect();
     for image in theirs.iter().filter(|i| !mine.contains(&i.to_string())) {
         if let Err(error) = fetch_image(node, &peer.name, &remote, image) {
             eprintln!("rack-manager: image {image} from peer {}: {error:#}", peer.name);
