@@ -79,12 +79,7 @@ pub fn read_request(stream: &mut impl Read) -> io::Result<Result<Option<Request>
                 let path = head.path().to_owned();
                 let mut body = buf.split_off(len);
                 body.truncate(length as usize);
-                if (body.len() as u64) < length {
-                    let missing = length as usize - body.len();
-                    let start = body.len();
-                    body.resize(length as usize, 0);
-                    stream.read_exact(&mut body[start..start + missing])?;
-                }
+                read_rest(stream, &mut body, length)?;
                 return Ok(Ok(Some(Request { method, path, body })));
             }
             Ok(http1::request::Parsed::Incomplete) => {}
@@ -247,8 +242,64 @@ fn read_response(stream: &mut impl Read) -> io::Result<Response> {
     if (body.len() as u64) > length {
         return Err(bad("more bytes than Content-Length"));
     }
-    let start = body.len();
-    body.resize(length as usize, 0);
-    stream.read_exact(&mut body[start..])?;
+    read_rest(stream, &mut body, length)?;
     Ok(Response { status, headers, body })
+}
+
+/// Reads until `body` is `length` bytes long, allocating as bytes arrive rather than trusting
+/// the announced length up front.
+fn read_rest(stream: &mut impl Read, body: &mut Vec<u8>, length: u64) -> io::Result<()> {
+    let missing = length.saturating_sub(body.len() as u64);
+    stream.take(missing).read_to_end(body)?;
+    if (body.len() as u64) < length {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the body was cut short"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Taken-Ms: 42\r\n\r\nhello";
+    const REQUEST: &[u8] = b"POST /peer/v1/chunks HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n[\"\"]";
+
+    #[test]
+    fn a_response_is_read_whole() {
+        let response = read_response(&mut &RESPONSE[..]).expect("reads");
+        assert_eq!((response.status, response.body.as_slice()), (200, &b"hello"[..]));
+        assert_eq!(response.header("x-taken-ms"), Some("42"));
+    }
+
+    #[test]
+    fn every_truncated_or_corrupted_response_is_an_error_not_a_panic() {
+        for cut in 0..RESPONSE.len() {
+            assert!(read_response(&mut &RESPONSE[..cut]).is_err(), "cut at {cut}");
+        }
+        for at in 0..RESPONSE.len() {
+            for byte in [0u8, b' ', b'9', 0xff, b'\r'] {
+                let mut bytes = RESPONSE.to_vec();
+                bytes[at] = byte;
+                let _ = read_response(&mut bytes.as_slice());
+            }
+        }
+        let huge = b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999\r\n\r\n";
+        assert!(read_response(&mut &huge[..]).is_err(), "an absurd length is refused before reading");
+        let lying = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nshort";
+        assert!(read_response(&mut &lying[..]).is_err(), "a body shorter than announced");
+    }
+
+    #[test]
+    fn a_request_is_read_whole_and_a_truncated_one_is_refused() {
+        let request = read_request(&mut &REQUEST[..]).expect("io").expect("valid").expect("a request");
+        assert_eq!((request.path.as_str(), request.body.as_slice()), ("/peer/v1/chunks", &b"[\"\"]"[..]));
+        assert!(matches!(read_request(&mut &b""[..]), Ok(Ok(None))), "nothing sent");
+        for cut in 1..REQUEST.len() {
+            let outcome = read_request(&mut &REQUEST[..cut]);
+            assert!(!matches!(outcome, Ok(Ok(Some(_)))), "cut at {cut} gave a request");
+        }
+        let too_big = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n";
+        let refused = read_request(&mut &too_big[..]).expect("io").expect_err("refused");
+        assert_eq!(refused.status, 413);
+    }
 }
