@@ -2,7 +2,8 @@
 //! volume that a writer appends to), a's manager and VMs are killed with SIGKILL, and rack b, first
 //! in the deployment's failover list, serves httpd from its replicated image and restores the
 //! latest replicated volume snapshot; rack c, second in the list, stays out of it. When a comes
-//! back it learns of the takeover before its reconciler runs and does not start a duplicate.
+//! back it learns of the takeover before its reconciler runs and does not start a duplicate; the
+//! deployment is then handed back by hand.
 //!
 //! The three racks also share an S3 bucket (a real `moto_server`) as their cloud tier when moto is
 //! installed, as a deployment would; failover itself goes rack to rack.
@@ -184,4 +185,17 @@ fn a_peer_serves_a_dead_rack_s_httpd_and_the_rack_does_not_run_it_again_on_retur
     until("a and b to see each other again", Duration::from_secs(15), || {
         (peer(&b, "a")["up"] == true && peer(&a, "b")["up"] == true).then_some(())
     });
+
+    // Hand-back, by hand: b gives the deployment up, a starts its copy again, and b does not
+    // take it over again.
+    b.ok(&["failover", "release", "a", &deployment]);
+    assert!(b.ps().is_empty(), "b removed its copy: {:?}", b.ps());
+    a.ok(&["start", &fenced[0].id]);
+    let back = a.wait_for("httpd on a again", Duration::from_secs(60), |all| {
+        all.len() == 1 && all[0].state == InstanceState::Running && !all[0].ports.is_empty()
+    });
+    wait_for_200(host_port(&back[0]), "/", Duration::from_secs(30));
+    thread::sleep(Duration::from_secs(2));
+    assert!(b.ps().is_empty(), "b took it over again");
+    assert_eq!(json(&b, &["failover", "status", "-o", "json"]), serde_json::json!([]));
 }

@@ -49,6 +49,14 @@ pub enum FailoverCommand {
     Plan,
     /// Deployments this rack took over: when, recovery time, replication lag at failure.
     Status,
+    /// Hand a taken-over deployment back to its rack, which must be up: its instances here are
+    /// removed; then start the stopped copies on that rack with `rack-manager start`.
+    Release {
+        /// The rack that owns the deployment.
+        peer: String,
+        /// The deployment's id on that rack (the DEPLOYMENT column of `failover status`).
+        deployment: String,
+    },
 }
 
 fn check_fingerprint(text: &str) -> Result<String, String> {
@@ -184,6 +192,14 @@ pub fn failover(client: &Client, format: Format, command: &FailoverCommand) -> a
                     }
                 );
             }
+            Ok(())
+        }
+        FailoverCommand::Release { peer, deployment } => {
+            let released: Takeover = client.post(&format!("/failover/release/{peer}/{deployment}"), &())?;
+            eprintln!(
+                "handed {deployment} back to {peer}; on {peer}: rack-manager start <its {} instances>",
+                released.image_name
+            );
             Ok(())
         }
         FailoverCommand::Status => {

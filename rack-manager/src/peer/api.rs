@@ -116,6 +116,11 @@ pub fn route(rack: &Rack, req: &Req, rest: &[&str]) -> Result<Reply, HttpError> 
         }
         (Method::Get, ["failover", "plan"]) => Ok(Reply::json(&plan(rack, node(rack)?)?)),
         (Method::Get, ["failover", "status"]) => Ok(Reply::json(&node(rack)?.takeovers().clone())),
+        (Method::Post, ["failover", "release", peer, deployment]) => {
+            let released = failover::release(node(rack)?, peer, deployment)
+                .map_err(|e| HttpError::conflict(format!("{e:#}"), "see `rack-manager failover status`"))?;
+            Ok(Reply::json(&released))
+        }
         _ => Err(HttpError::not_found(
             format!("{} /v1/{} is not part of the rack API", req.method, rest.join("/")),
             "see `rack-manager peer --help` and `rack-manager failover --help`",

@@ -129,6 +129,36 @@ fn take_over(
     record(node, takeover)
 }
 
+/// Hands a taken-over deployment back once its owner is up again: removes the local instances
+/// and forgets the takeover, so the owner's heartbeats no longer hear of it. The owner's copies
+/// stay stopped until an operator starts them there (`rack-manager start`).
+pub fn release(node: &Node, peer: &str, deployment: &str) -> anyhow::Result<Takeover> {
+    let takeover = node
+        .takeovers()
+        .iter()
+        .find(|t| t.peer == peer && t.deployment == deployment)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("this rack has not taken over deployment {deployment} of rack {peer}"))?;
+    anyhow::ensure!(
+        node.peer_is_up(peer, now_ms()),
+        "rack {peer} is down: handing its deployment back now would only make this rack take it over again"
+    );
+    if let Some(local) = &takeover.local_deployment {
+        let ids: Vec<String> =
+            node.rack.store().instances()?.into_iter().filter(|i| &i.deployment == local).map(|i| i.id).collect();
+        for id in ids {
+            let _: rack_api::Instance = node.api.delete(&format!("/instances/{id}"))?;
+        }
+    }
+    let mut takeovers = node.takeovers();
+    let mut next = takeovers.clone();
+    next.retain(|t| !(t.peer == peer && t.deployment == deployment));
+    node.save_takeovers(&next)?;
+    *takeovers = next;
+    eprintln!("rack-manager: handed deployment {deployment} back to rack {peer}");
+    Ok(takeover)
+}
+
 /// Adds or replaces a takeover, saved before this returns.
 fn record(node: &Node, takeover: Takeover) -> anyhow::Result<()> {
     let mut takeovers = node.takeovers();
