@@ -1,6 +1,7 @@
 //! Rack-to-rack peering with real `rack-manager serve` processes on 127.0.0.1: mutual TLS with
 //! pinned certificates, image replication that fetches only missing chunks and refuses untrusted
-//! signers, damaged chunks on the wire, and a partition that heals.
+//! signers, damaged chunks on the wire, a partition that heals, and the rack cut off by a
+//! partition stopping its copy of a deployment its peer took over meanwhile.
 //!
 //! The racks use the simulated launcher: nothing here boots a VM (see `failover.rs` for that).
 
@@ -240,4 +241,33 @@ fn a_partition_heals_and_the_racks_converge() {
         (peer(&a, "b")["up"] == true && peer(&b, "a")["up"] == true).then_some(())
     });
     assert_eq!(image_ids(&b).len(), 2);
+}
+
+#[test]
+fn after_a_partition_the_rack_that_was_cut_off_stops_its_copy_of_a_taken_over_deployment() {
+    let a = start("a", SIM);
+    let b = start("b", SIM);
+    mesh(&[&a, &b]);
+    a.ok(&["image", "push", image("hello", Arch::X86_64).to_str().expect("utf-8")]);
+    a.ok(&["deploy", "hello", "--failover-to", "b"]);
+    until("b to hold the image and the plan", Duration::from_secs(30), || {
+        let plan: serde_json::Value = serde_json::from_str(&b.ok(&["failover", "plan", "-o", "json"])).ok()?;
+        let incoming = plan["incoming"].as_array()?.first()?.clone();
+        (incoming["image_complete"] == true && incoming["would_take_over"] == true).then_some(())
+    });
+    // Cut a off: to b it looks down, so b takes the deployment over while a still runs it.
+    let cut = a.data_dir().join("peer/partitioned");
+    std::fs::write(&cut, b"").expect("the hook file");
+    until("b to take over", Duration::from_secs(20), || (b.ps().len() == 1).then_some(()));
+    assert_eq!(a.ps()[0].state, rack_api::InstanceState::Running, "a cannot know yet");
+    // The partition heals: a's next heartbeat is answered with the takeover, and a stops.
+    std::fs::remove_file(&cut).expect("heals");
+    let stopped = a.wait_for("a to stop its copy", Duration::from_secs(20), |all| {
+        all.len() == 1 && all[0].state == rack_api::InstanceState::Stopped
+    });
+    assert!(
+        stopped[0].message.as_deref().is_some_and(|m| m.contains("rack b took this deployment over")),
+        "{stopped:?}"
+    );
+    assert_eq!(b.ps()[0].state, rack_api::InstanceState::Running, "b keeps serving");
 }
