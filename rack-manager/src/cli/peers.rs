@@ -22,6 +22,7 @@ pub enum PeerCommand {
     /// Trust another rack: its name, its peer URL and its certificate's fingerprint (all three
     /// printed by `rack-manager identity` on that rack).
     Add {
+        /// The other rack's name, as its `rack-manager identity` prints it.
         name: String,
         /// https://HOST:PORT, the other rack's --peer-listen address.
         url: String,
@@ -32,10 +33,14 @@ pub enum PeerCommand {
     /// List peers: URL, fingerprint, last heartbeat, whether they answer, replication counters.
     Ls,
     /// Forget a peer: its certificate is refused from the next connection on.
-    Rm { name: String },
+    Rm {
+        /// The peer's name, as `peer ls` shows it.
+        name: String,
+    },
     /// Connect to a peer URL with this rack's identity, pinning FINGERPRINT, and list its images:
     /// checks both halves of the mutual TLS link. Works without a running manager.
     Probe {
+        /// https://HOST:PORT of the rack to probe.
         url: String,
         #[arg(long, value_parser = check_fingerprint)]
         fingerprint: String,
