@@ -34,11 +34,12 @@ use crate::{
     datadir::{DataDir, now_ms},
 };
 
-/// How often the background thread looks for new images and trickles chunks.
+/// How often the background thread trickles chunks (and checks whether other work is due).
 const BACKGROUND_TICK: Duration = Duration::from_secs(1);
 
-/// How often the cloud bucket is listed for racks this one has not seen yet.
-const RACK_DISCOVERY: Duration = Duration::from_secs(5);
+/// How often the remotes are asked for new images (one listing per remote) and the cloud bucket
+/// for racks this one has not seen yet.
+const META_PULL: Duration = Duration::from_secs(5);
 
 /// `serve`'s replication flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -216,17 +217,17 @@ pub fn materialize(rack: &Rack, id: &str) -> Result<(), String> {
 /// register the images), push this rack's images, snapshot volumes, trickle chunks.
 pub fn run(rack: &Rack) {
     let replication = &rack.replication;
-    let mut last_discovery: Option<Instant> = None;
+    let mut last_pull: Option<Instant> = None;
     let mut last_volumes = Instant::now();
     let mut reported: HashSet<ImageId> = HashSet::new();
     loop {
-        if let Some(cloud) = &replication.cloud
-            && last_discovery.is_none_or(|t| t.elapsed() >= RACK_DISCOVERY)
-        {
-            last_discovery = Some(Instant::now());
-            discover_racks(&replication.replicator, cloud);
+        if last_pull.is_none_or(|t| t.elapsed() >= META_PULL) {
+            last_pull = Some(Instant::now());
+            if let Some(cloud) = &replication.cloud {
+                discover_racks(&replication.replicator, cloud);
+            }
+            pull(rack, &mut reported);
         }
-        pull(rack, &mut reported);
         if let Some(cloud) = &replication.cloud {
             push_images(rack, cloud);
         }

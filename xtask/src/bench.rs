@@ -20,6 +20,9 @@ pub enum BenchCommand {
     Placement(PlacementArgs),
     /// httpd per architecture: start → first 200, requests/s and latency under load, idle CPU, image size.
     Http(crate::bench_http::HttpArgs),
+    /// httpd v1 then v2 (one HTML file changed) from rack A to rack B through S3: bytes moved,
+    /// time until v2 boots on B; volume snapshots after appends; the background fetch's cap.
+    Replication,
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +61,7 @@ pub fn main(command: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Image(args) => crate::bench_image::main(args),
         BenchCommand::Placement(args) => crate::bench_placement::main(args),
         BenchCommand::Http(args) => crate::bench_http::main(args),
+        BenchCommand::Replication => crate::bench_replication::main(),
     }
 }
 

@@ -7,6 +7,7 @@ mod bench;
 mod bench_http;
 mod bench_image;
 mod bench_placement;
+mod bench_replication;
 mod deps;
 mod image;
 mod keygen;

@@ -14,10 +14,9 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Condvar, Mutex, RwLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
-    thread,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use images::{
@@ -33,6 +32,9 @@ use crate::{
 /// How many chunks one request to a remote asks for: large enough to keep a remote busy, small
 /// enough that an interrupted transfer loses little and memory stays bounded.
 const FETCH_BATCH: usize = 64;
+
+/// Chunk fetches that may fail in one trickle tick before it gives up until the next.
+const MAX_TRICKLE_FAILURES: usize = 8;
 
 /// A chunk to fetch, and its length.
 type Wanted = (ChunkId, u64);
@@ -544,7 +546,8 @@ impl Replicator {
     /// is passed in so tests can drive the cap with their own clock.
     pub fn trickle_tick(&self, now: Instant) -> Result<Transfer, ReplicateError> {
         let mut total = Transfer::default();
-        for state in self.images()? {
+        let (mut failed, mut failures) = (None, 0);
+        'images: for state in self.images()? {
             if state.is_complete() {
                 continue;
             }
@@ -556,45 +559,33 @@ impl Replicator {
                 if !self.bucket.lock().unwrap_or_else(|p| p.into_inner()).try_take(len, now) {
                     return Ok(total);
                 }
-                let got = self.fetch_chunks(&[(chunk, len)], &format!("image {}", state.id.short()))?;
-                total.chunks += got.chunks;
-                total.bytes += got.bytes;
-            }
-        }
-        Ok(total)
-    }
-
-    /// Starts the background thread: every `period`, pull new metas, snapshot registered
-    /// volumes that are due, and trickle chunks. Stops when the handle is dropped.
-    pub fn start_background(self: &Arc<Self>, period: Duration, volume_every: Duration) -> Background {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (me, stopping) = (self.clone(), stop.clone());
-        let thread = thread::spawn(move || {
-            let mut last_volumes = Instant::now();
-            while !stopping.load(Ordering::Relaxed) {
-                let report = me.pull_metas();
-                for (id, why) in &report.refused {
-                    eprintln!("replica: refused image {id}: {why}");
-                }
-                if last_volumes.elapsed() >= volume_every {
-                    last_volumes = Instant::now();
-                    for (name, error) in me.snapshot_all_volumes() {
-                        eprintln!("replica: snapshot of volume {name} failed: {error}");
+                match self.fetch_chunks(&[(chunk, len)], &format!("image {}", state.id.short())) {
+                    Ok(got) => {
+                        total.chunks += got.chunks;
+                        total.bytes += got.bytes;
+                    }
+                    // A chunk no remote can give must not hold up the others; many failures in
+                    // one tick mean the remotes are unreachable, and the next tick tries again.
+                    Err(e) => {
+                        failed = Some(e);
+                        failures += 1;
+                        if failures >= MAX_TRICKLE_FAILURES {
+                            break 'images;
+                        }
                     }
                 }
-                if let Err(e) = me.trickle_tick(Instant::now()) {
-                    eprintln!("replica: background fetch: {e}");
-                }
-                thread::sleep(period);
             }
-        });
-        Background { stop, thread: Some(thread) }
+        }
+        match failed {
+            Some(e) if total.chunks == 0 => Err(e),
+            _ => Ok(total),
+        }
     }
 
     // ---- volumes ----
 
-    /// Registers a volume this rack owns: `snapshot_all_volumes` (and the background thread)
-    /// snapshot it to every remote.
+    /// Registers a volume this rack owns: `snapshot_all_volumes` (which the rack manager calls
+    /// periodically) snapshots it to every remote.
     pub fn register_volume(&self, name: &str, path: &Path) -> Result<(), ReplicateError> {
         crate::volume::check_volume_name(name)?;
         self.volumes
@@ -745,21 +736,5 @@ impl Replicator {
             }
         }
         Err(ReplicateError::Incomplete { what: format!("chunk {id}"), missing: 1, remotes: 1, last })
-    }
-}
-
-/// The background thread of [`Replicator::start_background`]; stops it when dropped.
-#[derive(Debug)]
-pub struct Background {
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }

@@ -108,3 +108,36 @@ fn a_chunk_damaged_on_disk_is_fetched_again_when_assembling() {
     assert_eq!(b.replicator.assemble(&id).expect("assembled"), image);
     assert_eq!(wire.fetched().iter().filter(|c| **c == victim).count(), 2, "the damaged chunk was fetched again");
 }
+
+#[test]
+fn an_image_no_remote_can_complete_does_not_hold_up_the_trickle() {
+    let (v1, v2) = (httpd_image("1", false, &key()), common::httpd_image("2", true, &SigningKeyForOther::key()));
+    let a = Rack::unlimited();
+    a.replicator.set_trusted(images::keys::TrustedKeys::new([key().public(), SigningKeyForOther::key().public()]));
+    let (id1, id2) = (a.replicator.import_image(&v1).expect("v1").id, a.replicator.import_image(&v2).expect("v2").id);
+    // The peer has lost a chunk that only v1 has.
+    let split1 = meta::split(&v1, &common::trusted()).expect("splits");
+    let v2_chunks: std::collections::HashSet<_> =
+        meta::split(&v2, &a.replicator.trusted()).expect("splits").chunks.iter().map(|(c, _)| *c).collect();
+    let lost = split1.chunks.iter().map(|(c, _)| *c).find(|c| !v2_chunks.contains(c)).expect("v1 has its own chunks");
+    a.store().remove(&lost);
+
+    let b = Rack::unlimited();
+    b.replicator.set_trusted(a.replicator.trusted());
+    b.replicator.add_remote(peer_of(&a));
+    b.replicator.pull_metas();
+    let moved = b.replicator.trickle_tick(Instant::now()).expect("the tick moves what it can");
+    assert!(moved.bytes > 0);
+    assert!(b.replicator.image_state(&id2).expect("v2").is_complete(), "v2 arrived despite v1's lost chunk");
+    let v1_state = b.replicator.image_state(&id1).expect("v1");
+    assert_eq!(v1_state.missing_chunks, 1, "{v1_state:?}");
+}
+
+/// A second signer, so the two images of a test do not share a trust decision by accident.
+struct SigningKeyForOther;
+
+impl SigningKeyForOther {
+    fn key() -> images::keys::SigningKey {
+        images::keys::SigningKey::from_seed([12; 32])
+    }
+}
