@@ -1,5 +1,6 @@
-//! Failover between three racks on one machine, with real QEMU: rack a runs httpd (with a
-//! volume that a writer appends to), a's manager and VMs are killed with SIGKILL, and rack b, first
+//! Failover between three racks on one machine, with real QEMU: rack a (a manager and a second
+//! host's agent) runs httpd (with a volume that a writer appends to), a's manager, agent and VMs
+//! are killed with SIGKILL, and rack b, first
 //! in the deployment's failover list, serves httpd from its replicated image and restores the
 //! latest replicated volume snapshot; rack c, second in the list, stays out of it. When a comes
 //! back it learns of the takeover before its reconciler runs and does not start a duplicate; the
@@ -26,7 +27,7 @@ use std::{
     time::Duration,
 };
 
-use common::{host_port, image, kill, vms_of, wait_for_200};
+use common::{host_port, image, kill, vms_of_all, wait_for_200};
 use images::Arch;
 use peering::{mesh, now_ms, peer, start, until};
 use rack_api::InstanceState;
@@ -77,6 +78,8 @@ fn a_peer_serves_a_dead_rack_s_httpd_and_the_rack_does_not_run_it_again_on_retur
     };
     let (a_args, b_args, c_args) = (cloud("a"), cloud("b"), cloud("c"));
     let mut a = start("a", &strs(&a_args));
+    // Rack a has a second host, whose agent dies with the rest of the rack.
+    a.add_agent("a-2", &[]);
     let b = start("b", &strs(&b_args));
     let c = start("c", &strs(&c_args));
     mesh(&[&a, &b, &c]);
@@ -111,8 +114,12 @@ fn a_peer_serves_a_dead_rack_s_httpd_and_the_rack_does_not_run_it_again_on_retur
     // Rack a dies: writer, manager and VMs, at once.
     stop.store(true, Ordering::SeqCst);
     let acks = writes.join().expect("the writer finishes");
+    let vms = vms_of_all(&a);
     a.kill_daemon();
-    for pid in vms_of(a.data_dir()) {
+    for (agent, _) in &a.agents {
+        kill(agent.id());
+    }
+    for pid in vms {
         kill(pid);
     }
     let killed_ms = now_ms();
@@ -179,7 +186,7 @@ fn a_peer_serves_a_dead_rack_s_httpd_and_the_rack_does_not_run_it_again_on_retur
     });
     assert!(fenced[0].message.as_deref().is_some_and(|m| m.contains("rack b took this deployment over")), "{fenced:?}");
     thread::sleep(Duration::from_secs(3));
-    assert!(vms_of(a.data_dir()).is_empty(), "a started a VM for a deployment b runs");
+    assert!(vms_of_all(&a).is_empty(), "a started a VM for a deployment b runs");
     assert_eq!(a.ps()[0].state, InstanceState::Stopped);
     wait_for_200(host_port(&on_b), "/", Duration::from_secs(10));
     until("a and b to see each other again", Duration::from_secs(15), || {
@@ -190,6 +197,15 @@ fn a_peer_serves_a_dead_rack_s_httpd_and_the_rack_does_not_run_it_again_on_retur
     // take it over again.
     b.ok(&["failover", "release", "a", &deployment]);
     assert!(b.ps().is_empty(), "b removed its copy: {:?}", b.ps());
+    // a's API has a new port, so its second host's agent joins again (a new process).
+    let agent_address = |rack: &common::Rack| {
+        json(rack, &["host", "ls", "-o", "json"])
+            .as_array()
+            .and_then(|hosts| hosts.iter().find(|h| h["name"] == "a-2").map(|h| h["address"].clone()))
+    };
+    let old_address = agent_address(&a);
+    a.add_agent("a-2", &[]);
+    until("a-2 to join a again", Duration::from_secs(30), || (agent_address(&a) != old_address).then_some(()));
     a.ok(&["start", &fenced[0].id]);
     let back = a.wait_for("httpd on a again", Duration::from_secs(60), |all| {
         all.len() == 1 && all[0].state == InstanceState::Running && !all[0].ports.is_empty()
