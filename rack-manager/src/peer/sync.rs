@@ -35,9 +35,15 @@ pub fn spawn(node: Arc<Node>) {
         // At a fixed rate, not a fixed pause: peers bound the data-loss window by one interval.
         let mut next = std::time::Instant::now();
         loop {
-            for peer in beats.peers() {
-                beat(&beats, &peer, beats.heartbeat);
-            }
+            // In parallel: a peer that does not answer must not delay the others' heartbeats
+            // past their lease.
+            let peers = beats.peers();
+            thread::scope(|scope| {
+                for peer in &peers {
+                    let beats = &beats;
+                    scope.spawn(move || beat(beats, peer, beats.heartbeat));
+                }
+            });
             next += beats.heartbeat;
             let now = std::time::Instant::now();
             match next.checked_duration_since(now) {
