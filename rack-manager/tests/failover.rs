@@ -92,8 +92,13 @@ fn a_peer_serves_a_dead_rack_s_httpd_and_the_rack_does_not_run_it_again_on_retur
     let deployment = on_a[0].deployment.clone();
     let volume = a.data_dir().join("volumes").join(format!("{deployment}.img"));
     std::fs::create_dir_all(volume.parent().expect("a parent")).expect("the volumes directory");
+    // 4 MiB of existing data: the writes then change only the volume's last 64 KiB chunks, and
+    // b fetches only those after its first copy.
+    let existing = "kvlog record\n".repeat((4 << 20) / 13);
+    std::fs::write(&volume, &existing).expect("the volume's existing data");
+    let writer_started = std::time::Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    let writes = writer(volume, stop.clone());
+    let writes = writer(volume.clone(), stop.clone());
 
     // b holds the image and a recent snapshot, and would take over; c would not (b is up).
     until("b to be ready to take over", Duration::from_secs(60), || {
@@ -114,6 +119,9 @@ fn a_peer_serves_a_dead_rack_s_httpd_and_the_rack_does_not_run_it_again_on_retur
     // Rack a dies: writer, manager and VMs, at once.
     stop.store(true, Ordering::SeqCst);
     let acks = writes.join().expect("the writer finishes");
+    let writer_ran = writer_started.elapsed();
+    let volume_size = std::fs::metadata(&volume).expect("the volume").len();
+    let volume_fetched = peer(&b, "a")["volume_bytes_fetched"].as_u64().expect("a count");
     let vms = vms_of_all(&a);
     a.kill_daemon();
     for (agent, _) in &a.agents {
@@ -164,6 +172,13 @@ fn a_peer_serves_a_dead_rack_s_httpd_and_the_rack_does_not_run_it_again_on_retur
         .expect("the restored volume reads");
     let present: HashSet<u64> = restored.lines().filter_map(|l| l.strip_prefix("write ")?.parse().ok()).collect();
     let cutoff = last_heartbeat_ms - lag_ms;
+    // At most two 64 KiB chunks change between pulls (about one a second): no whole copies.
+    let bound = volume_size + 2 * 65536 * (writer_ran.as_secs() + 3);
+    assert!(volume_fetched <= bound, "b fetched {volume_fetched} volume bytes, more than {bound}");
+    println!(
+        "volume replication: b fetched {volume_fetched} bytes for a {volume_size}-byte volume over {:.1} s of writes",
+        writer_ran.as_secs_f64()
+    );
     let must_have: Vec<u64> = acks.iter().filter(|(_, at)| *at < cutoff).map(|(seq, _)| *seq).collect();
     assert!(!must_have.is_empty(), "the writer ran long enough before the snapshot");
     let lost: Vec<u64> = must_have.iter().copied().filter(|seq| !present.contains(seq)).collect();

@@ -38,6 +38,8 @@ pub struct PeerView {
     pub bytes_fetched: u64,
     pub corrupt_chunks: u64,
     pub refused_images: u64,
+    /// Bytes of volume snapshots fetched from the peer (changed chunks only).
+    pub volume_bytes_fetched: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -146,6 +148,7 @@ fn peers(node: &Node) -> Vec<PeerView> {
                 bytes_fetched: state.bytes_fetched,
                 corrupt_chunks: state.corrupt_chunks,
                 refused_images: state.refused_images,
+                volume_bytes_fetched: state.volume_bytes_fetched,
                 name: p.name,
                 url: p.url,
                 fingerprint: p.fingerprint,

@@ -16,7 +16,7 @@
 //! <data-dir>/peer/peers.json        configured peers: name, URL, pinned fingerprint
 //! <data-dir>/peer/plans.json        this rack's deployments → the racks they fail over to
 //! <data-dir>/peer/takeovers.json    deployments this rack took over from down peers
-//! <data-dir>/peer/replicas/<rack>/<deployment>.img   a peer's latest volume snapshot
+//! <data-dir>/peer/replicas/<rack>/<deployment>.img   a peer's latest volume snapshot (and .json: when)
 //! <data-dir>/peer/partitioned       test hook: while it exists, no peer traffic in or out
 //! <data-dir>/volumes/<deployment>.img   a deployment's volume (what snapshots copy)
 //! ```
@@ -181,6 +181,17 @@ pub struct PeerRuntime {
     pub refused_images: u64,
     /// Latest volume snapshot per deployment: when it was taken on the peer.
     pub snapshots: HashMap<String, u64>,
+    /// Volume bytes fetched: only the 64 KiB chunks that changed since the last snapshot.
+    #[serde(default)]
+    pub volume_bytes_fetched: u64,
+}
+
+/// The latest snapshot of a volume this rack served, with its chunks: a peer fetches the chunks
+/// it lacks right after listing the snapshot, and the file may have changed by then.
+#[derive(Debug)]
+pub struct ServedVolume {
+    pub snapshot: replica::VolumeSnapshot,
+    pub chunks: HashMap<replica::ChunkId, Vec<u8>>,
 }
 
 /// The peering half of a running manager.
@@ -202,6 +213,8 @@ pub struct Node {
     /// Serialises image fetches, so two sync passes do not fetch the same image twice.
     fetching: Mutex<()>,
     pub corrupt_budget: std::sync::atomic::AtomicU64,
+    pub served_volumes: Mutex<HashMap<String, Arc<ServedVolume>>>,
+    pub volume_seq: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Node {
@@ -387,6 +400,8 @@ pub fn start(rack: &Arc<Rack>, args: &PeerArgs, api_url: &str) -> anyhow::Result
         takeovers: Mutex::new(takeovers),
         fetching: Mutex::new(()),
         corrupt_budget: std::sync::atomic::AtomicU64::new(args.test_corrupt_chunks),
+        served_volumes: Mutex::new(HashMap::new()),
+        volume_seq: std::sync::atomic::AtomicU64::new(0),
     });
     node.refresh_trust(&peers);
     let config = tls::server_config(&node.identity, node.trusted.clone())?;

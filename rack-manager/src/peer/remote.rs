@@ -4,9 +4,9 @@
 //! fetched is checked by the caller (signature on the meta, hash on every chunk), as the trait's
 //! contract says.
 //!
-//! Volumes travel between peers as whole-file snapshots of the deployments that fail over to the
-//! caller (`/peer/v1/volumes/{deployment}`, see [`super::sync`]), not as the trait's chunked
-//! snapshots: the volume methods list nothing.
+//! Volumes are named after the deployment they belong to, and shared only with the racks the
+//! deployment fails over to. Listing a volume's snapshots takes a new one on the serving rack;
+//! `list_volumes` lists nothing (a rack learns its peers' volumes from their failover plans).
 
 use images::artifact::ImageId;
 use replica::{ChunkId, Remote, RemoteError, VolumeSnapshot};
@@ -128,15 +128,21 @@ impl Remote for PeerRemote {
         Ok(Vec::new())
     }
 
-    fn list_volume_snapshots(&self, _volume: &str) -> Result<Vec<u64>, RemoteError> {
-        Ok(Vec::new())
+    fn list_volume_snapshots(&self, volume: &str) -> Result<Vec<u64>, RemoteError> {
+        let body = self.call("GET", &format!("/peer/v1/volumes/{volume}/snapshots"), &[])?;
+        serde_json::from_slice(&body).map_err(|e| corrupt(&self.peer, e))
     }
 
     fn get_volume_snapshot(&self, volume: &str, seq: u64) -> Result<VolumeSnapshot, RemoteError> {
-        Err(RemoteError::NotFound(format!(
-            "peer {}: volume {volume} snapshot {seq}: peers share whole-file snapshots",
-            self.peer
-        )))
+        let body = self.call("GET", &format!("/peer/v1/volumes/{volume}/snapshots/{seq}"), &[])?;
+        let snapshot = VolumeSnapshot::decode(&body).map_err(|e| corrupt(&self.peer, e))?;
+        if snapshot.volume != volume || snapshot.seq != seq {
+            return Err(corrupt(
+                &self.peer,
+                format!("asked for {volume} {seq}, got {} {}", snapshot.volume, snapshot.seq),
+            ));
+        }
+        Ok(snapshot)
     }
 
     fn put_volume_snapshot(&self, _snapshot: &VolumeSnapshot) -> Result<(), RemoteError> {

@@ -3,7 +3,6 @@
 //! whose certificate the handshake proved; an unknown or missing certificate never gets this far.
 
 use std::{
-    fs,
     net::{TcpListener, TcpStream},
     sync::{
         Arc,
@@ -14,9 +13,11 @@ use std::{
 
 use http1::request::Method;
 use images::artifact::ImageId;
+use replica::{ChunkId, VolumeSnapshot};
 
 use super::{
-    Heartbeat, HeartbeatReply, Node, PeerImage, TakeoverNotice, identity::fingerprint, local::LocalChunks, wire,
+    Heartbeat, HeartbeatReply, Node, PeerImage, ServedVolume, TakeoverNotice, identity::fingerprint,
+    local::LocalChunks, wire,
 };
 use crate::datadir::now_ms;
 
@@ -94,7 +95,10 @@ fn route(node: &Node, peer: &str, request: &wire::Request) -> wire::Response {
         (Method::Get, ["peer", "v1", "images", id, "header"]) => header(node, id),
         (Method::Post, ["peer", "v1", "chunks"]) => chunks(node, &request.body),
         (Method::Post, ["peer", "v1", "chunks", "has"]) => has_chunks(node, &request.body),
-        (Method::Get, ["peer", "v1", "volumes", deployment]) => volume(node, peer, deployment),
+        (Method::Get, ["peer", "v1", "volumes", deployment, "snapshots"]) => snapshot_volume(node, peer, deployment),
+        (Method::Get, ["peer", "v1", "volumes", deployment, "snapshots", seq]) => {
+            served_snapshot(node, peer, deployment, seq)
+        }
         _ => Err(wire::Response::error(404, format!("{} is not part of the peer protocol", request.path))),
     };
     result.unwrap_or_else(|refusal| refusal)
@@ -188,6 +192,7 @@ fn chunks(node: &Node, body: &[u8]) -> Answer {
     for hash in &wanted {
         let mut chunk = local
             .get(hash)
+            .or_else(|| served_volume_chunk(node, hash))
             .ok_or_else(|| wire::Response::error(404, format!("this rack has no chunk {}", hex::encode(hash))))?;
         // Test hook (serve --test-corrupt-chunks N): damage the next N chunks sent, as a bad link would.
         let damaged = node
@@ -205,18 +210,46 @@ fn chunks(node: &Node, body: &[u8]) -> Answer {
     Ok(wire::Response::ok(out))
 }
 
-/// The latest state of a deployment's volume, for a peer the deployment fails over to. The time
-/// is taken before the file is read, so every write acknowledged before it is in the copy.
-fn volume(node: &Node, peer: &str, deployment: &str) -> Answer {
+fn served_volume_chunk(node: &Node, hash: &[u8; 32]) -> Option<Vec<u8>> {
+    let id = ChunkId(*hash);
+    let served = node.served_volumes.lock().unwrap_or_else(|p| p.into_inner());
+    served.values().find_map(|v| v.chunks.get(&id).cloned())
+}
+
+fn check_volume_peer(node: &Node, peer: &str, deployment: &str) -> Result<(), wire::Response> {
     let allowed = node.plans().get(deployment).is_some_and(|racks| racks.iter().any(|r| r == peer));
-    if !allowed {
-        return Err(wire::Response::error(
+    if allowed {
+        Ok(())
+    } else {
+        Err(wire::Response::error(
             403,
             format!("deployment {deployment} does not fail over to {peer}, so its volume is not shared with it"),
-        ));
+        ))
     }
+}
+
+/// Takes a snapshot of a deployment's volume now, for a peer the deployment fails over to, and
+/// answers its sequence number (a JSON list of one). The time is taken before the file is read,
+/// so every write acknowledged before it is in the snapshot.
+fn snapshot_volume(node: &Node, peer: &str, deployment: &str) -> Answer {
+    check_volume_peer(node, peer, deployment)?;
     let taken_ms = now_ms();
-    let bytes = fs::read(node.volume_path(deployment))
+    let seq = node.volume_seq.fetch_add(1, Ordering::SeqCst) + 1;
+    let (snapshot, bytes) = VolumeSnapshot::capture(deployment, &node.volume_path(deployment), seq, taken_ms)
         .map_err(|e| wire::Response::error(404, format!("deployment {deployment} has no volume: {e}")))?;
-    Ok(wire::Response::ok(bytes).with_header("X-Taken-Ms", taken_ms.to_string()))
+    let chunks = snapshot.chunks.iter().copied().zip(bytes).collect();
+    node.served_volumes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(deployment.to_owned(), Arc::new(ServedVolume { snapshot, chunks }));
+    Ok(wire::Response::json(&[seq]))
+}
+
+fn served_snapshot(node: &Node, peer: &str, deployment: &str, seq: &str) -> Answer {
+    check_volume_peer(node, peer, deployment)?;
+    let served = node.served_volumes.lock().unwrap_or_else(|p| p.into_inner()).get(deployment).cloned();
+    match served {
+        Some(served) if seq.parse() == Ok(served.snapshot.seq) => Ok(wire::Response::ok(served.snapshot.encode())),
+        _ => Err(wire::Response::error(404, format!("no snapshot {seq} of deployment {deployment}'s volume"))),
+    }
 }

@@ -172,20 +172,23 @@ fn fence(node: &Node, peer: &str, reply: &HeartbeatReply) {
 /// One replication pass from `peer`: volume snapshots of the deployments that fail over here,
 /// then every image this rack lacks.
 fn replicate(node: &Node, peer: &PeerEntry) -> anyhow::Result<()> {
-    let client = node.client(peer, Duration::from_secs(60))?;
+    let remote = PeerRemote::new(&peer.name, node.client(peer, Duration::from_secs(60))?);
     let plans = node.runtime().get(&peer.name).map(|r| r.plans.clone()).unwrap_or_default();
     for plan in plans.iter().filter(|p| p.has_volume) {
-        let response = client.call("GET", &format!("/peer/v1/volumes/{}", plan.deployment), &[])?;
-        let taken_ms: u64 = response
-            .header("X-Taken-Ms")
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("the volume snapshot has no X-Taken-Ms"))?;
+        // The replica crate's restore: the peer takes a snapshot, and only the chunks that differ
+        // from this rack's copy are fetched (each verified), then the copy is replaced at once.
         let path = node.snapshot_path(&peer.name, &plan.deployment);
-        super::write_atomically(&path, &response.body)?;
-        super::save_json(&path.with_extension("json"), &taken_ms)?;
-        node.runtime().entry(peer.name.clone()).or_default().snapshots.insert(plan.deployment.clone(), taken_ms);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let (snapshot, fetched) =
+            node.rack.replication.replicator.restore_volume(&remote, &plan.deployment, None, &path)?;
+        super::save_json(&path.with_extension("json"), &snapshot.captured_ms)?;
+        let mut runtime = node.runtime();
+        let entry = runtime.entry(peer.name.clone()).or_default();
+        entry.snapshots.insert(plan.deployment.clone(), snapshot.captured_ms);
+        entry.volume_bytes_fetched += fetched.bytes;
     }
-    let remote = PeerRemote::new(&peer.name, client);
     let theirs = remote.list_images()?;
     let _one_at_a_time = node.fetching.lock().unwrap_or_else(|p| p.into_inner());
     // Complete images only: one registered from its meta alone still lacks chunks this rack
