@@ -216,6 +216,12 @@ fn served_volume_chunk(node: &Node, hash: &[u8; 32]) -> Option<Vec<u8>> {
     served.values().find_map(|v| v.chunks.get(&id).cloned())
 }
 
+/// One latest snapshot per peer and deployment, so two peers pulling at once do not replace
+/// each other's snapshot between listing it and reading it.
+fn served_key(peer: &str, deployment: &str) -> String {
+    format!("{peer}/{deployment}")
+}
+
 fn check_volume_peer(node: &Node, peer: &str, deployment: &str) -> Result<(), wire::Response> {
     let allowed = node.plans().get(deployment).is_some_and(|racks| racks.iter().any(|r| r == peer));
     if allowed {
@@ -241,13 +247,14 @@ fn snapshot_volume(node: &Node, peer: &str, deployment: &str) -> Answer {
     node.served_volumes
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(deployment.to_owned(), Arc::new(ServedVolume { snapshot, chunks }));
+        .insert(served_key(peer, deployment), Arc::new(ServedVolume { snapshot, chunks }));
     Ok(wire::Response::json(&[seq]))
 }
 
 fn served_snapshot(node: &Node, peer: &str, deployment: &str, seq: &str) -> Answer {
     check_volume_peer(node, peer, deployment)?;
-    let served = node.served_volumes.lock().unwrap_or_else(|p| p.into_inner()).get(deployment).cloned();
+    let served =
+        node.served_volumes.lock().unwrap_or_else(|p| p.into_inner()).get(&served_key(peer, deployment)).cloned();
     match served {
         Some(served) if seq.parse() == Ok(served.snapshot.seq) => Ok(wire::Response::ok(served.snapshot.encode())),
         _ => Err(wire::Response::error(404, format!("no snapshot {seq} of deployment {deployment}'s volume"))),
