@@ -7,9 +7,9 @@
 //! <root>/tmp/                          files being written; emptied when the store opens
 //! ```
 //!
-//! Every file is written whole in `tmp/` and renamed into place, so a crash or an interrupted
-//! transfer never leaves a torn file under its final name: at worst a stray file in `tmp/`, which
-//! the next open removes, and the chunk is simply still missing. Nothing is fsynced per chunk
+//! Every file is written whole in `tmp/` and renamed (chunks: hard-linked) into place, so a crash
+//! or an interrupted transfer never leaves a torn file under its final name: at worst a stray file
+//! in `tmp/`, which the next open removes, and the chunk is simply still missing. Nothing is fsynced per chunk
 //! (that would cost a disk flush per 4 KiB); instead every read checks the bytes against their
 //! hash, and a chunk damaged on disk (by power loss or anything else) is removed and reported as
 //! [`StoreError::Corrupt`], so the replicator fetches it again.
@@ -112,8 +112,8 @@ impl ChunkStore {
         self.root.join("volumes").join(volume)
     }
 
-    /// Writes `bytes` to `path` through a temporary file, so `path` is whole or absent.
-    fn write_whole(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+    /// Writes `bytes` to a new temporary file and returns its path.
+    fn write_aside(&self, path: &Path, bytes: &[u8]) -> Result<PathBuf> {
         let n = self.writes.fetch_add(1, Ordering::Relaxed);
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
         let aside = self.root.join("tmp").join(format!("{name}.{}.{n}", std::process::id()));
@@ -121,10 +121,30 @@ impl ChunkStore {
             fs::create_dir_all(dir).map_err(io_error("creating", dir))?;
         }
         fs::write(&aside, bytes).map_err(io_error("writing", &aside))?;
+        Ok(aside)
+    }
+
+    /// Writes `bytes` to `path` through a temporary file, so `path` is whole or absent.
+    fn write_whole(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let aside = self.write_aside(path, bytes)?;
         fs::rename(&aside, path).map_err(|e| {
             let _ = fs::remove_file(&aside);
             io_error("renaming into place", path)(e)
         })
+    }
+
+    /// Like [`write_whole`](Self::write_whole) for a file that never changes once written: links
+    /// it into place unless it is there already. Returns whether this call created it, so two
+    /// threads storing the same chunk count it once.
+    fn write_new(&self, path: &Path, bytes: &[u8]) -> Result<bool> {
+        let aside = self.write_aside(path, bytes)?;
+        let linked = fs::hard_link(&aside, path);
+        let _ = fs::remove_file(&aside);
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(io_error("linking into place", path)(e)),
+        }
     }
 
     /// Whether chunk `id` is stored (its bytes are checked when read).
@@ -164,10 +184,9 @@ impl ChunkStore {
         if !id.matches(bytes) {
             return Err(StoreError::Corrupt(format!("the bytes offered as chunk {id} hash to {}", ChunkId::of(bytes))));
         }
-        if self.has(id) {
+        if self.has(id) || !self.write_new(&self.chunk_path(id), bytes)? {
             return Ok(false);
         }
-        self.write_whole(&self.chunk_path(id), bytes)?;
         self.chunk_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         self.chunk_count.fetch_add(1, Ordering::Relaxed);
         Ok(true)
@@ -334,6 +353,19 @@ mod tests {
         assert!(!store.has(&torn), "no torn chunk appears");
         assert!(store.has(&kept));
         assert_eq!((store.chunk_bytes(), store.chunk_count()), (4, 1), "sizes counted again at open");
+    }
+
+    #[test]
+    fn a_chunk_stored_by_many_threads_at_once_is_counted_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = ChunkStore::open(dir.path()).expect("opens");
+        let id = ChunkId::of(b"shared");
+        let created: usize = std::thread::scope(|scope| {
+            let writers: Vec<_> = (0..8).map(|_| scope.spawn(|| store.put(&id, b"shared"))).collect();
+            writers.into_iter().map(|w| usize::from(w.join().expect("no panic").expect("stored"))).sum()
+        });
+        assert_eq!((created, store.chunk_count(), store.chunk_bytes()), (1, 1, 6));
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).expect("tmp").count(), 0, "no temporary file left");
     }
 
     #[test]
