@@ -50,7 +50,8 @@ pub struct ReplicationArgs {
     /// See docs/replication.md for AWS and MinIO examples.
     #[arg(long, env = "RACK_CLOUD", value_name = "URL")]
     pub cloud: Option<String>,
-    /// Cap on the background fetch of image chunks, in bytes per second (0: no cap).
+    /// Cap on background transfers of image chunks (the fetch from remotes and the push to the
+    /// cloud share it), in bytes per second (0: no cap). Launches are not held back by it.
     #[arg(long, default_value_t = 4 << 20, value_name = "BYTES_PER_S")]
     pub replicate_rate: u64,
     /// A volume file to snapshot to the remotes, as NAME=PATH (repeat for more). Every
@@ -299,7 +300,7 @@ fn push_images(rack: &Rack, cloud: &Arc<S3Remote>) {
         if rack.replication.pushed.lock().unwrap_or_else(|p| p.into_inner()).contains(&state.id) {
             continue;
         }
-        match replicator.push_image(&state.id, &**cloud) {
+        match replicator.push_image_capped(&state.id, &**cloud) {
             Ok(_) => {
                 rack.replication.pushed.lock().unwrap_or_else(|p| p.into_inner()).insert(state.id);
             }

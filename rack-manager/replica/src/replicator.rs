@@ -16,7 +16,7 @@ use std::{
         Arc, Condvar, Mutex, RwLock,
         atomic::{AtomicU64, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use images::{
@@ -396,11 +396,39 @@ impl Replicator {
     /// Pushes image `id` to `remote`: the chunks it lacks (asked in one batch), then the meta,
     /// so a remote that lists an image can always serve all of it.
     pub fn push_image(&self, id: &ImageId, remote: &dyn Remote) -> Result<Transfer, ReplicateError> {
+        self.push_image_at(id, remote, false)
+    }
+
+    /// [`push_image`](Self::push_image) in the background: under the bandwidth cap (shared with
+    /// the trickle), sleeping until the cap allows each chunk.
+    pub fn push_image_capped(&self, id: &ImageId, remote: &dyn Remote) -> Result<Transfer, ReplicateError> {
+        self.push_image_at(id, remote, true)
+    }
+
+    fn push_image_at(&self, id: &ImageId, remote: &dyn Remote, capped: bool) -> Result<Transfer, ReplicateError> {
         let header = self.local_header(id)?;
         let chunks = chunk_list(&header);
-        let sent = self.push_chunks(remote, chunks.iter().map(|(c, _)| *c).collect(), |c| self.store.get(c))?;
+        let sent = self.push_chunks(remote, chunks.iter().map(|(c, _)| *c).collect(), capped, |c| self.store.get(c))?;
         remote.put_image_meta(id, &self.store.image_meta(id)?)?;
         Ok(sent)
+    }
+
+    /// Waits until the bandwidth cap allows `bytes` more.
+    fn wait_for_budget(&self, bytes: u64) {
+        loop {
+            let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            if bucket.try_take(bytes, now) {
+                return;
+            }
+            let Some(rate) = bucket.rate() else { return };
+            let short = bytes.saturating_sub(bucket.available(now));
+            drop(bucket);
+            // Sleep about as long as the missing bytes take to earn, in short steps so that the
+            // trickle on other threads gets its share too.
+            let wait = Duration::from_secs_f64(short as f64 / rate.max(1) as f64);
+            std::thread::sleep(wait.clamp(Duration::from_millis(1), Duration::from_millis(100)));
+        }
     }
 
     /// Pushes image `id`'s meta alone: the remote learns of the image and fetches chunks lazily.
@@ -414,6 +442,7 @@ impl Replicator {
         &self,
         remote: &dyn Remote,
         ids: Vec<ChunkId>,
+        capped: bool,
         read: impl Fn(&ChunkId) -> Result<Vec<u8>, StoreError>,
     ) -> Result<Transfer, ReplicateError> {
         let mut sent = Transfer::default();
@@ -421,6 +450,9 @@ impl Replicator {
             let held = remote.has_chunks(batch)?;
             for (id, _) in batch.iter().zip(held).filter(|(_, held)| !held) {
                 let bytes = read(id)?;
+                if capped {
+                    self.wait_for_budget(bytes.len() as u64);
+                }
                 remote.put_chunk(id, &bytes)?;
                 sent.chunks += 1;
                 sent.bytes += bytes.len() as u64;
@@ -650,7 +682,7 @@ impl Replicator {
         ids.dedup();
         let mut sent = Transfer::default();
         for remote in self.remotes() {
-            let pushed = self.push_chunks(&*remote, ids.clone(), |id| {
+            let pushed = self.push_chunks(&*remote, ids.clone(), false, |id| {
                 by_id.get(id).map(|b| b.to_vec()).ok_or_else(|| StoreError::NotFound(format!("chunk {id}")))
             })?;
             remote.put_volume_snapshot(&snapshot)?;

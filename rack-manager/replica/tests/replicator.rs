@@ -141,3 +141,22 @@ impl SigningKeyForOther {
         images::keys::SigningKey::from_seed([12; 32])
     }
 }
+
+#[test]
+fn a_capped_push_takes_at_least_as_long_as_the_cap_demands() {
+    let image = httpd_image("1", false, &key());
+    let rate = 200_000u64;
+    let a = Rack::new(ReplicatorConfig { trickle_rate: Some(rate), attempts: 1 });
+    let id = a.replicator.import_image(&image).expect("imported").id;
+    let b = Rack::unlimited();
+    let into_b = StoreRemote::new("rack b", b.replicator.store().clone(), common::trusted());
+    let started = Instant::now();
+    let sent = a.replicator.push_image_capped(&id, &into_b).expect("pushed");
+    let elapsed = started.elapsed();
+    assert_eq!(sent.bytes, stored_bytes(&image));
+    // The bucket starts with one second's worth; the rest must be earned. A lower bound on time
+    // cannot fail by the machine being slow.
+    let earned_seconds = (sent.bytes - rate) as f64 / rate as f64;
+    assert!(elapsed.as_secs_f64() >= earned_seconds * 0.99, "{sent:?} in {elapsed:?} at {rate} B/s");
+    assert!(b.replicator.image_state(&id).expect("pushed meta").is_complete());
+}
