@@ -304,3 +304,31 @@ impl Remote for S3Remote {
         self.block_on(self.put_bytes(&self.snapshot_key(&snapshot.volume, snapshot.seq), &snapshot.encode()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cloud_urls_parse_and_mistakes_are_named() {
+        let config = S3Config::from_url("s3://mast?endpoint=http://127.0.0.1:9000&region=eu-west-1&rack=lisbon-1", "x")
+            .expect("valid");
+        assert_eq!(config.bucket, "mast");
+        assert_eq!(config.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(config.allow_http, "an http:// endpoint is allowed");
+        assert_eq!((config.region.as_str(), config.rack.as_str()), ("eu-west-1", "lisbon-1"));
+        let aws = S3Config::from_url("s3://mast-images/", "rack-a").expect("valid");
+        assert_eq!((aws.endpoint.as_deref(), aws.allow_http, aws.rack.as_str()), (None, false, "rack-a"));
+        for (bad, why) in [
+            ("http://mast", "not an s3:// URL"),
+            ("s3://", "name the bucket"),
+            ("s3://a/b", "name the bucket"),
+            ("s3://mast?colour=red", "unknown option \"colour\""),
+            ("s3://mast?rack=../x", "not a usable rack name"),
+        ] {
+            let error = S3Config::from_url(bad, "x").expect_err(bad);
+            assert!(error.contains(why), "{bad}: {error}");
+        }
+        assert!(!format!("{:?}", S3Config { secret_access_key: Some("hush".into()), ..aws }).contains("hush"));
+    }
+}
