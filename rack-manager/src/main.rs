@@ -11,6 +11,8 @@
 //! - [`launcher`]: the `Launcher` trait, QEMU and simulated launchers;
 //! - [`agent`]: host agents, local and remote;
 //! - [`reconcile`]: desired state → observed state, restart policy and backoff;
+//! - [`replication`]: the content-addressed image store and its replication (crate `replica`);
+//! - [`peer`]: rack-to-rack peering over mutual TLS, image and volume replication, failover;
 //! - [`placement`]: the one call that says where replicas go, on top of the
 //!   `placement` engine crate.
 #![forbid(unsafe_code)]
@@ -21,8 +23,10 @@ mod client;
 mod daemon;
 mod datadir;
 mod launcher;
+mod peer;
 mod placement;
 mod reconcile;
+mod replication;
 mod store;
 
 fn main() -> std::process::ExitCode {

@@ -199,6 +199,13 @@ fn step(rack: &Rack, record: &mut InstanceRecord, deployment: &Deployment, image
 
 fn launch(rack: &Rack, record: &mut InstanceRecord, deployment: &Deployment, image: Option<&Image>) {
     let Some(agent) = rack.agent(&record.host) else { return };
+    // An image learned from a remote is assembled (its missing chunks fetched) before it boots.
+    if let Err(e) = crate::replication::materialize(rack, &deployment.image_id) {
+        record.pid = None;
+        record.message = Some(format!("launch failed: {e}"));
+        give_up_or_back_off(record, deployment, now_ms());
+        return;
+    }
     let request = LaunchRequest {
         instance: record.id.clone(),
         image_id: deployment.image_id.clone(),

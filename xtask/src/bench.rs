@@ -24,6 +24,9 @@ pub enum BenchCommand {
     Kvlog(crate::bench_kvlog::KvlogArgs),
     /// N idle httpd under the tender, each on its own tap: memory (RSS, PSS, host), starts/s, idle CPU.
     Density(crate::bench_density::DensityArgs),
+    /// httpd v1 then v2 (one HTML file changed) from rack A to rack B through S3: bytes moved,
+    /// time until v2 boots on B; volume snapshots after appends; the background fetch's cap.
+    Replication,
 }
 
 #[derive(Debug, Args)]
@@ -64,6 +67,7 @@ pub fn main(command: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Http(args) => crate::bench_http::main(args),
         BenchCommand::Kvlog(args) => crate::bench_kvlog::main(args),
         BenchCommand::Density(args) => crate::bench_density::main(args),
+        BenchCommand::Replication => crate::bench_replication::main(),
     }
 }
 

@@ -152,6 +152,30 @@ fn os_release(key: &str) -> Option<String> {
         .map(|value| value.trim_matches('"').to_owned())
 }
 
+/// Makes sure `moto_server` (the S3-compatible server the replication tests start) is installed,
+/// installing `moto[server]` with pip where it is missing.
+pub fn ensure_moto() -> Result<()> {
+    let present = || Command::new("moto_server").arg("--help").output().is_ok_and(|o| o.status.success());
+    if present() {
+        return Ok(());
+    }
+    eprintln!("moto_server is missing (the replication tests run against it): installing moto[server] with pip");
+    let pip = |extra: &[&str]| -> Result<bool> {
+        let mut command = Command::new("python3");
+        command.args(["-m", "pip", "install", "-q", "moto[server]"]).args(extra);
+        run(&mut command).or(Ok(false))
+    };
+    // Debian's system Python refuses pip installs (PEP 668) unless told the user means it.
+    let installed = pip(&[])? || (is_root() && is_debian_like() && pip(&["--break-system-packages"])?);
+    if installed && present() {
+        return Ok(());
+    }
+    bail!(
+        "moto_server is not installed and pip could not install it; install it by hand with\n    \
+         pip install 'moto[server]'\n(it must be on PATH; the S3 replication tests start it on a loopback port)"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

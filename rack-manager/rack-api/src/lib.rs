@@ -27,7 +27,10 @@
 //! | `DELETE /v1/instances/{id}` | | [`Instance`] |
 //! | `GET /v1/instances/{id}/logs?offset=N` | | [`LogChunk`] |
 //! | `GET /v1/stats` | | [`Stats`] |
+//! | `GET /v1/replication` | | [`replication::ReplicationStatus`] |
 #![forbid(unsafe_code)]
+
+pub mod replication;
 
 use serde::{Deserialize, Serialize};
 

@@ -4,6 +4,8 @@
 //! operations goes to stderr, so stdout stays clean for pipes.
 
 mod output;
+mod peers;
+mod replicate;
 
 use std::{
     io::Write,
@@ -126,6 +128,17 @@ enum Command {
     Rm { instances: Vec<String> },
     /// CPU and memory use of running instances.
     Stats,
+    /// Replication of images and volumes to the cloud and peer racks.
+    #[command(subcommand)]
+    Replicate(replicate::ReplicateCommand),
+    /// This rack's name, peer URL and certificate fingerprint: what other racks need to `peer add` it.
+    Identity,
+    /// Add, list, remove or probe peer racks (mutual TLS, pinned certificates).
+    #[command(subcommand)]
+    Peer(peers::PeerCommand),
+    /// Failover between peer racks: the plan, and what this rack has taken over.
+    #[command(subcommand)]
+    Failover(peers::FailoverCommand),
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +171,10 @@ struct ServeArgs {
     no_local_agent: bool,
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    replication: crate::replication::ReplicationArgs,
+    #[command(flatten)]
+    peer: crate::peer::PeerArgs,
 }
 
 /// Where the rack's state lives.
@@ -331,6 +348,9 @@ struct DeployArgs {
     /// How long to wait for the instances to start, in seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// Peer racks that may run this deployment when this rack is down, in order of preference.
+    #[arg(long, value_delimiter = ',', value_name = "RACK,...")]
+    failover_to: Vec<String>,
 }
 
 fn parse_restart(text: &str) -> Result<RestartWhen, String> {
@@ -414,6 +434,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             memory_mib: args.memory_mib,
             vcpus: args.vcpus,
             sim_hosts: args.sim_hosts,
+            replication: args.replication.clone(),
+            peer: args.peer.clone(),
         }),
         Command::Agent(args) => agent(&cli, args, &data_dir),
         Command::Host(command) => {
@@ -477,6 +499,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restart { instances } => lifecycle(&client(&cli, &data_dir)?, format, instances, "restart"),
         Command::Rm { instances } => lifecycle(&client(&cli, &data_dir)?, format, instances, "rm"),
         Command::Stats => output::stats(format, &client(&cli, &data_dir)?.get::<Stats>("/stats")?),
+        Command::Replicate(command) => replicate::run(&client(&cli, &data_dir)?, format, command),
+        Command::Identity => peers::identity(format, &data_dir),
+        Command::Peer(command @ peers::PeerCommand::Probe { .. }) => peers::probe(format, &data_dir, command),
+        Command::Peer(command) => peers::peer(&client(&cli, &data_dir)?, format, &data_dir, command),
+        Command::Failover(command) => peers::failover(&client(&cli, &data_dir)?, format, command),
     }
 }
 
@@ -539,6 +566,9 @@ fn deploy(client: &Client, format: output::Format, args: &DeployArgs) -> anyhow:
         d.memory_mib,
         d.restart.when.as_str()
     );
+    if !args.failover_to.is_empty() {
+        peers::set_plan(client, &d.id, &args.failover_to)?;
+    }
     if args.detach {
         return output::instances(format, &response.instances, false);
     }

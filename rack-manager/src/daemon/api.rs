@@ -6,7 +6,7 @@ use std::{collections::HashMap, sync::Arc};
 use images::artifact::{self, VerifyError};
 use rack_api::{
     DeployRequest, DeployResponse, Deployment, Desired, DrainResponse, Host, HostState, Image, Instance, InstanceState,
-    InstanceStats, JoinRequest, ListenPort, LogChunk, Plan, RestartPolicy, RestartWhen, Stats,
+    InstanceStats, JoinRequest, LogChunk, Plan, RestartPolicy, Stats,
 };
 use tiny_http::Method;
 
@@ -53,6 +53,10 @@ pub fn route(rack: &Rack, req: &Req) -> Result<Reply, HttpError> {
         (Method::Delete, ["instances", id]) => remove_instance(rack, id),
         (Method::Get, ["instances", id, "logs"]) => logs(rack, id, req.query_u64("offset")?.unwrap_or(0)),
         (Method::Get, ["stats"]) => stats(rack),
+        (Method::Get, ["replication"]) => {
+            crate::replication::status(rack).map(|s| Reply::json(&s)).map_err(HttpError::internal)
+        }
+        (_, ["peers", ..] | ["identity"] | ["failover", ..]) => crate::peer::api::route(rack, req, rest),
         _ => Err(HttpError::not_found(
             format!("{} /{} is not part of the rack API", req.method, segments.join("/")),
             "see the rack-api crate for the routes, or use the rack-manager CLI",
@@ -295,36 +299,8 @@ fn push_image(rack: &Rack, bytes: &[u8]) -> Result<Reply, HttpError> {
             "rebuild it with `cargo xtask image build` and push the .mast file it prints",
         ),
     })?;
-    let manifest = verified.manifest();
     let id = verified.id().to_string();
-    let image = Image {
-        id: id.clone(),
-        name: manifest.name.clone(),
-        version: manifest.version.clone(),
-        description: manifest.description.clone(),
-        arch: verified.arch().name().to_owned(),
-        signer: verified.header.signer.to_string(),
-        size: bytes.len() as u64,
-        memory_mib: manifest.memory_mib,
-        vcpus: u32::from(manifest.vcpus),
-        args: manifest.args.clone(),
-        listen: manifest
-            .listen
-            .iter()
-            .filter(|l| l.protocol == images::manifest::Protocol::Tcp)
-            .map(|l| ListenPort { port: l.port, protocol: l.protocol.to_string() })
-            .collect(),
-        restart: RestartPolicy {
-            when: match manifest.restart.when {
-                images::manifest::Restart::Always => RestartWhen::Always,
-                images::manifest::Restart::OnFailure => RestartWhen::OnFailure,
-                images::manifest::Restart::Never => RestartWhen::Never,
-            },
-            max_restarts: manifest.restart.max_restarts,
-            backoff_ms: manifest.restart.backoff_ms,
-        },
-        pushed_ms: now_ms(),
-    };
+    let image = crate::replication::image_record(&verified.header, bytes.len() as u64);
     // Bytes first, then the record: a crash in between leaves an unreferenced file, never a
     // record without its image.
     let path = rack.dir.image(&id);
@@ -332,6 +308,9 @@ fn push_image(rack: &Rack, bytes: &[u8]) -> Result<Reply, HttpError> {
     std::fs::write(&aside, bytes)
         .and_then(|()| std::fs::rename(&aside, &path))
         .map_err(|e| HttpError::internal(format!("storing the image at {}: {e}", path.display())))?;
+    rack.replication
+        .import(bytes)
+        .map_err(|e| HttpError::internal(format!("storing the image's chunks for replication: {e}")))?;
     let mut store = rack.store();
     let existing = store.images()?.into_iter().find(|i| i.id == id);
     let image = existing.unwrap_or(image);

@@ -73,6 +73,8 @@ pub struct ServeConfig {
     pub vcpus: Option<u32>,
     /// With the sim launcher: this many simulated hosts instead of one.
     pub sim_hosts: u32,
+    pub replication: crate::replication::ReplicationArgs,
+    pub peer: crate::peer::PeerArgs,
 }
 
 /// The manager's shared state.
@@ -87,6 +89,10 @@ pub struct Rack {
     pub image_source: Option<String>,
     /// The rack's scheduler election (etcd store only): only the leader places and reconciles.
     pub election: Option<Election>,
+    /// The content-addressed image store and its replication (crate `replica`).
+    pub replication: Arc<crate::replication::Replication>,
+    /// Peering, when `serve --peer-listen` is given; set once at startup.
+    pub peer: std::sync::OnceLock<Arc<crate::peer::Node>>,
     wake: (Mutex<bool>, Condvar),
 }
 
@@ -233,14 +239,17 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     })?;
     let address = server.server_addr().to_ip().context("the server listens on an IP address")?;
     let url = format!("http://{address}");
+    let replication = crate::replication::Replication::open(&dir, trusted.clone(), &config.replication)?;
     let rack = Arc::new(Rack {
         image_source: (!address.ip().is_unspecified()).then(|| url.clone()),
+        replication: Arc::new(replication),
         store: Mutex::new(store),
         election,
         agents: RwLock::new(HashMap::new()),
         dir: dir.clone(),
         trusted: trusted.clone(),
         token: token.clone(),
+        peer: std::sync::OnceLock::new(),
         wake: (Mutex::new(false), Condvar::new()),
     });
 
@@ -289,6 +298,10 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
         }
     }
 
+    // Before the reconciler's first pass: peers say which deployments they took over meanwhile.
+    if let Some(node) = crate::peer::start(&rack, &config.peer, &url)? {
+        let _ = rack.peer.set(node);
+    }
     dir.write_address(&url)?;
     eprintln!("rack-manager: serving the rack API on {url} (data directory {})", dir.root().display());
 
@@ -307,6 +320,8 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
 
     let reconciler = rack.clone();
     std::thread::spawn(move || crate::reconcile::run(&reconciler));
+    let replicating = rack.clone();
+    std::thread::spawn(move || crate::replication::run(&replicating));
     let handler_rack = rack.clone();
     let handler = Arc::new(move |req: &http::Req| api::route(&handler_rack, req));
     http::serve(Arc::new(server), 8, token, handler);

@@ -1,0 +1,219 @@
+//! The rack API's peering routes (`/v1/peers`, `/v1/identity`, `/v1/failover/...`), for the CLI.
+//! They answer 409 on a rack that was started without `--peer-listen`.
+
+use serde::{Deserialize, Serialize};
+use tiny_http::Method;
+
+use super::{Node, PeerEntry, failover};
+use crate::{
+    daemon::{
+        Rack,
+        http::{HttpError, Reply, Req},
+    },
+    datadir::now_ms,
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdentityView {
+    pub name: String,
+    pub peer_url: Option<String>,
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerView {
+    pub name: String,
+    pub url: String,
+    pub fingerprint: String,
+    /// When this rack last received the peer's heartbeat.
+    pub last_heartbeat_ms: Option<u64>,
+    /// Whether that heartbeat is within the lease.
+    pub up: bool,
+    /// Whether this rack's last heartbeat to the peer was answered.
+    pub reachable: bool,
+    pub last_error: Option<String>,
+    pub images_replicated: u64,
+    pub chunks_fetched: u64,
+    pub chunks_reused: u64,
+    pub bytes_fetched: u64,
+    pub corrupt_chunks: u64,
+    pub refused_images: u64,
+    /// Bytes of volume snapshots fetched from the peer (changed chunks only).
+    pub volume_bytes_fetched: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetPlanRequest {
+    pub deployment: String,
+    pub failover_to: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutgoingPlan {
+    pub deployment: String,
+    pub image_name: String,
+    pub failover_to: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IncomingPlan {
+    pub peer: String,
+    pub deployment: String,
+    pub image_name: String,
+    pub failover_to: Vec<String>,
+    pub peer_up: bool,
+    /// Whether this rack would take it over if the peer went down now.
+    pub would_take_over: bool,
+    /// Whether the image is here in full.
+    pub image_complete: bool,
+    pub has_volume: bool,
+    pub snapshot_taken_ms: Option<u64>,
+    /// How old the newest snapshot is now.
+    pub volume_lag_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanView {
+    pub outgoing: Vec<OutgoingPlan>,
+    pub incoming: Vec<IncomingPlan>,
+}
+
+fn node(rack: &Rack) -> Result<&Node, HttpError> {
+    rack.peer.get().map(|n| &**n).ok_or_else(|| {
+        HttpError::conflict("this rack has no peer listener", "restart it with `rack-manager serve --peer-listen ADDR`")
+    })
+}
+
+pub fn route(rack: &Rack, req: &Req, rest: &[&str]) -> Result<Reply, HttpError> {
+    match (&req.method, rest) {
+        (Method::Get, ["identity"]) => {
+            let node = node(rack)?;
+            Ok(Reply::json(&IdentityView {
+                name: node.identity.name.clone(),
+                peer_url: Some(node.url.clone()),
+                fingerprint: hex::encode(node.identity.fingerprint()),
+            }))
+        }
+        (Method::Get, ["peers"]) => Ok(Reply::json(&peers(node(rack)?))),
+        (Method::Post, ["peers"]) => {
+            let node = node(rack)?;
+            let entry: PeerEntry = req.json("peer")?;
+            let name = entry.name.clone();
+            node.add_peer(entry).map_err(|e| {
+                HttpError::bad_request(format!("{e:#}"), "see `rack-manager identity` on the other rack")
+            })?;
+            Ok(Reply::json_status(201, &peers(node).into_iter().find(|p| p.name == name)))
+        }
+        (Method::Delete, ["peers", name]) => {
+            let node = node(rack)?;
+            if !node.remove_peer(name).map_err(|e| HttpError::new(500, "store", format!("{e:#}"), ""))? {
+                return Err(HttpError::not_found(format!("there is no peer {name:?}"), "see `rack-manager peer ls`"));
+            }
+            Ok(Reply::json(&serde_json::json!({ "removed": name })))
+        }
+        (Method::Post, ["failover", "plans"]) => {
+            let node = node(rack)?;
+            let request: SetPlanRequest = req.json("failover plan")?;
+            set_plan(rack, node, request)
+        }
+        (Method::Get, ["failover", "plan"]) => Ok(Reply::json(&plan(rack, node(rack)?)?)),
+        (Method::Get, ["failover", "status"]) => Ok(Reply::json(&node(rack)?.takeovers().clone())),
+        (Method::Post, ["failover", "release", peer, deployment]) => {
+            let released = failover::release(node(rack)?, peer, deployment)
+                .map_err(|e| HttpError::conflict(format!("{e:#}"), "see `rack-manager failover status`"))?;
+            Ok(Reply::json(&released))
+        }
+        _ => Err(HttpError::not_found(
+            format!("{} /v1/{} is not part of the rack API", req.method, rest.join("/")),
+            "see `rack-manager peer --help` and `rack-manager failover --help`",
+        )),
+    }
+}
+
+fn peers(node: &Node) -> Vec<PeerView> {
+    let now = now_ms();
+    let runtime = node.runtime().clone();
+    node.peers()
+        .into_iter()
+        .map(|p| {
+            let state = runtime.get(&p.name).cloned().unwrap_or_default();
+            PeerView {
+                up: node.peer_is_up(&p.name, now),
+                reachable: state.last_reply_ms.is_some() && state.last_error.is_none(),
+                last_heartbeat_ms: state.last_heartbeat_ms,
+                last_error: state.last_error,
+                images_replicated: state.images_replicated,
+                chunks_fetched: state.chunks_fetched,
+                chunks_reused: state.chunks_reused,
+                bytes_fetched: state.bytes_fetched,
+                corrupt_chunks: state.corrupt_chunks,
+                refused_images: state.refused_images,
+                volume_bytes_fetched: state.volume_bytes_fetched,
+                name: p.name,
+                url: p.url,
+                fingerprint: p.fingerprint,
+            }
+        })
+        .collect()
+}
+
+fn set_plan(rack: &Rack, node: &Node, request: SetPlanRequest) -> Result<Reply, HttpError> {
+    let known = rack.store().deployments()?.iter().any(|d| d.id == request.deployment);
+    if !known {
+        return Err(HttpError::not_found(
+            format!("there is no deployment {:?}", request.deployment),
+            "deploy first; `rack-manager deploy ... --failover-to B,C` does both",
+        ));
+    }
+    let peers: Vec<String> = node.peers().into_iter().map(|p| p.name).collect();
+    if let Some(unknown) = request.failover_to.iter().find(|r| !peers.contains(r)) {
+        return Err(HttpError::bad_request(
+            format!("{unknown:?} is not a peer of this rack"),
+            format!("add it with `rack-manager peer add`; the peers are: {}", peers.join(", ")),
+        ));
+    }
+    node.set_plan(&request.deployment, request.failover_to.clone())
+        .map_err(|e| HttpError::new(500, "store", format!("{e:#}"), ""))?;
+    Ok(Reply::json(&request))
+}
+
+fn plan(rack: &Rack, node: &Node) -> Result<PlanView, HttpError> {
+    let now = now_ms();
+    let deployments = rack.store().deployments()?;
+    let images: Vec<String> =
+        rack.store().images()?.into_iter().map(|i| i.id).filter(|id| node.image_complete(id)).collect();
+    let plans = node.plans();
+    let outgoing = deployments
+        .iter()
+        .filter_map(|d| {
+            Some(OutgoingPlan {
+                deployment: d.id.clone(),
+                image_name: d.image_name.clone(),
+                failover_to: plans.get(&d.id)?.clone(),
+            })
+        })
+        .collect();
+    let me = node.identity.name.clone();
+    let mut incoming = Vec::new();
+    // Cloned first: `peer_is_up` below takes the same lock.
+    let runtime = node.runtime().clone();
+    for (peer, state) in runtime {
+        for p in state.plans {
+            let snapshot = state.snapshots.get(&p.deployment).copied();
+            incoming.push(IncomingPlan {
+                would_take_over: failover::successor(&p, &peer, &me, |r| node.peer_is_up(r, now)) == Some(me.as_str()),
+                peer_up: node.peer_is_up(&peer, now),
+                image_complete: images.contains(&p.image_id),
+                snapshot_taken_ms: snapshot,
+                volume_lag_ms: snapshot.map(|t| now.saturating_sub(t)),
+                has_volume: p.has_volume,
+                peer: peer.clone(),
+                deployment: p.deployment,
+                image_name: p.image_name,
+                failover_to: p.failover_to,
+            });
+        }
+    }
+    incoming.sort_by(|a, b| (&a.peer, &a.deployment).cmp(&(&b.peer, &b.deployment)));
+    Ok(PlanView { outgoing, incoming })
+}

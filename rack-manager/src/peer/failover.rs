@@ -1,0 +1,226 @@
+//! Failover: when a peer's heartbeat has not been renewed for the lease, this rack takes over
+//! the peer's deployments whose failover list names it first among the racks that are up.
+//!
+//! A takeover is recorded (and saved) before the deployment is started here, so the down rack
+//! hears of it in the reply to its first heartbeat when it comes back, and stops its own copies
+//! (see [`super::sync`]). The recovery time is measured from the lease's expiry to the first
+//! local instance running; the replication lag at failure, the data-loss window, is the time
+//! between the newest volume snapshot this rack holds and the peer's last heartbeat. Hand-back
+//! is manual: stop the deployment here (`rack-manager rm`), then start it on the returned rack.
+
+use std::{sync::Arc, thread, time::Duration};
+
+use rack_api::{DeployRequest, DeployResponse, InstanceState};
+
+use super::{Node, PlanSpec, Takeover};
+use crate::datadir::now_ms;
+
+/// How often leases are checked: a fraction of a heartbeat, so detection adds little.
+const CHECK_EVERY: Duration = Duration::from_millis(100);
+
+pub fn spawn(node: Arc<Node>) {
+    thread::spawn(move || {
+        loop {
+            check(&node);
+            thread::sleep(CHECK_EVERY);
+        }
+    });
+}
+
+/// The rack that should run `plan` when its owner `down` is down: the first in its list, other
+/// than the owner, that is this rack or a peer whose heartbeat is current.
+pub fn successor<'a>(plan: &'a PlanSpec, down: &str, me: &str, is_up: impl Fn(&str) -> bool) -> Option<&'a str> {
+    plan.failover_to.iter().map(String::as_str).find(|rack| *rack != down && (*rack == me || is_up(rack)))
+}
+
+fn check(node: &Node) {
+    let now = now_ms();
+    let lease = node.lease.as_millis() as u64;
+    let me = node.identity.name.clone();
+    let runtime = node.runtime().clone();
+    for (peer, state) in &runtime {
+        let Some(last) = state.last_heartbeat_ms else { continue };
+        if now.saturating_sub(last) < lease {
+            continue;
+        }
+        for plan in &state.plans {
+            let taken = node.takeovers().iter().any(|t| t.peer == *peer && t.deployment == plan.deployment);
+            if taken || successor(plan, peer, &me, |r| node.peer_is_up(r, now)) != Some(me.as_str()) {
+                continue;
+            }
+            let snapshot = state.snapshots.get(&plan.deployment).copied();
+            if let Err(error) = take_over(node, peer, last, last + lease, plan, snapshot) {
+                eprintln!("rack-manager: taking over {} from {peer}: {error:#}", plan.deployment);
+            }
+        }
+    }
+    note_serving(node);
+}
+
+fn take_over(
+    node: &Node,
+    peer: &str,
+    last_heartbeat_ms: u64,
+    lease_expired_ms: u64,
+    plan: &PlanSpec,
+    snapshot_taken_ms: Option<u64>,
+) -> anyhow::Result<()> {
+    let has_image = node.rack.store().images()?.iter().any(|i| i.id == plan.image_id);
+    anyhow::ensure!(has_image, "image {} ({}) has not been replicated here", plan.image_name, plan.image_id);
+    let epoch = node.takeovers().iter().map(|t| t.epoch).max().unwrap_or(0) + 1;
+    let mut takeover = Takeover {
+        peer: peer.to_owned(),
+        deployment: plan.deployment.clone(),
+        image_id: plan.image_id.clone(),
+        image_name: plan.image_name.clone(),
+        epoch,
+        local_deployment: None,
+        peer_last_heartbeat_ms: last_heartbeat_ms,
+        lease_expired_ms,
+        serving_ms: None,
+        recovery_ms: None,
+        snapshot_taken_ms: snapshot_taken_ms.filter(|_| plan.has_volume),
+        lag_ms: snapshot_taken_ms.filter(|_| plan.has_volume).map(|t| last_heartbeat_ms.saturating_sub(t)),
+        loss_window_ms: snapshot_taken_ms
+            .filter(|_| plan.has_volume)
+            .map(|t| last_heartbeat_ms.saturating_sub(t) + node.heartbeat.as_millis() as u64),
+        volume_path: None,
+        state: "starting".into(),
+        message: None,
+    };
+    if plan.has_volume && snapshot_taken_ms.is_none() {
+        takeover.message =
+            Some("the deployment has a volume but no snapshot reached this rack: it starts empty".into());
+    }
+    // Recorded first: from here on the peer, when it returns, is told not to run this deployment.
+    record(node, takeover.clone())?;
+    let request = DeployRequest {
+        image: plan.image_id.clone(),
+        replicas: plan.replicas,
+        memory_mib: Some(plan.memory_mib),
+        vcpus: Some(plan.vcpus),
+        args: Some(plan.args.clone()),
+        restart: Some(plan.restart),
+    };
+    match node.api.post::<_, DeployResponse>("/deployments", &request) {
+        Ok(response) => {
+            let local = response.deployment.id;
+            if takeover.snapshot_taken_ms.is_some() {
+                // TODO(volumes): once the launcher attaches volumes, pass the restored volume in
+                // the deploy request instead, so it is in place before the first start.
+                let target = node.volume_path(&local);
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::copy(node.snapshot_path(peer, &plan.deployment), &target)?;
+                takeover.volume_path = Some(target.display().to_string());
+            }
+            takeover.local_deployment = Some(local);
+        }
+        Err(error) => {
+            takeover.state = "failed".into();
+            takeover.message = Some(format!("deploying here failed: {error}"));
+        }
+    }
+    eprintln!(
+        "rack-manager: took over deployment {} ({}) from down rack {peer}, epoch {epoch}",
+        plan.deployment, plan.image_name
+    );
+    record(node, takeover)
+}
+
+/// Hands a taken-over deployment back once its owner is up again: removes the local instances
+/// and forgets the takeover, so the owner's heartbeats no longer hear of it. The owner's copies
+/// stay stopped until an operator starts them there (`rack-manager start`).
+pub fn release(node: &Node, peer: &str, deployment: &str) -> anyhow::Result<Takeover> {
+    let takeover = node
+        .takeovers()
+        .iter()
+        .find(|t| t.peer == peer && t.deployment == deployment)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("this rack has not taken over deployment {deployment} of rack {peer}"))?;
+    anyhow::ensure!(
+        node.peer_is_up(peer, now_ms()),
+        "rack {peer} is down: handing its deployment back now would only make this rack take it over again"
+    );
+    if let Some(local) = &takeover.local_deployment {
+        let ids: Vec<String> =
+            node.rack.store().instances()?.into_iter().filter(|i| &i.deployment == local).map(|i| i.id).collect();
+        for id in ids {
+            let _: rack_api::Instance = node.api.delete(&format!("/instances/{id}"))?;
+        }
+    }
+    let mut takeovers = node.takeovers();
+    let mut next = takeovers.clone();
+    next.retain(|t| !(t.peer == peer && t.deployment == deployment));
+    node.save_takeovers(&next)?;
+    *takeovers = next;
+    eprintln!("rack-manager: handed deployment {deployment} back to rack {peer}");
+    Ok(takeover)
+}
+
+/// Adds or replaces a takeover, saved before this returns.
+fn record(node: &Node, takeover: Takeover) -> anyhow::Result<()> {
+    let mut takeovers = node.takeovers();
+    let mut next = takeovers.clone();
+    next.retain(|t| !(t.peer == takeover.peer && t.deployment == takeover.deployment));
+    next.push(takeover);
+    node.save_takeovers(&next)?;
+    *takeovers = next;
+    Ok(())
+}
+
+/// Fills in when each starting takeover's first instance ran.
+fn note_serving(node: &Node) {
+    let starting: Vec<Takeover> =
+        node.takeovers().iter().filter(|t| t.serving_ms.is_none() && t.local_deployment.is_some()).cloned().collect();
+    if starting.is_empty() {
+        return;
+    }
+    let Ok(instances) = node.rack.store().instances() else { return };
+    for mut takeover in starting {
+        let first = instances
+            .iter()
+            .filter(|i| Some(&i.deployment) == takeover.local_deployment.as_ref() && i.state == InstanceState::Running)
+            .filter_map(|i| i.started_ms)
+            .min();
+        if let Some(started) = first {
+            takeover.serving_ms = Some(started);
+            takeover.recovery_ms = Some(started.saturating_sub(takeover.lease_expired_ms));
+            takeover.state = "running".into();
+            if let Err(error) = record(node, takeover) {
+                eprintln!("rack-manager: recording a takeover: {error:#}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(failover_to: &[&str]) -> PlanSpec {
+        PlanSpec {
+            deployment: "d1".into(),
+            image_id: "00".into(),
+            image_name: "httpd".into(),
+            replicas: 1,
+            memory_mib: 32,
+            vcpus: 1,
+            args: Vec::new(),
+            restart: rack_api::RestartWhen::Always,
+            failover_to: failover_to.iter().map(|s| (*s).to_owned()).collect(),
+            has_volume: false,
+        }
+    }
+
+    #[test]
+    fn the_first_rack_that_is_up_takes_over() {
+        let p = plan(&["b", "c"]);
+        assert_eq!(successor(&p, "a", "b", |_| true), Some("b"));
+        assert_eq!(successor(&p, "a", "c", |r| r == "b"), Some("b"), "c leaves it to b, which is up");
+        assert_eq!(successor(&p, "a", "c", |_| false), Some("c"), "b is down too, so c takes it");
+        assert_eq!(successor(&plan(&["a", "c"]), "a", "c", |_| false), Some("c"), "the down rack is skipped");
+        assert_eq!(successor(&plan(&["b"]), "a", "c", |_| false), None, "c is not in the list");
+    }
+}

@@ -1,0 +1,453 @@
+//! Rack-to-rack peering and failover.
+//!
+//! Each rack has an identity ([`identity`]): a key and a self-signed certificate, pinned by peers
+//! through its SHA-256 fingerprint. Racks talk over mutual TLS ([`tls`]) on a listener of their
+//! own (`serve --peer-listen`), separate from the rack API: the peer protocol ([`server`],
+//! [`wire`]) serves images (headers and chunks), volume snapshots and heartbeats, and only to
+//! configured peers. [`sync`] sends heartbeats and pulls peers' images (only the chunks this rack
+//! lacks; every image header is signature-checked before a chunk is fetched, and the assembled
+//! image goes through the same verified push as `image push`). [`failover`] watches leases and
+//! takes over a down peer's deployments that name this rack; a rack that comes back learns of the
+//! takeover from the heartbeat reply and stops its own copies, so nothing runs twice.
+//!
+//! ```text
+//! <data-dir>/peer/name, identity.key (0600), identity.crt   this rack's identity
+//! <data-dir>/peer/address           the peer URL, written once the listener is up
+//! <data-dir>/peer/peers.json        configured peers: name, URL, pinned fingerprint
+//! <data-dir>/peer/plans.json        this rack's deployments → the racks they fail over to
+//! <data-dir>/peer/takeovers.json    deployments this rack took over from down peers
+//! <data-dir>/peer/replicas/<rack>/<deployment>.img   a peer's latest volume snapshot (and .json: when)
+//! <data-dir>/peer/partitioned       test hook: while it exists, no peer traffic in or out
+//! <data-dir>/volumes/<deployment>.img   a deployment's volume (what snapshots copy)
+//! ```
+
+pub mod api;
+pub mod failover;
+pub mod identity;
+mod local;
+pub mod remote;
+pub mod server;
+pub mod sync;
+pub mod tls;
+pub mod wire;
+
+use std::{
+    collections::HashMap,
+    fs,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard, RwLock},
+    time::Duration,
+};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use self::{
+    identity::{Fingerprint, Identity},
+    tls::TrustedPeers,
+    wire::PeerClient,
+};
+use crate::{daemon::Rack, datadir::DataDir};
+
+/// Peering options of `serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PeerArgs {
+    /// Address of the peer listener (mutual TLS, for other racks). Without it the rack has no peers.
+    #[arg(long, value_name = "ADDR")]
+    pub peer_listen: Option<SocketAddr>,
+    /// This rack's name, fixed at its first start [default: rack].
+    #[arg(long, value_name = "NAME")]
+    pub rack_name: Option<String>,
+    /// How often to send each peer a heartbeat, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub heartbeat_ms: u64,
+    /// A peer whose heartbeat is this old is down and its deployments fail over, in milliseconds.
+    #[arg(long, default_value_t = 3000, value_name = "MS")]
+    pub lease_ms: u64,
+    /// Test hook: damage the first N chunks this rack serves to peers, as a bad link would.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub test_corrupt_chunks: u64,
+}
+
+/// The peer directory inside a data directory.
+pub fn peer_dir(data: &DataDir) -> PathBuf {
+    data.root().join("peer")
+}
+
+/// A configured peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerEntry {
+    pub name: String,
+    pub url: String,
+    /// SHA-256 of the peer's certificate, hex.
+    pub fingerprint: String,
+}
+
+/// What a rack tells each peer in every heartbeat: it is alive, and these of its deployments
+/// fail over to that peer (possibly among others).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub rack: String,
+    pub sent_ms: u64,
+    pub plans: Vec<PlanSpec>,
+}
+
+/// A deployment as a peer needs it to start it in the owner's place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanSpec {
+    pub deployment: String,
+    pub image_id: String,
+    pub image_name: String,
+    pub replicas: u32,
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    pub args: Vec<String>,
+    pub restart: rack_api::RestartWhen,
+    /// The racks it may fail over to, in order of preference.
+    pub failover_to: Vec<String>,
+    /// Whether the deployment has a volume (`<data-dir>/volumes/<deployment>.img`) to replicate.
+    pub has_volume: bool,
+}
+
+/// The answer to a heartbeat: which of the sender's deployments this rack has taken over.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    pub rack: String,
+    pub takeovers: Vec<TakeoverNotice>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TakeoverNotice {
+    pub deployment: String,
+    pub epoch: u64,
+    pub at_ms: u64,
+}
+
+/// An image a peer holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerImage {
+    pub id: String,
+    pub name: String,
+}
+
+/// A deployment this rack took over from a down peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Takeover {
+    pub peer: String,
+    /// The deployment's id on the peer.
+    pub deployment: String,
+    pub image_id: String,
+    pub image_name: String,
+    /// Increases with every takeover this rack makes.
+    pub epoch: u64,
+    /// The deployment this rack created to run it.
+    pub local_deployment: Option<String>,
+    /// When this rack last heard from the peer, and when its lease expired.
+    pub peer_last_heartbeat_ms: u64,
+    pub lease_expired_ms: u64,
+    /// When the first local instance was running.
+    pub serving_ms: Option<u64>,
+    /// `serving_ms - lease_expired_ms`.
+    pub recovery_ms: Option<u64>,
+    /// When the volume snapshot used was taken on the peer, and the data-loss window:
+    /// `peer_last_heartbeat_ms - snapshot_taken_ms`.
+    pub snapshot_taken_ms: Option<u64>,
+    pub lag_ms: Option<u64>,
+    /// A bound on the data actually lost: the lag plus one heartbeat interval, since the peer
+    /// may have lived (and acknowledged writes) until its next heartbeat was due.
+    #[serde(default)]
+    pub loss_window_ms: Option<u64>,
+    pub volume_path: Option<String>,
+    pub state: String,
+    pub message: Option<String>,
+}
+
+/// What this rack knows of a peer at run time.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PeerRuntime {
+    /// When this rack last received the peer's heartbeat (local clock, ms since the epoch).
+    pub last_heartbeat_ms: Option<u64>,
+    /// When this rack's last heartbeat to the peer was answered.
+    pub last_reply_ms: Option<u64>,
+    pub last_error: Option<String>,
+    /// The peer's deployments that may fail over to this rack.
+    pub plans: Vec<PlanSpec>,
+    pub images_replicated: u64,
+    pub chunks_fetched: u64,
+    pub chunks_reused: u64,
+    pub bytes_fetched: u64,
+    pub corrupt_chunks: u64,
+    pub refused_images: u64,
+    /// Latest volume snapshot per deployment: when it was taken on the peer.
+    pub snapshots: HashMap<String, u64>,
+    /// Volume bytes fetched: only the 64 KiB chunks that changed since the last snapshot.
+    #[serde(default)]
+    pub volume_bytes_fetched: u64,
+}
+
+/// The latest snapshot of a volume this rack served, with its chunks: a peer fetches the chunks
+/// it lacks right after listing the snapshot, and the file may have changed by then.
+#[derive(Debug)]
+pub struct ServedVolume {
+    pub snapshot: replica::VolumeSnapshot,
+    pub chunks: HashMap<replica::ChunkId, Vec<u8>>,
+}
+
+/// The peering half of a running manager.
+pub struct Node {
+    pub identity: Identity,
+    pub dir: PathBuf,
+    pub data: DataDir,
+    pub url: String,
+    pub heartbeat: Duration,
+    pub lease: Duration,
+    pub rack: Arc<Rack>,
+    /// The rack API's URL and token, for actions that go through the API's own checks.
+    pub api: crate::client::Client,
+    trusted: TrustedPeers,
+    peers: Mutex<Vec<PeerEntry>>,
+    runtime: Mutex<HashMap<String, PeerRuntime>>,
+    plans: Mutex<HashMap<String, Vec<String>>>,
+    takeovers: Mutex<Vec<Takeover>>,
+    /// Serialises image fetches, so two sync passes do not fetch the same image twice.
+    fetching: Mutex<()>,
+    pub corrupt_budget: std::sync::atomic::AtomicU64,
+    pub served_volumes: Mutex<HashMap<String, Arc<ServedVolume>>>,
+    pub volume_seq: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("name", &self.identity.name).field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Node {
+    pub fn peers(&self) -> Vec<PeerEntry> {
+        lock(&self.peers).clone()
+    }
+
+    pub fn runtime(&self) -> MutexGuard<'_, HashMap<String, PeerRuntime>> {
+        lock(&self.runtime)
+    }
+
+    pub fn plans(&self) -> HashMap<String, Vec<String>> {
+        lock(&self.plans).clone()
+    }
+
+    pub fn takeovers(&self) -> MutexGuard<'_, Vec<Takeover>> {
+        lock(&self.takeovers)
+    }
+
+    pub fn save_takeovers(&self, takeovers: &[Takeover]) -> anyhow::Result<()> {
+        save_json(&self.dir.join("takeovers.json"), &takeovers)
+    }
+
+    /// The peer whose certificate has this fingerprint.
+    pub fn peer_named_by(&self, fingerprint: &Fingerprint) -> Option<String> {
+        self.trusted.read().unwrap_or_else(|p| p.into_inner()).get(fingerprint).cloned()
+    }
+
+    pub fn client(&self, peer: &PeerEntry, timeout: Duration) -> anyhow::Result<PeerClient> {
+        let pinned = identity::parse_fingerprint(&peer.fingerprint).map_err(anyhow::Error::msg)?;
+        PeerClient::new(&self.identity, &peer.url, pinned, timeout)
+    }
+
+    /// Test hook: while `<data-dir>/peer/partitioned` exists, this rack neither sends nor
+    /// answers peer traffic, as if the network between racks were cut.
+    pub fn partitioned(&self) -> bool {
+        self.dir.join("partitioned").exists()
+    }
+
+    pub fn add_peer(&self, entry: PeerEntry) -> anyhow::Result<()> {
+        identity::validate_name(&entry.name).map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(entry.name != self.identity.name, "{:?} is this rack's own name", entry.name);
+        let fingerprint = identity::parse_fingerprint(&entry.fingerprint).map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            fingerprint != self.identity.fingerprint(),
+            "that fingerprint is this rack's own certificate's"
+        );
+        anyhow::ensure!(
+            entry.url.starts_with("https://") && entry.url.len() > "https://".len(),
+            "{:?} is not a peer URL: give https://HOST:PORT (the other rack's `rack-manager identity`)",
+            entry.url
+        );
+        let mut peers = lock(&self.peers);
+        if let Some(other) = peers
+            .iter()
+            .find(|p| p.name != entry.name && identity::parse_fingerprint(&p.fingerprint) == Ok(fingerprint))
+        {
+            anyhow::bail!("peer {:?} already has that fingerprint", other.name);
+        }
+        let mut next = peers.clone();
+        next.retain(|p| p.name != entry.name);
+        next.push(PeerEntry { fingerprint: hex::encode(fingerprint), ..entry });
+        next.sort_by(|a, b| a.name.cmp(&b.name));
+        save_json(&self.dir.join("peers.json"), &next)?;
+        *peers = next;
+        self.refresh_trust(&peers);
+        Ok(())
+    }
+
+    /// Returns whether the peer was configured.
+    pub fn remove_peer(&self, name: &str) -> anyhow::Result<bool> {
+        let mut peers = lock(&self.peers);
+        let mut next = peers.clone();
+        next.retain(|p| p.name != name);
+        if next.len() == peers.len() {
+            return Ok(false);
+        }
+        save_json(&self.dir.join("peers.json"), &next)?;
+        *peers = next;
+        self.refresh_trust(&peers);
+        lock(&self.runtime).remove(name);
+        Ok(true)
+    }
+
+    fn refresh_trust(&self, peers: &[PeerEntry]) {
+        let map = peers
+            .iter()
+            .filter_map(|p| Some((identity::parse_fingerprint(&p.fingerprint).ok()?, p.name.clone())))
+            .collect();
+        *self.trusted.write().unwrap_or_else(|p| p.into_inner()) = map;
+    }
+
+    pub fn set_plan(&self, deployment: &str, peers: Vec<String>) -> anyhow::Result<()> {
+        let mut plans = lock(&self.plans);
+        let mut next = plans.clone();
+        if peers.is_empty() {
+            next.remove(deployment);
+        } else {
+            next.insert(deployment.to_owned(), peers);
+        }
+        save_json(&self.dir.join("plans.json"), &next)?;
+        *plans = next;
+        Ok(())
+    }
+
+    /// Whether `peer`'s heartbeat is current at `now_ms`.
+    pub fn peer_is_up(&self, peer: &str, now_ms: u64) -> bool {
+        lock(&self.runtime)
+            .get(peer)
+            .and_then(|r| r.last_heartbeat_ms)
+            .is_some_and(|t| now_ms.saturating_sub(t) < self.lease.as_millis() as u64)
+    }
+
+    /// Whether every byte of image `id` is here: its `.mast` file, or all its chunks in the chunk
+    /// store. An image learned lazily (its meta only, e.g. from the cloud tier) is not complete.
+    pub fn image_complete(&self, id: &str) -> bool {
+        if self.data.image(id).exists() {
+            return true;
+        }
+        let parsed = hex::decode(id).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
+        parsed.is_some_and(|raw| {
+            self.rack
+                .replication
+                .replicator
+                .image_state(&images::artifact::ImageId(raw))
+                .is_ok_and(|state| state.is_complete())
+        })
+    }
+
+    /// Where a deployment's volume lives in this rack.
+    pub fn volume_path(&self, deployment: &str) -> PathBuf {
+        self.data.root().join("volumes").join(format!("{deployment}.img"))
+    }
+
+    pub fn snapshot_path(&self, peer: &str, deployment: &str) -> PathBuf {
+        self.dir.join("replicas").join(peer).join(format!("{deployment}.img"))
+    }
+}
+
+/// Starts peering: identity, the peer listener, and the heartbeat, replication and failover
+/// loops. Before it returns, it asks every reachable peer which of this rack's deployments it
+/// took over while this rack was away, and stops those here, so the reconciler that starts next
+/// never runs a duplicate.
+pub fn start(rack: &Arc<Rack>, args: &PeerArgs, api_url: &str) -> anyhow::Result<Option<Arc<Node>>> {
+    let Some(listen) = args.peer_listen else {
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        args.heartbeat_ms > 0 && args.lease_ms > args.heartbeat_ms,
+        "--lease-ms must exceed --heartbeat-ms"
+    );
+    let dir = peer_dir(&rack.dir);
+    let identity = Identity::load_or_create(&dir, args.rack_name.as_deref())?;
+    let peers: Vec<PeerEntry> = load_json(&dir.join("peers.json"))?.unwrap_or_default();
+    let plans = load_json(&dir.join("plans.json"))?.unwrap_or_default();
+    let takeovers = load_json(&dir.join("takeovers.json"))?.unwrap_or_default();
+    let listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen for peers on {listen} (pick another --peer-listen)"))?;
+    let address = listener.local_addr().context("the peer listener's address")?;
+    let node = Arc::new(Node {
+        url: format!("https://{address}"),
+        identity,
+        data: rack.dir.clone(),
+        dir: dir.clone(),
+        heartbeat: Duration::from_millis(args.heartbeat_ms),
+        lease: Duration::from_millis(args.lease_ms),
+        rack: rack.clone(),
+        api: crate::client::Client::new(api_url, &rack.token, Duration::from_secs(60)),
+        trusted: Arc::new(RwLock::new(HashMap::new())),
+        peers: Mutex::new(peers.clone()),
+        runtime: Mutex::new(HashMap::new()),
+        plans: Mutex::new(plans),
+        takeovers: Mutex::new(takeovers),
+        fetching: Mutex::new(()),
+        corrupt_budget: std::sync::atomic::AtomicU64::new(args.test_corrupt_chunks),
+        served_volumes: Mutex::new(HashMap::new()),
+        volume_seq: std::sync::atomic::AtomicU64::new(0),
+    });
+    node.refresh_trust(&peers);
+    let config = tls::server_config(&node.identity, node.trusted.clone())?;
+    server::spawn(node.clone(), listener, config);
+    sync::fence_at_start(&node);
+    sync::spawn(node.clone());
+    failover::spawn(node.clone());
+    let aside = dir.join(".address.tmp");
+    fs::write(&aside, format!("{}\n", node.url))
+        .and_then(|()| fs::rename(&aside, dir.join("address")))
+        .context("writing the peer address")?;
+    eprintln!(
+        "rack-manager: rack {} serves peers on {} (certificate fingerprint {})",
+        node.identity.name,
+        node.url,
+        hex::encode(node.identity.fingerprint())
+    );
+    Ok(Some(node))
+}
+
+pub fn load_json<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .with_context(|| format!("{} is not valid JSON: fix or delete it", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Writes `value` as JSON atomically: a crash leaves the old file or the new one.
+pub fn save_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).context("encoding JSON")?;
+    write_atomically(path, &bytes)
+}
+
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let aside = path.with_extension(format!("tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut file = fs::File::create(&aside)?;
+        std::io::Write::write_all(&mut file, bytes)?;
+        file.sync_all()?;
+        fs::rename(&aside, path)
+    })();
+    result.with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,262 @@
+//! The peer listener: mutual TLS, then one HTTP/1.1 request per connection, one thread per
+//! connection (at most [`MAX_CONNECTIONS`] at once). Every route answers only the configured peer
+//! whose certificate the handshake proved; an unknown or missing certificate never gets this far.
+
+use std::{
+    net::{TcpListener, TcpStream},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use http1::request::Method;
+use images::artifact::ImageId;
+use replica::{ChunkId, VolumeSnapshot};
+
+use super::{
+    Heartbeat, HeartbeatReply, Node, PeerImage, ServedVolume, TakeoverNotice, identity::fingerprint,
+    local::LocalChunks, wire,
+};
+use crate::datadir::now_ms;
+
+const MAX_CONNECTIONS: usize = 64;
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most chunks one request may ask for.
+const MAX_CHUNKS_PER_REQUEST: usize = 4096;
+
+pub fn spawn(node: Arc<Node>, listener: TcpListener, config: Arc<rustls::ServerConfig>) {
+    let open = Arc::new(AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            if node.partitioned() || open.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+                drop(stream);
+                continue;
+            }
+            open.fetch_add(1, Ordering::SeqCst);
+            let (node, config, open) = (node.clone(), config.clone(), open.clone());
+            std::thread::spawn(move || {
+                if let Err(error) = serve_connection(&node, stream, config) {
+                    // Refused handshakes land here: worth a line, never fatal.
+                    eprintln!("rack-manager: peer connection: {error}");
+                }
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+}
+
+fn serve_connection(node: &Node, mut socket: TcpStream, config: Arc<rustls::ServerConfig>) -> anyhow::Result<()> {
+    let from = socket.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    socket.set_read_timeout(Some(IO_TIMEOUT))?;
+    socket.set_write_timeout(Some(IO_TIMEOUT))?;
+    socket.set_nodelay(true)?;
+    let mut connection = rustls::ServerConnection::new(config)?;
+    while connection.is_handshaking() {
+        connection.complete_io(&mut socket).map_err(|e| anyhow::anyhow!("refused {from} in the TLS handshake: {e}"))?;
+    }
+    let peer = connection
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|cert| node.peer_named_by(&fingerprint(cert)))
+        .ok_or_else(|| anyhow::anyhow!("{from} completed the handshake without a peer certificate"))?;
+    let mut stream = rustls::StreamOwned::new(connection, socket);
+    let response = match wire::read_request(&mut stream)? {
+        Ok(Some(request)) => route(node, &peer, &request),
+        Ok(None) => return Ok(()),
+        Err(refusal) => refusal,
+    };
+    wire::write_response(&mut stream, &response)?;
+    stream.conn.send_close_notify();
+    let _ = stream.flush_tls();
+    Ok(())
+}
+
+trait FlushTls {
+    fn flush_tls(&mut self) -> std::io::Result<()>;
+}
+
+impl FlushTls for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    fn flush_tls(&mut self) -> std::io::Result<()> {
+        while self.conn.wants_write() {
+            self.conn.write_tls(&mut self.sock)?;
+        }
+        Ok(())
+    }
+}
+
+fn route(node: &Node, peer: &str, request: &wire::Request) -> wire::Response {
+    let segments: Vec<&str> = request.path.split('/').filter(|s| !s.is_empty()).collect();
+    let result = match (request.method, segments.as_slice()) {
+        (Method::Post, ["peer", "v1", "heartbeat"]) => heartbeat(node, peer, &request.body),
+        (Method::Get, ["peer", "v1", "images"]) => images(node),
+        (Method::Get, ["peer", "v1", "images", id, "header"]) => header(node, id),
+        (Method::Post, ["peer", "v1", "chunks"]) => chunks(node, &request.body),
+        (Method::Post, ["peer", "v1", "chunks", "has"]) => has_chunks(node, &request.body),
+        (Method::Get, ["peer", "v1", "volumes", deployment, "snapshots"]) => snapshot_volume(node, peer, deployment),
+        (Method::Get, ["peer", "v1", "volumes", deployment, "snapshots", seq]) => {
+            served_snapshot(node, peer, deployment, seq)
+        }
+        _ => Err(wire::Response::error(404, format!("{} is not part of the peer protocol", request.path))),
+    };
+    result.unwrap_or_else(|refusal| refusal)
+}
+
+type Answer = Result<wire::Response, wire::Response>;
+
+fn internal(error: impl std::fmt::Display) -> wire::Response {
+    wire::Response::error(500, error.to_string())
+}
+
+fn heartbeat(node: &Node, peer: &str, body: &[u8]) -> Answer {
+    let beat: Heartbeat =
+        serde_json::from_slice(body).map_err(|e| wire::Response::error(400, format!("not a heartbeat: {e}")))?;
+    if beat.rack != peer {
+        return Err(wire::Response::error(
+            403,
+            format!("the certificate is peer {peer:?}'s, but the heartbeat claims to be from {:?}", beat.rack),
+        ));
+    }
+    let me = node.identity.name.clone();
+    {
+        let mut runtime = node.runtime();
+        let entry = runtime.entry(peer.to_owned()).or_default();
+        entry.last_heartbeat_ms = Some(now_ms());
+        entry.plans = beat.plans.into_iter().filter(|p| p.failover_to.contains(&me)).collect();
+    }
+    let takeovers = node
+        .takeovers()
+        .iter()
+        .filter(|t| t.peer == peer)
+        .map(|t| TakeoverNotice { deployment: t.deployment.clone(), epoch: t.epoch, at_ms: t.lease_expired_ms })
+        .collect();
+    Ok(wire::Response::json(&HeartbeatReply { rack: me, takeovers }))
+}
+
+fn images(node: &Node) -> Answer {
+    let images = node.rack.store().images().map_err(internal)?;
+    let list: Vec<PeerImage> = images.into_iter().map(|i| PeerImage { id: i.id, name: i.name }).collect();
+    Ok(wire::Response::json(&list))
+}
+
+fn image_id(node: &Node, id: &str) -> Result<ImageId, wire::Response> {
+    let known = node.rack.store().images().map_err(internal)?.iter().any(|i| i.id == id);
+    let parsed = hex::decode(id).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).map(ImageId);
+    match parsed {
+        Some(parsed) if known => Ok(parsed),
+        _ => Err(wire::Response::error(404, format!("this rack has no image {id}"))),
+    }
+}
+
+/// The image's meta: preamble and signed header, everything but the chunks.
+fn header(node: &Node, id: &str) -> Answer {
+    let id = image_id(node, id)?;
+    let meta = LocalChunks::new(&node.rack)
+        .meta(&id)
+        .ok_or_else(|| wire::Response::error(404, format!("the meta of image {id} is not readable here")))?;
+    Ok(wire::Response::ok(meta))
+}
+
+/// A JSON list of chunk hashes.
+fn wanted_chunks(body: &[u8]) -> Result<Vec<[u8; 32]>, wire::Response> {
+    let wanted: Vec<String> =
+        serde_json::from_slice(body).map_err(|e| wire::Response::error(400, format!("not a chunk list: {e}")))?;
+    if wanted.len() > MAX_CHUNKS_PER_REQUEST {
+        return Err(wire::Response::error(413, format!("ask for at most {MAX_CHUNKS_PER_REQUEST} chunks at once")));
+    }
+    wanted
+        .iter()
+        .map(|text| {
+            hex::decode(text)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| wire::Response::error(400, format!("{text:?} is not a chunk hash")))
+        })
+        .collect()
+}
+
+fn has_chunks(node: &Node, body: &[u8]) -> Answer {
+    let wanted = wanted_chunks(body)?;
+    let local = LocalChunks::new(&node.rack);
+    Ok(wire::Response::json(&wanted.iter().map(|h| local.has(h)).collect::<Vec<bool>>()))
+}
+
+/// The asked-for chunks in the order asked, each as a u32 LE length and its bytes; the client
+/// checks each against its hash.
+fn chunks(node: &Node, body: &[u8]) -> Answer {
+    let wanted = wanted_chunks(body)?;
+    let local = LocalChunks::new(&node.rack);
+    let mut out = Vec::new();
+    for hash in &wanted {
+        let mut chunk = local
+            .get(hash)
+            .or_else(|| served_volume_chunk(node, hash))
+            .ok_or_else(|| wire::Response::error(404, format!("this rack has no chunk {}", hex::encode(hash))))?;
+        // Test hook (serve --test-corrupt-chunks N): damage the next N chunks sent, as a bad link would.
+        let damaged = node
+            .corrupt_budget
+            .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| {
+                n.checked_sub(1)
+            })
+            .is_ok();
+        if damaged && let Some(first) = chunk.first_mut() {
+            *first ^= 0xff;
+        }
+        out.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+        out.extend_from_slice(&chunk);
+    }
+    Ok(wire::Response::ok(out))
+}
+
+fn served_volume_chunk(node: &Node, hash: &[u8; 32]) -> Option<Vec<u8>> {
+    let id = ChunkId(*hash);
+    let served = node.served_volumes.lock().unwrap_or_else(|p| p.into_inner());
+    served.values().find_map(|v| v.chunks.get(&id).cloned())
+}
+
+/// One latest snapshot per peer and deployment, so two peers pulling at once do not replace
+/// each other's snapshot between listing it and reading it.
+fn served_key(peer: &str, deployment: &str) -> String {
+    format!("{peer}/{deployment}")
+}
+
+fn check_volume_peer(node: &Node, peer: &str, deployment: &str) -> Result<(), wire::Response> {
+    let allowed = node.plans().get(deployment).is_some_and(|racks| racks.iter().any(|r| r == peer));
+    if allowed {
+        Ok(())
+    } else {
+        Err(wire::Response::error(
+            403,
+            format!("deployment {deployment} does not fail over to {peer}, so its volume is not shared with it"),
+        ))
+    }
+}
+
+/// Takes a snapshot of a deployment's volume now, for a peer the deployment fails over to, and
+/// answers its sequence number (a JSON list of one). The time is taken before the file is read,
+/// so every write acknowledged before it is in the snapshot.
+fn snapshot_volume(node: &Node, peer: &str, deployment: &str) -> Answer {
+    check_volume_peer(node, peer, deployment)?;
+    let taken_ms = now_ms();
+    let seq = node.volume_seq.fetch_add(1, Ordering::SeqCst) + 1;
+    let (snapshot, bytes) = VolumeSnapshot::capture(deployment, &node.volume_path(deployment), seq, taken_ms)
+        .map_err(|e| wire::Response::error(404, format!("deployment {deployment} has no volume: {e}")))?;
+    let chunks = snapshot.chunks.iter().copied().zip(bytes).collect();
+    node.served_volumes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(served_key(peer, deployment), Arc::new(ServedVolume { snapshot, chunks }));
+    Ok(wire::Response::json(&[seq]))
+}
+
+fn served_snapshot(node: &Node, peer: &str, deployment: &str, seq: &str) -> Answer {
+    check_volume_peer(node, peer, deployment)?;
+    let served =
+        node.served_volumes.lock().unwrap_or_else(|p| p.into_inner()).get(&served_key(peer, deployment)).cloned();
+    match served {
+        Some(served) if seq.parse() == Ok(served.snapshot.seq) => Ok(wire::Response::ok(served.snapshot.encode())),
+        _ => Err(wire::Response::error(404, format!("no snapshot {seq} of deployment {deployment}'s volume"))),
+    }
+}

@@ -1,0 +1,301 @@
+//! HTTP/1.1 on a peer link, one request per connection: the server parses request heads with the
+//! workspace's own `http1` crate and reads `Content-Length` bodies itself; the client writes one
+//! request and reads one `Content-Length` response. Both sides bound every length they read.
+
+use std::{
+    io::{self, Read, Write},
+    net::{TcpStream, ToSocketAddrs},
+    sync::Arc,
+    time::Duration,
+};
+
+use rustls::pki_types::ServerName;
+
+use super::{
+    identity::{Fingerprint, Identity},
+    tls,
+};
+
+/// The largest request body a peer accepts (heartbeats and chunk lists are small).
+pub const MAX_REQUEST_BODY: u64 = 4 << 20;
+/// The largest response body a peer client reads (a volume snapshot or a chunk batch).
+pub const MAX_RESPONSE_BODY: u64 = 1 << 30;
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+#[derive(Debug)]
+pub struct Request {
+    pub method: http1::request::Method,
+    pub path: String,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn ok(body: Vec<u8>) -> Response {
+        Response { status: 200, headers: Vec::new(), body }
+    }
+
+    pub fn json<T: serde::Serialize>(value: &T) -> Response {
+        Response::ok(serde_json::to_vec(value).expect("peer messages are plain data"))
+    }
+
+    pub fn error(status: u16, message: impl Into<String>) -> Response {
+        Response { status, headers: Vec::new(), body: message.into().into_bytes() }
+    }
+
+    #[cfg(test)]
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one request; `Ok(None)` when the client sent nothing, or a response to send back when
+/// the request is malformed.
+pub fn read_request(stream: &mut impl Read) -> io::Result<Result<Option<Request>, Response>> {
+    let mut buf = Vec::new();
+    let mut scratch = [0u8; 4096];
+    loop {
+        match http1::request::parse_request(&buf) {
+            Ok(http1::request::Parsed::Complete { head, len }) => {
+                let length = match head.content {
+                    http1::request::Content::None => 0,
+                    http1::request::Content::Length(n) if n <= MAX_REQUEST_BODY => n,
+                    http1::request::Content::Length(_) => return Ok(Err(Response::error(413, "body too large"))),
+                    http1::request::Content::TransferCoded => {
+                        return Ok(Err(Response::error(411, "send a Content-Length")));
+                    }
+                };
+                let method = head.method;
+                let path = head.path().to_owned();
+                let mut body = buf.split_off(len);
+                body.truncate(length as usize);
+                read_rest(stream, &mut body, length)?;
+                return Ok(Ok(Some(Request { method, path, body })));
+            }
+            Ok(http1::request::Parsed::Incomplete) => {}
+            Err(error) => return Ok(Err(Response::error(error.status().code(), format!("{error:?}")))),
+        }
+        let n = stream.read(&mut scratch)?;
+        if n == 0 {
+            return if buf.is_empty() {
+                Ok(Ok(None))
+            } else {
+                Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the request head was cut short"))
+            };
+        }
+        buf.extend_from_slice(&scratch[..n]);
+    }
+}
+
+pub fn write_response(stream: &mut impl Write, response: &Response) -> io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        response.status,
+        if response.status < 400 { "OK" } else { "Error" },
+        response.body.len()
+    );
+    for (name, value) in &response.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(&response.body)?;
+    stream.flush()
+}
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("cannot connect to {address}: {detail}")]
+    Connect { address: String, detail: String },
+    #[error("the TLS handshake with {address} failed: {detail}")]
+    Handshake { address: String, detail: String },
+    #[error("talking to {address}: {detail}")]
+    Io { address: String, detail: String },
+    #[error("{address} answered {status}: {message}")]
+    Status { address: String, status: u16, message: String },
+}
+
+/// A client for one peer: its address and pinned certificate, and this rack's identity.
+#[derive(Debug, Clone)]
+pub struct PeerClient {
+    address: String,
+    config: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+}
+
+impl PeerClient {
+    /// `url` is `https://HOST:PORT`.
+    pub fn new(identity: &Identity, url: &str, pinned: Fingerprint, timeout: Duration) -> anyhow::Result<PeerClient> {
+        let address = url
+            .strip_prefix("https://")
+            .ok_or_else(|| anyhow::anyhow!("{url:?} is not a peer URL: give https://HOST:PORT"))?
+            .trim_end_matches('/')
+            .to_owned();
+        Ok(PeerClient { address, config: tls::client_config(identity, pinned)?, timeout })
+    }
+
+    /// Sends one request and returns a 2xx response, or the error.
+    pub fn call(&self, method: &str, path: &str, body: &[u8]) -> Result<Response, CallError> {
+        let address = self.address.clone();
+        let connect_error = |detail: String| CallError::Connect { address: address.clone(), detail };
+        let target = self
+            .address
+            .to_socket_addrs()
+            .map_err(|e| connect_error(e.to_string()))?
+            .next()
+            .ok_or_else(|| connect_error("the name resolves to no address".into()))?;
+        let mut socket = TcpStream::connect_timeout(&target, self.timeout).map_err(|e| connect_error(e.to_string()))?;
+        let io_error = |e: io::Error| CallError::Io { address: address.clone(), detail: e.to_string() };
+        socket.set_read_timeout(Some(self.timeout)).map_err(io_error)?;
+        socket.set_write_timeout(Some(self.timeout)).map_err(io_error)?;
+        socket.set_nodelay(true).map_err(io_error)?;
+        let name = ServerName::try_from(tls::SERVER_NAME).expect("a valid DNS name");
+        let mut connection = rustls::ClientConnection::new(self.config.clone(), name)
+            .map_err(|e| CallError::Handshake { address: address.clone(), detail: e.to_string() })?;
+        while connection.is_handshaking() {
+            connection
+                .complete_io(&mut socket)
+                .map_err(|e| CallError::Handshake { address: address.clone(), detail: e.to_string() })?;
+        }
+        let mut stream = rustls::StreamOwned::new(connection, socket);
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.address,
+            body.len()
+        );
+        stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(body))
+            .and_then(|()| stream.flush())
+            .map_err(|e| self.io_or_handshake(e))?;
+        let response = read_response(&mut stream).map_err(|e| self.io_or_handshake(e))?;
+        if (200..300).contains(&response.status) {
+            Ok(response)
+        } else {
+            Err(CallError::Status {
+                address,
+                status: response.status,
+                message: String::from_utf8_lossy(&response.body[..response.body.len().min(500)]).into_owned(),
+            })
+        }
+    }
+
+    /// A TLS alert arriving after the client's half of the handshake (a refused client
+    /// certificate, in TLS 1.3) surfaces on the first read: report it as the handshake failure.
+    fn io_or_handshake(&self, error: io::Error) -> CallError {
+        let address = self.address.clone();
+        if error.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+            CallError::Handshake { address, detail: error.to_string() }
+        } else {
+            CallError::Io { address, detail: error.to_string() }
+        }
+    }
+}
+
+fn read_response(stream: &mut impl Read) -> io::Result<Response> {
+    let mut buf = Vec::new();
+    let mut scratch = [0u8; 8192];
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at;
+        }
+        if buf.len() > MAX_RESPONSE_HEAD {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "the response head is too long"));
+        }
+        let n = stream.read(&mut scratch)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the peer closed the connection without answering",
+            ));
+        }
+        buf.extend_from_slice(&scratch[..n]);
+    };
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("malformed response: {what}"));
+    let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| bad("head is not UTF-8"))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or_else(|| bad("no status line"))?;
+    let status: u16 =
+        status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| bad("no status code"))?;
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned())).collect();
+    let length: u64 = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .ok_or_else(|| bad("no Content-Length"))?;
+    if length > MAX_RESPONSE_BODY {
+        return Err(bad("body too large"));
+    }
+    let mut body = buf.split_off(head_end + 4);
+    if (body.len() as u64) > length {
+        return Err(bad("more bytes than Content-Length"));
+    }
+    read_rest(stream, &mut body, length)?;
+    Ok(Response { status, headers, body })
+}
+
+/// Reads until `body` is `length` bytes long, allocating as bytes arrive rather than trusting
+/// the announced length up front.
+fn read_rest(stream: &mut impl Read, body: &mut Vec<u8>, length: u64) -> io::Result<()> {
+    let missing = length.saturating_sub(body.len() as u64);
+    stream.take(missing).read_to_end(body)?;
+    if (body.len() as u64) < length {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the body was cut short"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Taken-Ms: 42\r\n\r\nhello";
+    const REQUEST: &[u8] = b"POST /peer/v1/chunks HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n[\"\"]";
+
+    #[test]
+    fn a_response_is_read_whole() {
+        let response = read_response(&mut &RESPONSE[..]).expect("reads");
+        assert_eq!((response.status, response.body.as_slice()), (200, &b"hello"[..]));
+        assert_eq!(response.header("x-taken-ms"), Some("42"));
+    }
+
+    #[test]
+    fn every_truncated_or_corrupted_response_is_an_error_not_a_panic() {
+        for cut in 0..RESPONSE.len() {
+            assert!(read_response(&mut &RESPONSE[..cut]).is_err(), "cut at {cut}");
+        }
+        for at in 0..RESPONSE.len() {
+            for byte in [0u8, b' ', b'9', 0xff, b'\r'] {
+                let mut bytes = RESPONSE.to_vec();
+                bytes[at] = byte;
+                let _ = read_response(&mut bytes.as_slice());
+            }
+        }
+        let huge = b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999\r\n\r\n";
+        assert!(read_response(&mut &huge[..]).is_err(), "an absurd length is refused before reading");
+        let lying = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nshort";
+        assert!(read_response(&mut &lying[..]).is_err(), "a body shorter than announced");
+    }
+
+    #[test]
+    fn a_request_is_read_whole_and_a_truncated_one_is_refused() {
+        let request = read_request(&mut &REQUEST[..]).expect("io").expect("valid").expect("a request");
+        assert_eq!((request.path.as_str(), request.body.as_slice()), ("/peer/v1/chunks", &b"[\"\"]"[..]));
+        assert!(matches!(read_request(&mut &b""[..]), Ok(Ok(None))), "nothing sent");
+        for cut in 1..REQUEST.len() {
+            let outcome = read_request(&mut &REQUEST[..cut]);
+            assert!(!matches!(outcome, Ok(Ok(Some(_)))), "cut at {cut} gave a request");
+        }
+        let too_big = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n";
+        let refused = read_request(&mut &too_big[..]).expect("io").expect_err("refused");
+        assert_eq!(refused.status, 413);
+    }
+}
