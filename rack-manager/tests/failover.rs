@@ -9,9 +9,11 @@
 //! The three racks also share an S3 bucket (a real `moto_server`) as their cloud tier when moto is
 //! installed, as a deployment would; failover itself goes rack to rack.
 //!
-//! The volume is a plain file written by the test (the kvlog appliance will use the same path,
-//! `<data-dir>/volumes/<deployment>.img`): each write is "acknowledged" once it is fsynced, and
-//! every write acknowledged before the reported replication lag must be on b after failover.
+//! The volume is a plain file written by the test at the path the agent gives an instance's
+//! volume (`<data-dir>/volumes/<deployment>/<instance>.img`; httpd declares none, so nothing else
+//! writes it): each write is "acknowledged" once it is fsynced, and every write acknowledged
+//! before the reported replication lag must be on b after failover, in the volume b's instance
+//! was given. `failover_kvlog.rs` does the same with the kvlog appliance writing its own volume.
 
 mod common;
 mod peering;
@@ -90,7 +92,7 @@ fn a_peer_serves_a_dead_rack_s_httpd_and_the_rack_does_not_run_it_again_on_retur
     });
     wait_for_200(host_port(&on_a[0]), "/", Duration::from_secs(30));
     let deployment = on_a[0].deployment.clone();
-    let volume = a.data_dir().join("volumes").join(format!("{deployment}.img"));
+    let volume = a.data_dir().join("volumes").join(&deployment).join(format!("{}.img", on_a[0].id));
     std::fs::create_dir_all(volume.parent().expect("a parent")).expect("the volumes directory");
     // 4 MiB of existing data: the writes then change only the volume's last 64 KiB chunks, and
     // b fetches only those after its first copy.
@@ -168,8 +170,10 @@ fn a_peer_serves_a_dead_rack_s_httpd_and_the_rack_does_not_run_it_again_on_retur
     assert!(json(&c, &["ps", "-a", "-o", "json"]).as_array().is_some_and(Vec::is_empty), "c started nothing");
 
     // Every write acknowledged before the reported lag is in b's copy of the volume.
-    let restored = std::fs::read_to_string(takeover["volume_path"].as_str().expect("a restored volume"))
-        .expect("the restored volume reads");
+    let restored_path = takeover["volume_path"].as_str().expect("a restored volume");
+    let expected_path = b.data_dir().join("volumes").join(&on_b.deployment).join(format!("{}.img", on_b.id));
+    assert_eq!(std::path::Path::new(restored_path), expected_path, "the volume is restored where b's agent looks");
+    let restored = std::fs::read_to_string(restored_path).expect("the restored volume reads");
     let present: HashSet<u64> = restored.lines().filter_map(|l| l.strip_prefix("write ")?.parse().ok()).collect();
     let cutoff = last_heartbeat_ms - lag_ms;
     // At most two 64 KiB chunks change between pulls (about one a second): no whole copies.

@@ -424,6 +424,20 @@ fn plan(store: &dyn StateStore, request: &DeployRequest) -> Result<(Plan, Image,
 }
 
 fn deploy(rack: &Rack, request: &DeployRequest) -> Result<Reply, HttpError> {
+    let (response, _) = create_deployment(rack, request, None)?;
+    Ok(Reply::json_status(201, &response))
+}
+
+/// Creates a deployment as `POST /deployments` does. With `volume_seed` (failover: the down
+/// peer's replicated volume snapshot), every instance placed on this manager's own host gets a
+/// copy of that file as its volume, written before the deployment is stored, so the reconciler
+/// can never boot it on an empty volume; returns the seeded volumes' paths. Instances placed on
+/// other hosts (agents with their own data directories) start with an empty volume.
+pub fn create_deployment(
+    rack: &Rack,
+    request: &DeployRequest,
+    volume_seed: Option<&std::path::Path>,
+) -> Result<(DeployResponse, Vec<std::path::PathBuf>), HttpError> {
     require_scheduler(rack)?;
     let mut store = rack.store();
     let (plan, image, memory_mib, vcpus) = plan(&**store, request)?;
@@ -444,12 +458,41 @@ fn deploy(rack: &Rack, request: &DeployRequest) -> Result<Reply, HttpError> {
         let id = format!("{}-{}", image.name, store.next_sequence("instance")?);
         records.push(InstanceRecord::pending(id, deployment.id.clone(), host.clone(), memory_mib, now));
     }
+    let mut seeded = Vec::new();
+    if let Some(seed) = volume_seed {
+        // The manager's own host is the one registered without an agent address.
+        let local: Vec<String> = store.hosts()?.into_iter().filter(|h| h.address.is_none()).map(|h| h.name).collect();
+        for record in records.iter().filter(|r| local.contains(&r.host)) {
+            let target = rack.dir.volume(&deployment.id, &record.id);
+            seed_volume(seed, &target).map_err(|e| {
+                HttpError::new(
+                    500,
+                    "volume_seed",
+                    format!("seeding the volume {} from {}: {e}", target.display(), seed.display()),
+                    "check the data directory's disk",
+                )
+            })?;
+            seeded.push(target);
+        }
+    }
     store.create_deployment(&deployment, &records)?;
     let deployments = HashMap::from([(deployment.id.clone(), deployment.clone())]);
     let instances = records.iter().map(|r| instance_view(r, &deployments)).collect();
     drop(store);
     rack.wake();
-    Ok(Reply::json_status(201, &DeployResponse { deployment, instances }))
+    Ok((DeployResponse { deployment, instances }, seeded))
+}
+
+/// Copies `seed` to `target` under another name first, so an interrupted copy never leaves a
+/// half-written volume where the agent would take it for the instance's own.
+fn seed_volume(seed: &std::path::Path, target: &std::path::Path) -> std::io::Result<()> {
+    if let Some(dir) = target.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let aside = target.with_extension("img.seeding");
+    std::fs::copy(seed, &aside)?;
+    std::fs::File::open(&aside)?.sync_all()?;
+    std::fs::rename(&aside, target)
 }
 
 fn instances(rack: &Rack, all: bool) -> Result<Reply, HttpError> {

@@ -10,7 +10,7 @@
 
 use std::{sync::Arc, thread, time::Duration};
 
-use rack_api::{DeployRequest, DeployResponse, InstanceState};
+use rack_api::{DeployRequest, InstanceState};
 
 use super::{Node, PlanSpec, Takeover};
 use crate::datadir::now_ms;
@@ -102,24 +102,24 @@ fn take_over(
         args: Some(plan.args.clone()),
         restart: Some(plan.restart),
     };
-    match node.api.post::<_, DeployResponse>("/deployments", &request) {
-        Ok(response) => {
-            let local = response.deployment.id;
-            if takeover.snapshot_taken_ms.is_some() {
-                // TODO(volumes): once the launcher attaches volumes, pass the restored volume in
-                // the deploy request instead, so it is in place before the first start.
-                let target = node.volume_path(&local);
-                if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent)?;
-                }
-                std::fs::copy(node.snapshot_path(peer, &plan.deployment), &target)?;
-                takeover.volume_path = Some(target.display().to_string());
+    // The restored snapshot becomes the new instance's volume before the deployment is stored,
+    // so the instance's first boot already finds the peer's data.
+    let seed = takeover.snapshot_taken_ms.map(|_| node.snapshot_path(peer, &plan.deployment));
+    match crate::daemon::api::create_deployment(&node.rack, &request, seed.as_deref()) {
+        Ok((response, seeded)) => {
+            if seed.is_some() && seeded.is_empty() {
+                takeover.message = Some(
+                    "the deployment was placed on another host of this rack, which has no copy of the volume \
+                     snapshot: it starts empty"
+                        .into(),
+                );
             }
-            takeover.local_deployment = Some(local);
+            takeover.volume_path = seeded.first().map(|p| p.display().to_string());
+            takeover.local_deployment = Some(response.deployment.id);
         }
         Err(error) => {
             takeover.state = "failed".into();
-            takeover.message = Some(format!("deploying here failed: {error}"));
+            takeover.message = Some(format!("deploying here failed: {}", error.error.message));
         }
     }
     eprintln!(

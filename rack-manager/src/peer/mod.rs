@@ -106,7 +106,7 @@ pub struct PlanSpec {
     pub restart: rack_api::RestartWhen,
     /// The racks it may fail over to, in order of preference.
     pub failover_to: Vec<String>,
-    /// Whether the deployment has a volume (`<data-dir>/volumes/<deployment>.img`) to replicate.
+    /// Whether the deployment has a volume to replicate (see [`Node::volume_path`]).
     pub has_volume: bool,
 }
 
@@ -354,9 +354,23 @@ impl Node {
         })
     }
 
-    /// Where a deployment's volume lives in this rack.
-    pub fn volume_path(&self, deployment: &str) -> PathBuf {
-        self.data.root().join("volumes").join(format!("{deployment}.img"))
+    /// The volume of a deployment of this rack that peers replicate: that of its first instance
+    /// (by id) whose volume is on the manager's own host (`volumes/<deployment>/<instance>.img`,
+    /// where the agent keeps it). None when it has none there: its image declares no volume, no
+    /// instance has started yet, or its instances run on other hosts, whose agents keep their
+    /// volumes in their own data directories.
+    pub fn volume_path(&self, deployment: &str) -> Option<PathBuf> {
+        let mut instances: Vec<String> = self
+            .rack
+            .store()
+            .instances()
+            .ok()?
+            .into_iter()
+            .filter(|i| i.deployment == deployment)
+            .map(|i| i.id)
+            .collect();
+        instances.sort();
+        instances.into_iter().map(|id| self.data.volume(deployment, &id)).find(|path| path.is_file())
     }
 
     pub fn snapshot_path(&self, peer: &str, deployment: &str) -> PathBuf {

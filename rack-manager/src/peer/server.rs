@@ -241,7 +241,10 @@ fn snapshot_volume(node: &Node, peer: &str, deployment: &str) -> Answer {
     check_volume_peer(node, peer, deployment)?;
     let taken_ms = now_ms();
     let seq = node.volume_seq.fetch_add(1, Ordering::SeqCst) + 1;
-    let (snapshot, bytes) = VolumeSnapshot::capture(deployment, &node.volume_path(deployment), seq, taken_ms)
+    let path = node
+        .volume_path(deployment)
+        .ok_or_else(|| wire::Response::error(404, format!("deployment {deployment} has no volume on this rack")))?;
+    let (snapshot, bytes) = VolumeSnapshot::capture(deployment, &path, seq, taken_ms)
         .map_err(|e| wire::Response::error(404, format!("deployment {deployment} has no volume: {e}")))?;
     let chunks = snapshot.chunks.iter().copied().zip(bytes).collect();
     node.served_volumes

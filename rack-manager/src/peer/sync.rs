@@ -87,7 +87,7 @@ fn plans_for(node: &Node, peer: &str) -> Vec<PlanSpec> {
         .filter_map(|d| {
             let racks = plans.get(&d.id)?;
             racks.iter().any(|r| r == peer).then(|| PlanSpec {
-                has_volume: node.volume_path(&d.id).exists(),
+                has_volume: node.volume_path(&d.id).is_some(),
                 deployment: d.id,
                 image_id: d.image_id,
                 image_name: d.image_name,
