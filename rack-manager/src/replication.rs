@@ -266,28 +266,32 @@ fn discover_racks(replicator: &Replicator, cloud: &S3Remote) {
 /// they launch, or sooner by the trickle).
 fn pull(rack: &Rack, reported: &mut HashSet<ImageId>) {
     let replicator = &rack.replication.replicator;
-    let report = replicator.pull_metas();
+    // Peer racks' metas are pulled by the peer loop (crate::peer::sync), which counts them per peer.
+    let remotes: Vec<_> = replicator.remotes().into_iter().filter(|r| !r.name().starts_with("peer ")).collect();
+    let report = replicator.pull_metas_from(&remotes);
     for (id, why) in report.refused {
         if reported.insert(id) {
             eprintln!("rack-manager: refused image {id}: {why}");
         }
     }
     for id in report.new {
-        let Ok(header) = replicator.local_header(&id) else { continue };
-        let meta_len = replicator.store().image_meta(&id).map(|m| m.len() as u64).unwrap_or(0);
-        let record = image_record(&header, meta_len + artifact::stored_bytes(&header.body));
-        let mut store = rack.store();
-        let known = store.images().map(|images| images.iter().any(|i| i.id == record.id)).unwrap_or(true);
-        if !known && let Err(e) = store.put_image(&record) {
-            eprintln!("rack-manager: registering replicated image {id}: {e}");
-        } else if !known {
-            eprintln!(
-                "rack-manager: learned image {} {} ({}) from a remote",
-                record.name,
-                record.version,
-                header.id.short()
-            );
-        }
+        register_learned(rack, &id, "a remote");
+    }
+}
+
+/// Registers image `id`, whose verified meta the image store holds, in the rack's store, so it
+/// can be deployed before its chunks are here (a launch fetches them; the trickle fills them in).
+pub fn register_learned(rack: &Rack, id: &ImageId, from: &str) {
+    let replicator = &rack.replication.replicator;
+    let Ok(header) = replicator.local_header(id) else { return };
+    let meta_len = replicator.store().image_meta(id).map(|m| m.len() as u64).unwrap_or(0);
+    let record = image_record(&header, meta_len + artifact::stored_bytes(&header.body));
+    let mut store = rack.store();
+    let known = store.images().map(|images| images.iter().any(|i| i.id == record.id)).unwrap_or(true);
+    if !known && let Err(e) = store.put_image(&record) {
+        eprintln!("rack-manager: registering replicated image {id}: {e}");
+    } else if !known {
+        eprintln!("rack-manager: learned image {} {} ({}) from {from}", record.name, record.version, header.id.short());
     }
 }
 

@@ -12,7 +12,7 @@ use std::{collections::HashSet, io::Write, sync::Arc, time::Duration};
 
 use common::image;
 use images::{Arch, artifact};
-use peering::{identity, image_ids, mesh, peer, start, until};
+use peering::{complete_image_ids, has_all_images_of, identity, image_ids, mesh, peer, start, until};
 
 const SIM: &[&str] = &["--launcher", "sim", "--memory-mib", "4096"];
 
@@ -143,7 +143,7 @@ fn a_peer_fetches_only_the_chunks_it_lacks_and_refuses_untrusted_images() {
     let httpd = image("httpd", Arch::X86_64);
     let hello = image("hello", Arch::X86_64);
     a.ok(&["image", "push", httpd.to_str().expect("utf-8")]);
-    until("b to replicate httpd", Duration::from_secs(30), || (image_ids(&b) == image_ids(&a)).then_some(()));
+    until("b to replicate httpd", Duration::from_secs(30), || has_all_images_of(&b, &a).then_some(()));
     let first = peer(&b, "a");
     let (httpd_bytes, httpd_chunks) = missing_bytes(&httpd, &[]);
     assert_eq!(first["bytes_fetched"], httpd_bytes, "b fetched every chunk of its first image once: {first}");
@@ -151,7 +151,7 @@ fn a_peer_fetches_only_the_chunks_it_lacks_and_refuses_untrusted_images() {
 
     // hello shares chunks with httpd (the runtime): b fetches only the others.
     a.ok(&["image", "push", hello.to_str().expect("utf-8")]);
-    until("b to replicate hello", Duration::from_secs(30), || (image_ids(&b) == image_ids(&a)).then_some(()));
+    until("b to replicate hello", Duration::from_secs(30), || has_all_images_of(&b, &a).then_some(()));
     let second = peer(&b, "a");
     let (hello_bytes, hello_chunks) = missing_bytes(&hello, &[&httpd]);
     let (hello_total, _) = missing_bytes(&hello, &[]);
@@ -209,14 +209,55 @@ fn damaged_chunks_on_the_wire_are_detected_and_fetched_again() {
     let b = start("b", SIM);
     mesh(&[&a, &b]);
     a.ok(&["image", "push", image("httpd", Arch::X86_64).to_str().expect("utf-8")]);
-    until("b to replicate httpd", Duration::from_secs(30), || (image_ids(&b) == image_ids(&a)).then_some(()));
+    until("b to replicate httpd", Duration::from_secs(30), || has_all_images_of(&b, &a).then_some(()));
     let seen = peer(&b, "a");
     assert_eq!(seen["corrupt_chunks"], 3, "each damaged chunk was caught by its hash: {seen}");
-    // The stored image is byte-for-byte the original: `image push` verified it in full again.
     let inspect = b.ok(&["image", "inspect", "httpd", "-o", "json"]);
     let original =
         artifact::read_unverified(&std::fs::read(image("httpd", Arch::X86_64)).expect("reads")).expect("image").0;
     assert!(inspect.contains(&original.to_string()), "{inspect}");
+    // The image assembled from the chunks for a launch is verified in full again: it runs.
+    b.ok(&["deploy", "httpd"]);
+    b.wait_for("httpd on b", Duration::from_secs(30), |all| {
+        all.len() == 1 && all[0].state == rack_api::InstanceState::Running
+    });
+}
+
+#[test]
+fn a_peer_boots_an_image_it_knows_only_by_its_meta_after_fetching_the_chunks_it_needs() {
+    // b's background trickle is capped at 1 byte/s: after its first burst (one chunk at most),
+    // only the launch fetches chunks.
+    let a = start("a", SIM);
+    let b = start("b", &["--launcher", "sim", "--memory-mib", "4096", "--replicate-rate", "1"]);
+    mesh(&[&a, &b]);
+    let hello = image("hello", Arch::X86_64);
+    let httpd = image("httpd", Arch::X86_64);
+    a.ok(&["image", "push", hello.to_str().expect("utf-8")]);
+    a.ok(&["image", "push", httpd.to_str().expect("utf-8")]);
+    until("b to learn a's images", Duration::from_secs(30), || (image_ids(&b) == image_ids(&a)).then_some(()));
+    let httpd_id = artifact::read_unverified(&std::fs::read(&httpd).expect("reads")).expect("an image").0.to_string();
+    let status: serde_json::Value = serde_json::from_str(&b.api_get("/v1/replication")).expect("JSON");
+    let state = status["images"].as_array().and_then(|all| all.iter().find(|i| i["id"] == httpd_id.as_str()).cloned());
+    let state = state.expect("b's image store knows httpd");
+    let (local, total) = (state["local_bytes"].as_u64().expect("bytes"), state["total_bytes"].as_u64().expect("bytes"));
+    assert!(local < total, "b holds only part of httpd before it launches it: {state}");
+    let before = peer(&b, "a")["bytes_fetched"].as_u64().expect("a count");
+
+    b.ok(&["deploy", "httpd"]);
+    b.wait_for("httpd on b", Duration::from_secs(30), |all| {
+        all.len() == 1 && all[0].state == rack_api::InstanceState::Running
+    });
+    assert!(complete_image_ids(&b).contains(&httpd_id), "the launch fetched every chunk httpd lacked");
+    // Exactly the chunk bytes httpd lacked were fetched since, each once: nothing of hello, nothing twice.
+    let seen = peer(&b, "a");
+    let fetched = seen["bytes_fetched"].as_u64().expect("a count");
+    assert_eq!(seen["corrupt_chunks"], 0, "{seen}");
+    assert_eq!(fetched - before, total - local, "b fetched only what httpd lacked: {seen}");
+    println!(
+        "lazy replication: b held {local} of httpd's {total} chunk bytes when it launched it; the launch fetched {} \
+         bytes (b fetched {fetched} bytes from a in all, hello's trickle included)",
+        fetched - before
+    );
 }
 
 #[test]

@@ -282,9 +282,15 @@ impl Replicator {
     /// Fetches the metas of every image a remote holds that this rack lacks (the eager half of
     /// replication). Refused metas are reported and not stored.
     pub fn pull_metas(&self) -> PullReport {
+        self.pull_metas_from(&self.remotes())
+    }
+
+    /// [`Replicator::pull_metas`] from `remotes` only (a caller that pulls from some remotes on
+    /// its own schedule).
+    pub fn pull_metas_from(&self, remotes: &[Arc<dyn Remote>]) -> PullReport {
         let mut report = PullReport::default();
         let mut seen: HashSet<ImageId> = HashSet::new();
-        for remote in self.remotes() {
+        for remote in remotes {
             let ids = match remote.list_images() {
                 Ok(ids) => ids,
                 Err(e) => {

@@ -88,6 +88,13 @@ fn take_over(
         state: "starting".into(),
         message: None,
     };
+    if !node.image_complete(&plan.image_id) {
+        // The owner is down: the chunks the trickle has not brought yet must come from the cloud tier.
+        takeover.message = Some(format!(
+            "image {} was not complete here: its missing chunks are fetched from the other remotes",
+            plan.image_name
+        ));
+    }
     if plan.has_volume && snapshot_taken_ms.is_none() {
         takeover.message =
             Some("the deployment has a volume but no snapshot reached this rack: it starts empty".into());

@@ -212,6 +212,9 @@ pub struct Node {
     takeovers: Mutex<Vec<Takeover>>,
     /// Serialises image fetches, so two sync passes do not fetch the same image twice.
     fetching: Mutex<()>,
+    /// The peers whose remote is registered with the rack's replicator, with the URL and
+    /// fingerprint it was made for.
+    registered_remotes: Mutex<HashMap<String, String>>,
     pub corrupt_budget: std::sync::atomic::AtomicU64,
     pub served_volumes: Mutex<HashMap<String, Arc<ServedVolume>>>,
     pub volume_seq: std::sync::atomic::AtomicU64,
@@ -413,6 +416,7 @@ pub fn start(rack: &Arc<Rack>, args: &PeerArgs, api_url: &str) -> anyhow::Result
         plans: Mutex::new(plans),
         takeovers: Mutex::new(takeovers),
         fetching: Mutex::new(()),
+        registered_remotes: Mutex::new(HashMap::new()),
         corrupt_budget: std::sync::atomic::AtomicU64::new(args.test_corrupt_chunks),
         served_volumes: Mutex::new(HashMap::new()),
         volume_seq: std::sync::atomic::AtomicU64::new(0),

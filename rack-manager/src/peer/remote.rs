@@ -19,15 +19,40 @@ use super::{
 /// The most chunks asked for in one request (the server's limit).
 pub const CHUNK_BATCH: usize = 1024;
 
-#[derive(Debug, Clone)]
+/// What one answer of chunks held: good chunks and their bytes, and chunks whose bytes did not
+/// match their hash (the replicator asks for those again).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChunkTally {
+    pub chunks: u64,
+    pub bytes: u64,
+    pub corrupt: u64,
+}
+
+/// Called with the tally of every chunk answer (the rack's per-peer counters).
+pub type TallySink = std::sync::Arc<dyn Fn(ChunkTally) + Send + Sync>;
+
+#[derive(Clone)]
 pub struct PeerRemote {
     peer: String,
     client: PeerClient,
+    tally: Option<TallySink>,
+}
+
+impl std::fmt::Debug for PeerRemote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerRemote").field("peer", &self.peer).finish_non_exhaustive()
+    }
 }
 
 impl PeerRemote {
     pub fn new(peer: &str, client: PeerClient) -> PeerRemote {
-        PeerRemote { peer: peer.to_owned(), client }
+        PeerRemote { peer: peer.to_owned(), client, tally: None }
+    }
+
+    /// This remote, reporting what each chunk answer held to `sink`.
+    pub fn with_tally(mut self, sink: TallySink) -> PeerRemote {
+        self.tally = Some(sink);
+        self
     }
 
     fn call(&self, method: &str, path: &str, body: &[u8]) -> Result<Vec<u8>, RemoteError> {
@@ -163,7 +188,21 @@ impl Remote for PeerRemote {
                 .and_then(|body| self.call("POST", "/peer/v1/chunks", &body))
                 .and_then(|reply| split_frames(&reply, batch.len()).map_err(|e| corrupt(&self.peer, e)));
             match answer {
-                Ok(frames) => out.extend(frames.into_iter().map(Ok)),
+                Ok(frames) => {
+                    if let Some(sink) = &self.tally {
+                        let mut tally = ChunkTally::default();
+                        for (id, bytes) in batch.iter().zip(&frames) {
+                            if id.matches(bytes) {
+                                tally.chunks += 1;
+                                tally.bytes += bytes.len() as u64;
+                            } else {
+                                tally.corrupt += 1;
+                            }
+                        }
+                        sink(tally);
+                    }
+                    out.extend(frames.into_iter().map(Ok));
+                }
                 Err(error) => out.extend(batch.iter().map(|_| Err(error.clone()))),
             }
         }

@@ -1,33 +1,25 @@
 //! The loops that keep peers in step: heartbeats (and, in their replies, news of takeovers), and
 //! replication of images and volume snapshots.
 //!
-//! Images are pulled, not pushed: a rack lists each peer's images and fetches those it lacks.
-//! For each, it first fetches the signed header alone and checks the signature against its own
-//! trusted keys (an image from an untrusted key costs one header and is never stored), then only
-//! the chunks none of its own images already has, checking each chunk's BLAKE3 hash and fetching
-//! a damaged one again. The assembled image then goes through the rack API's `image push`, which
-//! verifies it in full once more before storing it.
+//! Images are pulled, not pushed. Metas come eagerly: a rack lists each peer's images and
+//! fetches the meta (signed header) of those it lacks, checks the signature against its own
+//! trusted keys (an image from an untrusted key costs one meta and is never stored) and
+//! registers the image. Chunks come lazily, through the peer's [`PeerRemote`] registered with
+//! the rack's replicator: only those no local image has, each checked against its BLAKE3 hash
+//! (a damaged one is fetched again), when the image is launched here or by the background
+//! trickle under `--replicate-rate`. `failover plan` shows whether an image is complete here.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-    thread,
-    time::Duration,
-};
-
-use images::artifact;
-use rack_api::{Desired, InstanceState};
+use std::{sync::Arc, thread, time::Duration};
 
 use images::artifact::ImageId;
-use replica::{ChunkId, Remote};
+use rack_api::{Desired, InstanceState};
+use replica::{ChunkId, Remote, RemoteError};
 
-use super::{Heartbeat, HeartbeatReply, Node, PeerEntry, PlanSpec, local::LocalChunks, remote::PeerRemote};
+use super::{
+    Heartbeat, HeartbeatReply, Node, PeerEntry, PlanSpec,
+    remote::{ChunkTally, PeerRemote},
+};
 use crate::{datadir::now_ms, reconcile::run_ref};
-
-/// Chunks per round of fetching (and of refetching damaged ones).
-const CHUNK_BATCH: usize = super::remote::CHUNK_BATCH;
-/// Attempts at a chunk whose bytes do not match its hash.
-const CHUNK_ATTEMPTS: u32 = 4;
 
 pub fn spawn(node: Arc<Node>) {
     let beats = node.clone();
@@ -54,6 +46,7 @@ pub fn spawn(node: Arc<Node>) {
     });
     thread::spawn(move || {
         loop {
+            register_remotes(&node);
             for peer in node.peers() {
                 if node.partitioned() {
                     break;
@@ -170,7 +163,9 @@ fn fence(node: &Node, peer: &str, reply: &HeartbeatReply) {
 }
 
 /// One replication pass from `peer`: volume snapshots of the deployments that fail over here,
-/// then every image this rack lacks.
+/// then the metas of the peer's images this rack lacks (eagerly: they are small). Their chunks
+/// come lazily, through the peer's remote registered with the rack's replicator: fetched when an
+/// image is launched here, and trickled in the background under `--replicate-rate`.
 fn replicate(node: &Node, peer: &PeerEntry) -> anyhow::Result<()> {
     let remote = PeerRemote::new(&peer.name, node.client(peer, Duration::from_secs(60))?);
     let plans = node.runtime().get(&peer.name).map(|r| r.plans.clone()).unwrap_or_default();
@@ -189,92 +184,80 @@ fn replicate(node: &Node, peer: &PeerEntry) -> anyhow::Result<()> {
         entry.snapshots.insert(plan.deployment.clone(), snapshot.captured_ms);
         entry.volume_bytes_fetched += fetched.bytes;
     }
-    let theirs = remote.list_images()?;
     let _one_at_a_time = node.fetching.lock().unwrap_or_else(|p| p.into_inner());
-    // Complete images only: one registered from its meta alone still lacks chunks this rack
-    // would need if the peer went down.
-    let mine: HashSet<String> =
-        node.rack.store().images()?.into_iter().map(|i| i.id).filter(|id| node.image_complete(id)).collect();
-    for image in theirs.iter().filter(|i| !mine.contains(&i.to_string())) {
-        if let Err(error) = fetch_image(node, &peer.name, &remote, image) {
-            eprintln!("rack-manager: image {image} from peer {}: {error:#}", peer.name);
+    let replicator = &node.rack.replication.replicator;
+    for id in remote.list_images()? {
+        if replicator.store().has_image_meta(&id) {
+            continue;
+        }
+        if let Err(error) = learn_image(node, &peer.name, &remote, &id) {
+            eprintln!("rack-manager: image {id} from peer {}: {error:#}", peer.name);
         }
     }
     Ok(())
 }
 
-/// Fetches one image from a peer: header (signature checked), then only the missing chunks.
-pub fn fetch_image(node: &Node, peer: &str, remote: &dyn Remote, id: &ImageId) -> anyhow::Result<()> {
-    let header = remote.get_image_meta(id)?;
-    let verified = match artifact::verify_header(&header, &node.rack.trusted) {
-        Ok(verified) => verified,
+/// Learns one image of a peer from its meta alone: the signature is checked against this
+/// rack's trusted keys (an image from an untrusted key costs one meta and is never stored), and
+/// the image is registered, so it can be deployed at once.
+fn learn_image(node: &Node, peer: &str, remote: &dyn Remote, id: &ImageId) -> anyhow::Result<()> {
+    let meta = remote.get_image_meta(id)?;
+    let replicator = &node.rack.replication.replicator;
+    let header = match replicator.accept_meta(id, &meta) {
+        Ok(header) => header,
         Err(error) => {
-            node.runtime().entry(peer.to_owned()).or_default().refused_images += 1;
+            if matches!(error, RemoteError::Untrusted(_) | RemoteError::Corrupt(_)) {
+                node.runtime().entry(peer.to_owned()).or_default().refused_images += 1;
+            }
             anyhow::bail!("refused: {error}");
         }
     };
-    anyhow::ensure!(verified.id == *id, "the peer sent the header of {} for {id}", verified.id);
-    anyhow::ensure!(verified.chunks_offset as usize == header.len(), "the header has trailing bytes");
-    let chunks = verified.body.distinct_chunks();
-    let local = LocalChunks::new(&node.rack);
-    let missing: Vec<_> = chunks.iter().filter(|c| !local.has(&c.hash)).copied().collect();
-    let mut fetched: HashMap<[u8; 32], Vec<u8>> = HashMap::new();
-    let (mut bytes_fetched, mut corrupt) = (0u64, 0u64);
-    for batch in missing.chunks(CHUNK_BATCH) {
-        let mut pending: Vec<_> = batch.to_vec();
-        for attempt in 1..=CHUNK_ATTEMPTS {
-            let ids: Vec<ChunkId> = pending.iter().map(|c| ChunkId(c.hash)).collect();
-            let answers = remote.get_chunks(&ids);
-            let mut damaged = Vec::new();
-            for (chunk, answer) in pending.iter().zip(answers) {
-                let bytes = answer?;
-                bytes_fetched += bytes.len() as u64;
-                if bytes.len() == chunk.len as usize && ChunkId(chunk.hash).matches(&bytes) {
-                    fetched.insert(chunk.hash, bytes);
-                } else {
-                    damaged.push(*chunk);
-                }
-            }
-            corrupt += damaged.len() as u64;
-            if !damaged.is_empty() {
-                eprintln!(
-                    "rack-manager: {} chunk(s) of image {id} from {peer} did not match their hash (attempt {attempt}); fetching them again",
-                    damaged.len()
-                );
-            }
-            pending = damaged;
-            if pending.is_empty() {
-                break;
-            }
-        }
-        anyhow::ensure!(
-            pending.is_empty(),
-            "{} chunk(s) stayed corrupt after {CHUNK_ATTEMPTS} attempts",
-            pending.len()
-        );
-    }
-    let mut assembled = header;
-    for chunk in &chunks {
-        match fetched.get(&chunk.hash) {
-            Some(bytes) => assembled.extend_from_slice(bytes),
-            None => {
-                let bytes = local.get(&chunk.hash).ok_or_else(|| anyhow::anyhow!("a local chunk vanished"))?;
-                assembled.extend_from_slice(&bytes);
-            }
-        }
-    }
-    let _: serde_json::Value = node.api.post_raw("/images", "application/octet-stream", &assembled)?;
+    crate::replication::register_learned(&node.rack, id, &format!("peer {peer}"));
+    let chunks = header.body.distinct_chunks();
+    let local = chunks.iter().filter(|c| replicator.store().has(&ChunkId(c.hash))).count();
     let mut runtime = node.runtime();
     let entry = runtime.entry(peer.to_owned()).or_default();
     entry.images_replicated += 1;
-    entry.chunks_fetched += missing.len() as u64;
-    entry.chunks_reused += (chunks.len() - missing.len()) as u64;
-    entry.bytes_fetched += bytes_fetched;
-    entry.corrupt_chunks += corrupt;
-    eprintln!(
-        "rack-manager: replicated image {id} from {peer}: {} of {} chunks fetched ({bytes_fetched} bytes), {corrupt} refetched",
-        missing.len(),
-        chunks.len()
-    );
+    entry.chunks_reused += local as u64;
     Ok(())
+}
+
+/// Keeps one [`PeerRemote`] per configured peer registered with the rack's replicator (launches
+/// and the trickle fetch chunks through it), counting what it fetches in the peer's runtime
+/// entry; a peer removed or changed is unregistered (and registered again as it is now).
+pub fn register_remotes(node: &Arc<Node>) {
+    let replicator = &node.rack.replication.replicator;
+    let peers = node.peers();
+    let mut registered = node.registered_remotes.lock().unwrap_or_else(|p| p.into_inner());
+    registered.retain(|name, key| {
+        let current = peers.iter().find(|p| &p.name == name).map(|p| format!("{} {}", p.url, p.fingerprint));
+        let keep = current.as_ref() == Some(key);
+        if !keep {
+            replicator.remove_remote(&format!("peer {name}"));
+        }
+        keep
+    });
+    for peer in &peers {
+        if registered.contains_key(&peer.name) {
+            continue;
+        }
+        let client = match node.client(peer, Duration::from_secs(60)) {
+            Ok(client) => client,
+            Err(error) => {
+                eprintln!("rack-manager: peer {}: {error:#}", peer.name);
+                continue;
+            }
+        };
+        let (tallied, name) = (Arc::downgrade(node), peer.name.clone());
+        let sink: super::remote::TallySink = Arc::new(move |tally: ChunkTally| {
+            let Some(node) = tallied.upgrade() else { return };
+            let mut runtime = node.runtime();
+            let entry = runtime.entry(name.clone()).or_default();
+            entry.chunks_fetched += tally.chunks;
+            entry.bytes_fetched += tally.bytes;
+            entry.corrupt_chunks += tally.corrupt;
+        });
+        replicator.add_remote(Arc::new(PeerRemote::new(&peer.name, client).with_tally(sink)));
+        registered.insert(peer.name.clone(), format!("{} {}", peer.url, peer.fingerprint));
+    }
 }

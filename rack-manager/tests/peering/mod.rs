@@ -67,6 +67,26 @@ pub fn image_ids(rack: &Rack) -> Vec<String> {
     ids
 }
 
+/// The ids of the images whose every chunk `rack` holds (`GET /v1/replication`).
+pub fn complete_image_ids(rack: &Rack) -> Vec<String> {
+    let status: Value = serde_json::from_str(&rack.api_get("/v1/replication")).expect("replication status is JSON");
+    let mut ids: Vec<String> = status["images"]
+        .as_array()
+        .expect("a list of images")
+        .iter()
+        .filter(|i| i["behind_bytes"] == 0)
+        .map(|i| i["id"].as_str().expect("an id").to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Whether `rack` has registered every image `other` has, and holds all their chunks.
+pub fn has_all_images_of(rack: &Rack, other: &Rack) -> bool {
+    let wanted = image_ids(other);
+    image_ids(rack) == wanted && wanted.iter().all(|id| complete_image_ids(rack).contains(id))
+}
+
 /// Polls `check` until it returns `Some`, for at most `timeout`.
 pub fn until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
