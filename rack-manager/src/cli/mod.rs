@@ -194,9 +194,11 @@ struct StoreArgs {
     /// With --store etcd: the etcd members' client URLs, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379", value_name = "URLS")]
     etcd_endpoints: Vec<String>,
-    /// With --store etcd: the rack's name; its state lives under /mast/<rack>/.
-    #[arg(long, default_value = "default", value_name = "NAME")]
-    rack: String,
+    /// This rack's name (also `--rack-name`): with --store etcd its state lives under
+    /// /mast/<rack>/ [default: default]; with --peer-listen it is the rack's identity to its
+    /// peers, fixed at the first start [default: rack].
+    #[arg(long, alias = "rack-name", value_name = "NAME")]
+    rack: Option<String>,
     /// With --store etcd: seconds after which a dead manager's hosts read as down and a standby
     /// takes over as scheduler.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
@@ -209,7 +211,7 @@ impl StoreArgs {
             StoreKind::Sqlite => StoreChoice::Sqlite,
             StoreKind::Etcd => StoreChoice::Etcd(crate::store::etcd::EtcdSettings {
                 endpoints: self.etcd_endpoints.clone(),
-                rack: self.rack.clone(),
+                rack: self.rack.clone().unwrap_or_else(|| "default".to_owned()),
                 lease_ttl_s: self.lease_ttl,
             }),
         }
@@ -435,7 +437,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             vcpus: args.vcpus,
             sim_hosts: args.sim_hosts,
             replication: args.replication.clone(),
-            peer: args.peer.clone(),
+            peer: crate::peer::PeerArgs { rack_name: args.store.rack.clone(), ..args.peer.clone() },
         }),
         Command::Agent(args) => agent(&cli, args, &data_dir),
         Command::Host(command) => {

@@ -56,8 +56,9 @@ pub struct PeerArgs {
     /// Address of the peer listener (mutual TLS, for other racks). Without it the rack has no peers.
     #[arg(long, value_name = "ADDR")]
     pub peer_listen: Option<SocketAddr>,
-    /// This rack's name, fixed at its first start [default: rack].
-    #[arg(long, value_name = "NAME")]
+    /// This rack's name, fixed at its first start [default: rack]: `serve --rack` (alias
+    /// `--rack-name`), which also names the rack's state in etcd.
+    #[arg(skip)]
     pub rack_name: Option<String>,
     /// How often to send each peer a heartbeat, in milliseconds.
     #[arg(long, default_value_t = 1000, value_name = "MS")]
