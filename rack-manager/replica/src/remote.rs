@@ -64,6 +64,12 @@ pub trait Remote: Send + Sync + fmt::Debug {
     /// always restorable from it.
     fn put_volume_snapshot(&self, snapshot: &VolumeSnapshot) -> Result<(), RemoteError>;
 
+    /// Whether this remote takes pushes (image and volume snapshots). A peer rack does not:
+    /// racks pull from each other, so volume snapshots skip it.
+    fn accepts_pushes(&self) -> bool {
+        true
+    }
+
     /// The bytes of several chunks, one result per id, in order. The default asks for each in
     /// turn; a remote with a batch call overrides it.
     fn get_chunks(&self, ids: &[ChunkId]) -> Vec<Result<Vec<u8>, RemoteError>> {

@@ -687,7 +687,7 @@ impl Replicator {
         ids.sort();
         ids.dedup();
         let mut sent = Transfer::default();
-        for remote in self.remotes() {
+        for remote in self.remotes().into_iter().filter(|r| r.accepts_pushes()) {
             let pushed = self.push_chunks(&*remote, ids.clone(), false, |id| {
                 by_id.get(id).map(|b| b.to_vec()).ok_or_else(|| StoreError::NotFound(format!("chunk {id}")))
             })?;

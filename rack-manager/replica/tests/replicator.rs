@@ -160,3 +160,62 @@ fn a_capped_push_takes_at_least_as_long_as_the_cap_demands() {
     assert!(elapsed.as_secs_f64() >= earned_seconds * 0.99, "{sent:?} in {elapsed:?} at {rate} B/s");
     assert!(b.replicator.image_state(&id).expect("pushed meta").is_complete());
 }
+
+/// A remote that serves but takes no pushes, as a peer rack does.
+#[derive(Debug)]
+struct PullOnly(Arc<StoreRemote>);
+
+impl replica::Remote for PullOnly {
+    fn name(&self) -> String {
+        "pull-only".into()
+    }
+    fn list_images(&self) -> Result<Vec<images::artifact::ImageId>, replica::RemoteError> {
+        self.0.list_images()
+    }
+    fn get_image_meta(&self, id: &images::artifact::ImageId) -> Result<Vec<u8>, replica::RemoteError> {
+        self.0.get_image_meta(id)
+    }
+    fn put_image_meta(&self, _: &images::artifact::ImageId, _: &[u8]) -> Result<(), replica::RemoteError> {
+        Err(replica::RemoteError::Unauthorized("no pushes".into()))
+    }
+    fn has_chunks(&self, ids: &[replica::ChunkId]) -> Result<Vec<bool>, replica::RemoteError> {
+        self.0.has_chunks(ids)
+    }
+    fn get_chunk(&self, id: &replica::ChunkId) -> Result<Vec<u8>, replica::RemoteError> {
+        self.0.get_chunk(id)
+    }
+    fn put_chunk(&self, _: &replica::ChunkId, _: &[u8]) -> Result<(), replica::RemoteError> {
+        Err(replica::RemoteError::Unauthorized("no pushes".into()))
+    }
+    fn list_volumes(&self) -> Result<Vec<String>, replica::RemoteError> {
+        self.0.list_volumes()
+    }
+    fn list_volume_snapshots(&self, volume: &str) -> Result<Vec<u64>, replica::RemoteError> {
+        self.0.list_volume_snapshots(volume)
+    }
+    fn get_volume_snapshot(&self, volume: &str, seq: u64) -> Result<replica::VolumeSnapshot, replica::RemoteError> {
+        self.0.get_volume_snapshot(volume, seq)
+    }
+    fn put_volume_snapshot(&self, _: &replica::VolumeSnapshot) -> Result<(), replica::RemoteError> {
+        Err(replica::RemoteError::Unauthorized("no pushes".into()))
+    }
+    fn accepts_pushes(&self) -> bool {
+        false
+    }
+}
+
+#[test]
+fn volume_snapshots_go_to_the_remotes_that_take_pushes_and_skip_pull_only_ones() {
+    use replica::Remote;
+    let a = Rack::unlimited();
+    let cloud = Rack::unlimited();
+    let other = Rack::unlimited();
+    a.replicator.add_remote(Arc::new(PullOnly(peer_of(&other))));
+    let cloud_remote = Arc::new(StoreRemote::new("cloud", cloud.replicator.store().clone(), common::trusted()));
+    a.replicator.add_remote(cloud_remote.clone());
+    let volume = a.dir.path().join("kv.img");
+    std::fs::write(&volume, vec![7u8; 200_000]).expect("the volume");
+    let pushed = a.replicator.snapshot_volume("kv", &volume, 1_000).expect("a pull-only remote does not fail it");
+    assert_eq!(cloud_remote.list_volume_snapshots("kv").expect("listed"), [pushed.snapshot.seq]);
+    assert!(other.replicator.store().volume_snapshots("kv").expect("listed").is_empty(), "nothing pushed to it");
+}

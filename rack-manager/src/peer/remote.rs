@@ -170,6 +170,10 @@ impl Remote for PeerRemote {
         Ok(snapshot)
     }
 
+    fn accepts_pushes(&self) -> bool {
+        false
+    }
+
     fn put_volume_snapshot(&self, _snapshot: &VolumeSnapshot) -> Result<(), RemoteError> {
         Err(RemoteError::Unauthorized(format!(
             "peer {}: racks pull from each other; a peer accepts no pushes",
