@@ -9,6 +9,7 @@ mod bench_http;
 mod bench_image;
 mod bench_kvlog;
 mod bench_placement;
+mod bench_tender_boot;
 mod deps;
 mod image;
 mod keygen;
