@@ -51,6 +51,17 @@ fn page_fault_is_reported_on_x86_64() {
     assert!(text.contains("page fault") && text.contains("rip="), "report lacks the fault in words:\n{text}");
 }
 
+/// The appliance runs at CPL 3 on x86_64; its stack's guard page must still turn an overflow into
+/// a report (taken on the kernel stack) rather than silent corruption.
+#[test]
+fn stack_overflow_is_reported_on_x86_64() {
+    let Some(run) = crash(Arch::X86_64, &["overflow"], "stack_overflow_is_reported_on_x86_64") else { return };
+    run.check(Exit::Status(ExitCode::CPU_EXCEPTION.0), "a stack overflow")
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    let text = run.console_text().to_lowercase();
+    assert!(text.contains("page fault") && text.contains("cs=0x33"), "report lacks the fault at CPL 3:\n{text}");
+}
+
 #[test]
 fn appliance_status_reaches_the_host_on_both_arches() {
     for arch in Arch::ALL {

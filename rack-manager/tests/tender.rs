@@ -147,9 +147,8 @@ fn serving(rack: &Rack) -> Instance {
     instances[0].clone()
 }
 
-/// A rack whose daemon runs the tender launcher inside `namespace`. The daemon is started with
-/// `ip netns exec`, which also gives it a sysfs of the namespace (the tender looks for its tap in
-/// /sys/class/net); the CLI runs from this thread, already inside.
+/// A rack whose daemon runs the tender launcher inside `namespace`, started with `ip netns exec`;
+/// the CLI runs from this thread, already inside.
 fn tender_rack(namespace: &InNamespace) -> Rack {
     let tender = tender_binary();
     let name = namespace.name();

@@ -8,7 +8,6 @@ use std::{
     fs::{File, OpenOptions},
     hash::{DefaultHasher, Hash, Hasher},
     os::{fd::AsRawFd, unix::fs::OpenOptionsExt},
-    path::Path,
 };
 
 use anyhow::{Context, Result, bail};
@@ -29,15 +28,15 @@ pub struct Tap {
 impl Tap {
     /// Attaches to the existing tap device `name` (Ethernet frames, no packet-info header).
     pub fn open(name: &str) -> Result<Tap> {
-        let request = ifreq(name)?;
-        let sys = Path::new("/sys/class/net").join(name);
-        if !sys.exists() {
+        let mut request = ifreq(name)?;
+        // Looked up in the caller's network namespace (unlike /sys/class/net, which shows the one
+        // /sys was mounted in): a tender started inside a namespace finds the taps there.
+        let c_name = std::ffi::CString::new(name).context("interface name")?;
+        // SAFETY: `c_name` is a NUL-terminated string that lives across the call; the call only reads it.
+        if unsafe { libc::if_nametoindex(c_name.as_ptr()) } == 0 {
             bail!(
                 "--net {name}: no network interface named {name:?}; create it first, e.g. `ip tuntap add dev {name} mode tap`"
             );
-        }
-        if !sys.join("tun_flags").exists() {
-            bail!("--net {name}: {name:?} is a network interface but not a tap device");
         }
         let file = OpenOptions::new()
             .read(true)
@@ -45,7 +44,6 @@ impl Tap {
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open("/dev/net/tun")
             .context("opening /dev/net/tun (is the tun module loaded, and may this user open it?)")?;
-        let mut request = request;
         // SAFETY: TUNSETIFF reads and writes a `struct ifreq`; `request` is a 40-byte buffer laid
         // out as one (name, then flags) that lives across the call, and the fd is the one just opened.
         let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF as _, request.as_mut_ptr()) };
@@ -54,7 +52,8 @@ impl Tap {
             let hint = match error.raw_os_error() {
                 Some(libc::EPERM) => "this user may not attach it (set its owner with `ip tuntap add ... user USER`)",
                 Some(libc::EBUSY) => "another process holds it, or it is not a single-queue tap without packet info",
-                Some(libc::EINVAL) => "it is not a tap device with these flags",
+                // TUNSETIFF on an existing interface that is not a tap (or not one without packet info).
+                Some(libc::EINVAL) => "it is a network interface but not a tap device (without packet info)",
                 _ => "",
             };
             bail!("--net {name}: attaching tap {name:?} failed: {error} {hint}");
@@ -106,6 +105,8 @@ pub fn parse_mac(text: &str) -> Result<[u8; 6], String> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -135,5 +136,15 @@ mod tests {
     fn a_missing_tap_is_named() {
         let error = Tap::open("mastnone0").expect_err("no such interface").to_string();
         assert!(error.contains("no network interface named") && error.contains("ip tuntap add"), "{error}");
+    }
+
+    #[test]
+    fn an_interface_that_is_not_a_tap_is_refused() {
+        if !Path::new("/dev/net/tun").exists() {
+            eprintln!("skipped: no /dev/net/tun");
+            return;
+        }
+        let error = Tap::open("lo").expect_err("lo is no tap").to_string();
+        assert!(error.contains("not a tap device"), "{error}");
     }
 }

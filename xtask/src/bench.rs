@@ -4,7 +4,7 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use images::Arch;
+use images::{Arch, Platform};
 use qemu_tests::{Exit, Machine, kvm};
 use runtime::board::BoardKind;
 
@@ -12,7 +12,7 @@ use crate::deps;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Image size and QEMU start → hello's exit, per architecture.
+    /// hello per architecture: image size, start → first console line and → exit (QEMU, or the tender).
     Boot(BootArgs),
     /// Image verification speed, and how many bytes two builds share in identical chunks.
     Image(ImageArgs),
@@ -57,6 +57,9 @@ pub struct BootArgs {
     /// Only this aarch64 board: virt, or rpi3 (QEMU `raspi3b`). rpi4 has no QEMU 7.2 machine.
     #[arg(long, value_name = "BOARD", value_parser = crate::image::parse_board)]
     pub board: Option<images::build::Board>,
+    /// The machine: qemu (the default) or tender (the host's architecture, under KVM).
+    #[arg(long, default_value_t = Platform::Qemu, conflicts_with = "board")]
+    pub platform: Platform,
 }
 
 pub fn main(command: BenchCommand) -> Result<ExitCode> {
@@ -72,6 +75,9 @@ pub fn main(command: BenchCommand) -> Result<ExitCode> {
 }
 
 fn boot(args: BootArgs) -> Result<ExitCode> {
+    if args.platform == Platform::Tender {
+        return crate::bench_tender_boot::main(&args);
+    }
     let board = args.board.filter(|b| b.kind != BoardKind::Virt);
     if board.is_some_and(|b| b.kind != BoardKind::Rpi3) {
         bail!("only virt and rpi3 boot in QEMU 7.2 (`raspi3b`); rpi4 images are for real boards");
@@ -142,7 +148,7 @@ fn reset_to_main(line: &str) -> Option<Duration> {
     Some(Duration::from_micros(micros))
 }
 
-fn ms(d: Duration) -> String {
+pub fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 

@@ -10,6 +10,7 @@ mod bench_image;
 mod bench_kvlog;
 mod bench_placement;
 mod bench_replication;
+mod bench_tender_boot;
 mod deps;
 mod image;
 mod keygen;

@@ -2,6 +2,8 @@
 //!
 //! - no argument or `panic`: panics (status 101, message and location on the console);
 //! - `fault`: reads unmapped memory, so the CPU raises an exception (status 102, fault report);
+//! - `overflow`: recurses until the stack runs into its guard page (status 102, a report naming a
+//!   stack overflow, where the platform has guard pages: QEMU on both architectures);
 //! - `exit N`: returns status N.
 #![no_std]
 #![no_main]
@@ -24,6 +26,12 @@ fn main(ctx: &mut Context) -> ExitCode {
             println!("crash: the read returned, which it must not");
             ExitCode::FAILURE
         }
+        "overflow" => {
+            println!("crash: recursing until the stack runs out");
+            let depth = recurse(0);
+            println!("crash: the recursion returned at depth {depth}, which it must not");
+            ExitCode::FAILURE
+        }
         "exit" => match ctx.args().get(1).and_then(|n| n.parse::<u8>().ok()) {
             Some(code) => ExitCode(code),
             None => {
@@ -32,10 +40,17 @@ fn main(ctx: &mut Context) -> ExitCode {
             }
         },
         other => {
-            println!("crash: unknown mode {other:?}; expected panic, fault or exit N");
+            println!("crash: unknown mode {other:?}; expected panic, fault, overflow or exit N");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Recurses without end (as far as the compiler can tell: the condition is opaque to it), each
+/// frame holding a buffer the optimiser cannot drop, so the stack grows until it faults.
+fn recurse(depth: u64) -> u64 {
+    let frame = core::hint::black_box([depth; 64]);
+    if core::hint::black_box(true) { recurse(depth + 1) + frame[63] } else { frame[0] }
 }
 
 #[allow(unsafe_code)]

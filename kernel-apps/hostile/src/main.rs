@@ -18,7 +18,8 @@
 //! It runs on the tender only (x86_64): on QEMU it refuses to start (status 2). Exit statuses: 1 the
 //! attack was not stopped, 2 bad or missing argument, 3 no network interface for `ring-corrupt`.
 //!
-//! The `unsafe` here is the point of the appliance: raw hypercalls and accesses the ABI forbids.
+//! The `unsafe` here is the point of the appliance: raw hypercalls and accesses the ABI forbids,
+//! made at CPL 0 through `runtime::privileged` (the runtime runs appliances at CPL 3).
 #![no_std]
 #![no_main]
 
@@ -55,17 +56,11 @@ fn main(ctx: &mut Context) -> ExitCode {
     runtime::console::flush();
     #[cfg(target_arch = "x86_64")]
     {
-        let ram_end = ctx.ram_bytes() as u64;
-        let outcome = match attack.as_str() {
-            "write-outside" => x86_64::write_outside(),
-            "read-outside" => x86_64::read_outside(),
-            "hypercall-outside" => x86_64::console_write(ram_end + 0x1000, 16),
-            "hypercall-overflow" => x86_64::console_write(ram_end - 16, u64::MAX - 8),
-            "ring-corrupt" => x86_64::ring_corrupt(),
-            "bad-port" => x86_64::bad_port(),
-            _ => x86_64::unknown_call(),
-        };
-        if let Err(status) = outcome {
+        // The runtime runs appliances at CPL 3; a hostile guest's kernel would be at CPL 0, where
+        // `out` and CR3 are its to use.
+        let mut request = x86_64::Request { attack: attack.as_str(), ram_end: ctx.ram_bytes() as u64, outcome: Ok(()) };
+        runtime::privileged(x86_64::attack_at_cpl0, core::ptr::from_mut(&mut request).expose_provenance() as u64);
+        if let Err(status) = request.outcome {
             return status;
         }
     }
@@ -83,6 +78,30 @@ mod x86_64 {
 
     use runtime::{ExitCode, println};
     use tender_abi as abi;
+
+    /// What [`attack_at_cpl0`] is to do, and what came of it.
+    pub struct Request<'a> {
+        pub attack: &'a str,
+        pub ram_end: u64,
+        pub outcome: Result<(), ExitCode>,
+    }
+
+    /// Runs the attack named in the [`Request`] at `request` (called at CPL 0).
+    pub extern "C" fn attack_at_cpl0(request: u64) {
+        // SAFETY: `main` passes the address of its live `Request`, which it does not touch until
+        // this returns.
+        let request = unsafe { &mut *core::ptr::with_exposed_provenance_mut::<Request<'_>>(request as usize) };
+        let ram_end = request.ram_end;
+        request.outcome = match request.attack {
+            "write-outside" => write_outside(),
+            "read-outside" => read_outside(),
+            "hypercall-outside" => console_write(ram_end + 0x1000, 16),
+            "hypercall-overflow" => console_write(ram_end - 16, u64::MAX - 8),
+            "ring-corrupt" => ring_corrupt(),
+            "bad-port" => bad_port(),
+            _ => unknown_call(),
+        };
+    }
 
     /// A guest-physical address beyond any RAM the tender gives (it refuses more than 3 GiB).
     const OUTSIDE: u64 = 0xc000_0000;

@@ -86,6 +86,15 @@ pub mod netdev {
 pub use boot::{BootTimes, Context};
 pub use exit::ExitCode;
 
+/// x86_64: runs `function(argument)` at CPL 0 and returns. The runtime runs appliances at CPL 3
+/// (under PVM nested KVM, CPL 0 code is emulated, ~2 µs an instruction), so an appliance that needs
+/// a privileged instruction (port I/O, control registers; the `hostile` test appliance) asks for
+/// it here. Each call is a trip through a fault into emulated code: keep `function` short.
+#[cfg(all(target_os = "none", target_arch = "x86_64"))]
+pub fn privileged(function: extern "C" fn(u64), argument: u64) {
+    arch::privileged(function, argument);
+}
+
 /// Names the appliance's entry function: `fn(&mut runtime::Context) -> runtime::ExitCode`.
 ///
 /// The runtime calls it once, after the heap, console and clock are ready, and powers the machine

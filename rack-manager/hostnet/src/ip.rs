@@ -20,8 +20,7 @@ use std::{
 
 use rustix::{
     fs::{Mode, OFlags},
-    mount::{MountFlags, MountPropagationFlags, UnmountFlags, mount, mount_change, unmount},
-    thread::{LinkNameSpaceType, UnshareFlags, move_into_link_name_space, unshare_unsafe},
+    thread::{LinkNameSpaceType, move_into_link_name_space},
 };
 
 use crate::plan::Link;
@@ -166,24 +165,17 @@ pub fn enter(netns: &OwnedFd) -> Result<(), NetError> {
 }
 
 /// Makes `command` start inside `netns` as `ip netns exec` would start it, without the extra
-/// process: between `fork` and `exec` the child joins the namespace, takes a mount namespace of
-/// its own and mounts a fresh sysfs on /sys, so /sys/class/net shows the namespace's interfaces
-/// (sysfs shows the namespace it was mounted in; the tender looks there for its tap).
+/// process: between `fork` and `exec` the child joins the namespace. (Unlike `ip netns exec`, it
+/// keeps the caller's /sys, which shows the caller's interfaces: the tender looks its tap up with
+/// `if_nametoindex`, which asks the namespace it runs in.)
 pub fn run_in(command: &mut Command, netns: Arc<OwnedFd>) -> &mut Command {
     let join = move || -> std::io::Result<()> {
         move_into_link_name_space(netns.as_fd(), Some(LinkNameSpaceType::Network))?;
-        // SAFETY: the child has one thread, so no other thread shares the filesystem context
-        // this unshares; no file descriptor table is unshared.
-        unsafe { unshare_unsafe(UnshareFlags::NEWNS) }?;
-        // Mounts made here must not propagate back to the host's mount namespace.
-        mount_change(c"/", MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC)?;
-        unmount(c"/sys", UnmountFlags::DETACH)?;
-        mount(c"sysfs", c"/sys", c"sysfs", MountFlags::empty(), None)?;
         Ok(())
     };
     // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
-    // calls are allowed: it makes system calls only (setns, unshare, mount, umount2) on a
-    // descriptor the parent opened and on constant C strings, and allocates nothing.
+    // calls are allowed: it makes one system call (setns) on a descriptor the parent opened, and
+    // allocates nothing.
     unsafe { command.pre_exec(join) }
 }
 
@@ -251,12 +243,11 @@ mod tests {
         };
         assert_eq!(inside.iter().filter(|i| i.starts_with("mt")).count(), 3, "{inside:?}");
         let mut child = Command::new("sh");
-        child.args(["-c", "cat /proc/self/net/dev; ls /sys/class/net"]).stdout(Stdio::piped());
+        child.args(["-c", "cat /proc/self/net/dev"]).stdout(Stdio::piped());
         let child = run_in(&mut child, fd).output().expect("sh runs");
         let seen = String::from_utf8_lossy(&child.stdout);
         assert!(seen.contains("mt2:"), "a child started with run_in is inside: {seen}");
-        assert!(seen.lines().any(|l| l == "mt2"), "and its /sys shows the namespace's interfaces: {seen}");
-        assert!(!PathBuf::from("/sys/class/net/mt2").exists(), "while ours still shows the host's");
+        assert!(!interfaces().expect("host interfaces").contains(&"mt2".to_owned()), "while we are not");
 
         netns.delete().expect("ip netns del");
         assert!(!PathBuf::from(NETNS_DIR).join(&name).exists());
@@ -293,19 +284,7 @@ mod costs {
             c.arg("30");
             c
         });
-        time("setns only (pre_exec)", &|| {
-            let mut c = Command::new("sleep");
-            c.arg("30");
-            let fd = fd.clone();
-            // SAFETY: one setns system call between fork and exec.
-            unsafe {
-                c.pre_exec(move || {
-                    move_into_link_name_space(fd.as_fd(), Some(LinkNameSpaceType::Network)).map_err(Into::into)
-                })
-            };
-            c
-        });
-        time("run_in (setns + mount ns + sysfs)", &|| {
+        time("run_in (setns between fork and exec)", &|| {
             let mut c = Command::new("sleep");
             c.arg("30");
             run_in(&mut c, fd.clone());

@@ -40,12 +40,14 @@ pub(crate) use aarch64::{dma, irq, virtio_slots};
 #[cfg(all(target_arch = "x86_64", not(feature = "platform-tender")))]
 mod x86_64;
 #[cfg(all(target_arch = "x86_64", not(feature = "platform-tender")))]
-pub(crate) use x86_64::{console_write, exit, now_ns, wait_forever};
+pub(crate) use x86_64::{console_write, exit, now_ns, privileged, wait_forever};
 #[cfg(all(target_arch = "x86_64", feature = "virtio", not(feature = "platform-tender")))]
 pub(crate) use x86_64::{dma, irq, virtio_slots};
 
 // The tender: one platform for both architectures, with a CPU half for each.
 #[cfg(feature = "platform-tender")]
 pub(crate) mod tender;
+#[cfg(all(target_arch = "x86_64", feature = "platform-tender"))]
+pub(crate) use tender::privileged;
 #[cfg(feature = "platform-tender")]
 pub(crate) use tender::{console_write, exit, now_ns};

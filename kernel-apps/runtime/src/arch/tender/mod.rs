@@ -38,6 +38,8 @@ use aarch64 as cpu;
 mod x86_64;
 #[cfg(target_arch = "x86_64")]
 use x86_64 as cpu;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86_64::privileged;
 
 pub mod block;
 mod console;

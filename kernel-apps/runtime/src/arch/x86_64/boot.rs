@@ -14,6 +14,8 @@
 //! The identity map (virtual = physical below 4 GiB):
 //! - 0 – 2 MiB in 4 KiB pages, leaving page 0 (null pointers) and the guard page under each stack
 //!   unmapped, so a null dereference or a stack overflow faults instead of corrupting memory;
+//! - every entry user-accessible (U/S set), because the appliance runs at CPL 3 (see
+//!   [`super::user`]);
 //! - 2 MiB – 3 GiB in 2 MiB pages, write-back: RAM on every machine this runs on;
 //! - 3 – 4 GiB in 2 MiB pages, uncached: the MMIO hole (IOAPIC, LAPIC, virtio-mmio, flash);
 //! - nothing above 4 GiB, so a stray pointer there page-faults. 1 GiB pages are not used because
@@ -36,6 +38,9 @@ pub(super) const STACK_BYTES: usize = 128 * 1024;
 /// Size of the stack the CPU switches to for a double fault (IST1), so that a stack overflow
 /// still produces a report.
 pub(super) const FAULT_STACK_BYTES: usize = 16 * 1024;
+/// Size of the kernel stack (TSS.RSP0): where faults, interrupts and the gate run when they
+/// arrive at CPL 3.
+pub(super) const KERNEL_STACK_BYTES: usize = 16 * 1024;
 
 /// Selector of the 64-bit code segment in the boot GDT.
 pub(super) const CODE_SELECTOR: u16 = 0x08;
@@ -46,7 +51,7 @@ unsafe extern "C" {
     /// The TSC when the first instruction ran, stored by the entry code before anything else.
     pub(super) static mast_boot_tsc: u64;
     /// The boot GDT; entries 3 and 4 (selector 0x18) are the TSS descriptor, filled in at boot.
-    pub(super) static mut mast_gdt: [u64; 5];
+    pub(super) static mut mast_gdt: [u64; 7];
     /// The first byte past the image, its `.bss`, page tables and stacks (page-aligned).
     pub(super) static __image_end: u8;
     /// The unmapped page below the boot stack.
@@ -55,6 +60,10 @@ unsafe extern "C" {
     pub(super) static mast_fault_stack_top: u8;
     /// The unmapped page below the double-fault stack.
     pub(super) static mast_fault_stack_guard: u8;
+    /// One past the top of the kernel stack (TSS.RSP0).
+    pub(super) static mast_kernel_stack_top: u8;
+    /// The unmapped page below the kernel stack.
+    pub(super) static mast_kernel_stack_guard: u8;
 }
 
 core::arch::global_asm!(
@@ -71,8 +80,8 @@ core::arch::global_asm!(
     .quad mast_pvh_start
     .balign 4
     "#,
-    // The page tables (see the module docs). Flags: 0x3 present and writable; 0x83 also a 2 MiB
-    // page; 0x9b also write-through and cache-disabled, for the MMIO hole. The PML4 and PDPT are
+    // The page tables (see the module docs). Flags: 0x7 present, writable and user-accessible;
+    // 0x87 also a 2 MiB page; 0x9f also write-through and cache-disabled, for the MMIO hole. The PML4 and PDPT are
     // almost all zeros, so they take no space in the image: they sit in a NOLOAD section, which
     // the loader zero-fills (the ELF rule for p_memsz beyond p_filesz), and the entry code writes
     // their five entries.
@@ -80,20 +89,20 @@ core::arch::global_asm!(
     .section .mast_page_tables, "aw", @progbits
     .balign 4096
 mast_pd:
-    .quad mast_pt + 0x3
+    .quad mast_pt + 0x7
     .set mast_page, 1
     .rept 3 * 512 - 1
-    .quad (mast_page << 21) | 0x83
+    .quad (mast_page << 21) | 0x87
     .set mast_page, mast_page + 1
     .endr
     .rept 512
-    .quad (mast_page << 21) | 0x9b
+    .quad (mast_page << 21) | 0x9f
     .set mast_page, mast_page + 1
     .endr
 mast_pt:
     .set mast_page, 0
     .rept 512
-    .quad (mast_page << 12) | 0x3
+    .quad (mast_page << 12) | 0x7
     .set mast_page, mast_page + 1
     .endr
 
@@ -116,9 +125,15 @@ mast_fault_stack_guard: .skip 4096
                         .skip {fault_stack_bytes}
     .global mast_fault_stack_top
 mast_fault_stack_top:
+    .global mast_kernel_stack_guard
+mast_kernel_stack_guard: .skip 4096
+                        .skip {kernel_stack_bytes}
+    .global mast_kernel_stack_top
+mast_kernel_stack_top:
     "#,
-    // The boot GDT: null, 64-bit code (0x08), data (0x10), and a 16-byte TSS slot (0x18). The
-    // accessed bits are preset so the CPU never writes to the table. The pointer's base is a .quad
+    // The boot GDT: null, 64-bit code (0x08), data (0x10), a 16-byte TSS slot (0x18), user data
+    // (0x28) and user 64-bit code (0x30), as `super::user` expects. The accessed bits are preset
+    // so the CPU never writes to the table. The pointer's base is a .quad
     // so the same pointer serves the 32-bit and the 64-bit `lgdt`.
     r#"
     .section .data.mast_boot, "aw", @progbits
@@ -129,6 +144,8 @@ mast_gdt:
     .quad 0x00af9b000000ffff
     .quad 0x00cf93000000ffff
     .quad 0, 0
+    .quad 0x00cff3000000ffff
+    .quad 0x00affb000000ffff
 mast_gdt_end:
     .balign 8
     .word 0, 0, 0
@@ -154,11 +171,11 @@ mast_pvh_start:
     cld
 
     /* PML4[0] -> PDPT; PDPT[0..4] -> the four page directories. The high halves are zero. */
-    movl $mast_pdpt + 0x3, mast_pml4
-    movl $mast_pd + 0x3, mast_pdpt
-    movl $mast_pd + 0x1000 + 0x3, mast_pdpt + 8
-    movl $mast_pd + 0x2000 + 0x3, mast_pdpt + 16
-    movl $mast_pd + 0x3000 + 0x3, mast_pdpt + 24
+    movl $mast_pdpt + 0x7, mast_pml4
+    movl $mast_pd + 0x7, mast_pdpt
+    movl $mast_pd + 0x1000 + 0x7, mast_pdpt + 8
+    movl $mast_pd + 0x2000 + 0x7, mast_pdpt + 16
+    movl $mast_pd + 0x3000 + 0x7, mast_pdpt + 24
 
     /* Unmap page 0 and the stack guard pages (the linker script checks they lie below 2 MiB). */
     movl $0, mast_pt
@@ -166,6 +183,9 @@ mast_pvh_start:
     shrl $12, %eax
     movl $0, mast_pt(,%eax,8)
     movl $mast_fault_stack_guard, %eax
+    shrl $12, %eax
+    movl $0, mast_pt(,%eax,8)
+    movl $mast_kernel_stack_guard, %eax
     shrl $12, %eax
     movl $0, mast_pt(,%eax,8)
 
@@ -211,6 +231,7 @@ mast_long_mode:
     "#,
     stack_bytes = const STACK_BYTES,
     fault_stack_bytes = const FAULT_STACK_BYTES,
+    kernel_stack_bytes = const KERNEL_STACK_BYTES,
     code_selector = const CODE_SELECTOR,
     start = sym super::start,
     options(att_syntax),

@@ -8,9 +8,14 @@
 //! Double faults run on their own stack (IST1), so an overflow of the boot stack, which faults on
 //! the guard page and then cannot push the page-fault frame, still gets a report.
 //!
+//! The appliance runs at CPL 3 ([`super::user`]): what arrives there (faults, interrupts, the
+//! gate's `ud2`, which the invalid-opcode stub hands to the gate) enters CPL 0 on the kernel stack
+//! from the TSS's RSP0. An overflow of the boot stack at CPL 3 is a page fault on its guard page,
+//! reported as such from the kernel stack.
+//!
 //! External interrupts (with the `virtio` feature): vectors 32–254 share one stub that counts the
 //! interrupt and returns, and the spurious vector 255 one that only returns. Interrupts are enabled
-//! only inside the event loop's `sti; hlt` (see [`super::irq`]), whose caller reads the count to
+//! only inside the event loop's `sti; hlt` (in the gate's wait path, see [`super::irq`]), whose caller reads the count to
 //! send the end-of-interrupts later. Without the feature, vectors 32 and up have no entries and
 //! interrupts stay disabled.
 //!
@@ -58,13 +63,22 @@ core::arch::global_asm!(
     r#"
     .section .text.mast_vectors, "ax", @progbits
     .code64
-    .irp vector, 0,1,2,3,4,5,6,7,9,15,16,18,19,20,22,23,24,25,26,27,28,31
+    .irp vector, 0,1,2,3,4,5,7,9,15,16,18,19,20,22,23,24,25,26,27,28,31
     .balign 16
 mast_vector_\vector:
     pushq $0
     pushq $\vector
     jmp mast_vector_common
     .endr
+
+    /* Invalid opcode: the gate's `ud2` (see `user`) goes to the gate, anything else is a fault. */
+    .balign 16
+mast_vector_6:
+    cmpq $mast_gate_trap, (%rsp)
+    je mast_gate
+    pushq $0
+    pushq $6
+    jmp mast_vector_common
 
     .irp vector, 8,10,11,12,13,14,17,21,29,30
     .balign 16
@@ -137,7 +151,7 @@ pub(super) fn take_interrupts_taken() -> u64 {
 }
 
 // The interrupt stubs. An interrupt only ever arrives during the event loop's `sti; hlt` (IF is
-// clear everywhere else), on the boot stack, where the CPU pushes its frame; the stub changes
+// clear everywhere else), in the gate at CPL 0 on the kernel stack, where the CPU pushes its frame; the stub changes
 // nothing but the counter and the flags, which `iretq` restores, so it saves no registers.
 #[cfg(all(feature = "virtio", not(feature = "platform-tender")))]
 core::arch::global_asm!(
@@ -198,7 +212,7 @@ impl Gate {
     }
 }
 
-/// The 64-bit task-state segment; only the interrupt stack table is used.
+/// The 64-bit task-state segment: RSP0 (the kernel stack) and the interrupt stack table.
 #[repr(C, packed(4))]
 struct Tss {
     reserved0: u32,
@@ -239,7 +253,8 @@ struct TablePointer {
     base: u64,
 }
 
-/// Installs the TSS (with the double-fault stack) and the IDT. Called once, early in boot.
+/// Installs the TSS (with the kernel and double-fault stacks) and the IDT. Called once, early in
+/// boot.
 pub(super) fn init() {
     let tss = TABLES.tss.get();
     let idt = TABLES.idt.get();
@@ -247,6 +262,7 @@ pub(super) fn init() {
     // TSS_SELECTOR is reserved for this descriptor by the boot code; the vector table holds the
     // addresses of the stubs above, and the interrupt stubs are the functions declared above.
     unsafe {
+        (*tss).rsp[0] = &raw const boot::mast_kernel_stack_top as u64;
         (*tss).ist[0] = &raw const boot::mast_fault_stack_top as u64;
         let base = tss as u64;
         let limit = size_of::<Tss>() as u64 - 1;
@@ -333,8 +349,9 @@ extern "C" fn exception(frame: &Frame) -> ! {
     crate::boot::power_off(ExitCode::CPU_EXCEPTION)
 }
 
-fn stack_guards() -> [Range<u64>; 2] {
+fn stack_guards() -> [Range<u64>; 3] {
     let boot_guard = &raw const boot::mast_stack_guard as u64;
     let fault_guard = &raw const boot::mast_fault_stack_guard as u64;
-    [boot_guard..boot_guard + 4096, fault_guard..fault_guard + 4096]
+    let kernel_guard = &raw const boot::mast_kernel_stack_guard as u64;
+    [boot_guard..boot_guard + 4096, fault_guard..fault_guard + 4096, kernel_guard..kernel_guard + 4096]
 }

@@ -17,6 +17,13 @@
 //! can: one EOI per interrupt taken, and the TSC-deadline timer only when the deadline changes
 //! (the calibrated one-shot timer may fire a little early, so it is armed on every wait).
 //!
+//! # Privilege
+//! The appliance runs at CPL 3 ([`super::user`]), where `hlt` and the MSRs are out of reach:
+//! bringing the local APIC up runs at CPL 0 through the gate ([`user::privileged`], once), and
+//! each sleep is one trip through the gate's wait path ([`user::halt`]), which sends the x2APIC
+//! EOIs, arms the timer and halts, in a dozen instructions. The IOAPIC and an xAPIC's registers
+//! are memory-mapped and user-accessible, so those are written at CPL 3.
+//!
 //! # Not supported
 //! - More than one IOAPIC, or one elsewhere than 0xfec0_0000 (no ACPI/MP-table parsing): QEMU
 //!   `microvm` with `ioapic2=off` (the default without ACPI) and Firecracker put it there.
@@ -28,7 +35,7 @@ use core::{
     sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering},
 };
 
-use super::{clock, idt};
+use super::{clock, idt, user};
 
 /// The IOAPIC's registers on QEMU `microvm` and Firecracker (and on PCs, by convention).
 const IOAPIC_BASE: usize = 0xfec0_0000;
@@ -154,11 +161,14 @@ fn ioapic_write(register: u32, value: u32) {
 
 /// Brings up the local APIC and its timer on first use; whether interrupts can wake `hlt`.
 fn ready() -> bool {
-    match STATE.load(Ordering::Acquire) {
-        STATE_UP => return true,
-        STATE_BROKEN => return false,
-        _ => {}
+    if STATE.load(Ordering::Acquire) == STATE_DOWN {
+        user::privileged(bring_up, 0);
     }
+    STATE.load(Ordering::Acquire) == STATE_UP
+}
+
+/// Enables the local APIC and its timer; at CPL 0 (through the gate), once.
+extern "C" fn bring_up(_: u64) {
     let features = __cpuid(1).ecx;
     // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU.
     let base = unsafe { rdmsr(MSR_APIC_BASE) };
@@ -181,7 +191,7 @@ fn ready() -> bool {
             crate::println!(
                 "mast: the local APIC is at {base:#x}, outside the device window; polling instead of sleeping"
             );
-            return false;
+            return;
         }
     }
     let id = lapic_read(LAPIC_ID);
@@ -197,7 +207,6 @@ fn ready() -> bool {
         calibrate();
     }
     STATE.store(STATE_UP, Ordering::Release);
-    true
 }
 
 /// Measures the one-shot timer's rate against the clock over about a millisecond.
@@ -237,44 +246,51 @@ pub(crate) fn wait(deadline_ns: Option<u64>) {
     if !ready() {
         return;
     }
-    for _ in 0..idt::take_interrupts_taken() {
-        lapic_write(LAPIC_EOI, 0);
+    let now = clock::now_ns();
+    if deadline_ns.is_some_and(|deadline| deadline <= now) {
+        // Nothing to sleep for; the interrupts taken get their EOIs before the next sleep.
+        return;
     }
-    if let Some(deadline) = deadline_ns {
-        let now = clock::now_ns();
-        if deadline <= now {
-            return;
+    // x2APIC EOIs are MSR writes: the gate sends them. An xAPIC's are stores, made here.
+    let mut eois = idt::take_interrupts_taken();
+    if !X2APIC.load(Ordering::Relaxed) {
+        for _ in 0..eois {
+            lapic_write(LAPIC_EOI, 0);
         }
-        // The one-shot timer is armed every time: its rate is only calibrated, so it may fire a
-        // little early, and a wake before the deadline must not leave the timer spent.
-        let armed = TSC_DEADLINE.load(Ordering::Relaxed) && ARMED_FOR.load(Ordering::Relaxed) == deadline;
-        if !armed {
-            arm(deadline, now);
-        }
+        eois = 0;
     }
+    // The one-shot timer is armed every time: its rate is only calibrated, so it may fire a
+    // little early, and a wake before the deadline must not leave the timer spent.
+    let (timer_msr, timer_value) = match deadline_ns {
+        Some(deadline) if !(TSC_DEADLINE.load(Ordering::Relaxed) && ARMED_FOR.load(Ordering::Relaxed) == deadline) => {
+            arm(deadline, now)
+        }
+        _ => (0, 0),
+    };
     // A timer armed for an earlier deadline that has since been dropped may still fire: one
     // early wake, after which the caller waits again. That is cheaper than disarming it (a VM exit)
     // after every wake.
-    //
-    // SAFETY: interrupts are enabled for exactly the `hlt`: every vector has a gate (the device
-    // and timer stubs only count and return), the stack is the boot stack, and `cli` restores
-    // the runtime's interrupts-off state before any other code runs.
-    unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+    user::halt(eois, timer_msr, timer_value);
 }
 
-fn arm(deadline: u64, now: u64) {
+/// Arms the timer for `deadline`: the MSR write the gate is to make (`(0, 0)` for none), when the
+/// timer is reached through MSRs (TSC-deadline, or one-shot in x2APIC mode).
+fn arm(deadline: u64, now: u64) -> (u32, u64) {
     ARMED_FOR.store(deadline, Ordering::Relaxed);
     if TSC_DEADLINE.load(Ordering::Relaxed) {
         // A TSC of 0 would disarm the timer; a past value fires at once.
         let tsc = clock::tsc_at(deadline).unwrap_or_else(|| clock::tsc_now().saturating_add(1)).max(1);
-        // SAFETY: the CPU has the TSC-deadline timer (checked in `ready`) and the LVT is in its
-        // mode; writing the deadline only schedules the timer interrupt.
-        unsafe { wrmsr(MSR_TSC_DEADLINE, tsc) };
+        (MSR_TSC_DEADLINE, tsc)
     } else {
         let micros = (deadline - now).div_ceil(1_000);
         let ticks = micros.saturating_mul(TICKS_PER_US.load(Ordering::Relaxed)).clamp(1, u64::from(u32::MAX));
         // A deadline beyond the counter's reach (about 4 s at 1 GHz) wakes early, and the next
         // wait arms the timer again.
-        lapic_write(LAPIC_TIMER_INITIAL, ticks as u32);
+        if X2APIC.load(Ordering::Relaxed) {
+            (0x800 + LAPIC_TIMER_INITIAL / 16, ticks)
+        } else {
+            lapic_write(LAPIC_TIMER_INITIAL, ticks as u32);
+            (0, 0)
+        }
     }
 }

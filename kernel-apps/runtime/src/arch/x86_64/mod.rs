@@ -1,11 +1,15 @@
 //! x86_64 on a PVH loader (QEMU `microvm` under KVM): boot, console, clock, faults and power-off.
 //!
 //! Boot path: [`boot`] (assembly) enters long mode with an identity map of the first 4 GiB and
-//! calls [`start`], which brings up the UART, the exception vectors and the clock, reads the PVH
-//! start info (command line, memory map) and hands a [`BootInfo`] to [`crate::boot::start`].
+//! calls [`start`], which brings up the UART, the exception vectors and the clock at CPL 0, then
+//! drops to CPL 3 ([`user`]) and there reads the PVH start info (command line, memory map) and
+//! hands a [`BootInfo`] to [`crate::boot::start`]: the shared boot path and the appliance run at
+//! CPL 3. Why: under PVM (nested KVM on the development machines) CPL 0 code is emulated, ~2 µs
+//! per instruction, while CPL 3 code runs natively; see [`user`].
 //!
 //! Submodules: [`boot`] (entry, page tables, GDT, stacks), [`idt`] (exception vectors and
-//! reports), [`serial`] (16550 console), [`clock`] (kvmclock), [`io`] (port I/O). The pure parts
+//! reports), [`user`] (the drop to CPL 3 and the gate back), [`serial`] (16550 console), [`clock`]
+//! (kvmclock), [`io`] (port I/O). The pure parts
 //! (the PVH structures, the pvclock arithmetic, exception words) live in [`crate::pvh`],
 //! [`crate::tsc`] and [`crate::fault::x86_64`] so they are tested on the host.
 //!
@@ -37,12 +41,14 @@ mod io;
 #[cfg(feature = "virtio")]
 pub(crate) mod irq;
 mod serial;
+mod user;
 
 use core::ops::Range;
 
 pub(crate) use clock::now_ns;
 #[cfg(feature = "virtio")]
 pub(crate) use devices::virtio_slots;
+pub(crate) use user::privileged;
 
 use crate::boot::BootInfo;
 use crate::console::emergency_print;
@@ -57,33 +63,43 @@ const IDENTITY_MAP_END: u64 = 1 << 32;
 /// The heap never starts below 1 MiB: the area below holds the firmware's tables and data.
 const LOW_MEMORY_END: u64 = 1 << 20;
 
-/// Writes raw bytes to the console UART.
+/// Writes raw bytes to the console UART (port I/O: at CPL 0, through the gate).
 pub(crate) fn console_write(bytes: &[u8]) {
-    serial::write(bytes);
+    extern "C" fn at_cpl0(bytes: u64) {
+        // SAFETY: `bytes` is the address of the caller's slice, which lives across the gate call.
+        serial::write(unsafe { *(bytes as *const &[u8]) });
+    }
+    user::privileged(at_cpl0, (&raw const bytes) as u64);
 }
 
 /// Powers off with `status` through `isa-debug-exit`, or resets the CPU if that device is absent
 /// (see the module docs).
 pub(crate) fn exit(status: ExitCode) -> ! {
-    serial::drain();
-    // SAFETY: port 0xf4 is the debug-exit device by the runtime's contract with its host; on a
-    // machine without it, a write to an unused port is ignored.
-    unsafe { io::outl(DEBUG_EXIT_PORT, u32::from(status.0)) };
+    extern "C" fn at_cpl0(status: u64) {
+        serial::drain();
+        // SAFETY: port 0xf4 is the debug-exit device by the runtime's contract with its host; on
+        // a machine without it, a write to an unused port is ignored.
+        unsafe { io::outl(DEBUG_EXIT_PORT, status as u32) };
+    }
+    user::privileged(at_cpl0, u64::from(status.0));
     emergency_print(format_args!(
         "mast: no isa-debug-exit device at port {DEBUG_EXIT_PORT:#x}; resetting the CPU \
          (QEMU needs -no-reboot to stop here)\n"
     ));
-    serial::drain();
     triple_fault()
 }
 
 /// Stops the CPU until the machine is reset: interrupts off, then halt, forever.
 pub(crate) fn wait_forever() -> ! {
-    loop {
-        // SAFETY: `cli; hlt` only stops this CPU; with interrupts off only an NMI or reset wakes
-        // it, and the loop halts again after an NMI.
-        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+    extern "C" fn halt_forever(_: u64) {
+        loop {
+            // SAFETY: `cli; hlt` only stops this CPU; with interrupts off only an NMI or reset
+            // wakes it, and the loop halts again after an NMI. This runs at CPL 0 (the gate).
+            unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+        }
     }
+    user::privileged(halt_forever, 0);
+    unreachable!("the CPU halts for good")
 }
 
 /// Resets the machine: with an empty IDT, the #UD from `ud2` cannot be delivered, nor can the
@@ -93,21 +109,30 @@ pub(crate) fn wait_forever() -> ! {
 /// stops QEMU with "KVM internal error" (the VM pauses and QEMU never exits), while a fault takes
 /// the ordinary triple-fault path.
 fn triple_fault() -> ! {
-    let empty: [u16; 5] = [0; 5];
-    // SAFETY: deliberately unrecoverable: this ends the machine, which is the intent. Nothing
-    // runs after it, so the broken IDT harms nothing.
-    unsafe { core::arch::asm!("lidt [{0}]", "ud2", in(reg) &raw const empty, options(nostack)) };
+    extern "C" fn at_cpl0(_: u64) {
+        let empty: [u16; 5] = [0; 5];
+        // SAFETY: deliberately unrecoverable: this ends the machine, which is the intent. Nothing
+        // runs after it, so the broken IDT harms nothing. This runs at CPL 0 (the gate).
+        unsafe { core::arch::asm!("lidt [{0}]", "ud2", in(reg) &raw const empty, options(nostack)) };
+    }
+    user::privileged(at_cpl0, 0);
     // Through the architecture boundary's name, which the shared code does not use otherwise.
     super::wait_forever()
 }
 
 /// The Rust entry point, called by the boot code on the boot stack with the physical address of
-/// the PVH start info (EBX at entry).
+/// the PVH start info (EBX at entry). The privileged set-up, then the drop to CPL 3.
 extern "C" fn start(start_info_paddr: u32) -> ! {
     serial::init();
     idt::init();
+    clock::init(clock::hypervisor());
+    user::enter(start_at_cpl3, u64::from(start_info_paddr), 0)
+}
+
+/// The rest of the boot, at CPL 3: the start info, the heap, and the shared boot path.
+extern "C" fn start_at_cpl3(start_info_paddr: u64, _: u64) -> ! {
+    let start_info_paddr = start_info_paddr as u32;
     let hypervisor = clock::hypervisor();
-    clock::init(hypervisor);
     // SAFETY: the boot code wrote this before anything else ran and nothing writes it again.
     let entry_tsc = unsafe { (&raw const boot::mast_boot_tsc).read() };
     let entry = Instant::from_nanos(clock::nanos_at(entry_tsc));

@@ -1,9 +1,17 @@
 //! The tender's x86_64 half: the 64-bit entry ([`boot`]), the QEMU port's exception vectors
-//! ([`idt`], shared source), the hypercall instruction and the TSC.
+//! ([`idt`]) and drop to CPL 3 ([`user`], both shared source), the hypercall store and the TSC.
+//!
+//! After installing the vectors the runtime runs at CPL 3, where PVM (nested KVM) runs guest code
+//! natively instead of emulating it; hypercalls are then stores to the tender's window, which
+//! works at any privilege level (the identity map is user-accessible).
 
 mod boot;
 #[path = "../../x86_64/idt.rs"]
 mod idt;
+#[path = "../../x86_64/user.rs"]
+mod user;
+
+pub(crate) use user::privileged;
 
 use core::arch::x86_64::_rdtsc;
 
@@ -11,9 +19,14 @@ use super::abi;
 use crate::{exit::ExitCode, tsc::PvclockSnapshot};
 
 /// Called by [`boot`] on the boot stack with the GDT loaded: installs the exception vectors first,
-/// so that everything after them reports its faults, then continues in the shared tender code.
+/// so that everything after them reports its faults, then continues in the shared tender code at
+/// CPL 3.
 extern "C" fn start(boot_info: u64, entry_tsc: u64) -> ! {
     idt::init();
+    user::enter(start_at_cpl3, boot_info, entry_tsc)
+}
+
+extern "C" fn start_at_cpl3(boot_info: u64, entry_tsc: u64) -> ! {
     super::tender_start(boot_info, entry_tsc)
 }
 
@@ -22,16 +35,20 @@ fn exit(status: ExitCode) -> ! {
     super::exit(status)
 }
 
-/// `out dx, eax`: the port names the call, EAX carries the argument block's address.
+/// A 64-bit store of the argument block's address to the call's slot in the hypercall window
+/// (works at CPL 3, where `out` to the tender's ports would need IOPL).
 pub(super) fn hypercall(call: abi::Hypercall, block: u64) {
-    // Argument blocks live in RAM, which the tender keeps below 4 GiB; a block above could not be
-    // named in EAX, and the truncated address would be another block.
-    debug_assert!(block <= u64::from(u32::MAX), "hypercall argument block above 4 GiB");
-    // SAFETY: the port belongs to the tender by the ABI; the tender reads and writes only the
-    // argument block named (and memory it names), both owned by the caller for the duration. No
-    // `nomem`: the compiler must assume the call reads and writes that memory.
+    // SAFETY: the window belongs to the tender by the ABI and is mapped (user-accessible) in its
+    // identity map; the store exits to the tender, which reads and writes only the argument block
+    // named (and memory it names), both owned by the caller for the duration. No `nomem`: the
+    // compiler must assume the call reads and writes that memory.
     unsafe {
-        core::arch::asm!("out dx, eax", in("dx") call.port(), in("eax") block as u32, options(nostack, preserves_flags))
+        core::arch::asm!(
+            "mov qword ptr [{at}], {block}",
+            block = in(reg) block,
+            at = in(reg) call.mmio_address(),
+            options(nostack, preserves_flags)
+        )
     };
 }
 
@@ -46,10 +63,15 @@ pub(super) fn clock(info: &abi::BootInfo) -> PvclockSnapshot {
     crate::tsc::fixed_frequency(info.tsc_khz)
 }
 
-/// `cli; hlt` forever.
+/// `cli; hlt` forever (at CPL 0, through the gate).
 pub(super) fn halt_forever() -> ! {
-    loop {
-        // SAFETY: stops this CPU with interrupts off; nothing else is affected.
-        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+    extern "C" fn at_cpl0(_: u64) {
+        loop {
+            // SAFETY: stops this CPU with interrupts off; nothing else is affected. This runs at
+            // CPL 0 (the gate).
+            unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+        }
     }
+    user::privileged(at_cpl0, 0);
+    unreachable!("the CPU halts for good")
 }
