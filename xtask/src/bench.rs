@@ -26,7 +26,8 @@ pub enum BenchCommand {
     Density(crate::bench_density::DensityArgs),
     /// httpd v1 then v2 (one HTML file changed) from rack A to rack B through S3: bytes moved,
     /// time until v2 boots on B; volume snapshots after appends; the background fetch's cap.
-    Replication,
+    /// Then failover: kvlog on rack a killed, rack b serving it (recovery time, lag, lost writes).
+    Replication(crate::bench_replication::ReplicationArgs),
 }
 
 #[derive(Debug, Args)]
@@ -70,7 +71,7 @@ pub fn main(command: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Http(args) => crate::bench_http::main(args),
         BenchCommand::Kvlog(args) => crate::bench_kvlog::main(args),
         BenchCommand::Density(args) => crate::bench_density::main(args),
-        BenchCommand::Replication => crate::bench_replication::main(),
+        BenchCommand::Replication(args) => crate::bench_replication::main(args),
     }
 }
 

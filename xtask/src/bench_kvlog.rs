@@ -184,21 +184,28 @@ fn boot(machine: &Machine, volume: &Path) -> Result<(Instance, u16, Duration)> {
     bail!("QEMU could not forward a free port three times")
 }
 
-/// A keep-alive HTTP/1.1 client for kvlog's answers (always with Content-Length).
-struct Client {
+/// A keep-alive HTTP/1.1 client for kvlog's answers (always with Content-Length); the failover
+/// bench uses it too.
+pub(crate) struct Client {
     stream: TcpStream,
     buffer: Vec<u8>,
 }
 
 impl Client {
-    fn connect(port: u16) -> Result<Client> {
-        let stream = TcpStream::connect(("127.0.0.1", port))?;
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    pub(crate) fn connect(port: u16) -> Result<Client> {
+        Client::connect_within(port, IO_TIMEOUT)
+    }
+
+    /// Connects, and gives up on any later read or write after `timeout`.
+    pub(crate) fn connect_within(port: u16, timeout: Duration) -> Result<Client> {
+        let stream = TcpStream::connect_timeout(&std::net::SocketAddr::from(([127, 0, 0, 1], port)), timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;
         Ok(Client { stream, buffer: Vec::new() })
     }
 
-    fn request(&mut self, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+    pub(crate) fn request(&mut self, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
         let mut request =
             format!("{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
         if body.is_empty() {

@@ -1,11 +1,13 @@
 //! `cargo xtask bench replication`: builds httpd and a copy with one HTML file of its site changed,
 //! then runs the replica crate's `replication_bench` example on the two images (it starts a real
 //! S3 server, `moto_server`). The figures come from that example; this only prepares its input,
-//! so xtask itself stays free of the S3 client's dependencies.
+//! so xtask itself stays free of the S3 client's dependencies. Then the failover figures
+//! ([`crate::bench_failover`]).
 
 use std::{fs, process::Command, process::ExitCode};
 
 use anyhow::{Context, Result};
+use clap::Args;
 use images::{
     Arch,
     build::{self, Profile},
@@ -19,7 +21,27 @@ const FILE: &str = "kernel-apps/httpd/site/index.html";
 const FROM: &str = "</body>";
 const TO: &str = "<p>One more paragraph.</p>\n</body>";
 
-pub fn main() -> Result<ExitCode> {
+#[derive(Debug, Args)]
+pub struct ReplicationArgs {
+    /// Failover runs (kvlog on rack a killed, rack b takes over); the median, min and max are reported.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub failover_runs: u32,
+    /// Leave out the failover part.
+    #[arg(long, conflicts_with = "skip_update")]
+    pub skip_failover: bool,
+    /// Leave out the image-update part (httpd v1 then v2 through S3).
+    #[arg(long)]
+    pub skip_update: bool,
+}
+
+pub fn main(args: ReplicationArgs) -> Result<ExitCode> {
+    let updated = args.skip_update || update()?;
+    let failover_held = args.skip_failover || crate::bench_failover::main(args.failover_runs)?;
+    Ok(if updated && failover_held { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The image-update part; false when the example failed.
+fn update() -> Result<bool> {
     deps::ensure_moto()?;
     let root = build::workspace_root();
     let scratch = tempfile::tempdir().context("temp dir")?;
@@ -53,6 +75,5 @@ pub fn main() -> Result<ExitCode> {
         .arg(&v2)
         .arg(key.to_string());
     eprintln!("$ {}", images::command::display(&bench));
-    let status = bench.status().context("running the replication bench")?;
-    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(bench.status().context("running the replication bench")?.success())
 }

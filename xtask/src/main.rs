@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_density;
+mod bench_failover;
 mod bench_http;
 mod bench_image;
 mod bench_kvlog;
