@@ -69,13 +69,20 @@ pub struct Devices {
     pub block_sectors: Option<u64>,
 }
 
+/// What the guest needs to read its clock without an exit (see `BootInfo::tsc_at_creation`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuestClock {
+    pub tsc_khz: u64,
+    pub tsc_at_creation: u64,
+}
+
 /// The guest-physical address of the boot info (and the command line right after it).
 pub fn boot_info_addr(ram_base: u64) -> u64 {
     ram_base + BOOT_INFO_OFFSET
 }
 
 /// The boot info for `plan`, a command line of `cmdline_len` bytes and `devices`.
-pub fn boot_info(plan: &Plan, cmdline_len: usize, tsc_khz: u64, devices: Devices) -> BootInfo {
+pub fn boot_info(plan: &Plan, cmdline_len: usize, clock: GuestClock, devices: Devices) -> BootInfo {
     let mut flags = 0;
     if devices.net_mac.is_some() {
         flags |= FLAG_NET;
@@ -95,10 +102,11 @@ pub fn boot_info(plan: &Plan, cmdline_len: usize, tsc_khz: u64, devices: Devices
         cmdline_len: cmdline_len as u64,
         data_addr: plan.data_addr,
         data_len: plan.data_len,
-        tsc_khz,
+        tsc_khz: clock.tsc_khz,
         net_mac: devices.net_mac.unwrap_or_default(),
         _reserved: [0; 2],
         block_sectors: devices.block_sectors.unwrap_or(0),
+        tsc_at_creation: clock.tsc_at_creation,
     }
 }
 
@@ -162,10 +170,11 @@ mod tests {
     fn boot_info_describes_the_plan() {
         let plan = plan(0, 16 * MIB, MIB..2 * MIB, 4096).expect("fits");
         let devices = Devices { net_mac: Some([2, 0, 0, 0, 0, 1]), block_sectors: None };
-        let info = boot_info(&plan, 11, 2_400_000, devices);
+        let info = boot_info(&plan, 11, GuestClock { tsc_khz: 2_400_000, tsc_at_creation: 7 }, devices);
         assert_eq!(info.magic, BOOT_INFO_MAGIC);
         assert_eq!(info.flags, FLAG_NET);
-        assert_eq!(info.cmdline_addr, BOOT_INFO_OFFSET + 104);
+        assert_eq!(info.cmdline_addr, BOOT_INFO_OFFSET + 112);
+        assert_eq!((info.tsc_khz, info.tsc_at_creation), (2_400_000, 7));
         assert_eq!((info.data_addr, info.data_len), (16 * MIB - 4096, 4096));
         assert_eq!((info.free_start, info.free_end), (2 * MIB, 16 * MIB - 4096));
         assert_eq!(info.net_mac, [2, 0, 0, 0, 0, 1]);

@@ -73,7 +73,7 @@ impl Vm {
         // the returned `Vm` beside the VM fd, so the mapping outlives every guest access to it.
         unsafe { vm.set_user_memory_region(region) }.context("KVM_SET_USER_MEMORY_REGION")?;
         let vcpu = vm.create_vcpu(0).context("KVM_CREATE_VCPU")?;
-        let tsc_khz = arch::init_vcpu(&kvm, &vm, &vcpu)?;
+        let clock = arch::init_vcpu(&kvm, &vm, &vcpu)?;
 
         load_kernel(&ram, guest.kernel, &plan)?;
         if let Some(data) = guest.data {
@@ -84,7 +84,7 @@ impl Vm {
             net_mac: devices.net.as_ref().and(net_mac),
             block_sectors: devices.block.as_ref().map(|b| b.sectors),
         };
-        let info = layout::boot_info(&plan, guest.cmdline.len(), tsc_khz, devices_info);
+        let info = layout::boot_info(&plan, guest.cmdline.len(), clock, devices_info);
         let boot_info = layout::boot_info_addr(arch::RAM_BASE);
         vm_memory::Bytes::write_obj(&ram.memory, Abi::<BootInfo>(info), GuestAddress(boot_info))
             .context("writing the boot info")?;

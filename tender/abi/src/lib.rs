@@ -14,7 +14,7 @@
 //!   the transmit ring to the tap device, fills the receive ring, and blocks until a frame arrives or
 //!   the guest's timeout passes;
 //! - the clock needs no exit: the guest reads its cycle counter and scales it with
-//!   [`BootInfo::tsc_khz`] (x86_64) or `CNTFRQ_EL0` (aarch64);
+//!   [`BootInfo::tsc_khz`] from [`BootInfo::tsc_at_creation`] (x86_64) or `CNTFRQ_EL0` (aarch64);
 //! - an idle guest is blocked in the tender's `ppoll`, costing no host CPU.
 //!
 //! # Memory
@@ -70,7 +70,7 @@
 
 /// The ABI version in [`BootInfo::abi_version`]; also the version in the kernel's [`ELF_NOTE_NAME`]
 /// note, so a tender refuses a kernel built for another version before running it.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// The tender's exit status when it could not start the guest (bad image, untrusted key, no KVM).
 pub const EXIT_TENDER_FAILURE: u8 = 125;
@@ -180,13 +180,18 @@ pub struct BootInfo {
     /// The image's data part (the same bundle QEMU passes as the initrd), or 0 and 0.
     pub data_addr: u64,
     pub data_len: u64,
-    /// x86_64: the TSC frequency in kHz (the TSC counts from about 0 at VM creation). aarch64: 0.
+    /// x86_64: the TSC frequency in kHz. aarch64: 0.
     pub tsc_khz: u64,
     /// The network interface's MAC address (with [`FLAG_NET`]).
     pub net_mac: [u8; 6],
     pub _reserved: [u8; 2],
     /// The block device's capacity in [`SECTOR_SIZE`] sectors (with [`FLAG_BLOCK`]).
     pub block_sectors: u64,
+    /// x86_64: the guest's TSC when the tender created the VM, so that the guest's clock reads the
+    /// time since then: `(TSC - tsc_at_creation)` at `tsc_khz`. About 0 where KVM offsets the
+    /// guest's TSC; the host's TSC where it cannot (PVM nested KVM). aarch64: 0 (the virtual
+    /// counter is the guest's own).
+    pub tsc_at_creation: u64,
 }
 
 /// [`BootInfo::flags`]: a network interface is attached.
@@ -326,7 +331,7 @@ mod tests {
     #[test]
     fn layouts_are_fixed() {
         // These sizes are the ABI: a change here must bump ABI_VERSION.
-        assert_eq!(size_of::<BootInfo>(), 104);
+        assert_eq!(size_of::<BootInfo>(), 112);
         assert_eq!(size_of::<ConsoleWrite>(), 16);
         assert_eq!(size_of::<Exit>(), 8);
         assert_eq!(size_of::<Poll>(), 16);

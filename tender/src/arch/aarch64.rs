@@ -67,12 +67,12 @@ mod kvm {
     }
 
     /// Initialises the vCPU as the host's preferred target. The guest reads its counter frequency
-    /// from `CNTFRQ_EL0`, so no TSC frequency is passed (0).
-    pub fn init_vcpu(_kvm: &Kvm, vm: &VmFd, vcpu: &VcpuFd) -> Result<u64> {
+    /// from `CNTFRQ_EL0` and counts from its own virtual counter, so there is no TSC to pass.
+    pub fn init_vcpu(_kvm: &Kvm, vm: &VmFd, vcpu: &VcpuFd) -> Result<crate::layout::GuestClock> {
         let mut init = kvm_vcpu_init::default();
         vm.get_preferred_target(&mut init).context("KVM_ARM_PREFERRED_TARGET")?;
         vcpu.vcpu_init(&init).context("KVM_ARM_VCPU_INIT")?;
-        Ok(0)
+        Ok(crate::layout::GuestClock::default())
     }
 
     pub fn set_entry(vcpu: &VcpuFd, entry: u64, boot_info: u64) -> Result<()> {

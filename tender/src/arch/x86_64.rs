@@ -9,6 +9,7 @@ use tender_abi::{HYPERCALL_MMIO_BASE, HYPERCALL_PORT_BASE, PAGE_TABLES_OFFSET};
 use super::Event;
 use crate::{
     guest::Ram,
+    layout::GuestClock,
     violation::{Access, Violation},
 };
 
@@ -121,19 +122,34 @@ pub fn prepare_memory(ram: &Ram) -> Result<()> {
 /// `IA32_TIME_STAMP_COUNTER`.
 const MSR_TSC: u32 = 0x10;
 
-/// Per-vCPU setup that does not depend on the guest: CPUID, and the TSC started from 0 (the ABI's
-/// promise: the guest's clock reads the time since its VM was created). Returns the TSC frequency
-/// in kHz.
+/// Per-vCPU setup that does not depend on the guest: CPUID, and the TSC started from 0. Returns
+/// the TSC frequency and the guest's TSC now, from which the guest counts its time.
 ///
 /// Under PVM nested KVM the write is accepted but has no effect: PVM has no hardware TSC offset, so
-/// the guest reads the host's TSC (seconds since the host booted). Best effort, therefore.
-pub fn init_vcpu(kvm: &Kvm, _vm: &VmFd, vcpu: &VcpuFd) -> Result<u64> {
+/// the guest reads the host's TSC (seconds since the host booted). The TSC read back then is the
+/// host's, which is what `BootInfo::tsc_at_creation` is for.
+pub fn init_vcpu(kvm: &Kvm, _vm: &VmFd, vcpu: &VcpuFd) -> Result<GuestClock> {
     let cpuid: CpuId = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).context("KVM_GET_SUPPORTED_CPUID")?;
     vcpu.set_cpuid2(&cpuid).context("KVM_SET_CPUID2")?;
     let tsc = Msrs::from_entries(&[kvm_msr_entry { index: MSR_TSC, data: 0, ..Default::default() }])
         .context("building the TSC MSR list")?;
     let _ = vcpu.set_msrs(&tsc);
-    tsc_khz(vcpu, &cpuid)
+    Ok(GuestClock { tsc_khz: tsc_khz(vcpu, &cpuid)?, tsc_at_creation: guest_tsc_now(vcpu) })
+}
+
+/// The guest's TSC as KVM reads it (`IA32_TIME_STAMP_COUNTER`), or the host's if KVM will not say:
+/// under PVM the two are the same counter.
+fn guest_tsc_now(vcpu: &VcpuFd) -> u64 {
+    let mut msrs = match Msrs::from_entries(&[kvm_msr_entry { index: MSR_TSC, ..Default::default() }]) {
+        Ok(msrs) => msrs,
+        // SAFETY: `rdtsc` only reads the host's time-stamp counter.
+        Err(_) => return unsafe { core::arch::x86_64::_rdtsc() },
+    };
+    match vcpu.get_msrs(&mut msrs) {
+        Ok(1) => msrs.as_slice()[0].data,
+        // SAFETY: as above.
+        _ => unsafe { core::arch::x86_64::_rdtsc() },
+    }
 }
 
 /// The TSC frequency: KVM's (`KVM_GET_TSC_KHZ`, what the guest's TSC really counts at); failing

@@ -41,6 +41,7 @@ use x86_64 as cpu;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86_64::privileged;
 
+#[cfg(feature = "virtio")]
 pub mod block;
 mod console;
 #[cfg(feature = "virtio")]
@@ -77,7 +78,8 @@ static BOOT_INFO: Once<abi::BootInfo> = Once::new();
 /// The cycle counter's scaling to nanoseconds, from the boot information.
 static CLOCK: Once<PvclockSnapshot> = Once::new();
 
-/// The boot information, once [`tender_start`] has checked it.
+/// The boot information, once [`tender_start`] has checked it (for the devices).
+#[cfg(feature = "virtio")]
 pub(crate) fn boot_info() -> Option<&'static abi::BootInfo> {
     BOOT_INFO.get()
 }

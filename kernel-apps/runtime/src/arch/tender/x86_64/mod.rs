@@ -58,9 +58,9 @@ pub(super) fn ticks() -> u64 {
     unsafe { _rdtsc() }
 }
 
-/// The TSC's scaling: it counts from about zero at VM creation at the tender's `tsc_khz`.
+/// The TSC's scaling: time since the tender created the VM, at the tender's `tsc_khz`.
 pub(super) fn clock(info: &abi::BootInfo) -> PvclockSnapshot {
-    crate::tsc::fixed_frequency(info.tsc_khz)
+    PvclockSnapshot { tsc_timestamp: info.tsc_at_creation, ..crate::tsc::fixed_frequency(info.tsc_khz) }
 }
 
 /// `cli; hlt` forever (at CPL 0, through the gate).
