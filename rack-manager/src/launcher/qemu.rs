@@ -12,10 +12,11 @@
 use std::{
     collections::HashMap,
     fs::{self, File, OpenOptions},
-    io::{Read, Seek, SeekFrom},
+    io::{self, Read, Seek, SeekFrom},
     path::Path,
     process::Child,
     sync::Mutex,
+    time::{Duration, Instant},
 };
 
 use images::Arch;
@@ -40,6 +41,35 @@ struct OwnRun {
 pub struct QemuLauncher {
     arches: Vec<Arch>,
     runs: Mutex<HashMap<u32, OwnRun>>,
+    ports: PortPicker,
+}
+
+/// How long a host port handed to one QEMU is kept from the next: long enough for that QEMU to
+/// bind it (or to have exited).
+const PORT_QUARANTINE: Duration = Duration::from_secs(60);
+
+/// Free loopback ports for QEMU's forwarding. Asking the kernel for a free port is not enough on
+/// its own: until the QEMU it was picked for binds it, the kernel may offer the same port again,
+/// and the second QEMU then fails to bind and exits (seen in CI: two instances of one agent with
+/// one port). So a port handed out is not handed out again for [`PORT_QUARANTINE`].
+#[derive(Debug, Default)]
+struct PortPicker {
+    handed_out: Mutex<HashMap<u16, Instant>>,
+}
+
+impl PortPicker {
+    fn pick(&self) -> io::Result<u16> {
+        let mut handed_out = self.handed_out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        handed_out.retain(|_, at| now.duration_since(*at) < PORT_QUARANTINE);
+        for _ in 0..64 {
+            let port = qemu_tests::free_local_port()?;
+            if handed_out.insert(port, now).is_none() {
+                return Ok(port);
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::AddrInUse, "every free port offered was handed out moments ago"))
+    }
 }
 
 impl QemuLauncher {
@@ -53,7 +83,7 @@ impl QemuLauncher {
         if qemu_tests::qemu_binary(Arch::X86_64).is_ok() && qemu_tests::kvm::unavailable_reason().is_none() {
             arches.push(Arch::X86_64);
         }
-        QemuLauncher { arches, runs: Mutex::new(HashMap::new()) }
+        QemuLauncher { arches, runs: Mutex::new(HashMap::new()), ports: PortPicker::default() }
     }
 
     fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<u32, OwnRun>> {
@@ -113,12 +143,11 @@ impl Launcher for QemuLauncher {
         machine.initrd = spec.initrd.clone();
         machine.volume = spec.volume.clone();
         // Each TCP port the manifest listens on is forwarded from a free port on the host's
-        // loopback. Another process could take the port before QEMU binds it; QEMU then exits at
-        // once, and the restart policy decides (a restart picks new ports).
+        // loopback ([`PortPicker`]). Another process could still take the port before QEMU binds
+        // it; QEMU then exits at once, and the restart policy decides (a restart picks new ports).
         let mut ports = Vec::new();
         for listen in spec.listen.iter().filter(|l| l.protocol == "tcp") {
-            let host_port =
-                qemu_tests::free_local_port().map_err(|e| LaunchError::Spawn(format!("no free host port: {e}")))?;
+            let host_port = self.ports.pick().map_err(|e| LaunchError::Spawn(format!("no free host port: {e}")))?;
             machine = machine.forward_tcp(host_port, listen.port);
             ports.push(PortForward {
                 host_port,
@@ -204,7 +233,18 @@ mod tests {
     use super::*;
 
     fn launcher() -> QemuLauncher {
-        QemuLauncher { arches: vec![Arch::Aarch64], runs: Mutex::new(HashMap::new()) }
+        QemuLauncher { arches: vec![Arch::Aarch64], runs: Mutex::new(HashMap::new()), ports: PortPicker::default() }
+    }
+
+    /// The CI failure this prevents: two launches moments apart were offered the same free port
+    /// (nothing had bound it yet), and the second QEMU could not forward it. Nothing binds the
+    /// ports here either, so the kernel is free to offer repeats; the picker must not pass them on.
+    #[test]
+    fn a_port_is_not_handed_out_twice_before_its_qemu_binds_it() {
+        let picker = PortPicker::default();
+        let ports: Vec<u16> = (0..1000).map(|_| picker.pick().expect("a free port")).collect();
+        let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice: {ports:?}");
     }
 
     /// What a restarted daemon does: a launcher that did not start a process answers for it by pid
