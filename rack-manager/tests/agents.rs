@@ -64,8 +64,9 @@ fn thirty_real_instances_spread_across_three_agents() {
         assert_eq!(stored, 1, "one image on {}", dir.path().display());
     }
     let vms = common::vms_of_all(&rack).len();
-    // Seen once in CI as 29 (not reproduced since): the instance table says whether a VM was
-    // restarting (restarts, exit status) or missing.
+    // Seen twice in CI as 29: two instances on one agent had been given the same host port, and
+    // the second QEMU could not forward it (fixed by the launcher's `PortPicker`). The instance
+    // table says whether a VM was restarting (restarts, exit status) or missing.
     assert_eq!(vms, 30, "one VM per instance; the rack says:\n{}", rack.ok(&["ps", "-a"]));
 }
 
