@@ -3,6 +3,8 @@
 
 use std::fs;
 
+use rack_api::agent::{RunRef, RunStats};
+
 /// `/proc` reports times in USER_HZ, which Linux fixes at 100 on every architecture it exports to
 /// user space (the kernel's own HZ may differ; `/proc` converts).
 pub const TICKS_PER_SECOND: u64 = 100;
@@ -56,6 +58,22 @@ pub fn uptime_ticks() -> Option<u64> {
     let text = fs::read_to_string("/proc/uptime").ok()?;
     let seconds: f64 = text.split_whitespace().next()?.parse().ok()?;
     Some((seconds * TICKS_PER_SECOND as f64) as u64)
+}
+
+/// CPU, memory and age of a run's process from `/proc`; `None` once it has ended, or if its pid
+/// now names another process (the start time differs).
+pub fn run_stats(run: &RunRef) -> Option<RunStats> {
+    let pid = run.pid?;
+    let stat = stat(pid)?;
+    if run.start_ticks.is_some_and(|start| start != stat.start_ticks) {
+        return None;
+    }
+    let age_ticks = uptime_ticks()?.saturating_sub(stat.start_ticks);
+    Some(RunStats {
+        cpu_ms: stat.cpu_ticks * 1000 / TICKS_PER_SECOND,
+        rss_bytes: rss_bytes(pid)?,
+        age_ms: age_ticks * 1000 / TICKS_PER_SECOND,
+    })
 }
 
 #[cfg(test)]

@@ -212,17 +212,7 @@ impl Launcher for QemuLauncher {
     }
 
     fn stats(&self, run: &RunRef) -> Option<RunStats> {
-        let pid = run.pid?;
-        let stat = proc::stat(pid)?;
-        if run.start_ticks.is_some_and(|start| start != stat.start_ticks) {
-            return None;
-        }
-        let age_ticks = proc::uptime_ticks()?.saturating_sub(stat.start_ticks);
-        Some(RunStats {
-            cpu_ms: stat.cpu_ticks * 1000 / proc::TICKS_PER_SECOND,
-            rss_bytes: proc::rss_bytes(pid)?,
-            age_ms: age_ticks * 1000 / proc::TICKS_PER_SECOND,
-        })
+        proc::run_stats(run)
     }
 }
 
