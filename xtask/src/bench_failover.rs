@@ -112,7 +112,9 @@ pub fn main(runs: u32) -> Result<bool> {
         let mut values: Vec<u64> = all.iter().map(value).collect();
         values.sort_unstable();
         let (min, max) = (values.first().copied().unwrap_or(0), values.last().copied().unwrap_or(0));
-        println!("{what:<34} median {:>6}{unit}  min {min:>6}{unit}  max {max:>6}{unit}  {target}", median(&values));
+        let line =
+            format!("{what:<34} median {:>6}{unit}  min {min:>6}{unit}  max {max:>6}{unit}  {target}", median(&values));
+        println!("{}", line.trim_end());
     };
     let target = format!("(target <= {} ms)", TARGET_LEASE_TO_SERVING.as_millis());
     summary("lease expiry -> b answers 200", |f| f.lease_to_serving_ms, " ms", &target);
