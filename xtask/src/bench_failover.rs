@@ -38,7 +38,7 @@ use qemu_tests::free_local_port;
 use rustix::process::{Pid, Signal, kill_process, kill_process_group};
 use serde_json::Value;
 
-use crate::{bench_kvlog::Client, deps};
+use crate::{deps, http_client::Client};
 
 const HEARTBEAT_MS: u64 = 1000;
 const LEASE_MS: u64 = 3000;

@@ -16,8 +16,6 @@
 
 use std::{
     fs,
-    io::{Read, Write},
-    net::TcpStream,
     process::ExitCode,
     thread,
     time::{Duration, Instant},
@@ -28,7 +26,11 @@ use clap::Args;
 use images::Arch;
 use qemu_tests::{Instance, Machine, free_local_port, kvm};
 
-use crate::{bench::Summary, deps};
+use crate::{
+    bench::Summary,
+    deps,
+    http_client::{Client, IO_TIMEOUT},
+};
 
 #[derive(Debug, Args)]
 pub struct HttpArgs {
@@ -59,7 +61,6 @@ const STATIC_ARGS: [&str; 2] = ["ip=10.0.2.15/24", "gw=10.0.2.2"];
 /// The port httpd listens on (its manifest's `[[listen]]`).
 const GUEST_PORT: u16 = 8080;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn main(args: HttpArgs) -> Result<ExitCode> {
     let arches: Vec<Arch> = args.arch.map_or(Arch::ALL.to_vec(), |a| vec![a]);
@@ -101,9 +102,9 @@ fn bench_arch(arch: Arch, args: &HttpArgs) -> Result<()> {
     let mut listening = Vec::new();
     for run in 0..=args.runs {
         let (vm, port, listened) = boot(&machine)?;
-        let response = request_once(port, "/healthz")?;
+        let (status, body) = request_once(port, "/healthz")?;
         let answered = vm.elapsed();
-        ensure!(response.status == 200 && response.body == b"ok\n", "GET /healthz answered {}", response.status);
+        ensure!(status == 200 && body == b"ok\n", "GET /healthz answered {status}");
         if run > 0 {
             first_200.push(answered);
             listening.push(listened);
@@ -147,8 +148,8 @@ fn bench_arch(arch: Arch, args: &HttpArgs) -> Result<()> {
         began.elapsed().as_secs_f64(),
         used.as_millis()
     );
-    let response = request_once(port, "/healthz").context("the request after the idle period")?;
-    ensure!(response.status == 200, "httpd stopped answering after the idle period");
+    let (status, _) = request_once(port, "/healthz").context("the request after the idle period")?;
+    ensure!(status == 200, "httpd stopped answering after the idle period");
     Ok(())
 }
 
@@ -168,18 +169,12 @@ fn boot(machine: &Machine) -> Result<(Instance, u16, Duration)> {
     bail!("QEMU could not forward a free port three times")
 }
 
-/// A response: its status and body.
-struct Response {
-    status: u16,
-    body: Vec<u8>,
-}
-
 /// One GET on a new connection, retried on a new connection if the first attempt fails (QEMU may
 /// still be wiring up the forward).
-fn request_once(port: u16, path: &str) -> Result<Response> {
+fn request_once(port: u16, path: &str) -> Result<(u16, Vec<u8>)> {
     let deadline = Instant::now() + IO_TIMEOUT;
     loop {
-        let attempt = (|| -> Result<Response> {
+        let attempt = (|| -> Result<(u16, Vec<u8>)> {
             let mut client = Client::connect(port)?;
             client.get(path)
         })();
@@ -201,8 +196,8 @@ fn load(port: u16, connections: u32, requests: u32, expected: &[u8]) -> Result<(
     let mut clients = Vec::new();
     for _ in 0..connections {
         let mut client = Client::connect(port).context("connecting a load client")?;
-        let response = client.get("/index.html").context("a load client's first request")?;
-        ensure!(response.status == 200, "a load client's first request answered {}", response.status);
+        let (status, _) = client.get("/index.html").context("a load client's first request")?;
+        ensure!(status == 200, "a load client's first request answered {status}");
         clients.push(client);
     }
     let began = Instant::now();
@@ -214,9 +209,10 @@ fn load(port: u16, connections: u32, requests: u32, expected: &[u8]) -> Result<(
                 let mut latencies = Vec::with_capacity(requests as usize);
                 for request in 0..requests {
                     let start = Instant::now();
-                    let response = client.get("/index.html").with_context(|| format!("load request {request}"))?;
+                    let (status, body) =
+                        client.get("/index.html").with_context(|| format!("load request {request}"))?;
                     latencies.push(start.elapsed());
-                    ensure!(response.status == 200 && response.body == expected, "a wrong answer under load");
+                    ensure!(status == 200 && body == expected, "a wrong answer under load");
                 }
                 Ok(latencies)
             })
@@ -238,54 +234,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     }
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-/// A keep-alive HTTP/1.1 client that understands exactly what httpd sends (Content-Length).
-struct Client {
-    stream: TcpStream,
-    buffer: Vec<u8>,
-}
-
-impl Client {
-    fn connect(port: u16) -> Result<Client> {
-        let stream = TcpStream::connect(("127.0.0.1", port))?;
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.set_nodelay(true)?;
-        Ok(Client { stream, buffer: Vec::with_capacity(4096) })
-    }
-
-    fn get(&mut self, path: &str) -> Result<Response> {
-        write!(self.stream, "GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n")?;
-        let head_end = loop {
-            if let Some(at) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
-            }
-            self.fill()?;
-        };
-        let head = std::str::from_utf8(&self.buffer[..head_end]).context("a non-ASCII response head")?;
-        let status = head.get(9..12).and_then(|s| s.parse().ok()).context("a malformed status line")?;
-        let length: usize = head
-            .split("\r\n")
-            .find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
-            })
-            .context("a response without Content-Length")?;
-        while self.buffer.len() < head_end + length {
-            self.fill()?;
-        }
-        let body = self.buffer[head_end..head_end + length].to_vec();
-        self.buffer.drain(..head_end + length);
-        Ok(Response { status, body })
-    }
-
-    fn fill(&mut self) -> Result<()> {
-        let mut chunk = [0u8; 8192];
-        let n = self.stream.read(&mut chunk)?;
-        ensure!(n > 0, "the server closed the connection");
-        self.buffer.extend_from_slice(&chunk[..n]);
-        Ok(())
-    }
 }
 
 /// CPU time (user + system) the process has used, from /proc (in USER_HZ = 100 ticks/s).

@@ -12,8 +12,6 @@
 
 use std::{
     fs::File,
-    io::{Read, Write},
-    net::TcpStream,
     os::unix::fs::FileExt,
     path::Path,
     process::ExitCode,
@@ -26,7 +24,7 @@ use images::Arch;
 use kvlog::{Disk, DiskError, SECTOR_SIZE, Store};
 use qemu_tests::{Instance, Machine, free_local_port, kvm};
 
-use crate::deps;
+use crate::{deps, http_client::Client};
 
 #[derive(Debug, Args)]
 pub struct KvlogArgs {
@@ -43,7 +41,6 @@ pub struct KvlogArgs {
 
 const GUEST_PORT: u16 = 8080;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
 const VALUE: [u8; 100] = [b'v'; 100];
 
 pub fn main(args: KvlogArgs) -> Result<ExitCode> {
@@ -182,65 +179,4 @@ fn boot(machine: &Machine, volume: &Path) -> Result<(Instance, u16, Duration)> {
         }
     }
     bail!("QEMU could not forward a free port three times")
-}
-
-/// A keep-alive HTTP/1.1 client for kvlog's answers (always with Content-Length); the failover
-/// bench uses it too.
-pub(crate) struct Client {
-    stream: TcpStream,
-    buffer: Vec<u8>,
-}
-
-impl Client {
-    pub(crate) fn connect(port: u16) -> Result<Client> {
-        Client::connect_within(port, IO_TIMEOUT)
-    }
-
-    /// Connects, and gives up on any later read or write after `timeout`.
-    pub(crate) fn connect_within(port: u16, timeout: Duration) -> Result<Client> {
-        let stream = TcpStream::connect_timeout(&std::net::SocketAddr::from(([127, 0, 0, 1], port)), timeout)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        stream.set_nodelay(true)?;
-        Ok(Client { stream, buffer: Vec::new() })
-    }
-
-    pub(crate) fn request(&mut self, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
-        let mut request =
-            format!("{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
-        if body.is_empty() {
-            request = format!("{method} {path} HTTP/1.1\r\nHost: bench\r\n\r\n").into_bytes();
-        }
-        request.extend_from_slice(body);
-        self.stream.write_all(&request)?;
-        let head_end = loop {
-            if let Some(at) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
-            }
-            self.fill()?;
-        };
-        let head = std::str::from_utf8(&self.buffer[..head_end]).context("a non-ASCII response head")?;
-        let status = head.get(9..12).and_then(|s| s.parse().ok()).context("a malformed status line")?;
-        let length: usize = head
-            .split("\r\n")
-            .find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
-            })
-            .context("a response without Content-Length")?;
-        while self.buffer.len() < head_end + length {
-            self.fill()?;
-        }
-        let body = self.buffer[head_end..head_end + length].to_vec();
-        self.buffer.drain(..head_end + length);
-        Ok((status, body))
-    }
-
-    fn fill(&mut self) -> Result<()> {
-        let mut chunk = [0u8; 8192];
-        let n = self.stream.read(&mut chunk)?;
-        ensure!(n > 0, "the server closed the connection");
-        self.buffer.extend_from_slice(&chunk[..n]);
-        Ok(())
-    }
 }

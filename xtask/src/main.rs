@@ -13,6 +13,7 @@ mod bench_placement;
 mod bench_replication;
 mod bench_tender_boot;
 mod deps;
+mod http_client;
 mod image;
 mod keygen;
 mod run;

@@ -1,0 +1,80 @@
+//! A keep-alive HTTP/1.1 client for the benches. It understands exactly what Mast's appliances
+//! send (every response carries Content-Length) and nothing more, so a bench measures the
+//! appliance, not a client library.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, ensure};
+
+/// How long a bench waits on any one read or write by default.
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A keep-alive connection to an appliance.
+pub(crate) struct Client {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Client {
+    pub(crate) fn connect(port: u16) -> Result<Client> {
+        Client::connect_within(port, IO_TIMEOUT)
+    }
+
+    /// Connects, and gives up on any later read or write after `timeout`.
+    pub(crate) fn connect_within(port: u16, timeout: Duration) -> Result<Client> {
+        let stream = TcpStream::connect_timeout(&std::net::SocketAddr::from(([127, 0, 0, 1], port)), timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        stream.set_nodelay(true)?;
+        Ok(Client { stream, buffer: Vec::new() })
+    }
+
+    /// `GET path`: the status and the body.
+    pub(crate) fn get(&mut self, path: &str) -> Result<(u16, Vec<u8>)> {
+        self.request("GET", path, &[])
+    }
+
+    /// `method path` with `body` (sent with Content-Length when not empty): the status and the body.
+    pub(crate) fn request(&mut self, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+        let mut request =
+            format!("{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        if body.is_empty() {
+            request = format!("{method} {path} HTTP/1.1\r\nHost: bench\r\n\r\n").into_bytes();
+        }
+        request.extend_from_slice(body);
+        self.stream.write_all(&request)?;
+        let head_end = loop {
+            if let Some(at) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            self.fill()?;
+        };
+        let head = std::str::from_utf8(&self.buffer[..head_end]).context("a non-ASCII response head")?;
+        let status = head.get(9..12).and_then(|s| s.parse().ok()).context("a malformed status line")?;
+        let length: usize = head
+            .split("\r\n")
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
+            })
+            .context("a response without Content-Length")?;
+        while self.buffer.len() < head_end + length {
+            self.fill()?;
+        }
+        let body = self.buffer[head_end..head_end + length].to_vec();
+        self.buffer.drain(..head_end + length);
+        Ok((status, body))
+    }
+
+    fn fill(&mut self) -> Result<()> {
+        let mut chunk = [0u8; 8192];
+        let n = self.stream.read(&mut chunk)?;
+        ensure!(n > 0, "the server closed the connection");
+        self.buffer.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+}
