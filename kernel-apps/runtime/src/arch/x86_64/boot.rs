@@ -32,38 +32,13 @@
 //! the map after boot, and SSE/AVX state (the target is soft-float; `xgetbv` and `ldmxcsr` also
 //! fail in early boot under PVM).
 
-/// Size of the boot stack. Its pages are not zeroed or touched until used, so a generous size
-/// costs nothing at boot.
-pub(super) const STACK_BYTES: usize = 128 * 1024;
-/// Size of the stack the CPU switches to for a double fault (IST1), so that a stack overflow
-/// still produces a report.
-pub(super) const FAULT_STACK_BYTES: usize = 16 * 1024;
-/// Size of the kernel stack (TSS.RSP0): where faults, interrupts and the gate run when they
-/// arrive at CPL 3.
-pub(super) const KERNEL_STACK_BYTES: usize = 16 * 1024;
-
-/// Selector of the 64-bit code segment in the boot GDT.
-pub(super) const CODE_SELECTOR: u16 = 0x08;
-/// Selector of the TSS descriptor in the boot GDT; [`super::idt`] fills the descriptor in.
-pub(super) const TSS_SELECTOR: u16 = 0x18;
+use super::segments::CODE_SELECTOR;
 
 unsafe extern "C" {
     /// The TSC when the first instruction ran, stored by the entry code before anything else.
     pub(super) static mast_boot_tsc: u64;
-    /// The boot GDT; entries 3 and 4 (selector 0x18) are the TSS descriptor, filled in at boot.
-    pub(super) static mut mast_gdt: [u64; 7];
     /// The first byte past the image, its `.bss`, page tables and stacks (page-aligned).
     pub(super) static __image_end: u8;
-    /// The unmapped page below the boot stack.
-    pub(super) static mast_stack_guard: u8;
-    /// One past the top of the double-fault stack.
-    pub(super) static mast_fault_stack_top: u8;
-    /// The unmapped page below the double-fault stack.
-    pub(super) static mast_fault_stack_guard: u8;
-    /// One past the top of the kernel stack (TSS.RSP0).
-    pub(super) static mast_kernel_stack_top: u8;
-    /// The unmapped page below the kernel stack.
-    pub(super) static mast_kernel_stack_guard: u8;
 }
 
 core::arch::global_asm!(
@@ -111,48 +86,8 @@ mast_pt:
 mast_pml4: .skip 4096
 mast_pdpt: .skip 4096
     "#,
-    // Stacks, in their own section that is neither loaded nor zeroed, each above an unmapped guard
-    // page.
-    r#"
-    .section .mast_stacks, "aw", @nobits
-    .balign 4096
-    .global mast_stack_guard
-mast_stack_guard:       .skip 4096
-                        .skip {stack_bytes}
-mast_stack_top:
-    .global mast_fault_stack_guard
-mast_fault_stack_guard: .skip 4096
-                        .skip {fault_stack_bytes}
-    .global mast_fault_stack_top
-mast_fault_stack_top:
-    .global mast_kernel_stack_guard
-mast_kernel_stack_guard: .skip 4096
-                        .skip {kernel_stack_bytes}
-    .global mast_kernel_stack_top
-mast_kernel_stack_top:
-    "#,
-    // The boot GDT: null, 64-bit code (0x08), data (0x10), a 16-byte TSS slot (0x18), user data
-    // (0x28) and user 64-bit code (0x30), as `super::user` expects. The accessed bits are preset
-    // so the CPU never writes to the table. The pointer's base is a .quad
-    // so the same pointer serves the 32-bit and the 64-bit `lgdt`.
     r#"
     .section .data.mast_boot, "aw", @progbits
-    .balign 16
-    .global mast_gdt
-mast_gdt:
-    .quad 0
-    .quad 0x00af9b000000ffff
-    .quad 0x00cf93000000ffff
-    .quad 0, 0
-    .quad 0x00cff3000000ffff
-    .quad 0x00affb000000ffff
-mast_gdt_end:
-    .balign 8
-    .word 0, 0, 0
-mast_gdt_pointer:
-    .word mast_gdt_end - mast_gdt - 1
-    .quad mast_gdt
-
     .balign 8
     .global mast_boot_tsc
 mast_boot_tsc:
@@ -229,9 +164,6 @@ mast_long_mode:
     call {start}
     ud2
     "#,
-    stack_bytes = const STACK_BYTES,
-    fault_stack_bytes = const FAULT_STACK_BYTES,
-    kernel_stack_bytes = const KERNEL_STACK_BYTES,
     code_selector = const CODE_SELECTOR,
     start = sym super::start,
     options(att_syntax),

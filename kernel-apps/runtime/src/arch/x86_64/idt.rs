@@ -27,7 +27,7 @@ use core::cell::UnsafeCell;
 use core::ops::Range;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use super::boot::{self, CODE_SELECTOR, TSS_SELECTOR};
+use super::segments::{self, CODE_SELECTOR, TSS_SELECTOR};
 use crate::exit::ExitCode;
 use crate::fault::x86_64::{self as fault, Exception};
 
@@ -262,11 +262,11 @@ pub(super) fn init() {
     // TSS_SELECTOR is reserved for this descriptor by the boot code; the vector table holds the
     // addresses of the stubs above, and the interrupt stubs are the functions declared above.
     unsafe {
-        (*tss).rsp[0] = &raw const boot::mast_kernel_stack_top as u64;
-        (*tss).ist[0] = &raw const boot::mast_fault_stack_top as u64;
+        (*tss).rsp[0] = &raw const segments::mast_kernel_stack_top as u64;
+        (*tss).ist[0] = &raw const segments::mast_fault_stack_top as u64;
         let base = tss as u64;
         let limit = size_of::<Tss>() as u64 - 1;
-        let gdt = &raw mut boot::mast_gdt;
+        let gdt = &raw mut segments::mast_gdt;
         let slot = TSS_SELECTOR as usize / 8;
         // An available 64-bit TSS (type 9), present, with the base split as the format requires.
         (*gdt)[slot] = (limit & 0xffff)
@@ -350,8 +350,8 @@ extern "C" fn exception(frame: &Frame) -> ! {
 }
 
 fn stack_guards() -> [Range<u64>; 3] {
-    let boot_guard = &raw const boot::mast_stack_guard as u64;
-    let fault_guard = &raw const boot::mast_fault_stack_guard as u64;
-    let kernel_guard = &raw const boot::mast_kernel_stack_guard as u64;
+    let boot_guard = &raw const segments::mast_stack_guard as u64;
+    let fault_guard = &raw const segments::mast_fault_stack_guard as u64;
+    let kernel_guard = &raw const segments::mast_kernel_stack_guard as u64;
     [boot_guard..boot_guard + 4096, fault_guard..fault_guard + 4096, kernel_guard..kernel_guard + 4096]
 }

@@ -40,6 +40,7 @@ mod idt;
 mod io;
 #[cfg(feature = "virtio")]
 pub(crate) mod irq;
+mod segments;
 mod serial;
 mod user;
 

@@ -1,4 +1,4 @@
-//! CPL 3: the drop from the privileged boot into user mode, and the one gate back (`int 0x80`).
+//! CPL 3: the drop from the privileged boot into user mode, and the one gate back (a known `ud2`).
 //!
 //! # Why
 //! Under PVM (the software-assisted nested KVM of the machines this is developed on), guest code

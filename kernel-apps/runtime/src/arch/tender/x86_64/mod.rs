@@ -8,6 +8,8 @@
 mod boot;
 #[path = "../../x86_64/idt.rs"]
 mod idt;
+#[path = "../../x86_64/segments.rs"]
+mod segments;
 #[path = "../../x86_64/user.rs"]
 mod user;
 
