@@ -172,7 +172,7 @@ struct ServeArgs {
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
-    replication: crate::replication::ReplicationArgs,
+    replication: crate::rack::image_store::ReplicationArgs,
     #[command(flatten)]
     peer: crate::peer::PeerArgs,
 }

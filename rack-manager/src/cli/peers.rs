@@ -8,10 +8,10 @@ use clap::Subcommand;
 use super::output::{self, Format};
 use crate::{
     client::Client,
+    daemon::peers_api::{IdentityView, PeerView, PlanView, SetPlanRequest},
     datadir::{DataDir, now_ms},
     peer::{
         self, PeerEntry, PeerImage, Takeover,
-        api::{IdentityView, PeerView, PlanView, SetPlanRequest},
         identity::{Identity, parse_fingerprint},
         wire::PeerClient,
     },

@@ -112,7 +112,7 @@ fn take_over(
     // The restored snapshot becomes the new instance's volume before the deployment is stored,
     // so the instance's first boot already finds the peer's data.
     let seed = takeover.snapshot_taken_ms.map(|_| node.snapshot_path(peer, &plan.deployment));
-    match crate::daemon::api::create_deployment(&node.rack, &request, seed.as_deref()) {
+    match node.rack.deploy_seeded(&request, seed.as_deref()) {
         Ok((response, seeded)) => {
             if seed.is_some() && seeded.is_empty() {
                 takeover.message = Some(
@@ -126,7 +126,7 @@ fn take_over(
         }
         Err(error) => {
             takeover.state = "failed".into();
-            takeover.message = Some(format!("deploying here failed: {}", error.error.message));
+            takeover.message = Some(format!("deploying here failed: {}", error.message));
         }
     }
     eprintln!(
@@ -154,7 +154,7 @@ pub fn release(node: &Node, peer: &str, deployment: &str) -> anyhow::Result<Take
         let ids: Vec<String> =
             node.rack.store().instances()?.into_iter().filter(|i| &i.deployment == local).map(|i| i.id).collect();
         for id in ids {
-            let _: rack_api::Instance = node.api.delete(&format!("/instances/{id}"))?;
+            node.rack.remove_instance(&id)?;
         }
     }
     let mut takeovers = node.takeovers();

@@ -21,7 +21,6 @@
 //! <data-dir>/volumes/<deployment>.img   a deployment's volume (what snapshots copy)
 //! ```
 
-pub mod api;
 pub mod failover;
 pub mod identity;
 mod local;
@@ -48,7 +47,7 @@ use self::{
     tls::TrustedPeers,
     wire::PeerClient,
 };
-use crate::{daemon::Rack, datadir::DataDir};
+use crate::{datadir::DataDir, rack::Rack};
 
 /// Peering options of `serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -204,8 +203,6 @@ pub struct Node {
     pub heartbeat: Duration,
     pub lease: Duration,
     pub rack: Arc<Rack>,
-    /// The rack API's URL and token, for actions that go through the API's own checks.
-    pub api: crate::client::Client,
     trusted: TrustedPeers,
     peers: Mutex<Vec<PeerEntry>>,
     runtime: Mutex<HashMap<String, PeerRuntime>>,
@@ -386,7 +383,7 @@ impl Node {
 /// loops. Before it returns, it asks every reachable peer which of this rack's deployments it
 /// took over while this rack was away, and stops those here, so the reconciler that starts next
 /// never runs a duplicate.
-pub fn start(rack: &Arc<Rack>, args: &PeerArgs, api_url: &str) -> anyhow::Result<Option<Arc<Node>>> {
+pub fn start(rack: &Arc<Rack>, args: &PeerArgs) -> anyhow::Result<Option<Arc<Node>>> {
     let Some(listen) = args.peer_listen else {
         return Ok(None);
     };
@@ -410,7 +407,6 @@ pub fn start(rack: &Arc<Rack>, args: &PeerArgs, api_url: &str) -> anyhow::Result
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         lease: Duration::from_millis(args.lease_ms),
         rack: rack.clone(),
-        api: crate::client::Client::new(api_url, &rack.token, Duration::from_secs(60)),
         trusted: Arc::new(RwLock::new(HashMap::new())),
         peers: Mutex::new(peers.clone()),
         runtime: Mutex::new(HashMap::new()),

@@ -12,14 +12,13 @@
 use std::{sync::Arc, thread, time::Duration};
 
 use images::artifact::ImageId;
-use rack_api::{Desired, InstanceState};
 use replica::{ChunkId, Remote, RemoteError};
 
 use super::{
     Heartbeat, HeartbeatReply, Node, PeerEntry, PlanSpec,
     remote::{ChunkTally, PeerRemote},
 };
-use crate::{datadir::now_ms, reconcile::run_ref};
+use crate::datadir::now_ms;
 
 pub fn spawn(node: Arc<Node>) {
     let beats = node.clone();
@@ -129,36 +128,23 @@ fn beat(node: &Node, peer: &PeerEntry, timeout: Duration) {
 /// Stops this rack's instances of deployments that `peer` has taken over, for good: they stay
 /// listed, stopped, with a message that says why; nothing restarts them.
 fn fence(node: &Node, peer: &str, reply: &HeartbeatReply) {
-    let rack = &node.rack;
-    let mut store = rack.store();
-    let Ok(records) = store.instances() else { return };
-    let mut fenced = Vec::new();
-    for mut record in records {
-        let Some(notice) = reply.takeovers.iter().find(|n| n.deployment == record.deployment) else { continue };
-        if record.desired != Desired::Running {
-            continue;
+    let fenced: Vec<(String, String)> = reply
+        .takeovers
+        .iter()
+        .map(|notice| {
+            let message = format!(
+                "rack {peer} took this deployment over (epoch {}) while this rack was down; not started here again",
+                notice.epoch
+            );
+            (notice.deployment.clone(), message)
+        })
+        .collect();
+    match node.rack.fence(&fenced) {
+        Ok(0) => {}
+        Ok(count) => {
+            eprintln!("rack-manager: {count} instance(s) stay stopped: rack {peer} took their deployments over")
         }
-        if record.state == InstanceState::Running
-            && let Some(agent) = rack.agent(&record.host)
-            && let Err(error) = agent.stop(&run_ref(&record))
-        {
-            eprintln!("rack-manager: stopping {} (taken over by {peer}): {error}", record.id);
-        }
-        record.desired = Desired::Stopped;
-        record.state = InstanceState::Stopped;
-        record.pid = None;
-        record.message = Some(format!(
-            "rack {peer} took this deployment over (epoch {}) while this rack was down; not started here again",
-            notice.epoch
-        ));
-        fenced.push(record);
-    }
-    if fenced.is_empty() {
-        return;
-    }
-    eprintln!("rack-manager: {} instance(s) stay stopped: rack {peer} took their deployments over", fenced.len());
-    if let Err(error) = store.update_instances(&fenced) {
-        eprintln!("rack-manager: recording the takeover by {peer}: {error}");
+        Err(error) => eprintln!("rack-manager: recording the takeover by {peer}: {error}"),
     }
 }
 
@@ -212,7 +198,7 @@ fn learn_image(node: &Node, peer: &str, remote: &dyn Remote, id: &ImageId) -> an
             anyhow::bail!("refused: {error}");
         }
     };
-    crate::replication::register_learned(&node.rack, id, &format!("peer {peer}"));
+    node.rack.register_learned(id, &format!("peer {peer}"));
     let chunks = header.body.distinct_chunks();
     let local = chunks.iter().filter(|c| replicator.store().has(&ChunkId(c.hash))).count();
     let mut runtime = node.runtime();

@@ -1,16 +1,17 @@
-//! The rack API's peering routes (`/v1/peers`, `/v1/identity`, `/v1/failover/...`), for the CLI.
-//! They answer 409 on a rack that was started without `--peer-listen`.
+//! The rack API's peering routes (`/v1/peers`, `/v1/identity`, `/v1/failover/...`), for the CLI:
+//! thin calls into the peer layer ([`crate::peer`]). They answer 409 on a rack that was started
+//! without `--peer-listen`.
 
 use serde::{Deserialize, Serialize};
 use tiny_http::Method;
 
-use super::{Node, PeerEntry, failover};
+use std::sync::Arc;
+
+use super::http::{HttpError, Reply, Req};
 use crate::{
-    daemon::{
-        Rack,
-        http::{HttpError, Reply, Req},
-    },
     datadir::now_ms,
+    peer::{Node, PeerEntry, failover},
+    rack::Rack,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,25 +79,25 @@ pub struct PlanView {
     pub incoming: Vec<IncomingPlan>,
 }
 
-fn node(rack: &Rack) -> Result<&Node, HttpError> {
-    rack.peer.get().map(|n| &**n).ok_or_else(|| {
+fn node(peer: Option<&Arc<Node>>) -> Result<&Node, HttpError> {
+    peer.map(|n| &**n).ok_or_else(|| {
         HttpError::conflict("this rack has no peer listener", "restart it with `rack-manager serve --peer-listen ADDR`")
     })
 }
 
-pub fn route(rack: &Rack, req: &Req, rest: &[&str]) -> Result<Reply, HttpError> {
+pub fn route(rack: &Rack, peer: Option<&Arc<Node>>, req: &Req, rest: &[&str]) -> Result<Reply, HttpError> {
     match (&req.method, rest) {
         (Method::Get, ["identity"]) => {
-            let node = node(rack)?;
+            let node = node(peer)?;
             Ok(Reply::json(&IdentityView {
                 name: node.identity.name.clone(),
                 peer_url: Some(node.url.clone()),
                 fingerprint: hex::encode(node.identity.fingerprint()),
             }))
         }
-        (Method::Get, ["peers"]) => Ok(Reply::json(&peers(node(rack)?))),
+        (Method::Get, ["peers"]) => Ok(Reply::json(&peers(node(peer)?))),
         (Method::Post, ["peers"]) => {
-            let node = node(rack)?;
+            let node = node(peer)?;
             let entry: PeerEntry = req.json("peer")?;
             let name = entry.name.clone();
             node.add_peer(entry).map_err(|e| {
@@ -105,21 +106,21 @@ pub fn route(rack: &Rack, req: &Req, rest: &[&str]) -> Result<Reply, HttpError> 
             Ok(Reply::json_status(201, &peers(node).into_iter().find(|p| p.name == name)))
         }
         (Method::Delete, ["peers", name]) => {
-            let node = node(rack)?;
+            let node = node(peer)?;
             if !node.remove_peer(name).map_err(|e| HttpError::new(500, "store", format!("{e:#}"), ""))? {
                 return Err(HttpError::not_found(format!("there is no peer {name:?}"), "see `rack-manager peer ls`"));
             }
             Ok(Reply::json(&serde_json::json!({ "removed": name })))
         }
         (Method::Post, ["failover", "plans"]) => {
-            let node = node(rack)?;
+            let node = node(peer)?;
             let request: SetPlanRequest = req.json("failover plan")?;
             set_plan(rack, node, request)
         }
-        (Method::Get, ["failover", "plan"]) => Ok(Reply::json(&plan(rack, node(rack)?)?)),
-        (Method::Get, ["failover", "status"]) => Ok(Reply::json(&node(rack)?.takeovers().clone())),
-        (Method::Post, ["failover", "release", peer, deployment]) => {
-            let released = failover::release(node(rack)?, peer, deployment)
+        (Method::Get, ["failover", "plan"]) => Ok(Reply::json(&plan(rack, node(peer)?)?)),
+        (Method::Get, ["failover", "status"]) => Ok(Reply::json(&node(peer)?.takeovers().clone())),
+        (Method::Post, ["failover", "release", owner, deployment]) => {
+            let released = failover::release(node(peer)?, owner, deployment)
                 .map_err(|e| HttpError::conflict(format!("{e:#}"), "see `rack-manager failover status`"))?;
             Ok(Reply::json(&released))
         }
