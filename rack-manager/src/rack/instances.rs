@@ -221,6 +221,7 @@ impl Rack {
 
     /// Stops every instance of the deployments `fenced` names for good, each with its message
     /// (a peer took the deployment over): they stay listed, stopped, and nothing restarts them.
+    /// They are recorded stopped before their runs are stopped, without the store lock.
     /// Returns how many instances were fenced.
     pub fn fence(&self, fenced: &[(String, String)]) -> Result<usize> {
         let message_for = |deployment: &str| fenced.iter().find(|(d, _)| d == deployment).map(|(_, m)| m.clone());
@@ -233,9 +234,8 @@ impl Rack {
                 let message = message_for(&r.deployment)?;
                 let mut next = r.clone();
                 next.desired = Desired::Stopped;
-                if next.state != InstanceState::Running {
-                    next.state = InstanceState::Stopped;
-                }
+                next.state = InstanceState::Stopped;
+                next.pid = None;
                 next.message = Some(message);
                 Some((r, next))
             })
@@ -250,8 +250,9 @@ impl Rack {
                 continue;
             }
             count += 1;
-            // Stopped now rather than at the reconciler's next pass; a host that does not answer
-            // is left to the reconciler, which stops runs that are meant to be stopped.
+            // The peer runs it now: stopped here at once. A host that does not answer (it went
+            // down with this rack) is not waited for; its run, if any, is left as a down host's
+            // runs are.
             if old.state == InstanceState::Running
                 && let Err(e) = self.stop_run(&old)
             {
