@@ -8,16 +8,12 @@ use rack_api::{
     DeployRequest, DeployResponse, Deployment, Desired, DrainResponse, Host, HostState, Image, Instance, InstanceState,
     InstanceStats, JoinRequest, LogChunk, Plan, RestartPolicy, Stats,
 };
-use tiny_http::Method;
 
-use super::{
-    Rack, deployments_by_id,
-    http::{HttpError, Reply, Req},
-    instance_view,
-};
+use super::{Rack, deployments_by_id, instance_view};
 use crate::{
     agent::{HostAgent, RemoteAgent},
     datadir::now_ms,
+    http::{HttpError, Method, Reply, Req},
     placement::{self, Candidate},
     reconcile::run_ref,
     store::{HostRecord, InstanceRecord, StateStore},

@@ -2,15 +2,12 @@
 //! They answer 409 on a rack that was started without `--peer-listen`.
 
 use serde::{Deserialize, Serialize};
-use tiny_http::Method;
 
 use super::{Node, PeerEntry, failover};
 use crate::{
-    daemon::{
-        Rack,
-        http::{HttpError, Reply, Req},
-    },
+    daemon::Rack,
     datadir::now_ms,
+    http::{HttpError, Method, Reply, Req},
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
