@@ -77,12 +77,15 @@ pub struct Limits {
 /// The most body bytes a route accepts, decided from the request head before any is read.
 pub type BodyLimit = fn(&Method, &[String]) -> u64;
 
+/// Names the peer a finished TLS handshake proved, or says why the client is refused.
+pub type PeerOf = dyn Fn(&rustls::ServerConnection, SocketAddr) -> Result<String, String> + Send + Sync;
+
 /// How the peer listener decides who a TLS client is.
 pub struct TlsGate {
     /// While true, every connection is dropped at once (a test hook: a partitioned rack).
     pub refuse_all: Box<dyn Fn() -> bool + Send + Sync>,
     /// The peer the handshake proved, or why the connection is refused.
-    pub peer_of: Box<dyn Fn(&rustls::ServerConnection, SocketAddr) -> Result<String, String> + Send + Sync>,
+    pub peer_of: Box<PeerOf>,
 }
 
 fn runtime() -> &'static tokio::runtime::Runtime {
