@@ -23,6 +23,7 @@ mod cli;
 mod client;
 mod daemon;
 mod datadir;
+mod http;
 mod launcher;
 mod peer;
 mod placement;

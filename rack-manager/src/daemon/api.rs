@@ -5,10 +5,9 @@
 use std::sync::Arc;
 
 use rack_api::{DeployRequest, JoinRequest};
-use tiny_http::Method;
 
-use super::http::{HttpError, Reply, Req};
 use crate::{
+    http::{HttpError, Method, Reply, Req},
     peer::Node,
     rack::{ErrorKind, Rack, RackError, instances::Lifecycle},
 };

@@ -7,7 +7,6 @@
 //! (same pid **and** start time) and restarts the others by policy.
 
 pub mod api;
-pub mod http;
 pub mod peers_api;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
@@ -19,6 +18,7 @@ use rack_api::HostState;
 use crate::{
     agent::{HostAgent, LocalAgent, RemoteAgent},
     datadir::DataDir,
+    http,
     launcher::{
         Launcher,
         qemu::QemuLauncher,
@@ -136,10 +136,10 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
             (Box::new(store), Some(election))
         }
     };
-    let server = tiny_http::Server::http(config.listen).map_err(|e| {
+    let server = std::net::TcpListener::bind(config.listen).map_err(|e| {
         anyhow::anyhow!("cannot listen on {}: {e} (is another manager running? pick another --listen)", config.listen)
     })?;
-    let address = server.server_addr().to_ip().context("the server listens on an IP address")?;
+    let address = server.local_addr().context("the API listener's address")?;
     let url = format!("http://{address}");
     let replication = Replication::open(&dir, trusted.clone(), &config.replication)?;
     let rack = Arc::new(Rack::new(RackParts {
@@ -221,6 +221,33 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     std::thread::spawn(move || crate::replication::run(&replicating));
     let handler_rack = rack.clone();
     let handler = Arc::new(move |req: &http::Req| api::route(&handler_rack, peer.as_ref(), req));
-    http::serve(Arc::new(server), 8, token, handler);
-    anyhow::bail!("the API server stopped")
+    let error = http::serve(server, API_LIMITS, token, api_body_limit, handler);
+    anyhow::bail!("the API server stopped: {error}")
 }
+
+/// The manager's API listener. Connections: the CLI, agents, peers' replication and a bench
+/// hold a few each; 512 leaves ample room while bounding descriptors (the default limit is
+/// 1024) and memory (a connection costs a task and its buffers, a few KiB).
+const API_LIMITS: http::Limits = http::Limits {
+    max_connections: 512,
+    // One address (a NAT, a loopback flood) may hold a quarter of the room.
+    max_per_address: 128,
+    // Idle or head-sending sockets beyond this make room for newcomers, oldest first.
+    max_unproven: 256,
+    // Handlers end in the store (one lock) or an agent call: eight at once kept today's
+    // throughput; more would only queue on the store lock, holding threads.
+    handlers: 8,
+};
+
+/// Image push carries a whole image; everything else is a small JSON document.
+fn api_body_limit(method: &http::Method, path: &[String]) -> u64 {
+    match (method, path) {
+        (http::Method::Post, [v1, images]) if v1 == "v1" && images == "images" => MAX_IMAGE_BYTES,
+        _ => MAX_REQUEST_BYTES,
+    }
+}
+
+/// The largest image `image push` accepts: far above any appliance image.
+const MAX_IMAGE_BYTES: u64 = 64 << 20;
+/// The largest other request body: deploy requests, joins and plans are a few KiB.
+const MAX_REQUEST_BYTES: u64 = 1 << 20;

@@ -2,14 +2,13 @@
 //! thin calls into the peer layer ([`crate::peer`]). They answer 409 on a rack that was started
 //! without `--peer-listen`.
 
-use serde::{Deserialize, Serialize};
-use tiny_http::Method;
-
 use std::sync::Arc;
 
-use super::http::{HttpError, Reply, Req};
+use serde::{Deserialize, Serialize};
+
 use crate::{
     datadir::now_ms,
+    http::{HttpError, Method, Reply, Req},
     peer::{Node, PeerEntry, failover},
     rack::Rack,
 };

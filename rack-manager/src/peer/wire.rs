@@ -1,6 +1,6 @@
-//! HTTP/1.1 on a peer link, one request per connection: the server parses request heads with the
-//! workspace's own `http1` crate and reads `Content-Length` bodies itself; the client writes one
-//! request and reads one `Content-Length` response. Both sides bound every length they read.
+//! HTTP/1.1 on a peer link, one request per connection. The server side is [`crate::http`]'s
+//! (see `server.rs`); here are the protocol's request and response types and the client, which
+//! writes one request and reads one `Content-Length` response, bounding every length it reads.
 
 use std::{
     io::{self, Read, Write},
@@ -53,60 +53,6 @@ impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
-}
-
-/// Reads one request; `Ok(None)` when the client sent nothing, or a response to send back when
-/// the request is malformed.
-pub fn read_request(stream: &mut impl Read) -> io::Result<Result<Option<Request>, Response>> {
-    let mut buf = Vec::new();
-    let mut scratch = [0u8; 4096];
-    loop {
-        match http1::request::parse_request(&buf) {
-            Ok(http1::request::Parsed::Complete { head, len }) => {
-                let length = match head.content {
-                    http1::request::Content::None => 0,
-                    http1::request::Content::Length(n) if n <= MAX_REQUEST_BODY => n,
-                    http1::request::Content::Length(_) => return Ok(Err(Response::error(413, "body too large"))),
-                    http1::request::Content::TransferCoded => {
-                        return Ok(Err(Response::error(411, "send a Content-Length")));
-                    }
-                };
-                let method = head.method;
-                let path = head.path().to_owned();
-                let mut body = buf.split_off(len);
-                body.truncate(length as usize);
-                read_rest(stream, &mut body, length)?;
-                return Ok(Ok(Some(Request { method, path, body })));
-            }
-            Ok(http1::request::Parsed::Incomplete) => {}
-            Err(error) => return Ok(Err(Response::error(error.status().code(), format!("{error:?}")))),
-        }
-        let n = stream.read(&mut scratch)?;
-        if n == 0 {
-            return if buf.is_empty() {
-                Ok(Ok(None))
-            } else {
-                Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the request head was cut short"))
-            };
-        }
-        buf.extend_from_slice(&scratch[..n]);
-    }
-}
-
-pub fn write_response(stream: &mut impl Write, response: &Response) -> io::Result<()> {
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        response.status,
-        if response.status < 400 { "OK" } else { "Error" },
-        response.body.len()
-    );
-    for (name, value) in &response.headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(&response.body)?;
-    stream.flush()
 }
 
 /// Why a call to a peer failed.
@@ -258,7 +204,6 @@ mod tests {
     use super::*;
 
     const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Taken-Ms: 42\r\n\r\nhello";
-    const REQUEST: &[u8] = b"POST /peer/v1/chunks HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n[\"\"]";
 
     #[test]
     fn a_response_is_read_whole() {
@@ -283,19 +228,5 @@ mod tests {
         assert!(read_response(&mut &huge[..]).is_err(), "an absurd length is refused before reading");
         let lying = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nshort";
         assert!(read_response(&mut &lying[..]).is_err(), "a body shorter than announced");
-    }
-
-    #[test]
-    fn a_request_is_read_whole_and_a_truncated_one_is_refused() {
-        let request = read_request(&mut &REQUEST[..]).expect("io").expect("valid").expect("a request");
-        assert_eq!((request.path.as_str(), request.body.as_slice()), ("/peer/v1/chunks", &b"[\"\"]"[..]));
-        assert!(matches!(read_request(&mut &b""[..]), Ok(Ok(None))), "nothing sent");
-        for cut in 1..REQUEST.len() {
-            let outcome = read_request(&mut &REQUEST[..cut]);
-            assert!(!matches!(outcome, Ok(Ok(Some(_)))), "cut at {cut} gave a request");
-        }
-        let too_big = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n";
-        let refused = read_request(&mut &too_big[..]).expect("io").expect_err("refused");
-        assert_eq!(refused.status, 413);
     }
 }
