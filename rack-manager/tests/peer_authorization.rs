@@ -231,6 +231,7 @@ fn a_down_peer_s_plan_runs_only_with_a_trusted_image_key_and_within_the_policy()
     assert!(asked["refused_because"].as_str().is_some_and(|r| r.contains("no image key is trusted for peer m")));
     assert_eq!(incoming["trust"], json!([{ "peer": "m", "image_keys": [] }]), "{incoming}");
     let table = b.ok(&["failover", "plan", "--incoming"]);
+    println!("$ rack-manager failover plan --incoming\n{table}");
     assert!(table.contains("none: nothing of m is taken over") && table.contains("refused:"), "{table}");
     refusal("no image key is trusted for peer m");
     let shown = b.ok(&["failover", "status"]);

@@ -20,7 +20,7 @@
 //! <data-dir>/peer/address           the peer URL, written once the listener is up
 //! <data-dir>/peer/peers.json        configured peers: name, URL, pinned fingerprint, image keys
 //! <data-dir>/peer/plans.json        this rack's deployments → the racks they fail over to
-//! <data-dir>/peer/takeovers.json    deployments this rack took over from down peers
+//! <data-dir>/peer/takeovers.json    deployments this rack took over from down peers (or refused to)
 //! <data-dir>/peer/replicas/<rack>/<deployment>.img   a peer's latest volume snapshot (and .json: when)
 //! <data-dir>/peer/partitioned       test hook: while it exists, no peer traffic in or out
 //! <data-dir>/volumes/<deployment>.img   a deployment's volume (what snapshots copy)

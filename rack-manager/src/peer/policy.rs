@@ -242,7 +242,7 @@ mod tests {
         }
         let mut bad = plan();
         bad.deployment = "../../x".into();
-        assert!(check_plan(&bad).unwrap_err().contains("not a valid deployment name"));
+        assert!(check_plan(&bad).expect_err("refused").contains("not a valid deployment name"));
         let mut bad = plan();
         bad.image_id = "../x".into();
         assert!(check_plan(&bad).is_err());

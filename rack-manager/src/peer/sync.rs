@@ -20,6 +20,9 @@ use super::{
 };
 use crate::datadir::now_ms;
 
+/// The largest heartbeat reply read: a list of takeover notices, small unless the peer is hostile.
+const MAX_HEARTBEAT_REPLY: u64 = 1 << 20;
+
 pub fn spawn(node: Arc<Node>) {
     let beats = node.clone();
     thread::spawn(move || {
@@ -101,7 +104,8 @@ fn beat(node: &Node, peer: &PeerEntry, timeout: Duration) {
         let beat =
             Heartbeat { rack: node.identity.name.clone(), sent_ms: now_ms(), plans: plans_for(node, &peer.name) };
         let body = serde_json::to_vec(&beat)?;
-        let reply: HeartbeatReply = serde_json::from_slice(&client.call("POST", "/peer/v1/heartbeat", &body)?.body)?;
+        let answer = client.call_limited("POST", "/peer/v1/heartbeat", &body, MAX_HEARTBEAT_REPLY)?;
+        let reply: HeartbeatReply = serde_json::from_slice(&answer.body)?;
         anyhow::ensure!(reply.rack == peer.name, "the peer at {} calls itself {:?}", peer.url, reply.rack);
         Ok(reply)
     })();
