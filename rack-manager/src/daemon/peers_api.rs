@@ -239,7 +239,7 @@ fn plan(rack: &Rack, node: &Node) -> Result<PlanView, HttpError> {
     for (peer, state) in runtime {
         for p in state.plans {
             let snapshot = state.snapshots.get(&p.deployment).copied();
-            let verdict = failover::allowed(node, &peer, &p);
+            let verdict = failover::allowed(node, &peer, &p, &all_images);
             incoming.push(IncomingPlan {
                 would_take_over: failover::successor(&p, &peer, &me, |r| node.peer_is_alive(r, now))
                     == Some(me.as_str()),

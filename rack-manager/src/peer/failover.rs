@@ -46,6 +46,7 @@ fn check(node: &Node) {
     let lease = node.lease.as_millis() as u64;
     let me = node.identity.name.clone();
     let runtime = node.runtime().clone();
+    let mut images = None;
     for (peer, state) in &runtime {
         let Some(last) = state.last_heartbeat_ms else { continue };
         if super::alive(state, now, lease) {
@@ -62,7 +63,15 @@ fn check(node: &Node) {
             {
                 continue;
             }
-            if let Err(reason) = allowed(node, peer, plan) {
+            // Read once per pass, not per plan: a down peer may have sent hundreds.
+            let images = images.get_or_insert_with(|| {
+                node.rack.store().images().map_err(|e| format!("reading this rack's images: {e}"))
+            });
+            let verdict = match images {
+                Ok(images) => allowed(node, peer, plan, images),
+                Err(error) => Err(error.clone()),
+            };
+            if let Err(reason) = verdict {
                 // Recorded (and logged) when the reason is new, not at every check.
                 if existing.and_then(|t| t.message) != Some(reason.clone()) {
                     eprintln!("rack-manager: not taking over {} from down rack {peer}: {reason}", plan.deployment);
@@ -86,10 +95,10 @@ fn check(node: &Node) {
     note_serving(node);
 }
 
-/// Whether this rack's policy lets `peer` have `plan` run here now, or why not.
-pub fn allowed(node: &Node, peer: &str, plan: &PlanSpec) -> Result<(), String> {
+/// Whether this rack's policy lets `peer` have `plan` run here now, or why not; `images` are
+/// this rack's images.
+pub fn allowed(node: &Node, peer: &str, plan: &PlanSpec, images: &[rack_api::Image]) -> Result<(), String> {
     let entry = node.peers().into_iter().find(|p| p.name == peer);
-    let images = node.rack.store().images().map_err(|e| format!("reading this rack's images: {e}"))?;
     let image = images.iter().find(|i| i.id == plan.image_id);
     let running: u32 = node
         .takeovers()
