@@ -110,7 +110,7 @@ pub struct PlanView {
     pub incoming: Vec<IncomingPlan>,
     /// This rack's limits on what a peer's plan may start here.
     #[serde(default)]
-    pub policy: Option<super::policy::TakeoverPolicy>,
+    pub policy: Option<crate::peer::policy::TakeoverPolicy>,
     #[serde(default)]
     pub trust: Vec<PeerTrust>,
 }
