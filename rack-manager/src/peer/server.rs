@@ -14,7 +14,7 @@ use replica::{ChunkId, VolumeSnapshot};
 
 use super::{
     Heartbeat, HeartbeatReply, Node, PeerImage, ServedVolume, TakeoverNotice, identity::fingerprint,
-    local::LocalChunks, wire,
+    local::LocalChunks, policy, wire,
 };
 use crate::{datadir::now_ms, http};
 
@@ -111,6 +111,10 @@ fn internal(error: impl std::fmt::Display) -> wire::Response {
     wire::Response::error(500, error.to_string())
 }
 
+/// A peer's heartbeat: it is alive, and these of its deployments may fail over here. Everything
+/// in it is checked before it is kept ([`policy::check_plan`]): a heartbeat with a plan that is
+/// malformed (a name with a path in it, too many arguments...) is refused whole, with why.
+/// Whether a kept plan would be run here is decided when the peer is down ([`policy::judge`]).
 fn heartbeat(node: &Node, peer: &str, body: &[u8]) -> Answer {
     let beat: Heartbeat =
         serde_json::from_slice(body).map_err(|e| wire::Response::error(400, format!("not a heartbeat: {e}")))?;
@@ -120,6 +124,16 @@ fn heartbeat(node: &Node, peer: &str, body: &[u8]) -> Answer {
             format!("the certificate is peer {peer:?}'s, but the heartbeat claims to be from {:?}", beat.rack),
         ));
     }
+    if beat.plans.len() > policy::MAX_PLANS {
+        return Err(wire::Response::error(
+            413,
+            format!("a heartbeat carries at most {} failover plans", policy::MAX_PLANS),
+        ));
+    }
+    if let Some(error) = beat.plans.iter().find_map(|p| policy::check_plan(p).err()) {
+        eprintln!("rack-manager: refused a heartbeat of rack {peer}: {error}");
+        return Err(wire::Response::error(400, format!("refused: {error}")));
+    }
     let me = node.identity.name.clone();
     {
         let mut runtime = node.runtime();
@@ -127,10 +141,11 @@ fn heartbeat(node: &Node, peer: &str, body: &[u8]) -> Answer {
         entry.last_heartbeat_ms = Some(now_ms());
         entry.plans = beat.plans.into_iter().filter(|p| p.failover_to.contains(&me)).collect();
     }
+    // A refused takeover ran nothing here: the peer keeps its own copies.
     let takeovers = node
         .takeovers()
         .iter()
-        .filter(|t| t.peer == peer)
+        .filter(|t| t.peer == peer && t.state != super::failover::REFUSED)
         .map(|t| TakeoverNotice { deployment: t.deployment.clone(), epoch: t.epoch, at_ms: t.lease_expired_ms })
         .collect();
     Ok(wire::Response::json(&HeartbeatReply { rack: me, takeovers }))
@@ -224,6 +239,7 @@ fn served_key(peer: &str, deployment: &str) -> String {
 }
 
 fn check_volume_peer(node: &Node, peer: &str, deployment: &str) -> Result<(), wire::Response> {
+    policy::check_name("deployment", deployment).map_err(|e| wire::Response::error(400, e))?;
     let allowed = node.plans().get(deployment).is_some_and(|racks| racks.iter().any(|r| r == peer));
     if allowed {
         Ok(())

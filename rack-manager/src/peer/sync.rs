@@ -20,6 +20,9 @@ use super::{
 };
 use crate::datadir::now_ms;
 
+/// The largest heartbeat reply read: a list of takeover notices, small unless the peer is hostile.
+const MAX_HEARTBEAT_REPLY: u64 = 1 << 20;
+
 pub fn spawn(node: Arc<Node>) {
     let beats = node.clone();
     thread::spawn(move || {
@@ -101,7 +104,8 @@ fn beat(node: &Node, peer: &PeerEntry, timeout: Duration) {
         let beat =
             Heartbeat { rack: node.identity.name.clone(), sent_ms: now_ms(), plans: plans_for(node, &peer.name) };
         let body = serde_json::to_vec(&beat)?;
-        let reply: HeartbeatReply = serde_json::from_slice(&client.call("POST", "/peer/v1/heartbeat", &body)?.body)?;
+        let answer = client.call_limited("POST", "/peer/v1/heartbeat", &body, MAX_HEARTBEAT_REPLY)?;
+        let reply: HeartbeatReply = serde_json::from_slice(&answer.body)?;
         anyhow::ensure!(reply.rack == peer.name, "the peer at {} calls itself {:?}", peer.url, reply.rack);
         Ok(reply)
     })();
@@ -127,10 +131,32 @@ fn beat(node: &Node, peer: &PeerEntry, timeout: Duration) {
 
 /// Stops this rack's instances of deployments that `peer` has taken over, for good: they stay
 /// listed, stopped, with a message that says why; nothing restarts them.
+///
+/// Only deployments whose failover plan (this rack's `plans.json`) names `peer` can be fenced by
+/// it: a peer's word that it took over anything else is ignored (and logged once), so a pinned
+/// but hostile or confused peer cannot stop this rack's other deployments.
 fn fence(node: &Node, peer: &str, reply: &HeartbeatReply) {
+    let plans = node.plans();
+    let entitled = |deployment: &str| plans.get(deployment).is_some_and(|racks| racks.iter().any(|r| r == peer));
     let fenced: Vec<(String, String)> = reply
         .takeovers
         .iter()
+        .filter(|notice| {
+            if entitled(&notice.deployment) {
+                return true;
+            }
+            if node.first_ignored_notice(peer, &notice.deployment) {
+                let shown = match super::policy::check_name("deployment", &notice.deployment) {
+                    Ok(()) => notice.deployment.clone(),
+                    Err(_) => "(an invalid name)".to_owned(),
+                };
+                eprintln!(
+                    "rack-manager: ignoring rack {peer}'s notice that it took over deployment {shown}: that deployment \
+                     does not fail over to {peer} here"
+                );
+            }
+            false
+        })
         .map(|notice| {
             let message = format!(
                 "rack {peer} took this deployment over (epoch {}) while this rack was down; not started here again",
@@ -139,6 +165,9 @@ fn fence(node: &Node, peer: &str, reply: &HeartbeatReply) {
             (notice.deployment.clone(), message)
         })
         .collect();
+    if fenced.is_empty() {
+        return;
+    }
     match node.rack.fence(&fenced) {
         Ok(0) => {}
         Ok(count) => {
@@ -158,7 +187,7 @@ fn replicate(node: &Node, peer: &PeerEntry) -> anyhow::Result<()> {
     for plan in plans.iter().filter(|p| p.has_volume) {
         // The replica crate's restore: the peer takes a snapshot, and only the chunks that differ
         // from this rack's copy are fetched (each verified), then the copy is replaced at once.
-        let path = node.snapshot_path(&peer.name, &plan.deployment);
+        let path = node.snapshot_path(&peer.name, &plan.deployment)?;
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }

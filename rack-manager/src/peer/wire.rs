@@ -89,6 +89,12 @@ impl PeerClient {
 
     /// Sends one request and returns a 2xx response, or the error.
     pub fn call(&self, method: &str, path: &str, body: &[u8]) -> Result<Response, CallError> {
+        self.call_limited(method, path, body, MAX_RESPONSE_BODY)
+    }
+
+    /// [`PeerClient::call`], refusing a response body longer than `max_body` before reading it
+    /// (a heartbeat reply is small: a hostile peer must not make this rack read a gigabyte).
+    pub fn call_limited(&self, method: &str, path: &str, body: &[u8], max_body: u64) -> Result<Response, CallError> {
         let address = self.address.clone();
         let connect_error = |detail: String| CallError::Connect { address: address.clone(), detail };
         let target = self
@@ -121,7 +127,7 @@ impl PeerClient {
             .and_then(|()| stream.write_all(body))
             .and_then(|()| stream.flush())
             .map_err(|e| self.io_or_handshake(e))?;
-        let response = read_response(&mut stream).map_err(|e| self.io_or_handshake(e))?;
+        let response = read_response(&mut stream, max_body).map_err(|e| self.io_or_handshake(e))?;
         if (200..300).contains(&response.status) {
             Ok(response)
         } else {
@@ -145,7 +151,7 @@ impl PeerClient {
     }
 }
 
-fn read_response(stream: &mut impl Read) -> io::Result<Response> {
+fn read_response(stream: &mut impl Read, max_body: u64) -> io::Result<Response> {
     let mut buf = Vec::new();
     let mut scratch = [0u8; 8192];
     let head_end = loop {
@@ -177,7 +183,7 @@ fn read_response(stream: &mut impl Read) -> io::Result<Response> {
         .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
         .and_then(|(_, v)| v.parse().ok())
         .ok_or_else(|| bad("no Content-Length"))?;
-    if length > MAX_RESPONSE_BODY {
+    if length > max_body {
         return Err(bad("body too large"));
     }
     let mut body = buf.split_off(head_end + 4);
@@ -207,7 +213,7 @@ mod tests {
 
     #[test]
     fn a_response_is_read_whole() {
-        let response = read_response(&mut &RESPONSE[..]).expect("reads");
+        let response = read_response(&mut &RESPONSE[..], MAX_RESPONSE_BODY).expect("reads");
         assert_eq!((response.status, response.body.as_slice()), (200, &b"hello"[..]));
         assert_eq!(response.header("x-taken-ms"), Some("42"));
     }
@@ -215,18 +221,22 @@ mod tests {
     #[test]
     fn every_truncated_or_corrupted_response_is_an_error_not_a_panic() {
         for cut in 0..RESPONSE.len() {
-            assert!(read_response(&mut &RESPONSE[..cut]).is_err(), "cut at {cut}");
+            assert!(read_response(&mut &RESPONSE[..cut], MAX_RESPONSE_BODY).is_err(), "cut at {cut}");
         }
         for at in 0..RESPONSE.len() {
             for byte in [0u8, b' ', b'9', 0xff, b'\r'] {
                 let mut bytes = RESPONSE.to_vec();
                 bytes[at] = byte;
-                let _ = read_response(&mut bytes.as_slice());
+                let _ = read_response(&mut bytes.as_slice(), MAX_RESPONSE_BODY);
             }
         }
         let huge = b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999\r\n\r\n";
-        assert!(read_response(&mut &huge[..]).is_err(), "an absurd length is refused before reading");
+        assert!(
+            read_response(&mut &huge[..], MAX_RESPONSE_BODY).is_err(),
+            "an absurd length is refused before reading"
+        );
         let lying = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nshort";
-        assert!(read_response(&mut &lying[..]).is_err(), "a body shorter than announced");
+        assert!(read_response(&mut &lying[..], MAX_RESPONSE_BODY).is_err(), "a body shorter than announced");
+        assert!(read_response(&mut &RESPONSE[..], 4).is_err(), "a body over the caller's limit is refused");
     }
 }
