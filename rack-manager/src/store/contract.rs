@@ -35,7 +35,12 @@ impl Backend {
 }
 
 fn etcd_store(server: &EtcdServer, lease_ttl_s: u32) -> EtcdStore {
-    let settings = EtcdSettings { endpoints: vec![server.endpoint()], rack: "test".into(), lease_ttl_s };
+    let settings = EtcdSettings {
+        endpoints: vec![server.endpoint()],
+        rack: "test".into(),
+        lease_ttl_s,
+        access: Default::default(),
+    };
     EtcdStore::connect(&settings).expect("connects to the test etcd")
 }
 
@@ -77,6 +82,7 @@ fn host(name: &str) -> HostRecord {
         memory_mib: 1024,
         vcpus: 2,
         state: HostState::Ready,
+        join_seal: None,
     }
 }
 
@@ -247,7 +253,12 @@ fn etcd_two_schedulers_never_claim_the_same_instance() {
         .map(|name| {
             let (barrier, endpoint) = (barrier.clone(), server.endpoint());
             std::thread::spawn(move || {
-                let settings = EtcdSettings { endpoints: vec![endpoint], rack: "test".into(), lease_ttl_s: 10 };
+                let settings = EtcdSettings {
+                    endpoints: vec![endpoint],
+                    rack: "test".into(),
+                    lease_ttl_s: 10,
+                    access: Default::default(),
+                };
                 let mut store = EtcdStore::connect(&settings).expect("connects");
                 // Both schedulers read every instance before either claims one: every claim
                 // is contested, made on the same read as the other scheduler's.
@@ -374,7 +385,8 @@ fn etcd_a_dead_member_of_three_changes_nothing() {
     // A 4 s lease: the role must survive etcd electing a new leader and the client finding it,
     // which took more than the 1.3 s a 2 s lease allows (renewals must land within 2/3 of the TTL)
     // on a loaded 2-core CI machine.
-    let settings = EtcdSettings { endpoints: endpoints.clone(), rack: "test".into(), lease_ttl_s: 4 };
+    let settings =
+        EtcdSettings { endpoints: endpoints.clone(), rack: "test".into(), lease_ttl_s: 4, access: Default::default() };
     let mut store = EtcdStore::connect(&settings).expect("connects to the cluster");
     store.upsert_host(&HostRecord { address: None, ..host("m1") }).expect("host");
     store.hold_liveness("m1").expect("holds");
@@ -462,8 +474,12 @@ fn etcd_only_the_elected_scheduler_claims() {
 #[test]
 fn an_unreachable_etcd_is_reported_with_what_to_do() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-    let settings =
-        EtcdSettings { endpoints: vec![format!("http://127.0.0.1:{port}")], rack: "test".into(), lease_ttl_s: 10 };
+    let settings = EtcdSettings {
+        endpoints: vec![format!("http://127.0.0.1:{port}")],
+        rack: "test".into(),
+        lease_ttl_s: 10,
+        access: Default::default(),
+    };
     let error = EtcdStore::connect(&settings).expect_err("nothing listens there").to_string();
     let expected = format!(
         "cannot reach etcd at http://127.0.0.1:{port}: start it with `etcd` (Debian package etcd-server) or use the \
