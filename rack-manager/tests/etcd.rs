@@ -4,7 +4,13 @@
 //!   `kill -9` of the leader its lease expires, its host reads as down and the standby takes over
 //!   and places a new deployment;
 //! - image bytes never go into etcd: only metadata does;
-//! - an unreachable etcd is reported with what to do.
+//! - an unreachable etcd is reported with what to do;
+//! - a secure etcd (TLS with client certificates, authentication on, users whose roles reach only
+//!   the rack's prefix; certificates made by the test): the rack works through it, and each
+//!   refusal (no CA, a stranger's CA, no or a stranger's client certificate, a loose key, a wrong or
+//!   missing password, no user, another rack's prefix) stops `serve` with what to do;
+//! - a host record written straight into etcd (no TLS, no auth) is never contacted: the manager's
+//!   token never reaches the address it names.
 //!
 //! The simulated launcher runs the instances: what is tested is the state, not the VMs.
 
@@ -583,4 +589,127 @@ fn a_secure_etcd_refuses_what_it_should_and_serve_says_what_to_do() {
     rack_args.extend(good);
     let rack = Rack::start(&rack_args.iter().map(String::as_str).collect::<Vec<_>>());
     wait_until("m1 ready", Duration::from_secs(30), || host_state(&rack, "m1") == Some(HostState::Ready));
+}
+
+/// A listener that records every connection made to it, and the head of each request (its
+/// headers: where a bearer token would be).
+struct Trap {
+    address: String,
+    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Trap {
+    fn start() -> Trap {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback listener");
+        let address = format!("http://{}", listener.local_addr().expect("its address"));
+        let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = heads.clone();
+        // Ends with the test process.
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut head = vec![0u8; 16 * 1024];
+                let read = std::io::Read::read(&mut stream, &mut head).unwrap_or(0);
+                let head = String::from_utf8_lossy(&head[..read]).into_owned();
+                recorded.lock().unwrap_or_else(|p| p.into_inner()).push(format!("connection: {head}"));
+                let _ = std::io::Write::write_all(
+                    &mut stream,
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+                );
+            }
+        });
+        Trap { address, heads }
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Writes `value` at `key` straight into etcd, as anyone who reaches an etcd without auth can.
+fn put_raw(endpoint: &str, key: &str, value: &serde_json::Value) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    runtime.block_on(async {
+        let mut client = etcd_client::Client::connect([endpoint], None).await.expect("connects");
+        client.put(key, value.to_string(), None).await.expect("writes");
+    });
+}
+
+fn read_raw(endpoint: &str, key: &str) -> Option<serde_json::Value> {
+    all_pairs(endpoint)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, value)| serde_json::from_slice(&value).expect("a JSON record"))
+}
+
+#[test]
+fn a_host_record_written_straight_into_etcd_is_never_contacted() {
+    let Some(etcd) = EtcdServer::start() else { return };
+    let endpoint = etcd.endpoint();
+    let hello = image("hello", Arch::Aarch64);
+    let trap = Trap::start();
+    let mut rack = manager(&etcd, "m1");
+    wait_until("m1 to be elected", Duration::from_secs(20), || is_scheduler(&rack));
+    rack.ok(&["image", "push", path_str(&hello)]);
+    rack.add_agent("a1", &["--launcher", "sim"]);
+    wait_until("a1 to join", Duration::from_secs(30), || host_state(&rack, "a1") == Some(HostState::Ready));
+    let joined = read_raw(&endpoint, "/mast/r1/hosts/a1").expect("a1's record");
+    let a1_seal = joined["join_seal"].as_str().expect("the join sealed a1's record").to_owned();
+
+    // Hosts that nobody joined, at the trap's address, each roomier than any real host so that
+    // placement would prefer them: no seal, a made-up seal, and a1's valid seal copied.
+    let forged = |name: &str, seal: Option<&str>| {
+        let mut record = serde_json::json!({
+            "name": name, "address": trap.address, "launcher": "sim", "arches": ["aarch64", "x86_64"],
+            "memory_mib": 1u64 << 30, "vcpus": 1u32 << 20, "state": "ready",
+        });
+        if let Some(seal) = seal {
+            record["join_seal"] = seal.into();
+        }
+        put_raw(&endpoint, &format!("/mast/r1/hosts/{name}"), &record);
+    };
+    forged("evil-1", None);
+    forged("evil-2", Some(&"00".repeat(32)));
+    forged("evil-3", Some(&a1_seal));
+    // a1 itself, moved to the trap: its seal no longer matches its address.
+    let mut moved = joined.clone();
+    moved["address"] = trap.address.clone().into();
+    put_raw(&endpoint, "/mast/r1/hosts/a1", &moved);
+
+    // The manager works on the rack: a deployment (placed while the forged hosts still read as
+    // ready), health checks, a drain, a restart (which reconnects every host from the store), a
+    // standby starting on the same state.
+    rack.ok(&["deploy", "hello", "--replicas", "6", "--detach"]);
+    wait_until("the forged hosts to read as unreachable", Duration::from_secs(30), || {
+        ["evil-1", "evil-2", "evil-3"].iter().all(|name| host_state(&rack, name) == Some(HostState::Unreachable))
+    });
+    rack.ok(&["host", "drain", "m1"]);
+    rack.kill_daemon();
+    rack.start_daemon();
+    let standby = manager(&etcd, "m2");
+    wait_until("a scheduler to be elected again", Duration::from_secs(30), || {
+        daemon_log(&rack).matches("is now the scheduler of rack r1").count() >= 2 || is_scheduler(&standby)
+    });
+    // Several health checks (every 2 s) and reconciler passes.
+    thread::sleep(Duration::from_secs(6));
+    let heads = trap.heads();
+    let token = rack.token();
+    assert!(heads.iter().all(|h| !h.contains(&token)), "the admin token reached the forged address: {heads:?}");
+    assert!(heads.is_empty(), "a manager contacted an address only an etcd writer named: {heads:?}");
+    let log = daemon_log(&rack);
+    for name in ["evil-1", "evil-2", "evil-3", "a1"] {
+        assert!(
+            log.contains(&format!("host {name}: its record names {} but carries no seal", trap.address)),
+            "the manager says it does not contact {name}:\n{log}"
+        );
+    }
+
+    assert!(daemon_log(&standby).contains("host evil-1: its record names"), "{}", daemon_log(&standby));
+    // Redirecting a joined host makes it unreachable (an etcd writer can always deny service),
+    // never a place the manager's requests go.
+    wait_until("a1 to read as unreachable", Duration::from_secs(30), || {
+        host_state(&rack, "a1") == Some(HostState::Unreachable)
+    });
+    drop(standby);
 }

@@ -10,7 +10,7 @@ use std::{
 use rack_api::{Deployment, HostState, Image, InstanceState, ListenPort, PortForward, RestartPolicy, RestartWhen};
 
 use super::{
-    Change, HostRecord, InstanceRecord, StateStore,
+    Change, HostRecord, InstanceRecord, JoinKey, StateStore,
     etcd::{EtcdSettings, EtcdStore},
     sqlite::SqliteStore,
 };
@@ -198,6 +198,24 @@ fn swaps_write_only_unchanged_records(backend: &Backend) {
     assert!(store.instance("x").expect("reads").is_none());
 }
 
+fn a_join_seal_survives_every_host_write(backend: &Backend) {
+    let key = JoinKey::from_token("the rack's token");
+    let mut store = backend.open();
+    store.upsert_host(&host("a").sealed(&key)).expect("host");
+    store.upsert_host(&host("b")).expect("host");
+    assert!(store.set_host_state("a", HostState::Draining).expect("sets"));
+    let reopened = backend.open();
+    let hosts = reopened.hosts().expect("lists");
+    let joined: Vec<(&str, bool)> = hosts.iter().map(|h| (h.name.as_str(), h.is_joined(&key))).collect();
+    assert_eq!(joined, [("a", true), ("b", false)]);
+    // The seal is for one name at one address, under one rack's key.
+    let a = &hosts[0];
+    assert!(!a.is_joined(&JoinKey::from_token("another rack's token")));
+    assert!(!HostRecord { address: Some("http://elsewhere:7879".into()), ..a.clone() }.is_joined(&key));
+    assert!(!HostRecord { name: "b".into(), ..a.clone() }.is_joined(&key));
+    assert!(!HostRecord { address: None, ..a.clone() }.is_joined(&key));
+}
+
 macro_rules! contract {
     ($($test:ident),* $(,)?) => {
         mod sqlite_backend {
@@ -223,6 +241,7 @@ contract!(
     a_deployment_with_a_duplicate_id_is_not_half_written,
     sequences_never_repeat,
     hosts_and_images_round_trip,
+    a_join_seal_survives_every_host_write,
     swaps_write_only_unchanged_records,
 );
 

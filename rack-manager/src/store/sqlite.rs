@@ -498,6 +498,30 @@ mod tests {
     }
 
     #[test]
+    fn a_database_from_before_join_seals_gains_the_column() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("state.sqlite");
+        {
+            let db = Connection::open(&path).expect("opens");
+            db.execute_batch(&SCHEMA.replace(",\n    join_seal TEXT", "")).expect("the old schema");
+            db.execute(
+                "INSERT INTO hosts (name, address, launcher, arches, memory_mib, vcpus, state) \
+                 VALUES ('a1', 'http://10.0.0.2:7879', 'qemu', '[]', 1024, 2, 'ready')",
+                [],
+            )
+            .expect("an old host");
+        }
+        let mut store = SqliteStore::open(&path).expect("opens and migrates");
+        let hosts = store.hosts().expect("lists");
+        assert_eq!(hosts[0].join_seal, None, "joined before seals: contacted again once it joins again");
+        let key = crate::store::JoinKey::from_token("t");
+        store.upsert_host(&hosts[0].clone().sealed(&key)).expect("joins again");
+        assert!(store.hosts().expect("lists")[0].is_joined(&key));
+        drop(store);
+        SqliteStore::open(&path).expect("opens again: the column is not added twice");
+    }
+
+    #[test]
     fn state_survives_reopening_and_uses_wal() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("state.sqlite");
