@@ -348,9 +348,13 @@ impl Pki {
             key: self.path("server-key.pem"),
             client_ca: self.path("ca.pem"),
             client_cert_auth,
+            auth_token_ttl_s: AUTH_TOKEN_TTL_S,
         }
     }
 }
+
+/// Short, so the tests outlive the login tokens etcd issues: the client must log in again.
+const AUTH_TOKEN_TTL_S: u32 = 2;
 
 const MANAGER_PASSWORD: &str = "manager pass phrase";
 const AGENT_PASSWORD: &str = "agent pass phrase";
@@ -458,6 +462,12 @@ fn a_rack_runs_on_etcd_over_tls_with_a_user_limited_to_its_prefix() {
     assert_eq!(on, ["a1", "m1"], "spread over both hosts");
     let running = rack.ps().iter().filter(|i| i.state == InstanceState::Running).count();
     assert_eq!(running, 2);
+
+    // Past the tokens' lifetime (the agent's, idle but for its lease renewals, expires), the rack
+    // still works: the agent's liveness holds and a new deployment is placed and started.
+    thread::sleep(Duration::from_secs(u64::from(AUTH_TOKEN_TTL_S) * 3));
+    rack.ok(&["deploy", "hello", "--replicas", "2"]);
+    assert_eq!(host_state(&rack, "a1"), Some(HostState::Ready));
 
     // The state is in etcd, under the rack's prefix, and the agent holds its own liveness key.
     let keys = secure_keys(&etcd, &pki);

@@ -27,6 +27,8 @@ pub struct ServerTls {
     pub client_ca: PathBuf,
     /// `--client-cert-auth`: clients without a certificate from `client_ca` are refused.
     pub client_cert_auth: bool,
+    /// `--auth-token-ttl`: seconds an idle login token lasts (etcd's default: 300).
+    pub auth_token_ttl_s: u32,
 }
 
 /// A running etcd, killed on drop.
@@ -117,6 +119,7 @@ impl EtcdServer {
             tls_args.push(format!("--cert-file={}", tls.cert.display()));
             tls_args.push(format!("--key-file={}", tls.key.display()));
             tls_args.push(format!("--trusted-ca-file={}", tls.client_ca.display()));
+            tls_args.push(format!("--auth-token-ttl={}", tls.auth_token_ttl_s));
             if tls.client_cert_auth {
                 tls_args.push("--client-cert-auth".to_owned());
             }
