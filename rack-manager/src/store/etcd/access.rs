@@ -273,32 +273,27 @@ pub fn explain(
              `etcdctl role grant-permission ROLE --prefix=true readwrite /mast/{rack}/`",
             user.unwrap_or("(none)")
         )
-    } else if lower.contains("certificaterequired") || lower.contains("certificate required") {
-        format!(
-            "etcd at {endpoints} requires a client certificate (it runs with --client-cert-auth): give --etcd-cert \
-             FILE and --etcd-key FILE, signed by a CA in etcd's --trusted-ca-file"
-        )
-    } else if lower.contains("badcertificate") || lower.contains("unknownca") || lower.contains("bad certificate") {
-        format!(
-            "etcd at {endpoints} refused this client certificate: give --etcd-cert and --etcd-key signed by a CA \
-             in etcd's --trusted-ca-file ({text})"
-        )
     } else if closed && !endpoints.contains("https://") {
         format!(
             "etcd at {endpoints} closed the connection: if it serves TLS (etcd's --cert-file), use https:// \
              endpoints and --etcd-cacert FILE ({text})"
         )
-    } else if closed && access.ca.is_some() {
+    } else if access.ca.is_some()
+        && (closed
+            || ["certificaterequired", "certificate required", "badcertificate", "bad certificate", "unknownca"]
+                .iter()
+                .any(|alert| lower.contains(alert)))
+    {
         // etcd checks a client certificate after the handshake (TLS 1.3): a refusal reaches this
-        // side as a closed connection rather than a named alert.
+        // side as a named alert or, when the connection closes first, as a closed connection.
         match &access.client_cert {
             None => format!(
-                "etcd at {endpoints} closed the connection after the TLS handshake: it requires a client \
+                "etcd at {endpoints} refused the connection after the TLS handshake: it requires a client \
                  certificate (it runs with --client-cert-auth): give --etcd-cert FILE and --etcd-key FILE, signed by \
                  a CA in etcd's --trusted-ca-file ({text})"
             ),
             Some((cert, _)) => format!(
-                "etcd at {endpoints} closed the connection after the TLS handshake: it does not accept the client \
+                "etcd at {endpoints} refused the connection after the TLS handshake: it does not accept the client \
                  certificate --etcd-cert {}: give one signed by a CA in etcd's --trusted-ca-file ({text})",
                 cert.display()
             ),
