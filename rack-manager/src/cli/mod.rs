@@ -243,7 +243,7 @@ struct EtcdAccessArgs {
     /// --etcd-password-file or the environment variable RACK_ETCD_PASSWORD, never the command line.
     #[arg(long, value_name = "NAME")]
     etcd_user: Option<String>,
-    /// A file holding --etcd-user's password (its first line break ends it); chmod 600.
+    /// A file holding --etcd-user's password (a final line break is not part of it); chmod 600.
     #[arg(long, value_name = "FILE")]
     etcd_password_file: Option<PathBuf>,
 }
@@ -312,8 +312,8 @@ struct AgentArgs {
     /// With --etcd-endpoints: seconds after its death that the host reads as down.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     lease_ttl: u32,
-    /// With --etcd-endpoints: TLS and the etcd user (whose role needs only
-    /// /mast/<rack>/alive/ and /mast/<rack>/leased/).
+    // With --etcd-endpoints: TLS and the etcd user, whose role needs only the rack's `alive/`
+    // and `leased/` prefixes.
     #[command(flatten)]
     etcd_access: EtcdAccessArgs,
 }
