@@ -637,12 +637,43 @@ impl Trap {
     }
 }
 
+/// A `deploy` refused by whichever of `managers` is a standby naming a scheduler: its stderr,
+/// and the URL of the other manager (the scheduler).
+fn standby_refusal(managers: &[&Rack; 2]) -> (String, String) {
+    let started = Instant::now();
+    loop {
+        for (me, other) in [(managers[0], managers[1]), (managers[1], managers[0])] {
+            let output = me.cli(&["deploy", "hello", "--detach"]);
+            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+            if !output.status.success() && stderr.contains("--manager") {
+                return (stderr, other.url());
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no standby named a scheduler");
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A `deploy` refused by a manager that is (now) a standby: its stderr.
+fn wait_until_refused(rack: &Rack) -> String {
+    let started = Instant::now();
+    loop {
+        let output = rack.cli(&["deploy", "hello", "--detach"]);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        if !output.status.success() && stderr.contains("standby") {
+            return stderr;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "still placing: {stderr}");
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Writes `value` at `key` straight into etcd, as anyone who reaches an etcd without auth can.
-fn put_raw(endpoint: &str, key: &str, value: &serde_json::Value) {
+fn put_raw(endpoint: &str, key: &str, value: &str) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     runtime.block_on(async {
         let mut client = etcd_client::Client::connect([endpoint], None).await.expect("connects");
-        client.put(key, value.to_string(), None).await.expect("writes");
+        client.put(key, value, None).await.expect("writes");
     });
 }
 
@@ -677,7 +708,7 @@ fn a_host_record_written_straight_into_etcd_is_never_contacted() {
         if let Some(seal) = seal {
             record["join_seal"] = seal.into();
         }
-        put_raw(&endpoint, &format!("/mast/r1/hosts/{name}"), &record);
+        put_raw(&endpoint, &format!("/mast/r1/hosts/{name}"), &record.to_string());
     };
     forged("evil-1", None);
     forged("evil-2", Some(&"00".repeat(32)));
@@ -685,7 +716,7 @@ fn a_host_record_written_straight_into_etcd_is_never_contacted() {
     // a1 itself, moved to the trap: its seal no longer matches its address.
     let mut moved = joined.clone();
     moved["address"] = trap.address.clone().into();
-    put_raw(&endpoint, "/mast/r1/hosts/a1", &moved);
+    put_raw(&endpoint, "/mast/r1/hosts/a1", &moved.to_string());
 
     // The manager works on the rack: a deployment (placed while the forged hosts still read as
     // ready), health checks, a drain, a restart (which reconnects every host from the store), a
@@ -697,7 +728,11 @@ fn a_host_record_written_straight_into_etcd_is_never_contacted() {
     rack.ok(&["host", "drain", "m1"]);
     rack.kill_daemon();
     rack.start_daemon();
-    let standby = manager(&etcd, "m2");
+    // The managers of a rack share its token (docs/rack-state.md): the seals are made with it.
+    let mut standby = manager(&etcd, "m2");
+    standby.kill_daemon();
+    std::fs::copy(rack.data_dir().join("token"), standby.data_dir().join("token")).expect("copies the token");
+    standby.start_daemon();
     wait_until("a scheduler to be elected again", Duration::from_secs(30), || {
         daemon_log(&rack).matches("is now the scheduler of rack r1").count() >= 2 || is_scheduler(&standby)
     });
@@ -721,5 +756,15 @@ fn a_host_record_written_straight_into_etcd_is_never_contacted() {
     wait_until("a1 to read as unreachable", Duration::from_secs(30), || {
         host_state(&rack, "a1") == Some(HostState::Unreachable)
     });
+
+    // A standby names the scheduler, so that operators send placements there...
+    let (refused, scheduler) = standby_refusal(&[&rack, &standby]);
+    assert!(refused.contains(&format!("--manager {scheduler}")), "{refused}");
+    // ... but only one a manager elected: the URL it names must be sealed too.
+    put_raw(&endpoint, "/mast/r1/scheduler", &trap.address);
+    let refused = wait_until_refused(&standby);
+    assert!(!refused.contains(&trap.address) && refused.contains("no scheduler"), "{refused}");
+    assert!(daemon_log(&standby).contains("which no manager of this rack sealed"), "{}", daemon_log(&standby));
+    assert!(trap.heads().is_empty(), "{:?}", trap.heads());
     drop(standby);
 }

@@ -132,7 +132,7 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
         }
         StoreChoice::Etcd(settings) => {
             let store = EtcdStore::connect(settings)?;
-            let election = store.election();
+            let election = store.election().sealed_by(crate::store::JoinKey::from_token(&token));
             (Box::new(store), Some(election))
         }
     };

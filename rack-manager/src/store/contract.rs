@@ -506,3 +506,19 @@ fn an_unreachable_etcd_is_reported_with_what_to_do() {
     );
     assert!(error.contains(&expected), "{error}");
 }
+
+#[test]
+fn a_scheduler_url_opens_only_under_the_key_that_sealed_it() {
+    let key = JoinKey::from_token("the rack's token");
+    let sealed = key.seal_scheduler("http://10.0.0.1:7878");
+    assert_eq!(key.open_scheduler(&sealed), Some("http://10.0.0.1:7878"));
+    assert_eq!(JoinKey::from_token("another rack's token").open_scheduler(&sealed), None);
+    let moved = sealed.replace("10.0.0.1", "10.6.6.6");
+    assert_eq!(key.open_scheduler(&moved), None, "the seal covers the URL");
+    assert_eq!(key.open_scheduler("http://10.0.0.1:7878"), None, "an unsealed URL");
+    assert_eq!(key.open_scheduler("http://10.0.0.1:7878 nothex"), None);
+    // A host's seal is no scheduler's, even for the same text.
+    let host = HostRecord { address: Some("http://10.0.0.1:7878".into()), ..host("scheduler") }.sealed(&key);
+    let borrowed = format!("http://10.0.0.1:7878 {}", host.join_seal.expect("sealed"));
+    assert_eq!(key.open_scheduler(&borrowed), None);
+}

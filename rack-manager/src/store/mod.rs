@@ -76,15 +76,31 @@ impl JoinKey {
         JoinKey(blake3::derive_key("mast rack-manager 2026 host record join seal", token.as_bytes()))
     }
 
-    /// The seal of a host at `address` named `name`: each field length-prefixed, so no two pairs
-    /// hash the same input.
-    fn seal(&self, name: &str, address: &str) -> blake3::Hash {
+    /// The seal of `fields`, the first naming what is sealed: each field length-prefixed, so no
+    /// two lists hash the same input.
+    fn mac(&self, fields: &[&str]) -> blake3::Hash {
         let mut hasher = blake3::Hasher::new_keyed(&self.0);
-        for field in [name, address] {
+        for field in fields {
             hasher.update(&(field.len() as u64).to_le_bytes());
             hasher.update(field.as_bytes());
         }
         hasher.finalize()
+    }
+
+    fn seal(&self, name: &str, address: &str) -> blake3::Hash {
+        self.mac(&["host", name, address])
+    }
+
+    /// `url` with the seal of a scheduler's API URL appended (`URL SEAL`): what an elected
+    /// manager publishes, so that a standby names only a scheduler a manager elected.
+    pub fn seal_scheduler(&self, url: &str) -> String {
+        format!("{url} {}", self.mac(&["scheduler", url]).to_hex())
+    }
+
+    /// The URL of a value made by [`JoinKey::seal_scheduler`] under this key; `None` for any other.
+    pub fn open_scheduler<'a>(&self, value: &'a str) -> Option<&'a str> {
+        let (url, seal) = value.split_once(' ')?;
+        blake3::Hash::from_hex(seal).is_ok_and(|seal| seal == self.mac(&["scheduler", url])).then_some(url)
     }
 }
 
