@@ -104,15 +104,44 @@ pub fn check_hosts(rack: &Rack) -> crate::store::Result<()> {
     Ok(())
 }
 
-/// Reaches agents that joined through another manager of an etcd rack, too; returns the hosts.
-fn connect_joined_agents(rack: &Rack) -> crate::store::Result<Vec<crate::store::HostRecord>> {
+/// Reaches the agents of joined hosts, also those that joined through another manager of an etcd
+/// rack; returns the hosts.
+///
+/// Only records sealed by a manager's join path are contacted: anyone who can write the store
+/// (an etcd without auth) could otherwise point a host at an address of their choosing and
+/// receive the manager's requests and credentials there. Such a host gets no agent, so it reads
+/// as unreachable and nothing runs on it.
+pub fn connect_joined_agents(rack: &Rack) -> crate::store::Result<Vec<crate::store::HostRecord>> {
     let hosts = rack.store().hosts()?;
+    let key = crate::store::JoinKey::from_token(&rack.token);
     for host in &hosts {
-        if let (Some(address), None) = (&host.address, rack.agent(&host.name)) {
+        let Some(address) = &host.address else { continue };
+        if !host.is_joined(&key) {
+            warn_unsealed(&host.name, address);
+            continue;
+        }
+        if rack.agent(&host.name).is_none() {
             rack.add_agent(&host.name, std::sync::Arc::new(crate::agent::RemoteAgent::new(address, &rack.token)));
         }
     }
     Ok(hosts)
+}
+
+/// Says once per host and address that its record is not sealed, and what to do.
+fn warn_unsealed(name: &str, address: &str) {
+    static WARNED: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    let key = (name.to_owned(), address.to_owned());
+    if warned.contains(&key) || warned.len() >= 1024 {
+        return;
+    }
+    warned.push(key);
+    eprintln!(
+        "rack-manager: host {name}: its record names {address} but carries no seal from this rack's managers (it \
+         was not written by a join, or before seals existed): not contacting it. If it is yours, join it again \
+         (restart its agent with --join, or `rack-manager host add {name} {address}`); otherwise remove it \
+         (`rack-manager host rm {name}`) and secure etcd (docs/rack-state.md)"
+    );
 }
 
 /// The delay before the `n`-th consecutive restart (n ≥ 1).

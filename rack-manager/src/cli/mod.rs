@@ -81,7 +81,7 @@ pub struct Cli {
 enum Command {
     /// Run the manager (and, unless --no-local-agent, an agent for this host).
     #[command(
-        after_help = "Examples:\n  rack-manager serve\n  rack-manager serve --listen 127.0.0.1:0 --data-dir /tmp/rack --trust <KEY>\n  rack-manager serve --launcher sim --sim-hosts 2000     # thousands of simulated hosts, no VMs\n  rack-manager serve --launcher tender                   # the minimal KVM monitor; guests at 10.64.x.y\n  rack-manager serve --store etcd --etcd-endpoints http://10.0.0.1:2379,http://10.0.0.2:2379 --rack r1 --host-name m1"
+        after_help = "Examples:\n  rack-manager serve\n  rack-manager serve --listen 127.0.0.1:0 --data-dir /tmp/rack --trust <KEY>\n  rack-manager serve --launcher sim --sim-hosts 2000     # thousands of simulated hosts, no VMs\n  rack-manager serve --launcher tender                   # the minimal KVM monitor; guests at 10.64.x.y\n  rack-manager serve --store etcd --etcd-endpoints http://10.0.0.1:2379,http://10.0.0.2:2379 --rack r1 --host-name m1\n  rack-manager serve --store etcd --etcd-endpoints https://10.0.0.1:2379 --etcd-cacert ca.pem --etcd-user r1-manager --etcd-password-file etcd-password --rack r1"
     )]
     Serve(ServeArgs),
     /// Run a host agent that joins a manager (or waits to be added with `host add`).
@@ -203,18 +203,76 @@ struct StoreArgs {
     /// takes over as scheduler.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     lease_ttl: u32,
+    #[command(flatten)]
+    etcd_access: EtcdAccessArgs,
 }
 
 impl StoreArgs {
-    fn choice(&self) -> StoreChoice {
-        match self.kind {
-            StoreKind::Sqlite => StoreChoice::Sqlite,
+    fn choice(&self) -> anyhow::Result<StoreChoice> {
+        Ok(match self.kind {
+            StoreKind::Sqlite => {
+                if let Some(flag) = self.etcd_access.given() {
+                    bail!("{flag} is for the etcd store: add --store etcd, or drop {flag}");
+                }
+                StoreChoice::Sqlite
+            }
             StoreKind::Etcd => StoreChoice::Etcd(crate::store::etcd::EtcdSettings {
                 endpoints: self.etcd_endpoints.clone(),
                 rack: self.rack.clone().unwrap_or_else(|| "default".to_owned()),
                 lease_ttl_s: self.lease_ttl,
+                access: self.etcd_access.access()?,
             }),
-        }
+        })
+    }
+}
+
+/// TLS and the etcd user (docs/rack-state.md, "Securing etcd").
+#[derive(Debug, Args)]
+struct EtcdAccessArgs {
+    /// The CA that signed etcd's certificates (etcd's --trusted-ca-file); required with https://
+    /// etcd endpoints.
+    #[arg(long, value_name = "FILE")]
+    etcd_cacert: Option<PathBuf>,
+    /// A client certificate for etcd, where it runs with --client-cert-auth (with --etcd-key).
+    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    etcd_cert: Option<PathBuf>,
+    /// The private key of --etcd-cert; refused unless only its owner may read it (chmod 600).
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
+    /// The etcd user to log in as, where etcd has authentication on; its password comes from
+    /// --etcd-password-file or the environment variable RACK_ETCD_PASSWORD, never the command line.
+    #[arg(long, value_name = "NAME")]
+    etcd_user: Option<String>,
+    /// A file holding --etcd-user's password (a final line break is not part of it); chmod 600.
+    #[arg(long, value_name = "FILE")]
+    etcd_password_file: Option<PathBuf>,
+}
+
+impl EtcdAccessArgs {
+    fn access(&self) -> anyhow::Result<crate::store::etcd::EtcdAccess> {
+        use crate::store::etcd::{EtcdAccess, PASSWORD_ENV};
+        let user = EtcdAccess::user(
+            self.etcd_user.as_deref(),
+            self.etcd_password_file.as_deref(),
+            std::env::var(PASSWORD_ENV).ok(),
+        )?;
+        Ok(EtcdAccess {
+            ca: self.etcd_cacert.clone(),
+            client_cert: self.etcd_cert.clone().zip(self.etcd_key.clone()),
+            user,
+        })
+    }
+
+    /// The first etcd access flag given, if any.
+    fn given(&self) -> Option<&'static str> {
+        [
+            (self.etcd_cacert.is_some(), "--etcd-cacert"),
+            (self.etcd_cert.is_some(), "--etcd-cert"),
+            (self.etcd_user.is_some(), "--etcd-user"),
+            (self.etcd_password_file.is_some(), "--etcd-password-file"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
     }
 }
 
@@ -254,6 +312,10 @@ struct AgentArgs {
     /// With --etcd-endpoints: seconds after its death that the host reads as down.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     lease_ttl: u32,
+    // With --etcd-endpoints: TLS and the etcd user, whose role needs only the rack's `alive/`
+    // and `leased/` prefixes.
+    #[command(flatten)]
+    etcd_access: EtcdAccessArgs,
 }
 
 /// Options of `--launcher tender`.
@@ -425,7 +487,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let format = cli.output;
     match &cli.command {
         Command::Serve(args) => daemon::serve(ServeConfig {
-            store: args.store.choice(),
+            store: args.store.choice()?,
             data_dir,
             listen: args.listen,
             trust: args.trust.clone(),
@@ -542,12 +604,18 @@ fn agent(cli: &Cli, args: &AgentArgs, data_dir: &Path) -> anyhow::Result<()> {
                 endpoints: endpoints.clone(),
                 rack: args.rack.clone(),
                 lease_ttl_s: args.lease_ttl,
+                access: args.etcd_access.access()?,
             };
             let mut store = crate::store::etcd::EtcdStore::connect(&settings)?;
             crate::store::StateStore::hold_liveness(&mut store, &join.name)?;
             Some(store)
         }
-        None => None,
+        None => {
+            if let Some(flag) = args.etcd_access.given() {
+                bail!("{flag} is for the rack's etcd: add --etcd-endpoints URLS, or drop {flag}");
+            }
+            None
+        }
     };
     let manager = args.join.as_ref().or(args.manager_url.as_ref()).expect("clap requires one of them");
     let agent = LocalAgent::new(launcher, dir, trusted, Some((manager.clone(), token.clone())));

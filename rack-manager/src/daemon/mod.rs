@@ -16,7 +16,7 @@ use images::keys::PublicKey;
 use rack_api::HostState;
 
 use crate::{
-    agent::{HostAgent, LocalAgent, RemoteAgent},
+    agent::{HostAgent, LocalAgent},
     datadir::DataDir,
     http,
     launcher::{
@@ -132,7 +132,7 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
         }
         StoreChoice::Etcd(settings) => {
             let store = EtcdStore::connect(settings)?;
-            let election = store.election();
+            let election = store.election().sealed_by(crate::store::JoinKey::from_token(&token));
             (Box::new(store), Some(election))
         }
     };
@@ -185,17 +185,14 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
                 } else {
                     HostState::Ready
                 }),
+                join_seal: None,
             })?;
             store.hold_liveness(&name)?;
             rack.add_agent(&name, agent.clone());
         }
     }
     // Hosts whose agents joined before the restart: reach them at the address they gave.
-    for host in rack.store().hosts()? {
-        if let Some(address) = &host.address {
-            rack.add_agent(&host.name, Arc::new(RemoteAgent::new(address, &token)));
-        }
-    }
+    crate::reconcile::connect_joined_agents(&rack)?;
 
     // Before the reconciler's first pass: peers say which deployments they took over meanwhile.
     let peer = crate::peer::start(&rack, &config.peer)?;

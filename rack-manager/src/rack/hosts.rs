@@ -110,7 +110,8 @@ impl Rack {
                     "give the agent another --name",
                 ));
             }
-            store.upsert_host(&HostRecord {
+            // Sealed: only hosts that joined through a manager are ever contacted (store::JoinKey).
+            let record = HostRecord {
                 name: join.name.clone(),
                 address: Some(join.address.clone()),
                 launcher: join.launcher,
@@ -118,7 +119,9 @@ impl Rack {
                 memory_mib: join.memory_mib,
                 vcpus: join.vcpus,
                 state: existing.map_or(HostState::Ready, |h| h.state),
-            })?;
+                join_seal: None,
+            };
+            store.upsert_host(&record.sealed(&crate::store::JoinKey::from_token(&self.token)))?;
             host_view(&**store, &join.name)?
         };
         self.add_agent(&join.name, Arc::new(RemoteAgent::new(&join.address, &self.token)));

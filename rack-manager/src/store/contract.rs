@@ -10,7 +10,7 @@ use std::{
 use rack_api::{Deployment, HostState, Image, InstanceState, ListenPort, PortForward, RestartPolicy, RestartWhen};
 
 use super::{
-    Change, HostRecord, InstanceRecord, StateStore,
+    Change, HostRecord, InstanceRecord, JoinKey, StateStore,
     etcd::{EtcdSettings, EtcdStore},
     sqlite::SqliteStore,
 };
@@ -35,7 +35,12 @@ impl Backend {
 }
 
 fn etcd_store(server: &EtcdServer, lease_ttl_s: u32) -> EtcdStore {
-    let settings = EtcdSettings { endpoints: vec![server.endpoint()], rack: "test".into(), lease_ttl_s };
+    let settings = EtcdSettings {
+        endpoints: vec![server.endpoint()],
+        rack: "test".into(),
+        lease_ttl_s,
+        access: Default::default(),
+    };
     EtcdStore::connect(&settings).expect("connects to the test etcd")
 }
 
@@ -77,6 +82,7 @@ fn host(name: &str) -> HostRecord {
         memory_mib: 1024,
         vcpus: 2,
         state: HostState::Ready,
+        join_seal: None,
     }
 }
 
@@ -192,6 +198,24 @@ fn swaps_write_only_unchanged_records(backend: &Backend) {
     assert!(store.instance("x").expect("reads").is_none());
 }
 
+fn a_join_seal_survives_every_host_write(backend: &Backend) {
+    let key = JoinKey::from_token("the rack's token");
+    let mut store = backend.open();
+    store.upsert_host(&host("a").sealed(&key)).expect("host");
+    store.upsert_host(&host("b")).expect("host");
+    assert!(store.set_host_state("a", HostState::Draining).expect("sets"));
+    let reopened = backend.open();
+    let hosts = reopened.hosts().expect("lists");
+    let joined: Vec<(&str, bool)> = hosts.iter().map(|h| (h.name.as_str(), h.is_joined(&key))).collect();
+    assert_eq!(joined, [("a", true), ("b", false)]);
+    // The seal is for one name at one address, under one rack's key.
+    let a = &hosts[0];
+    assert!(!a.is_joined(&JoinKey::from_token("another rack's token")));
+    assert!(!HostRecord { address: Some("http://elsewhere:7879".into()), ..a.clone() }.is_joined(&key));
+    assert!(!HostRecord { name: "b".into(), ..a.clone() }.is_joined(&key));
+    assert!(!HostRecord { address: None, ..a.clone() }.is_joined(&key));
+}
+
 macro_rules! contract {
     ($($test:ident),* $(,)?) => {
         mod sqlite_backend {
@@ -217,6 +241,7 @@ contract!(
     a_deployment_with_a_duplicate_id_is_not_half_written,
     sequences_never_repeat,
     hosts_and_images_round_trip,
+    a_join_seal_survives_every_host_write,
     swaps_write_only_unchanged_records,
 );
 
@@ -247,7 +272,12 @@ fn etcd_two_schedulers_never_claim_the_same_instance() {
         .map(|name| {
             let (barrier, endpoint) = (barrier.clone(), server.endpoint());
             std::thread::spawn(move || {
-                let settings = EtcdSettings { endpoints: vec![endpoint], rack: "test".into(), lease_ttl_s: 10 };
+                let settings = EtcdSettings {
+                    endpoints: vec![endpoint],
+                    rack: "test".into(),
+                    lease_ttl_s: 10,
+                    access: Default::default(),
+                };
                 let mut store = EtcdStore::connect(&settings).expect("connects");
                 // Both schedulers read every instance before either claims one: every claim
                 // is contested, made on the same read as the other scheduler's.
@@ -374,7 +404,8 @@ fn etcd_a_dead_member_of_three_changes_nothing() {
     // A 4 s lease: the role must survive etcd electing a new leader and the client finding it,
     // which took more than the 1.3 s a 2 s lease allows (renewals must land within 2/3 of the TTL)
     // on a loaded 2-core CI machine.
-    let settings = EtcdSettings { endpoints: endpoints.clone(), rack: "test".into(), lease_ttl_s: 4 };
+    let settings =
+        EtcdSettings { endpoints: endpoints.clone(), rack: "test".into(), lease_ttl_s: 4, access: Default::default() };
     let mut store = EtcdStore::connect(&settings).expect("connects to the cluster");
     store.upsert_host(&HostRecord { address: None, ..host("m1") }).expect("host");
     store.hold_liveness("m1").expect("holds");
@@ -462,12 +493,32 @@ fn etcd_only_the_elected_scheduler_claims() {
 #[test]
 fn an_unreachable_etcd_is_reported_with_what_to_do() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-    let settings =
-        EtcdSettings { endpoints: vec![format!("http://127.0.0.1:{port}")], rack: "test".into(), lease_ttl_s: 10 };
+    let settings = EtcdSettings {
+        endpoints: vec![format!("http://127.0.0.1:{port}")],
+        rack: "test".into(),
+        lease_ttl_s: 10,
+        access: Default::default(),
+    };
     let error = EtcdStore::connect(&settings).expect_err("nothing listens there").to_string();
     let expected = format!(
         "cannot reach etcd at http://127.0.0.1:{port}: start it with `etcd` (Debian package etcd-server) or use the \
          default --store sqlite"
     );
     assert!(error.contains(&expected), "{error}");
+}
+
+#[test]
+fn a_scheduler_url_opens_only_under_the_key_that_sealed_it() {
+    let key = JoinKey::from_token("the rack's token");
+    let sealed = key.seal_scheduler("http://10.0.0.1:7878");
+    assert_eq!(key.open_scheduler(&sealed), Some("http://10.0.0.1:7878"));
+    assert_eq!(JoinKey::from_token("another rack's token").open_scheduler(&sealed), None);
+    let moved = sealed.replace("10.0.0.1", "10.6.6.6");
+    assert_eq!(key.open_scheduler(&moved), None, "the seal covers the URL");
+    assert_eq!(key.open_scheduler("http://10.0.0.1:7878"), None, "an unsealed URL");
+    assert_eq!(key.open_scheduler("http://10.0.0.1:7878 nothex"), None);
+    // A host's seal is no scheduler's, even for the same text.
+    let host = HostRecord { address: Some("http://10.0.0.1:7878".into()), ..host("scheduler") }.sealed(&key);
+    let borrowed = format!("http://10.0.0.1:7878 {}", host.join_seal.expect("sealed"));
+    assert_eq!(key.open_scheduler(&borrowed), None);
 }

@@ -31,6 +31,10 @@ pub enum StoreError {
     Etcd(String),
     #[error("{0}")]
     Unreachable(String),
+    /// etcd's access control or TLS refused this process, or its settings for them are wrong:
+    /// the message says what to do.
+    #[error("{0}")]
+    Access(String),
     #[error("{0}")]
     Conflict(String),
 }
@@ -48,6 +52,73 @@ pub struct HostRecord {
     pub memory_mib: u64,
     pub vcpus: u32,
     pub state: HostState,
+    /// The manager's seal on (name, address), written by its join path only: see
+    /// [`HostRecord::is_joined`]. `None` for built-in hosts and records nobody joined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_seal: Option<String>,
+}
+
+/// The key that seals host records: derived from the rack's API token, which every manager of the
+/// rack holds and the store never sees. Whoever can write the store (anyone who reaches an etcd
+/// without auth) cannot compute a seal, so the hosts it adds are never contacted: the manager's
+/// requests, and the credentials they carry, go only to agents that joined through a manager.
+#[derive(Clone)]
+pub struct JoinKey([u8; 32]);
+
+impl std::fmt::Debug for JoinKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JoinKey(..)")
+    }
+}
+
+impl JoinKey {
+    pub fn from_token(token: &str) -> JoinKey {
+        JoinKey(blake3::derive_key("mast rack-manager 2026 host record join seal", token.as_bytes()))
+    }
+
+    /// The seal of `fields`, the first naming what is sealed: each field length-prefixed, so no
+    /// two lists hash the same input.
+    fn mac(&self, fields: &[&str]) -> blake3::Hash {
+        let mut hasher = blake3::Hasher::new_keyed(&self.0);
+        for field in fields {
+            hasher.update(&(field.len() as u64).to_le_bytes());
+            hasher.update(field.as_bytes());
+        }
+        hasher.finalize()
+    }
+
+    fn seal(&self, name: &str, address: &str) -> blake3::Hash {
+        self.mac(&["host", name, address])
+    }
+
+    /// `url` with the seal of a scheduler's API URL appended (`URL SEAL`): what an elected
+    /// manager publishes, so that a standby names only a scheduler a manager elected.
+    pub fn seal_scheduler(&self, url: &str) -> String {
+        format!("{url} {}", self.mac(&["scheduler", url]).to_hex())
+    }
+
+    /// The URL of a value made by [`JoinKey::seal_scheduler`] under this key; `None` for any other.
+    pub fn open_scheduler<'a>(&self, value: &'a str) -> Option<&'a str> {
+        let (url, seal) = value.split_once(' ')?;
+        blake3::Hash::from_hex(seal).is_ok_and(|seal| seal == self.mac(&["scheduler", url])).then_some(url)
+    }
+}
+
+impl HostRecord {
+    /// The record with this manager's seal on its name and address: only the join path calls
+    /// this, after the agent proved it holds the rack's credential.
+    pub fn sealed(self, key: &JoinKey) -> HostRecord {
+        let join_seal = self.address.as_deref().map(|address| key.seal(&self.name, address).to_hex().to_string());
+        HostRecord { join_seal, ..self }
+    }
+
+    /// Whether this remote host joined through a manager of this rack: its seal matches its name
+    /// and address under `key`. The manager contacts no other address from the store.
+    pub fn is_joined(&self, key: &JoinKey) -> bool {
+        let (Some(address), Some(seal)) = (&self.address, &self.join_seal) else { return false };
+        // `Hash`'s equality is constant-time.
+        blake3::Hash::from_hex(seal).is_ok_and(|seal| seal == key.seal(&self.name, address))
+    }
 }
 
 /// An instance as the store keeps it: the API's view plus what supervision needs.

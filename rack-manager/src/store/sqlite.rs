@@ -17,7 +17,8 @@ CREATE TABLE IF NOT EXISTS hosts (
     arches TEXT NOT NULL,
     memory_mib INTEGER NOT NULL,
     vcpus INTEGER NOT NULL,
-    state TEXT NOT NULL
+    state TEXT NOT NULL,
+    join_seal TEXT
 );
 CREATE TABLE IF NOT EXISTS images (
     id TEXT PRIMARY KEY,
@@ -87,6 +88,15 @@ impl SqliteStore {
         db.pragma_update(None, "foreign_keys", "ON")?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         db.execute_batch(SCHEMA)?;
+        // Databases from before host records were sealed gain the column; their joined hosts
+        // have no seal, so they are contacted again only once their agents join again.
+        let sealed: bool =
+            db.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('hosts') WHERE name = 'join_seal'", [], |row| {
+                row.get(0)
+            })?;
+        if !sealed {
+            db.execute_batch("ALTER TABLE hosts ADD COLUMN join_seal TEXT")?;
+        }
         Ok(SqliteStore { db })
     }
 
@@ -126,6 +136,7 @@ fn host_from_row(row: &Row) -> rusqlite::Result<(HostRecord, String, String)> {
             memory_mib: row.get::<_, i64>(4)? as u64,
             vcpus: row.get::<_, i64>(5)? as u32,
             state: HostState::Ready,
+            join_seal: row.get(7)?,
         },
         arches,
         state,
@@ -250,9 +261,10 @@ fn write_instance(db: &Connection, i: &InstanceRecord) -> Result<()> {
 impl StateStore for SqliteStore {
     fn upsert_host(&mut self, h: &HostRecord) -> Result<()> {
         self.db.execute(
-            "INSERT INTO hosts (name, address, launcher, arches, memory_mib, vcpus, state) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-             ON CONFLICT(name) DO UPDATE SET address = ?2, launcher = ?3, arches = ?4, memory_mib = ?5, vcpus = ?6",
+            "INSERT INTO hosts (name, address, launcher, arches, memory_mib, vcpus, state, join_seal) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT(name) DO UPDATE SET address = ?2, launcher = ?3, arches = ?4, memory_mib = ?5, vcpus = ?6, \
+             join_seal = ?8",
             params![
                 h.name,
                 h.address,
@@ -260,16 +272,17 @@ impl StateStore for SqliteStore {
                 json(&h.arches),
                 h.memory_mib as i64,
                 i64::from(h.vcpus),
-                enum_text(&h.state)
+                enum_text(&h.state),
+                h.join_seal
             ],
         )?;
         Ok(())
     }
 
     fn hosts(&self) -> Result<Vec<HostRecord>> {
-        let mut statement = self
-            .db
-            .prepare("SELECT name, address, launcher, arches, memory_mib, vcpus, state FROM hosts ORDER BY name")?;
+        let mut statement = self.db.prepare(
+            "SELECT name, address, launcher, arches, memory_mib, vcpus, state, join_seal FROM hosts ORDER BY name",
+        )?;
         let rows = statement.query_map([], host_from_row)?;
         let mut hosts = Vec::new();
         for row in rows {
@@ -485,6 +498,30 @@ mod tests {
     }
 
     #[test]
+    fn a_database_from_before_join_seals_gains_the_column() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("state.sqlite");
+        {
+            let db = Connection::open(&path).expect("opens");
+            db.execute_batch(&SCHEMA.replace(",\n    join_seal TEXT", "")).expect("the old schema");
+            db.execute(
+                "INSERT INTO hosts (name, address, launcher, arches, memory_mib, vcpus, state) \
+                 VALUES ('a1', 'http://10.0.0.2:7879', 'qemu', '[]', 1024, 2, 'ready')",
+                [],
+            )
+            .expect("an old host");
+        }
+        let mut store = SqliteStore::open(&path).expect("opens and migrates");
+        let hosts = store.hosts().expect("lists");
+        assert_eq!(hosts[0].join_seal, None, "joined before seals: contacted again once it joins again");
+        let key = crate::store::JoinKey::from_token("t");
+        store.upsert_host(&hosts[0].clone().sealed(&key)).expect("joins again");
+        assert!(store.hosts().expect("lists")[0].is_joined(&key));
+        drop(store);
+        SqliteStore::open(&path).expect("opens again: the column is not added twice");
+    }
+
+    #[test]
     fn state_survives_reopening_and_uses_wal() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("state.sqlite");
@@ -508,6 +545,7 @@ mod tests {
                     memory_mib: 1024,
                     vcpus: 2,
                     state: HostState::Ready,
+                    join_seal: None,
                 })
                 .expect("host");
         }

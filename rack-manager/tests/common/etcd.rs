@@ -8,7 +8,7 @@
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -18,6 +18,19 @@ use std::{
 pub const INSTALL_HINT: &str = "etcd is not installed: `cargo xtask test` installs it (as root on Debian), or run \
                                 `sudo apt-get install -y etcd-server`; set MAST_SKIP_ETCD=1 to skip the etcd tests";
 
+/// TLS on an etcd's client port: its certificate and key, and the CA its clients' certificates
+/// must come from where it asks for them.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+    /// `--client-cert-auth`: clients without a certificate from `client_ca` are refused.
+    pub client_cert_auth: bool,
+    /// `--auth-token-ttl`: seconds an idle login token lasts (etcd's default: 300).
+    pub auth_token_ttl_s: u32,
+}
+
 /// A running etcd, killed on drop.
 #[derive(Debug)]
 pub struct EtcdServer {
@@ -26,8 +39,11 @@ pub struct EtcdServer {
     name: String,
     client_port: u16,
     peer_port: u16,
+    /// Plain-HTTP /health and /metrics, also when the client port wants TLS.
+    metrics_port: u16,
     /// `--initial-cluster`: every member's name and peer URL.
     cluster: String,
+    tls: Option<ServerTls>,
 }
 
 fn on_path(binary: &str) -> bool {
@@ -45,9 +61,18 @@ impl EtcdServer {
         Some(EtcdServer::cluster(1)?.remove(0))
     }
 
+    /// Starts one etcd serving clients over TLS only.
+    pub fn start_tls(tls: ServerTls) -> Option<EtcdServer> {
+        Some(EtcdServer::start_members(1, Some(tls))?.remove(0))
+    }
+
     /// Starts a cluster of `members` and waits until every member is healthy; `None` as for
     /// [`EtcdServer::start`].
     pub fn cluster(members: usize) -> Option<Vec<EtcdServer>> {
+        EtcdServer::start_members(members, None)
+    }
+
+    fn start_members(members: usize, tls: Option<ServerTls>) -> Option<Vec<EtcdServer>> {
         if !on_path("etcd") {
             if std::env::var("MAST_SKIP_ETCD").is_ok_and(|v| v == "1") {
                 eprintln!("SKIPPED (MAST_SKIP_ETCD=1): {INSTALL_HINT}");
@@ -67,7 +92,9 @@ impl EtcdServer {
                 name: format!("e{i}"),
                 client_port,
                 peer_port,
+                metrics_port: free_port(),
                 cluster: cluster.join(","),
+                tls: tls.clone(),
             })
             .collect();
         // All first, then the waits: a member is healthy only once a quorum is up.
@@ -81,11 +108,22 @@ impl EtcdServer {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     fn spawn(&mut self) {
         let client = self.endpoint();
+        let mut tls_args = Vec::new();
+        if let Some(tls) = &self.tls {
+            tls_args.push(format!("--cert-file={}", tls.cert.display()));
+            tls_args.push(format!("--key-file={}", tls.key.display()));
+            tls_args.push(format!("--trusted-ca-file={}", tls.client_ca.display()));
+            tls_args.push(format!("--auth-token-ttl={}", tls.auth_token_ttl_s));
+            if tls.client_cert_auth {
+                tls_args.push("--client-cert-auth".to_owned());
+            }
+        }
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -101,6 +139,8 @@ impl EtcdServer {
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster={}", self.cluster))
             .arg("--initial-cluster-token=mast-test")
+            .arg(format!("--listen-metrics-urls=http://127.0.0.1:{}", self.metrics_port))
+            .args(&tls_args)
             // Deployments of many replicas are one transaction.
             .arg("--max-txn-ops=100000")
             .stdin(Stdio::null())
@@ -114,7 +154,7 @@ impl EtcdServer {
     fn wait_healthy(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            if health(self.client_port).is_some_and(|body| body.contains("\"health\":\"true\"")) {
+            if health(self.metrics_port).is_some_and(|body| body.contains("\"health\":\"true\"")) {
                 return;
             }
             assert!(
@@ -128,7 +168,7 @@ impl EtcdServer {
 
     /// Whether this member is the cluster's raft leader now (from its metrics).
     pub fn is_raft_leader(&self) -> bool {
-        get(self.client_port, "/metrics").is_some_and(|m| m.lines().any(|l| l == "etcd_server_is_leader 1"))
+        get(self.metrics_port, "/metrics").is_some_and(|m| m.lines().any(|l| l == "etcd_server_is_leader 1"))
     }
 
     pub fn log(&self) -> String {
@@ -166,7 +206,7 @@ fn health(port: u16) -> Option<String> {
     get(port, "/health")
 }
 
-/// One GET to etcd's client port: the whole answer, or `None` when nothing answered.
+/// One GET to etcd's metrics port: the whole answer, or `None` when nothing answered.
 fn get(port: u16, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;

@@ -1,5 +1,8 @@
 //! The etcd store: a rack's state on an etcd cluster, so that several managers can share it.
 //!
+//! TLS and etcd's users are set up in [`access`]; a rack's managers and agents can then be the only
+//! ones who read and write its keys (docs/rack-state.md, "Securing etcd").
+//!
 //! Keys, under `/mast/<rack>/`, each value one JSON record:
 //!
 //! ```text
@@ -22,6 +25,7 @@
 //! worker thread, so lease renewals and watches progress while no daemon thread is inside the
 //! store) and each call blocks on it.
 
+mod access;
 mod feed;
 mod session;
 
@@ -32,9 +36,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, PutOptions, Txn, TxnOp, TxnOpResponse,
-};
+pub use access::{EtcdAccess, PASSWORD_ENV};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, KvClient, PutOptions, Txn, TxnOp, TxnOpResponse};
 use rack_api::{Deployment, HostState, Image};
 use serde::{Serialize, de::DeserializeOwned};
 pub use session::Election;
@@ -62,6 +65,8 @@ pub struct EtcdSettings {
     pub rack: String,
     /// Seconds a dead manager's liveness keys and scheduler role outlive it.
     pub lease_ttl_s: u32,
+    /// TLS and the etcd user.
+    pub access: EtcdAccess,
 }
 
 /// The etcd-backed [`StateStore`].
@@ -71,6 +76,8 @@ pub struct EtcdStore {
     kv: KvClient,
     prefix: String,
     endpoints: String,
+    rack: String,
+    access: EtcdAccess,
     session: Arc<session::Session>,
 }
 
@@ -140,23 +147,33 @@ impl EtcdStore {
             .enable_all()
             .build()
             .map_err(|e| StoreError::Etcd(format!("starting the etcd client's runtime: {e}")))?;
-        let options = ConnectOptions::default()
+        let options = settings
+            .access
+            .options(&settings.endpoints)?
             .with_connect_timeout(Duration::from_secs(3))
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
+        // Connecting is lazy (but logging in is not, with a user): a read proves that etcd answers.
+        // It reads the liveness keys, which agents' roles may be limited to, and only their names.
+        let probe = format!("{prefix}alive/");
         let connecting = async {
             let mut client = Client::connect(&settings.endpoints, Some(options)).await?;
-            // Connecting is lazy: a read proves that etcd answers.
-            client.get(prefix.clone(), Some(GetOptions::new().with_keys_only().with_limit(1))).await?;
+            client.get(probe.clone(), Some(GetOptions::new().with_prefix().with_keys_only().with_limit(1))).await?;
             Ok::<_, etcd_client::Error>(client)
         };
         let client = runtime
             .block_on(async { tokio::time::timeout(CONNECT_TIMEOUT, connecting).await })
             .map_err(|_| StoreError::Unreachable(unreachable_message(&endpoints, "no answer within 5 s")))?
-            .map_err(|e| StoreError::Unreachable(unreachable_message(&endpoints, &e.to_string())))?;
+            .map_err(|e| {
+                match access::explain(&e, &settings.access, &endpoints, rack, &format!("reading {probe}"), true) {
+                    Some(what_to_do) => StoreError::Access(what_to_do),
+                    None => StoreError::Unreachable(unreachable_message(&endpoints, &access::describe(&e))),
+                }
+            })?;
         let kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE_BYTES);
         let ttl = Duration::from_secs(u64::from(settings.lease_ttl_s));
         let session = session::Session::start(&runtime, client.clone(), prefix.clone(), rack.clone(), ttl);
-        Ok(EtcdStore { runtime, client, kv, prefix, endpoints, session })
+        let (rack, access) = (rack.clone(), settings.access.clone());
+        Ok(EtcdStore { runtime, client, kv, prefix, endpoints, rack, access, session })
     }
 
     /// The scheduler election of this rack, through this store's lease.
@@ -183,7 +200,12 @@ impl EtcdStore {
                 Ok(Err(e)) if retriable(&e, kind) && Instant::now() + RETRY_PAUSE < deadline => {
                     std::thread::sleep(RETRY_PAUSE);
                 }
-                Ok(Err(e)) => return Err(StoreError::Etcd(format!("{what}: {e}"))),
+                Ok(Err(e)) => {
+                    return Err(match access::explain(&e, &self.access, &self.endpoints, &self.rack, what, false) {
+                        Some(what_to_do) => StoreError::Access(what_to_do),
+                        None => StoreError::Etcd(format!("{what}: {}", access::describe(&e))),
+                    });
+                }
                 Err(_) => {
                     return Err(StoreError::Etcd(format!(
                         "{what}: no answer from {} within {OP_TIMEOUT:?}",

@@ -23,6 +23,8 @@ use etcd_client::{
 };
 use tokio::runtime::{Handle, Runtime};
 
+use crate::store::JoinKey;
+
 /// How often the task looks at its keys and campaigns.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -218,7 +220,8 @@ async fn campaign(
     if ours != leading {
         session.state().leading = ours;
         if ours {
-            eprintln!("rack-manager: this manager is now the scheduler of rack {} ({me})", session.rack);
+            let url = me.split_once(' ').map_or(me, |(url, _)| url);
+            eprintln!("rack-manager: this manager is now the scheduler of rack {} ({url})", session.rack);
         } else {
             eprintln!("rack-manager: no longer the scheduler of rack {}", session.rack);
         }
@@ -233,6 +236,10 @@ pub struct Election {
     handle: Handle,
     kv: KvClient,
     key: String,
+    /// Seals the URL this manager publishes and checks the one it reads: anyone who can write
+    /// etcd could otherwise have a standby name their URL as the scheduler's, where operators
+    /// would send their token.
+    seal: Option<JoinKey>,
 }
 
 impl std::fmt::Debug for Election {
@@ -243,12 +250,18 @@ impl std::fmt::Debug for Election {
 
 impl Election {
     pub(super) fn new(session: Arc<Session>, handle: Handle, kv: KvClient, prefix: String) -> Election {
-        Election { session, handle, kv, key: format!("{prefix}scheduler") }
+        Election { session, handle, kv, key: format!("{prefix}scheduler"), seal: None }
+    }
+
+    /// The election with scheduler URLs sealed by `key` (every manager of the rack uses the same).
+    pub fn sealed_by(self, key: JoinKey) -> Election {
+        Election { seal: Some(key), ..self }
     }
 
     /// Stands as a candidate, `me` being what the others see of the leader (its API URL).
     pub fn campaign(&self, me: &str) {
-        self.session.state().candidate = Some(me.to_owned());
+        let value = self.seal.as_ref().map_or_else(|| me.to_owned(), |key| key.seal_scheduler(me));
+        self.session.state().candidate = Some(value);
     }
 
     /// Whether this manager is the rack's scheduler now.
@@ -267,7 +280,16 @@ impl Election {
             });
             match read {
                 Ok(Ok(response)) => {
-                    return response.kvs().first().and_then(|pair| pair.value_str().ok().map(str::to_owned));
+                    let value = response.kvs().first().and_then(|pair| pair.value_str().ok().map(str::to_owned))?;
+                    let Some(key) = &self.seal else { return Some(value) };
+                    let url = key.open_scheduler(&value).map(str::to_owned);
+                    if url.is_none() {
+                        eprintln!(
+                            "rack-manager: the rack's scheduler key holds {value:?}, which no manager of this rack \
+                             sealed: not naming it (secure etcd: docs/rack-state.md)"
+                        );
+                    }
+                    return url;
                 }
                 // A read: safe to try again, on another member.
                 Ok(Err(_)) if Instant::now() + TICK < deadline => std::thread::sleep(Duration::from_millis(50)),
