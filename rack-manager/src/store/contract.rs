@@ -114,7 +114,7 @@ fn state_survives_reopening(backend: &Backend) {
         running.state = InstanceState::Running;
         running.pid = Some(1234);
         running.start_ticks = Some(99);
-        store.update_instances(&[running]).expect("updated");
+        assert_eq!(store.swap_instances(&[(instance("hello-2", "d1"), running)]).expect("swapped"), [true]);
         store.upsert_host(&host("h1")).expect("host");
     }
     let store = backend.open();
@@ -377,12 +377,13 @@ fn etcd_the_change_feed_delivers_changes_and_resumes_after_etcd_restarts() {
     let mut writer = etcd_store(&server, 10);
     writer.create_deployment(&deployment("d1"), &[instance("a", "d1")]).expect("created");
     let Change::Put { revision: first, .. } = next_change(&feed, "instances/a") else { panic!("a put") };
-    writer.update_instances(&[InstanceRecord { state: InstanceState::Running, ..instance("a", "d1") }]).expect("ok");
+    let running = InstanceRecord { state: InstanceState::Running, ..instance("a", "d1") };
+    assert_eq!(writer.swap_instances(&[(instance("a", "d1"), running)]).expect("ok"), [true]);
     let Change::Put { revision: second, .. } = next_change(&feed, "instances/a") else { panic!("a put") };
     assert!(second > first, "revisions grow: {first} then {second}");
 
     server.restart();
-    retry(|| writer.update_instances(&[instance("b", "d1")]));
+    retry(|| writer.create_deployment(&deployment("d2"), &[instance("b", "d2")]));
     assert!(matches!(next_change(&feed, "instances/b"), Change::Put { .. }));
     retry(|| writer.remove_instance("a"));
     assert!(matches!(next_change(&feed, "instances/a"), Change::Delete { .. }));

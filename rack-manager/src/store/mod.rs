@@ -197,8 +197,6 @@ pub trait StateStore: Send {
 
     fn instances(&self) -> Result<Vec<InstanceRecord>>;
     fn instance(&self, id: &str) -> Result<Option<InstanceRecord>>;
-    /// Writes every record in one transaction.
-    fn update_instances(&mut self, instances: &[InstanceRecord]) -> Result<()>;
     /// Removes an instance, and its deployment when it was the last one; returns whether it existed.
     fn remove_instance(&mut self, id: &str) -> Result<bool>;
 
@@ -208,7 +206,8 @@ pub trait StateStore: Send {
     /// Compare-and-swap, per pair: writes `new` only if the stored record still equals
     /// `expected`, all pairs in one round trip; returns which were written. This is how a
     /// decision made on a read (a placement, a started run) is claimed: two schedulers can never
-    /// both act on the same read.
+    /// both act on the same read. It is the only way an existing instance is changed: the rack
+    /// core and the reconciler read, act without the store, then swap.
     fn swap_instances(&mut self, swaps: &[(InstanceRecord, InstanceRecord)]) -> Result<Vec<bool>>;
 
     /// Keeps host `name` marked alive for as long as this process holds the store open (etcd: a

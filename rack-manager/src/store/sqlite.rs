@@ -410,15 +410,6 @@ impl StateStore for SqliteStore {
         raw.map(finish_instance).transpose()
     }
 
-    fn update_instances(&mut self, instances: &[InstanceRecord]) -> Result<()> {
-        let tx = self.db.transaction()?;
-        for instance in instances {
-            write_instance(&tx, instance)?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
     fn remove_instance(&mut self, id: &str) -> Result<bool> {
         let tx = self.db.transaction()?;
         let deployment: Option<String> =
@@ -535,7 +526,7 @@ mod tests {
             running.state = InstanceState::Running;
             running.pid = Some(1234);
             running.start_ticks = Some(99);
-            store.update_instances(&[running]).expect("updated");
+            assert_eq!(store.swap_instances(&[(instance("hello-1", "d1"), running)]).expect("swapped"), [true]);
             store
                 .upsert_host(&HostRecord {
                     name: "local".into(),

@@ -400,16 +400,6 @@ impl StateStore for EtcdStore {
         Ok(self.read(&self.key("instances", id))?.0)
     }
 
-    fn update_instances(&mut self, instances: &[InstanceRecord]) -> Result<()> {
-        if instances.is_empty() {
-            return Ok(());
-        }
-        let puts: Vec<TxnOp> =
-            instances.iter().map(|i| TxnOp::put(self.key("instances", &i.id), json(i), None)).collect();
-        self.txn("updating instances", Txn::new().and_then(puts))?;
-        Ok(())
-    }
-
     fn remove_instance(&mut self, id: &str) -> Result<bool> {
         let key = self.key("instances", id);
         for _ in 0..CAS_ATTEMPTS {
