@@ -5,7 +5,7 @@
 
 mod common;
 
-use qemu_tests::{Exit, Machine};
+use qemu::{Exit, Machine};
 use runtime::{ExitCode, board};
 
 fn pi3_image(app: &str) -> std::path::PathBuf {

@@ -4,10 +4,10 @@
 mod common;
 
 use images::Arch;
-use qemu_tests::{Exit, Machine};
+use qemu::{Exit, Machine};
 use runtime::ExitCode;
 
-fn crash(arch: Arch, args: &[&str], test: &str) -> Option<qemu_tests::RunResult> {
+fn crash(arch: Arch, args: &[&str], test: &str) -> Option<qemu::RunResult> {
     let image = common::image_for("crash", arch, test)?;
     Some(common::run(&Machine::new(arch, image).args(args)))
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use images::Arch;
-use qemu_tests::{Exit, Machine};
+use qemu::{Exit, Machine};
 
 fn hello_prints_its_arguments(arch: Arch, test: &str) {
     let Some(image) = common::image_for("hello", arch, test) else { return };
@@ -86,7 +86,7 @@ fn hello_does_not_see_the_runtimes_arguments_on_x86_64() {
         .args(&["one"])
         .extra_arg("-machine")
         .extra_arg("auto-kernel-cmdline=on")
-        .forward_tcp(qemu_tests::free_local_port().expect("a free port"), 9);
+        .forward_tcp(qemu::free_local_port().expect("a free port"), 9);
     let run = common::run(&machine);
     run.check(Exit::Status(0), r#"args: ["one"]"#).unwrap_or_else(|failure| panic!("{failure}"));
 }

@@ -5,7 +5,7 @@ use std::{process::ExitCode, time::Duration};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use images::{Arch, Platform};
-use qemu_tests::{Exit, Machine, kvm};
+use qemu::{Exit, Machine, kvm};
 use runtime::board::BoardKind;
 
 use crate::deps;
@@ -104,8 +104,8 @@ fn boot(args: BootArgs) -> Result<ExitCode> {
             println!("{arch:<8} skipped: {reason}");
             continue;
         }
-        let built = qemu_tests::appliance_image_for_board("hello", arch, board)?;
-        let kernel = qemu_tests::appliance_for_board("hello", arch, board)?;
+        let built = qemu::appliance_image_for_board("hello", arch, board)?;
+        let kernel = qemu::appliance_for_board("hello", arch, board)?;
         let (label, machine) = match board {
             Some(board) => (board.name, Machine::raspi3b(kernel)),
             None => (arch.name(), Machine::new(arch, kernel)),

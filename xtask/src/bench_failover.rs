@@ -34,7 +34,7 @@ use images::{
     build::{self, Profile},
     keys::KeyConfig,
 };
-use qemu_tests::free_local_port;
+use qemu::free_local_port;
 use rustix::process::{Pid, Signal, kill_process, kill_process_group};
 use serde_json::Value;
 

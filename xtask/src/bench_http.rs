@@ -24,7 +24,7 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use images::Arch;
-use qemu_tests::{Instance, Machine, free_local_port, kvm};
+use qemu::{Instance, Machine, free_local_port, kvm};
 
 use crate::{
     bench::Summary,
@@ -87,8 +87,8 @@ pub fn main(args: HttpArgs) -> Result<ExitCode> {
 }
 
 fn bench_arch(arch: Arch, args: &HttpArgs) -> Result<()> {
-    let built = qemu_tests::appliance_image("httpd", arch)?;
-    let machine = qemu_tests::appliance_machine("httpd", arch)?;
+    let built = qemu::appliance_image("httpd", arch)?;
+    let machine = qemu::appliance_machine("httpd", arch)?;
     let machine = if args.static_address { machine.args(&STATIC_ARGS) } else { machine };
     println!(
         "{arch}: image: kernel {} bytes ({:.1} KiB), signed image with site {} bytes ({:.1} KiB)",
@@ -162,7 +162,7 @@ fn boot(machine: &Machine) -> Result<(Instance, u16, Duration)> {
         let mut vm = machine.clone().forward_tcp(port, GUEST_PORT).spawn()?;
         match vm.wait_for("httpd: listening on", BOOT_TIMEOUT) {
             Ok(listened) => return Ok((vm, port, listened)),
-            Err(qemu_tests::WaitError::Exited { .. }) => continue,
+            Err(qemu::WaitError::Exited { .. }) => continue,
             Err(e) => bail!("{e}; console: {:?}", vm.console()),
         }
     }

@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use images::Arch;
 use kvlog::{Disk, DiskError, SECTOR_SIZE, Store};
-use qemu_tests::{Instance, Machine, free_local_port, kvm};
+use qemu::{Instance, Machine, free_local_port, kvm};
 
 use crate::{deps, http_client::Client};
 
@@ -64,8 +64,8 @@ pub fn main(args: KvlogArgs) -> Result<ExitCode> {
 }
 
 fn bench_arch(arch: Arch, args: &KvlogArgs) -> Result<()> {
-    let built = qemu_tests::appliance_image("kvlog", arch)?;
-    let machine = qemu_tests::appliance_machine("kvlog", arch)?;
+    let built = qemu::appliance_image("kvlog", arch)?;
+    let machine = qemu::appliance_machine("kvlog", arch)?;
     println!(
         "{arch}: image: kernel {} bytes ({:.1} KiB), signed image {} bytes ({:.1} KiB)",
         built.info.file_size,
@@ -174,7 +174,7 @@ fn boot(machine: &Machine, volume: &Path) -> Result<(Instance, u16, Duration)> {
         let mut vm = machine.clone().volume(volume).forward_tcp(port, GUEST_PORT).spawn()?;
         match vm.wait_for("kvlog: listening on", BOOT_TIMEOUT) {
             Ok(listened) => return Ok((vm, port, listened)),
-            Err(qemu_tests::WaitError::Exited { .. }) => continue,
+            Err(qemu::WaitError::Exited { .. }) => continue,
             Err(e) => bail!("{e}; console: {:?}", vm.console()),
         }
     }

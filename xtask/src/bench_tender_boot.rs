@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use images::{Platform, build};
-use qemu_tests::kvm;
+use qemu::kvm;
 
 use crate::{
     bench::{BootArgs, Summary, ms},

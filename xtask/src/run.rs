@@ -9,7 +9,7 @@ use images::{
     build::{self, Profile},
     manifest::{DeviceKind, Manifest, Protocol},
 };
-use qemu_tests::{Exit, Machine, kvm};
+use qemu::{Exit, Machine, kvm};
 
 use crate::{deps, image::TrustArgs};
 
@@ -169,7 +169,7 @@ fn forward_listen_ports(machine: &mut Machine, manifest: &Manifest) -> Result<Ve
             eprintln!("note: {} port {} is not forwarded (only TCP ports are)", listen.protocol, listen.port);
             continue;
         }
-        let host = qemu_tests::free_local_port().context("finding a free port on 127.0.0.1")?;
+        let host = qemu::free_local_port().context("finding a free port on 127.0.0.1")?;
         machine.tcp_forwards.push((host, listen.port));
         eprintln!("forwarding 127.0.0.1:{host} to the appliance's port {}", listen.port);
         urls.push(format!("http://127.0.0.1:{host}/"));

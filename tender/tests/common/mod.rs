@@ -29,7 +29,7 @@ pub fn kvm(test: &str) -> bool {
         eprintln!("skipped {test}: the tender tests run x86_64 guests (this host is not x86_64)");
         return false;
     }
-    qemu_tests::kvm::available_for(test)
+    qemu::kvm::available_for(test)
 }
 
 /// How a tender run ended.
