@@ -3,9 +3,9 @@
 
 mod common;
 
+use boot_contract::ExitCode;
 use images::Arch;
 use qemu::{Exit, Machine};
-use runtime::ExitCode;
 
 fn crash(arch: Arch, args: &[&str], test: &str) -> Option<qemu::RunResult> {
     let image = common::image_for("crash", arch, test)?;

@@ -51,7 +51,7 @@ fn aarch64_without_semihosting_powers_off_through_psci() {
 fn hello_reads_its_data_bundle(arch: Arch, test: &str) {
     let Some(image) = common::image_for("hello", arch, test) else { return };
     let big: Vec<u8> = (0..300 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
-    let bundle = runtime::bundle::pack(&[("index.html", b"<h1>hi</h1>"), ("blob.bin", &big)]);
+    let bundle = boot_contract::bundle::pack(&[("index.html", b"<h1>hi</h1>"), ("blob.bin", &big)]);
     let dir = std::env::temp_dir().join(format!("mast-hello-data-{}-{arch}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let initrd = dir.join("bundle.data");

@@ -10,8 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use boot_contract::ExitCode;
 use images::kernel::{self, ValidateFileError};
-use runtime::ExitCode;
 
 use crate::{
     binary::{MissingQemu, qemu_binary},

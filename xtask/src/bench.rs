@@ -3,10 +3,10 @@
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result, bail};
+use boot_contract::board::BoardKind;
 use clap::{Args, Subcommand};
 use images::{Arch, Platform};
 use qemu::{Exit, Machine, kvm};
-use runtime::board::BoardKind;
 
 use crate::deps;
 

@@ -137,7 +137,7 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
     let wall = format!("{:.1} ms", result.wall.as_secs_f64() * 1e3);
     Ok(match result.exit {
         Exit::Status(code) => {
-            eprintln!("appliance exited with status {code} ({}) after {wall}", runtime::ExitCode(code).meaning());
+            eprintln!("appliance exited with status {code} ({}) after {wall}", boot_contract::ExitCode(code).meaning());
             ExitCode::from(code)
         }
         Exit::PoweredOff => {
@@ -194,7 +194,7 @@ fn create_volume(file: &std::path::Path, mib: u64) -> Result<()> {
 fn build_image(args: &RunArgs) -> Result<PathBuf> {
     let app = args.app.as_deref().expect("clap requires an appliance unless --image is given");
     if let Some(board) = args.board
-        && board.kind == runtime::board::BoardKind::Rpi4
+        && board.kind == boot_contract::board::BoardKind::Rpi4
     {
         bail!("QEMU 7.2 has no Raspberry Pi 4 machine: build rpi4 images with `image build` or `image sdcard`");
     }

@@ -40,15 +40,10 @@
 extern crate alloc;
 
 pub mod args;
-pub mod atags;
-pub mod board;
-pub mod bundle;
-pub mod devicetree;
-pub mod exit;
 pub mod fault;
-pub mod fdt;
-pub mod pvh;
 pub mod tsc;
+// The boot contract's formats, where the runtime's own code and its appliances have always found them.
+pub use boot_contract::{atags, board, bundle, devicetree, exit, fdt, pvh};
 
 #[cfg(target_os = "none")]
 mod arch;
