@@ -4,14 +4,6 @@
 //! by hand.
 
 mod bench;
-mod bench_density;
-mod bench_failover;
-mod bench_http;
-mod bench_image;
-mod bench_kvlog;
-mod bench_placement;
-mod bench_replication;
-mod bench_tender_boot;
 mod deps;
 mod http_client;
 mod image;

@@ -1,51 +1,16 @@
-//! `cargo xtask bench …`: figures, not pass/fail tests.
+//! `cargo xtask bench boot`: hello per architecture (or board) on QEMU: image size, start → first
+//! console line and → exit; `--platform tender` hands over to [`super::tender_boot`].
 
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use boot_contract::board::BoardKind;
-use clap::{Args, Subcommand};
+use clap::Args;
 use images::{Arch, Platform};
 use qemu::{Exit, Machine, kvm};
 
+use super::report::{Summary, ms};
 use crate::deps;
-
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// hello per architecture: image size, start → first console line and → exit (QEMU, or the tender).
-    Boot(BootArgs),
-    /// Image verification speed, and how many bytes two builds share in identical chunks.
-    Image(ImageArgs),
-    /// Placement speed and hosts used against the lower bound, per heuristic (release build).
-    Placement(PlacementArgs),
-    /// httpd per architecture: start → first 200, requests/s and latency under load, idle CPU, image size.
-    Http(crate::bench_http::HttpArgs),
-    /// kvlog per architecture: append and read latency on a virtio-blk volume, recovery time, image size.
-    Kvlog(crate::bench_kvlog::KvlogArgs),
-    /// N idle httpd under the tender, each on its own tap: memory (RSS, PSS, host), starts/s, idle CPU.
-    Density(crate::bench_density::DensityArgs),
-    /// httpd v1 then v2 (one HTML file changed) from rack A to rack B through S3: bytes moved,
-    /// time until v2 boots on B; volume snapshots after appends; the background fetch's cap.
-    /// Then failover: kvlog on rack a killed, rack b serving it (recovery time, lag, lost writes).
-    Replication(crate::bench_replication::ReplicationArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct PlacementArgs {
-    /// Timed runs per heuristic and case (after one untimed warm-up run); the median is reported.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(3..))]
-    pub runs: u32,
-    /// Seed of the generated workload.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-}
-
-#[derive(Debug, Args)]
-pub struct ImageArgs {
-    /// Timed verifications of the 1 MiB image.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
-    pub runs: u32,
-}
 
 #[derive(Debug, Args)]
 pub struct BootArgs {
@@ -63,21 +28,9 @@ pub struct BootArgs {
     pub platform: Platform,
 }
 
-pub fn main(command: BenchCommand) -> Result<ExitCode> {
-    match command {
-        BenchCommand::Boot(args) => boot(args),
-        BenchCommand::Image(args) => crate::bench_image::main(args),
-        BenchCommand::Placement(args) => crate::bench_placement::main(args),
-        BenchCommand::Http(args) => crate::bench_http::main(args),
-        BenchCommand::Kvlog(args) => crate::bench_kvlog::main(args),
-        BenchCommand::Density(args) => crate::bench_density::main(args),
-        BenchCommand::Replication(args) => crate::bench_replication::main(args),
-    }
-}
-
-fn boot(args: BootArgs) -> Result<ExitCode> {
+pub fn main(args: BootArgs) -> Result<ExitCode> {
     if args.platform == Platform::Tender {
-        return crate::bench_tender_boot::main(&args);
+        return super::tender_boot::main(&args);
     }
     let board = args.board.filter(|b| b.kind != BoardKind::Virt);
     if board.is_some_and(|b| b.kind != BoardKind::Rpi3) {
@@ -149,49 +102,9 @@ fn reset_to_main(line: &str) -> Option<Duration> {
     Some(Duration::from_micros(micros))
 }
 
-pub fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
-
-/// Median, minimum and maximum of a set of samples.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Summary {
-    pub median: Duration,
-    pub min: Duration,
-    pub max: Duration,
-}
-
-impl Summary {
-    /// `None` for no samples. The median of an even count is the mean of the middle two.
-    pub fn of(samples: &[Duration]) -> Option<Summary> {
-        let mut sorted = samples.to_vec();
-        sorted.sort();
-        let (min, max) = (*sorted.first()?, *sorted.last()?);
-        let mid = sorted.len() / 2;
-        let median = if sorted.len().is_multiple_of(2) { (sorted[mid - 1] + sorted[mid]) / 2 } else { sorted[mid] };
-        Some(Summary { median, min, max })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ms(v: &[u64]) -> Vec<Duration> {
-        v.iter().map(|&m| Duration::from_millis(m)).collect()
-    }
-
-    #[test]
-    fn summary_of_odd_and_even_counts() {
-        let odd = Summary::of(&ms(&[30, 10, 20])).expect("samples");
-        assert_eq!(
-            (odd.median, odd.min, odd.max),
-            (Duration::from_millis(20), Duration::from_millis(10), Duration::from_millis(30))
-        );
-        let even = Summary::of(&ms(&[40, 10, 20, 30])).expect("samples");
-        assert_eq!(even.median, Duration::from_millis(25));
-        assert_eq!(Summary::of(&[]), None);
-    }
 
     #[test]
     fn reads_hellos_boot_line() {

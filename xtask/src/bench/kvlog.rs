@@ -24,6 +24,7 @@ use images::Arch;
 use kvlog::{Disk, DiskError, SECTOR_SIZE, Store};
 use qemu::{Instance, Machine, free_local_port, kvm};
 
+use super::report::percentile;
 use crate::{deps, http_client::Client};
 
 #[derive(Debug, Args)]
@@ -128,7 +129,7 @@ fn bench_arch(arch: Arch, args: &KvlogArgs) -> Result<()> {
 
 fn report(arch: Arch, what: &str, samples: &mut [Duration]) {
     samples.sort();
-    let at = |p: f64| samples[((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
+    let at = |p: f64| percentile(samples, p * 100.0);
     println!(
         "{arch}: {what}: median {:.2} ms, p90 {:.2} ms, max {:.2} ms over {}",
         at(0.5).as_secs_f64() * 1e3,

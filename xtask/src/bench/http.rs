@@ -26,8 +26,8 @@ use clap::Args;
 use images::Arch;
 use qemu::{Instance, Machine, free_local_port, kvm};
 
+use super::report::{Summary, ms, percentile};
 use crate::{
-    bench::Summary,
     deps,
     http_client::{Client, IO_TIMEOUT},
 };
@@ -227,15 +227,6 @@ fn load(port: u16, connections: u32, requests: u32, expected: &[u8]) -> Result<(
     Ok((rate, latencies))
 }
 
-/// The `p`th percentile of sorted samples (nearest rank).
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 /// CPU time (user + system) the process has used, from /proc (in USER_HZ = 100 ticks/s).
 fn cpu_time(pid: u32) -> Result<Duration> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -243,22 +234,4 @@ fn cpu_time(pid: u32) -> Result<Duration> {
     let ticks: u64 =
         fields.get(11).context("utime")?.parse::<u64>()? + fields.get(12).context("stime")?.parse::<u64>()?;
     Ok(Duration::from_millis(ticks * 10))
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_use_the_nearest_rank() {
-        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(percentile(&samples, 50.0), Duration::from_millis(50));
-        assert_eq!(percentile(&samples, 99.0), Duration::from_millis(99));
-        assert_eq!(percentile(&samples[..1], 99.0), Duration::from_millis(1));
-        assert_eq!(percentile(&[], 50.0), Duration::ZERO);
-    }
 }
