@@ -20,6 +20,7 @@
 //! (`runtime::args`).
 #![cfg_attr(target_os = "none", no_std)]
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 extern crate alloc;
 

@@ -442,7 +442,7 @@ pub fn copy_source_tree(from: &Path, to: &Path) -> io::Result<()> {
 /// When this runs inside `cargo run` or `cargo test`, the environment carries the outer build's
 /// `CARGO_*` and `RUST*` variables (target dir, flags, toolchain); passing them on would build the
 /// appliance for the wrong configuration. Only the locations of cargo and rustup themselves stay.
-fn cargo_command(root: &Path) -> Command {
+pub fn cargo_command(root: &Path) -> Command {
     let mut command = Command::new("cargo");
     command.current_dir(root);
     for (key, _) in std::env::vars_os() {
