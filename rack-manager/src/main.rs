@@ -4,17 +4,18 @@
 //! host), `agent --join` runs an agent on another host, and every other subcommand is the CLI,
 //! which talks to the manager over its HTTP API.
 //!
-//! Modules, one owner each:
-//! - [`cli`]: the command line and its output;
-//! - [`daemon`]: the manager's HTTP layer and API handlers;
-//! - [`store`]: the `StateStore` trait and its SQLite implementation;
-//! - [`launcher`]: the `Launcher` trait, QEMU and simulated launchers;
-//! - [`agent`]: host agents, local and remote;
-//! - [`reconcile`]: desired state → observed state, restart policy and backoff;
-//! - [`replication`]: the content-addressed image store and its replication (crate `replica`);
-//! - [`peer`]: rack-to-rack peering over mutual TLS, image and volume replication, failover;
-//! - [`placement`]: the one call that says where replicas go, on top of the
-//!   `placement` engine crate.
+//! Layers, top to bottom (see docs/ARCHITECTURE.md, "Inside rack-manager"):
+//! - [`cli`]: the command line and its output; talks to a manager over HTTP;
+//! - [`daemon`]: `serve`'s startup, the HTTP layer and the API handlers (thin calls into the
+//!   core); [`peer`]: rack-to-rack peering over mutual TLS, image and volume replication,
+//!   failover; [`reconcile`]: desired state → observed state, restart policy and backoff;
+//!   [`replication`]: the background replication of the image store (cloud and peers);
+//! - [`rack`]: the rack core, the rack's state and every operation on it, which all of the above
+//!   call and none of which it knows;
+//! - [`store`]: the `StateStore` trait, on SQLite or etcd; [`agent`]: host agents, local and
+//!   remote; [`launcher`]: the `Launcher` trait, QEMU, tender and simulated launchers;
+//!   [`placement`]: the one call that says where replicas go, on top of the `placement` engine
+//!   crate.
 #![forbid(unsafe_code)]
 
 mod agent;
@@ -22,9 +23,11 @@ mod cli;
 mod client;
 mod daemon;
 mod datadir;
+mod http;
 mod launcher;
 mod peer;
 mod placement;
+mod rack;
 mod reconcile;
 mod replication;
 mod store;

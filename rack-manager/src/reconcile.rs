@@ -17,12 +17,12 @@ use std::time::Duration;
 
 use rack_api::{
     Deployment, Desired, HostState, Image, InstanceState, RestartWhen,
-    agent::{LaunchRequest, RunRef, RunState},
+    agent::{LaunchRequest, RunState},
 };
 
 use crate::{
-    daemon::{Rack, deployments_by_id, images_by_id},
     datadir::now_ms,
+    rack::{Rack, deployments_by_id, images_by_id},
     store::InstanceRecord,
 };
 
@@ -115,16 +115,6 @@ fn connect_joined_agents(rack: &Rack) -> crate::store::Result<Vec<crate::store::
     Ok(hosts)
 }
 
-/// The run an instance record names.
-pub fn run_ref(record: &InstanceRecord) -> RunRef {
-    RunRef {
-        instance: record.id.clone(),
-        pid: record.pid,
-        start_ticks: record.start_ticks,
-        log_offset: record.log_offset,
-    }
-}
-
 /// The delay before the `n`-th consecutive restart (n ≥ 1).
 pub fn backoff_ms(base_ms: u32, n: u32) -> u64 {
     let factor = 1u64 << n.saturating_sub(1).min(20);
@@ -166,7 +156,7 @@ pub fn pass(rack: &Rack) -> crate::store::Result<()> {
     }
     for run in orphaned {
         if let Some(agent) = rack.agent(&run.host) {
-            let _ = agent.stop(&run_ref(&run));
+            let _ = agent.stop(&run.run_ref());
         }
     }
     Ok(())
@@ -182,13 +172,13 @@ fn step(rack: &Rack, record: &mut InstanceRecord, deployment: &Deployment, image
             record.restarts += 1;
             launch(rack, record, deployment, image);
         }
-        (Desired::Running, InstanceState::Running) => match agent.state(&run_ref(record)) {
+        (Desired::Running, InstanceState::Running) => match agent.state(&record.run_ref()) {
             Ok(RunState::Running) => {}
             Ok(RunState::Exited { status }) => exited(record, deployment, status, now),
             // Unreachable: the host may come back; its runs are neither restarted elsewhere nor lost.
             Err(_) => {}
         },
-        (Desired::Stopped, InstanceState::Running) if agent.stop(&run_ref(record)).is_ok() => {
+        (Desired::Stopped, InstanceState::Running) if agent.stop(&record.run_ref()).is_ok() => {
             record.state = InstanceState::Stopped;
             record.pid = None;
         }
@@ -200,7 +190,7 @@ fn step(rack: &Rack, record: &mut InstanceRecord, deployment: &Deployment, image
 fn launch(rack: &Rack, record: &mut InstanceRecord, deployment: &Deployment, image: Option<&Image>) {
     let Some(agent) = rack.agent(&record.host) else { return };
     // An image learned from a remote is assembled (its missing chunks fetched) before it boots.
-    if let Err(e) = crate::replication::materialize(rack, &deployment.image_id) {
+    if let Err(e) = rack.materialize(&deployment.image_id) {
         record.pid = None;
         record.message = Some(format!("launch failed: {e}"));
         give_up_or_back_off(record, deployment, now_ms());

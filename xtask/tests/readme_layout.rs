@@ -1,6 +1,6 @@
 //! A crate README's layout table (`| path | owns |`) must match the crate: every path it lists
-//! exists, and every top-level module or directory in `src/` is listed (`main.rs` and `lib.rs`
-//! included, when the table lists `src/` files at all). A module added without a row, or a row
+//! exists, once, and every top-level module or directory in `src/` is listed (`main.rs` and
+//! `lib.rs` included, when the table lists `src/` files at all). A module added without a row, or a row
 //! left behind by a move, fails here rather than misleading the next reader.
 
 use std::{
@@ -46,7 +46,10 @@ fn layout_problems(crate_dir: &Path) -> Vec<String> {
         return Vec::new();
     }
     let mut problems = Vec::new();
-    for path in &listed {
+    for (i, path) in listed.iter().enumerate() {
+        if listed[..i].contains(path) {
+            problems.push(format!("README lists `{path}` twice"));
+        }
         if !crate_dir.join(path).exists() {
             problems.push(format!("README lists `{path}`, which does not exist"));
         }
@@ -104,19 +107,20 @@ fn every_readme_layout_table_matches_its_crate() {
 }
 
 #[test]
-fn a_missing_row_and_a_stale_row_are_both_reported() {
+fn missing_stale_and_repeated_rows_are_all_reported() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     fs::create_dir_all(dir.path().join("src/peer")).expect("src/peer");
     fs::write(dir.path().join("src/main.rs"), "").expect("main.rs");
     fs::write(dir.path().join("src/client.rs"), "").expect("client.rs");
     let readme = "# x\n\n| path | owns |\n|---|---|\n| `src/main.rs` | the binary |\n| `src/peer/` | peers |\n\
-                  | `src/gone.rs` | moved away |\n\nAfter the table: `src/elsewhere.rs` is prose.\n";
+                  | `src/gone.rs` | moved away |\n| `src/peer/` | peers again |\n\nAfter the table: `src/elsewhere.rs` is prose.\n";
     fs::write(dir.path().join("README.md"), readme).expect("README");
     let problems = layout_problems(dir.path());
     assert_eq!(
         problems,
         [
             "README lists `src/gone.rs`, which does not exist".to_owned(),
+            "README lists `src/peer/` twice".to_owned(),
             "`src/client.rs` is missing from the README's layout table".to_owned(),
         ]
     );

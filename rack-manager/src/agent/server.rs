@@ -12,19 +12,18 @@ use rack_api::{
     Host, JoinRequest,
     agent::{LaunchRequest, RunRef},
 };
-use tiny_http::Method;
 
 use super::{HostAgent, LocalAgent};
 use crate::{
     client::Client,
-    daemon::http::{self, HttpError, Reply, Req},
+    http::{self, HttpError, Method, Reply, Req},
 };
 
 /// Serves `agent` on `server` after joining the manager at `manager`; never returns unless the
 /// server fails.
 pub fn run(
     agent: LocalAgent,
-    server: tiny_http::Server,
+    server: std::net::TcpListener,
     manager: &str,
     join_now: bool,
     token: &str,
@@ -33,18 +32,17 @@ pub fn run(
     let info = join.clone();
     let agent = Arc::new(agent);
     let handler = Arc::new(move |req: &Req| route(&agent, &info, req));
-    let server = Arc::new(server);
     if !join_now {
         eprintln!(
             "rack-manager agent: serving on {}; add it with `rack-manager host add NAME {}`",
             join.address, join.address
         );
-        http::serve(server, 4, token.to_owned(), handler);
-        anyhow::bail!("the agent's HTTP server stopped");
+        let error = http::serve(server, LIMITS, token.to_owned(), body_limit, handler);
+        anyhow::bail!("the agent's HTTP server stopped: {error}");
     }
     let serving = {
-        let (server, token) = (server.clone(), token.to_owned());
-        thread::spawn(move || http::serve(server, 4, token, handler))
+        let token = token.to_owned();
+        thread::spawn(move || http::serve(server, LIMITS, token, body_limit, handler))
     };
     let client = Client::new(manager, token, Duration::from_secs(10));
     // The manager may still be starting: keep trying for a while before giving up.
@@ -64,8 +62,27 @@ pub fn run(
         host.memory_mib,
         host.arches.join(", ")
     );
-    let _ = serving.join();
-    anyhow::bail!("the agent's HTTP server stopped")
+    match serving.join() {
+        Ok(error) => anyhow::bail!("the agent's HTTP server stopped: {error}"),
+        Err(_) => anyhow::bail!("the agent's HTTP server stopped"),
+    }
+}
+
+/// The agent's API is the manager's to call: one caller, a few requests at a time. The caps
+/// leave room for the manager's reconciler, log follows and stats together, and bound what a
+/// stranger on the network can hold open.
+const LIMITS: http::Limits = http::Limits {
+    max_connections: 128,
+    max_per_address: 64,
+    max_unproven: 64,
+    // Launches and stops wait on processes; four at once matched the old worker pool.
+    handlers: 4,
+};
+
+/// Every agent request is a small JSON document (a launch request names its image, it does
+/// not carry it).
+fn body_limit(_method: &Method, _path: &[String]) -> u64 {
+    1 << 20
 }
 
 fn failed(e: super::AgentError) -> HttpError {

@@ -172,7 +172,7 @@ struct ServeArgs {
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
-    replication: crate::replication::ReplicationArgs,
+    replication: crate::rack::image_store::ReplicationArgs,
     #[command(flatten)]
     peer: crate::peer::PeerArgs,
 }
@@ -518,9 +518,9 @@ fn agent(cli: &Cli, args: &AgentArgs, data_dir: &Path) -> anyhow::Result<()> {
     let trusted = dir.trusted_keys(&args.trust)?;
     let launcher = daemon::make_launcher(args.launcher, &args.tender.options(), &dir)?;
     let (memory_mib, vcpus) = daemon::capacity(args.memory_mib, args.vcpus);
-    let server =
-        tiny_http::Server::http(args.listen).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-    let address = server.server_addr().to_ip().context("the agent listens on an IP address")?;
+    let server = std::net::TcpListener::bind(args.listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    let address = server.local_addr().context("the agent's listening address")?;
     let name = match &args.name {
         Some(name) => name.clone(),
         None => {

@@ -8,10 +8,10 @@ use clap::Subcommand;
 use super::output::{self, Format};
 use crate::{
     client::Client,
+    daemon::peers_api::{IdentityView, PeerView, PlanView, SetPlanRequest},
     datadir::{DataDir, now_ms},
     peer::{
         self, PeerEntry, PeerImage, Takeover,
-        api::{IdentityView, PeerView, PlanView, SetPlanRequest},
         identity::{Identity, parse_fingerprint},
         wire::PeerClient,
     },
@@ -20,7 +20,12 @@ use crate::{
 #[derive(Debug, Subcommand)]
 pub enum PeerCommand {
     /// Trust another rack: its name, its peer URL and its certificate's fingerprint (all three
-    /// printed by `rack-manager identity` on that rack).
+    /// printed by `rack-manager identity` on that rack). Adding a peer again replaces its entry
+    /// (e.g. to change its image keys).
+    ///
+    /// The certificate lets the peer replicate this rack's images and heartbeat with it. To let
+    /// this rack take over the peer's deployments when it is down, name the keys whose images it
+    /// may run here with --image-key: without one, nothing of the peer's is taken over.
     Add {
         /// The other rack's name, as its `rack-manager identity` prints it.
         name: String,
@@ -29,6 +34,11 @@ pub enum PeerCommand {
         /// SHA-256 of the other rack's certificate (64 hex digits); only that certificate is accepted.
         #[arg(long, value_parser = check_fingerprint)]
         fingerprint: String,
+        /// An image signing key (64 hex digits) whose images this rack runs when it takes over the
+        /// peer's deployments; repeat for several. The image must also be one this rack trusts
+        /// (`serve --trust`).
+        #[arg(long = "image-key", value_name = "KEY", value_parser = check_image_key)]
+        image_keys: Vec<String>,
     },
     /// List peers: URL, fingerprint, last heartbeat, whether they answer, replication counters.
     Ls,
@@ -51,7 +61,13 @@ pub enum PeerCommand {
 pub enum FailoverCommand {
     /// Which of this rack's deployments fail over where, and which of its peers' deployments this
     /// rack would take over (with image completeness and volume lag).
-    Plan,
+    Plan {
+        /// Only what each peer may ask of this rack, in full: per peer its trusted image keys, and
+        /// per plan its image and signer, replicas, memory, vCPUs and arguments, and whether this
+        /// rack's policy (`serve --takeover-*`) allows it, or why not.
+        #[arg(long)]
+        incoming: bool,
+    },
     /// Deployments this rack took over: when, recovery time, replication lag at failure.
     Status,
     /// Hand a taken-over deployment back to its rack, which must be up: its instances here are
@@ -66,6 +82,12 @@ pub enum FailoverCommand {
 
 fn check_fingerprint(text: &str) -> Result<String, String> {
     parse_fingerprint(text).map(hex::encode)
+}
+
+fn check_image_key(text: &str) -> Result<String, String> {
+    text.parse::<images::keys::PublicKey>()
+        .map(|k| k.to_string())
+        .map_err(|_| format!("{text:?} is not an image signing key: give its 64 hex digits"))
 }
 
 /// `rack-manager identity`: read from the data directory, so it works with the manager stopped.
@@ -97,8 +119,13 @@ pub fn identity(format: Format, data_dir: &Path) -> anyhow::Result<()> {
 
 pub fn peer(client: &Client, format: Format, data_dir: &Path, command: &PeerCommand) -> anyhow::Result<()> {
     match command {
-        PeerCommand::Add { name, url, fingerprint } => {
-            let entry = PeerEntry { name: name.clone(), url: url.clone(), fingerprint: fingerprint.clone() };
+        PeerCommand::Add { name, url, fingerprint, image_keys } => {
+            let entry = PeerEntry {
+                name: name.clone(),
+                url: url.clone(),
+                fingerprint: fingerprint.clone(),
+                image_keys: image_keys.clone(),
+            };
             let added: Option<PeerView> = client.post("/peers", &entry)?;
             peers(format, &added.into_iter().collect::<Vec<_>>())
         }
@@ -170,8 +197,11 @@ fn peers(format: Format, peers: &[PeerView]) -> anyhow::Result<()> {
 
 pub fn failover(client: &Client, format: Format, command: &FailoverCommand) -> anyhow::Result<()> {
     match command {
-        FailoverCommand::Plan => {
+        FailoverCommand::Plan { incoming } => {
             let plan: PlanView = client.get("/failover/plan")?;
+            if *incoming {
+                return incoming_plans(format, &plan);
+            }
             if format == Format::Json {
                 return output::print_json(&plan);
             }
@@ -196,6 +226,9 @@ pub fn failover(client: &Client, format: Format, command: &FailoverCommand) -> a
                         (true, Some(ms)) => format!("{ms} ms"),
                     }
                 );
+                if let Some(why) = &p.refused_because {
+                    println!("    refused by this rack's policy: {why}");
+                }
             }
             Ok(())
         }
@@ -236,6 +269,61 @@ pub fn failover(client: &Client, format: Format, command: &FailoverCommand) -> a
             Ok(())
         }
     }
+}
+
+/// `failover plan --incoming`: what each peer may ask of this rack, and whether it would be granted.
+fn incoming_plans(format: Format, plan: &PlanView) -> anyhow::Result<()> {
+    if format == Format::Json {
+        return output::print_json(&serde_json::json!({
+            "policy": plan.policy,
+            "trust": plan.trust,
+            "incoming": plan.incoming,
+        }));
+    }
+    if let Some(policy) = &plan.policy {
+        println!(
+            "Policy: per plan at most {} replicas, {} instances per peer, {} MiB and {} vCPUs per instance; arguments: {}",
+            policy.takeover_max_replicas,
+            policy.takeover_max_instances,
+            policy.takeover_max_memory_mib,
+            policy.takeover_max_vcpus,
+            if policy.takeover_custom_args { "any" } else { "the image manifest's only" }
+        );
+    }
+    println!("Image keys trusted per peer:");
+    for trust in &plan.trust {
+        if trust.image_keys.is_empty() {
+            println!("  {:<12} none: nothing of {} is taken over", trust.peer, trust.peer);
+        } else {
+            println!("  {:<12} {}", trust.peer, trust.image_keys.join(", "));
+        }
+    }
+    println!(
+        "{:<12} {:<10} {:<12} {:<14} {:<14} {:>8} {:>7} {:>5} {:<7} ARGS",
+        "PEER", "DEPLOYMENT", "IMAGE", "IMAGE ID", "SIGNER", "REPLICAS", "MEMORY", "VCPUS", "ALLOWED"
+    );
+    for p in &plan.incoming {
+        println!(
+            "{:<12} {:<10} {:<12} {:<14} {:<14} {:>8} {:>7} {:>5} {:<7} {:?}",
+            p.peer,
+            p.deployment,
+            p.image_name,
+            crate::datadir::short_id(&p.image_id),
+            p.signer.as_deref().map_or("-".to_owned(), |s| format!("{}…", &s[..12.min(s.len())])),
+            p.replicas,
+            format!("{}M", p.memory_mib),
+            p.vcpus,
+            if p.allowed { "yes" } else { "no" },
+            p.args
+        );
+        if let Some(why) = &p.refused_because {
+            println!("  refused: {why}");
+        }
+    }
+    if plan.incoming.is_empty() {
+        println!("  (no peer has sent a plan that names this rack)");
+    }
+    Ok(())
 }
 
 /// After `deploy --failover-to`: record the plan.

@@ -7,31 +7,28 @@
 //! (same pid **and** start time) and restarts the others by policy.
 
 pub mod api;
-pub mod http;
+pub mod peers_api;
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    sync::{Arc, Condvar, Mutex, MutexGuard, RwLock},
-    time::Duration,
-};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use images::keys::{PublicKey, TrustedKeys};
-use rack_api::{Deployment, HostState, Image, Instance};
+use images::keys::PublicKey;
+use rack_api::HostState;
 
 use crate::{
     agent::{HostAgent, LocalAgent, RemoteAgent},
     datadir::DataDir,
+    http,
     launcher::{
         Launcher,
         qemu::QemuLauncher,
         sim::SimLauncher,
         tender::{self, TenderConfig, TenderLauncher},
     },
+    rack::{Rack, RackParts, image_store::Replication},
     store::{
-        HostRecord, InstanceRecord, StateStore,
-        etcd::{Election, EtcdSettings, EtcdStore},
+        HostRecord, StateStore,
+        etcd::{EtcdSettings, EtcdStore},
         sqlite::SqliteStore,
     },
 };
@@ -73,103 +70,8 @@ pub struct ServeConfig {
     pub vcpus: Option<u32>,
     /// With the sim launcher: this many simulated hosts instead of one.
     pub sim_hosts: u32,
-    pub replication: crate::replication::ReplicationArgs,
+    pub replication: crate::rack::image_store::ReplicationArgs,
     pub peer: crate::peer::PeerArgs,
-}
-
-/// The manager's shared state.
-pub struct Rack {
-    pub store: Mutex<Box<dyn StateStore>>,
-    pub agents: RwLock<HashMap<String, Arc<dyn HostAgent>>>,
-    pub dir: DataDir,
-    pub trusted: TrustedKeys,
-    pub token: String,
-    /// The URL agents can fetch images from: the API's, unless it listens on every interface
-    /// (0.0.0.0), where agents use the URL they joined with.
-    pub image_source: Option<String>,
-    /// The rack's scheduler election (etcd store only): only the leader places and reconciles.
-    pub election: Option<Election>,
-    /// The content-addressed image store and its replication (crate `replica`).
-    pub replication: Arc<crate::replication::Replication>,
-    /// Peering, when `serve --peer-listen` is given; set once at startup.
-    pub peer: std::sync::OnceLock<Arc<crate::peer::Node>>,
-    wake: (Mutex<bool>, Condvar),
-}
-
-impl std::fmt::Debug for Rack {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rack").field("dir", &self.dir).finish_non_exhaustive()
-    }
-}
-
-impl Rack {
-    pub fn store(&self) -> MutexGuard<'_, Box<dyn StateStore>> {
-        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub fn agent(&self, host: &str) -> Option<Arc<dyn HostAgent>> {
-        self.agents.read().unwrap_or_else(|p| p.into_inner()).get(host).cloned()
-    }
-
-    pub fn add_agent(&self, host: &str, agent: Arc<dyn HostAgent>) {
-        self.agents.write().unwrap_or_else(|p| p.into_inner()).insert(host.to_owned(), agent);
-    }
-
-    pub fn remove_agent(&self, host: &str) {
-        self.agents.write().unwrap_or_else(|p| p.into_inner()).remove(host);
-    }
-
-    /// Whether this manager places and reconciles: always with the embedded store, only while
-    /// elected with etcd.
-    pub fn is_scheduler(&self) -> bool {
-        self.election.as_ref().is_none_or(Election::is_leader)
-    }
-
-    /// Asks the reconciler for a pass now rather than at its next tick.
-    pub fn wake(&self) {
-        let (flag, condvar) = &self.wake;
-        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        condvar.notify_one();
-    }
-
-    /// Waits until woken or `timeout` passes.
-    pub fn sleep(&self, timeout: Duration) {
-        let (flag, condvar) = &self.wake;
-        let guard = flag.lock().unwrap_or_else(|p| p.into_inner());
-        let (mut guard, _) =
-            condvar.wait_timeout_while(guard, timeout, |woken| !*woken).unwrap_or_else(|p| p.into_inner());
-        *guard = false;
-    }
-}
-
-/// The API's view of an instance.
-pub fn instance_view(record: &InstanceRecord, deployments: &HashMap<String, Deployment>) -> Instance {
-    let deployment = deployments.get(&record.deployment);
-    Instance {
-        id: record.id.clone(),
-        deployment: record.deployment.clone(),
-        image_name: deployment.map(|d| d.image_name.clone()).unwrap_or_default(),
-        image_id: deployment.map(|d| d.image_id.clone()).unwrap_or_default(),
-        host: record.host.clone(),
-        desired: record.desired,
-        state: record.state,
-        pid: record.pid,
-        restarts: record.restarts,
-        exit_status: record.exit_status,
-        ports: record.ports.clone(),
-        memory_mib: record.memory_mib,
-        created_ms: record.created_ms,
-        started_ms: record.started_ms,
-        message: record.message.clone(),
-    }
-}
-
-pub fn deployments_by_id(store: &dyn StateStore) -> crate::store::Result<HashMap<String, Deployment>> {
-    Ok(store.deployments()?.into_iter().map(|d| (d.id.clone(), d)).collect())
-}
-
-pub fn images_by_id(store: &dyn StateStore) -> crate::store::Result<HashMap<String, Image>> {
-    Ok(store.images()?.into_iter().map(|i| (i.id.clone(), i)).collect())
 }
 
 /// Memory this machine offers to instances by default: half of it.
@@ -234,24 +136,21 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
             (Box::new(store), Some(election))
         }
     };
-    let server = tiny_http::Server::http(config.listen).map_err(|e| {
+    let server = std::net::TcpListener::bind(config.listen).map_err(|e| {
         anyhow::anyhow!("cannot listen on {}: {e} (is another manager running? pick another --listen)", config.listen)
     })?;
-    let address = server.server_addr().to_ip().context("the server listens on an IP address")?;
+    let address = server.local_addr().context("the API listener's address")?;
     let url = format!("http://{address}");
-    let replication = crate::replication::Replication::open(&dir, trusted.clone(), &config.replication)?;
-    let rack = Arc::new(Rack {
+    let replication = Replication::open(&dir, trusted.clone(), &config.replication)?;
+    let rack = Arc::new(Rack::new(RackParts {
         image_source: (!address.ip().is_unspecified()).then(|| url.clone()),
         replication: Arc::new(replication),
-        store: Mutex::new(store),
+        store,
         election,
-        agents: RwLock::new(HashMap::new()),
         dir: dir.clone(),
         trusted: trusted.clone(),
         token: token.clone(),
-        peer: std::sync::OnceLock::new(),
-        wake: (Mutex::new(false), Condvar::new()),
-    });
+    }));
 
     if !config.no_local_agent {
         let launcher = make_launcher(config.launcher, &config.tender, &dir)?;
@@ -299,9 +198,7 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     }
 
     // Before the reconciler's first pass: peers say which deployments they took over meanwhile.
-    if let Some(node) = crate::peer::start(&rack, &config.peer, &url)? {
-        let _ = rack.peer.set(node);
-    }
+    let peer = crate::peer::start(&rack, &config.peer)?;
     dir.write_address(&url)?;
     eprintln!("rack-manager: serving the rack API on {url} (data directory {})", dir.root().display());
 
@@ -323,7 +220,34 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let replicating = rack.clone();
     std::thread::spawn(move || crate::replication::run(&replicating));
     let handler_rack = rack.clone();
-    let handler = Arc::new(move |req: &http::Req| api::route(&handler_rack, req));
-    http::serve(Arc::new(server), 8, token, handler);
-    anyhow::bail!("the API server stopped")
+    let handler = Arc::new(move |req: &http::Req| api::route(&handler_rack, peer.as_ref(), req));
+    let error = http::serve(server, API_LIMITS, token, api_body_limit, handler);
+    anyhow::bail!("the API server stopped: {error}")
 }
+
+/// The manager's API listener. Connections: the CLI, agents, peers' replication and a bench
+/// hold a few each; 512 leaves ample room while bounding descriptors (the default limit is
+/// 1024) and memory (a connection costs a task and its buffers, a few KiB).
+const API_LIMITS: http::Limits = http::Limits {
+    max_connections: 512,
+    // One address (a NAT, a loopback flood) may hold a quarter of the room.
+    max_per_address: 128,
+    // Idle or head-sending sockets beyond this make room for newcomers, oldest first.
+    max_unproven: 256,
+    // Handlers end in the store (one lock) or an agent call: eight at once kept today's
+    // throughput; more would only queue on the store lock, holding threads.
+    handlers: 8,
+};
+
+/// Image push carries a whole image; everything else is a small JSON document.
+fn api_body_limit(method: &http::Method, path: &[String]) -> u64 {
+    match (method, path) {
+        (http::Method::Post, [v1, images]) if v1 == "v1" && images == "images" => MAX_IMAGE_BYTES,
+        _ => MAX_REQUEST_BYTES,
+    }
+}
+
+/// The largest image `image push` accepts: far above any appliance image.
+const MAX_IMAGE_BYTES: u64 = 64 << 20;
+/// The largest other request body: deploy requests, joins and plans are a few KiB.
+const MAX_REQUEST_BYTES: u64 = 1 << 20;

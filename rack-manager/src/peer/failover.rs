@@ -1,5 +1,10 @@
-//! Failover: when a peer's heartbeat has not been renewed for the lease, this rack takes over
-//! the peer's deployments whose failover list names it first among the racks that are up.
+//! Failover: when a peer has been unreachable both ways for the lease (its heartbeats stopped and
+//! it answers none of this rack's), this rack takes over the peer's deployments whose failover
+//! list names it first among the racks that are alive, if this rack's policy allows each
+//! ([`super::policy::judge`]: an image signed by a key trusted for that peer, within the
+//! takeover limits). A refused plan is recorded with state `refused` and its reason, shown by
+//! `failover status`, never announced to the peer, and judged again while the peer stays down
+//! (the operator may trust a key meanwhile); it is forgotten once the peer is back.
 //!
 //! A takeover is recorded (and saved) before the deployment is started here, so the down rack
 //! hears of it in the reply to its first heartbeat when it comes back, and stops its own copies
@@ -33,23 +38,56 @@ pub fn successor<'a>(plan: &'a PlanSpec, down: &str, me: &str, is_up: impl Fn(&s
     plan.failover_to.iter().map(String::as_str).find(|rack| *rack != down && (*rack == me || is_up(rack)))
 }
 
+/// The state of a takeover this rack's policy refused: nothing runs here for it.
+pub const REFUSED: &str = "refused";
+
 fn check(node: &Node) {
     let now = now_ms();
     let lease = node.lease.as_millis() as u64;
     let me = node.identity.name.clone();
     let runtime = node.runtime().clone();
+    let mut images = None;
     for (peer, state) in &runtime {
         let Some(last) = state.last_heartbeat_ms else { continue };
-        if now.saturating_sub(last) < lease {
+        if super::alive(state, now, lease) {
+            forget_refusals(node, peer);
             continue;
         }
+        // Down since the later of its last heartbeat and its last answer, plus the lease.
+        let expired = last.max(state.last_reply_ms.unwrap_or(0)) + lease;
         for plan in &state.plans {
-            let taken = node.takeovers().iter().any(|t| t.peer == *peer && t.deployment == plan.deployment);
-            if taken || successor(plan, peer, &me, |r| node.peer_is_up(r, now)) != Some(me.as_str()) {
+            let existing =
+                node.takeovers().iter().find(|t| t.peer == *peer && t.deployment == plan.deployment).cloned();
+            if existing.as_ref().is_some_and(|t| t.state != REFUSED)
+                || successor(plan, peer, &me, |r| node.peer_is_alive(r, now)) != Some(me.as_str())
+            {
+                continue;
+            }
+            // Read once per pass, not per plan: a down peer may have sent hundreds.
+            let images = images.get_or_insert_with(|| {
+                node.rack.store().images().map_err(|e| format!("reading this rack's images: {e}"))
+            });
+            let verdict = match images {
+                Ok(images) => allowed(node, peer, plan, images),
+                Err(error) => Err(error.clone()),
+            };
+            if let Err(reason) = verdict {
+                // Recorded (and logged) when the reason is new, not at every check.
+                if existing.and_then(|t| t.message) != Some(reason.clone()) {
+                    eprintln!("rack-manager: not taking over {} from down rack {peer}: {reason}", plan.deployment);
+                    let refused = Takeover {
+                        state: REFUSED.into(),
+                        message: Some(reason),
+                        ..new_takeover(node, peer, last, expired, plan, None, 0)
+                    };
+                    if let Err(error) = record(node, refused) {
+                        eprintln!("rack-manager: recording a refused takeover: {error:#}");
+                    }
+                }
                 continue;
             }
             let snapshot = state.snapshots.get(&plan.deployment).copied();
-            if let Err(error) = take_over(node, peer, last, last + lease, plan, snapshot) {
+            if let Err(error) = take_over(node, peer, last, expired, plan, snapshot) {
                 eprintln!("rack-manager: taking over {} from {peer}: {error:#}", plan.deployment);
             }
         }
@@ -57,22 +95,49 @@ fn check(node: &Node) {
     note_serving(node);
 }
 
-fn take_over(
+/// Whether this rack's policy lets `peer` have `plan` run here now, or why not; `images` are
+/// this rack's images.
+pub fn allowed(node: &Node, peer: &str, plan: &PlanSpec, images: &[rack_api::Image]) -> Result<(), String> {
+    let entry = node.peers().into_iter().find(|p| p.name == peer);
+    let image = images.iter().find(|i| i.id == plan.image_id);
+    let running: u32 = node
+        .takeovers()
+        .iter()
+        .filter(|t| t.peer == peer && t.deployment != plan.deployment && t.state != REFUSED && t.state != "failed")
+        .map(|t| t.replicas)
+        .sum();
+    super::policy::judge(&node.policy, entry.as_ref(), plan, image, running)
+}
+
+/// Drops the refused takeovers of a peer that is alive again: they described an outage.
+fn forget_refusals(node: &Node, peer: &str) {
+    let mut takeovers = node.takeovers();
+    if !takeovers.iter().any(|t| t.peer == peer && t.state == REFUSED) {
+        return;
+    }
+    let mut next = takeovers.clone();
+    next.retain(|t| !(t.peer == peer && t.state == REFUSED));
+    match node.save_takeovers(&next) {
+        Ok(()) => *takeovers = next,
+        Err(error) => eprintln!("rack-manager: forgetting refused takeovers: {error:#}"),
+    }
+}
+
+fn new_takeover(
     node: &Node,
     peer: &str,
     last_heartbeat_ms: u64,
     lease_expired_ms: u64,
     plan: &PlanSpec,
     snapshot_taken_ms: Option<u64>,
-) -> anyhow::Result<()> {
-    let has_image = node.rack.store().images()?.iter().any(|i| i.id == plan.image_id);
-    anyhow::ensure!(has_image, "image {} ({}) has not been replicated here", plan.image_name, plan.image_id);
-    let epoch = node.takeovers().iter().map(|t| t.epoch).max().unwrap_or(0) + 1;
-    let mut takeover = Takeover {
+    epoch: u64,
+) -> Takeover {
+    Takeover {
         peer: peer.to_owned(),
         deployment: plan.deployment.clone(),
         image_id: plan.image_id.clone(),
         image_name: plan.image_name.clone(),
+        replicas: plan.replicas,
         epoch,
         local_deployment: None,
         peer_last_heartbeat_ms: last_heartbeat_ms,
@@ -87,7 +152,19 @@ fn take_over(
         volume_path: None,
         state: "starting".into(),
         message: None,
-    };
+    }
+}
+
+fn take_over(
+    node: &Node,
+    peer: &str,
+    last_heartbeat_ms: u64,
+    lease_expired_ms: u64,
+    plan: &PlanSpec,
+    snapshot_taken_ms: Option<u64>,
+) -> anyhow::Result<()> {
+    let epoch = node.takeovers().iter().map(|t| t.epoch).max().unwrap_or(0) + 1;
+    let mut takeover = new_takeover(node, peer, last_heartbeat_ms, lease_expired_ms, plan, snapshot_taken_ms, epoch);
     if !node.image_complete(&plan.image_id) {
         // The owner is down: the chunks the trickle has not brought yet must come from the cloud tier.
         takeover.message = Some(format!(
@@ -111,8 +188,11 @@ fn take_over(
     };
     // The restored snapshot becomes the new instance's volume before the deployment is stored,
     // so the instance's first boot already finds the peer's data.
-    let seed = takeover.snapshot_taken_ms.map(|_| node.snapshot_path(peer, &plan.deployment));
-    match crate::daemon::api::create_deployment(&node.rack, &request, seed.as_deref()) {
+    let seed = match takeover.snapshot_taken_ms {
+        Some(_) => Some(node.snapshot_path(peer, &plan.deployment)?),
+        None => None,
+    };
+    match node.rack.deploy_seeded(&request, seed.as_deref()) {
         Ok((response, seeded)) => {
             if seed.is_some() && seeded.is_empty() {
                 takeover.message = Some(
@@ -126,7 +206,7 @@ fn take_over(
         }
         Err(error) => {
             takeover.state = "failed".into();
-            takeover.message = Some(format!("deploying here failed: {}", error.error.message));
+            takeover.message = Some(format!("deploying here failed: {}", error.message));
         }
     }
     eprintln!(
@@ -147,14 +227,14 @@ pub fn release(node: &Node, peer: &str, deployment: &str) -> anyhow::Result<Take
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("this rack has not taken over deployment {deployment} of rack {peer}"))?;
     anyhow::ensure!(
-        node.peer_is_up(peer, now_ms()),
+        node.peer_is_alive(peer, now_ms()),
         "rack {peer} is down: handing its deployment back now would only make this rack take it over again"
     );
     if let Some(local) = &takeover.local_deployment {
         let ids: Vec<String> =
             node.rack.store().instances()?.into_iter().filter(|i| &i.deployment == local).map(|i| i.id).collect();
         for id in ids {
-            let _: rack_api::Instance = node.api.delete(&format!("/instances/{id}"))?;
+            node.rack.remove_instance(&id)?;
         }
     }
     let mut takeovers = node.takeovers();

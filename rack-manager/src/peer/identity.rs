@@ -92,15 +92,10 @@ impl Identity {
     }
 }
 
-/// Rack names appear in paths and URLs: letters, digits, '-', '_' and '.'.
+/// Rack names appear in paths and URLs: letters, digits, '-', '_' and '.', starting with a letter
+/// or digit (so never `.` or `..`).
 pub fn validate_name(name: &str) -> Result<(), String> {
-    if name.is_empty()
-        || name.len() > 64
-        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-    {
-        return Err(format!("{name:?} is not a valid rack name: use 1-64 letters, digits, '-', '_' and '.'"));
-    }
-    Ok(())
+    super::policy::check_name("rack", name)
 }
 
 fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {

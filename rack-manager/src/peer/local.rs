@@ -13,7 +13,7 @@ use std::{
 use images::artifact::{self, ImageId};
 use replica::ChunkId;
 
-use crate::{daemon::Rack, datadir::DataDir};
+use crate::{datadir::DataDir, rack::Rack};
 
 /// Where each chunk of the `.mast` files lies: hash → (file, offset, length).
 type FileIndex = HashMap<[u8; 32], (PathBuf, u64, u32)>;

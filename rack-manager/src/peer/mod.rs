@@ -10,21 +10,26 @@
 //! takes over a down peer's deployments that name this rack; a rack that comes back learns of the
 //! takeover from the heartbeat reply and stops its own copies, so nothing runs twice.
 //!
+//! A pinned peer is authenticated, not trusted with everything ([`policy`]): it may fence only
+//! this rack's deployments whose failover plan names it, have this rack run only images signed by
+//! a key trusted for it, within this rack's takeover limits, and every name it sends is checked
+//! before it is used. A peer is down only when unreachable both ways (see [`Node::peer_is_down`]).
+//!
 //! ```text
 //! <data-dir>/peer/name, identity.key (0600), identity.crt   this rack's identity
 //! <data-dir>/peer/address           the peer URL, written once the listener is up
-//! <data-dir>/peer/peers.json        configured peers: name, URL, pinned fingerprint
+//! <data-dir>/peer/peers.json        configured peers: name, URL, pinned fingerprint, image keys
 //! <data-dir>/peer/plans.json        this rack's deployments → the racks they fail over to
-//! <data-dir>/peer/takeovers.json    deployments this rack took over from down peers
+//! <data-dir>/peer/takeovers.json    deployments this rack took over from down peers (or refused to)
 //! <data-dir>/peer/replicas/<rack>/<deployment>.img   a peer's latest volume snapshot (and .json: when)
 //! <data-dir>/peer/partitioned       test hook: while it exists, no peer traffic in or out
 //! <data-dir>/volumes/<deployment>.img   a deployment's volume (what snapshots copy)
 //! ```
 
-pub mod api;
 pub mod failover;
 pub mod identity;
 mod local;
+pub mod policy;
 pub mod remote;
 pub mod server;
 pub mod sync;
@@ -48,7 +53,7 @@ use self::{
     tls::TrustedPeers,
     wire::PeerClient,
 };
-use crate::{daemon::Rack, datadir::DataDir};
+use crate::{datadir::DataDir, rack::Rack};
 
 /// Peering options of `serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -69,6 +74,8 @@ pub struct PeerArgs {
     /// Test hook: damage the first N chunks this rack serves to peers, as a bad link would.
     #[arg(long, hide = true, default_value_t = 0)]
     pub test_corrupt_chunks: u64,
+    #[command(flatten)]
+    pub takeover: policy::TakeoverPolicy,
 }
 
 /// The peer directory inside a data directory.
@@ -83,6 +90,10 @@ pub struct PeerEntry {
     pub url: String,
     /// SHA-256 of the peer's certificate, hex.
     pub fingerprint: String,
+    /// The image signing keys (Ed25519 public keys, hex) whose images this rack runs when it takes
+    /// over the peer's deployments. None: this rack takes nothing over from the peer.
+    #[serde(default)]
+    pub image_keys: Vec<String>,
 }
 
 /// What a rack tells each peer in every heartbeat: it is alive, and these of its deployments
@@ -140,7 +151,10 @@ pub struct Takeover {
     pub deployment: String,
     pub image_id: String,
     pub image_name: String,
-    /// Increases with every takeover this rack makes.
+    /// The replicas the plan asked for (counted against `serve --takeover-max-instances`).
+    #[serde(default)]
+    pub replicas: u32,
+    /// Increases with every takeover this rack makes (0: refused, nothing was started).
     pub epoch: u64,
     /// The deployment this rack created to run it.
     pub local_deployment: Option<String>,
@@ -160,6 +174,7 @@ pub struct Takeover {
     #[serde(default)]
     pub loss_window_ms: Option<u64>,
     pub volume_path: Option<String>,
+    /// `starting`, `running`, `failed`, or `refused` (by this rack's policy; see `message`).
     pub state: String,
     pub message: Option<String>,
 }
@@ -204,8 +219,6 @@ pub struct Node {
     pub heartbeat: Duration,
     pub lease: Duration,
     pub rack: Arc<Rack>,
-    /// The rack API's URL and token, for actions that go through the API's own checks.
-    pub api: crate::client::Client,
     trusted: TrustedPeers,
     peers: Mutex<Vec<PeerEntry>>,
     runtime: Mutex<HashMap<String, PeerRuntime>>,
@@ -217,6 +230,11 @@ pub struct Node {
     /// fingerprint it was made for.
     registered_remotes: Mutex<HashMap<String, String>>,
     pub corrupt_budget: std::sync::atomic::AtomicU64,
+    /// What a peer's plan may ask of this rack (`serve --takeover-*`).
+    pub policy: policy::TakeoverPolicy,
+    /// Takeover notices from peers that this rack ignored (the deployment does not fail over to
+    /// that peer): logged once each, not at every heartbeat.
+    ignored_notices: Mutex<std::collections::HashSet<(String, String)>>,
     pub served_volumes: Mutex<HashMap<String, Arc<ServedVolume>>>,
     pub volume_seq: std::sync::atomic::AtomicU64,
 }
@@ -270,6 +288,18 @@ impl Node {
 
     pub fn add_peer(&self, entry: PeerEntry) -> anyhow::Result<()> {
         identity::validate_name(&entry.name).map_err(anyhow::Error::msg)?;
+        let mut image_keys = Vec::new();
+        for key in &entry.image_keys {
+            let parsed: images::keys::PublicKey = key.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "{key:?} is not an image signing key: give its 64 hex digits (`cargo xtask keygen` prints it)"
+                )
+            })?;
+            let hex = parsed.to_string();
+            if !image_keys.contains(&hex) {
+                image_keys.push(hex);
+            }
+        }
         anyhow::ensure!(entry.name != self.identity.name, "{:?} is this rack's own name", entry.name);
         let fingerprint = identity::parse_fingerprint(&entry.fingerprint).map_err(anyhow::Error::msg)?;
         anyhow::ensure!(
@@ -290,7 +320,7 @@ impl Node {
         }
         let mut next = peers.clone();
         next.retain(|p| p.name != entry.name);
-        next.push(PeerEntry { fingerprint: hex::encode(fingerprint), ..entry });
+        next.push(PeerEntry { fingerprint: hex::encode(fingerprint), image_keys, ..entry });
         next.sort_by(|a, b| a.name.cmp(&b.name));
         save_json(&self.dir.join("peers.json"), &next)?;
         *peers = next;
@@ -342,6 +372,23 @@ impl Node {
             .is_some_and(|t| now_ms.saturating_sub(t) < self.lease.as_millis() as u64)
     }
 
+    /// Whether `peer` is alive at `now_ms`: heard from either way within the lease (its heartbeat
+    /// arrived, or it answered this rack's). A peer is **down** only when it is not alive: its
+    /// heartbeats to this rack stopped **and** this rack's heartbeats to it go unanswered. A flood
+    /// against either rack's peer port cuts one direction only, so it cannot make a healthy rack
+    /// look down (and have its deployments taken over here, and then fenced there).
+    pub fn peer_is_alive(&self, peer: &str, now_ms: u64) -> bool {
+        lock(&self.runtime).get(peer).is_some_and(|r| alive(r, now_ms, self.lease.as_millis() as u64))
+    }
+
+    /// Whether this rack ignored, and logged, a takeover notice of `peer` for `deployment`
+    /// already; records it if not.
+    /// Bounded: past 1024 distinct notices, a flood of invented names is no longer logged.
+    fn first_ignored_notice(&self, peer: &str, deployment: &str) -> bool {
+        let mut ignored = lock(&self.ignored_notices);
+        ignored.len() < 1024 && ignored.insert((peer.to_owned(), deployment.to_owned()))
+    }
+
     /// Whether every byte of image `id` is here: its `.mast` file, or all its chunks in the chunk
     /// store. An image learned lazily (its meta only, e.g. from the cloud tier) is not complete.
     pub fn image_complete(&self, id: &str) -> bool {
@@ -377,16 +424,26 @@ impl Node {
         instances.into_iter().map(|id| self.data.volume(deployment, &id)).find(|path| path.is_file())
     }
 
-    pub fn snapshot_path(&self, peer: &str, deployment: &str) -> PathBuf {
-        self.dir.join("replicas").join(peer).join(format!("{deployment}.img"))
+    /// Where this rack keeps its copy of `peer`'s latest snapshot of `deployment`'s volume. Both
+    /// names come from the peer: checked again here, so no path ever leaves `peer/replicas/`.
+    pub fn snapshot_path(&self, peer: &str, deployment: &str) -> anyhow::Result<PathBuf> {
+        policy::check_name("rack", peer).map_err(anyhow::Error::msg)?;
+        policy::check_name("deployment", deployment).map_err(anyhow::Error::msg)?;
+        Ok(self.dir.join("replicas").join(peer).join(format!("{deployment}.img")))
     }
+}
+
+/// See [`Node::peer_is_alive`].
+pub fn alive(state: &PeerRuntime, now_ms: u64, lease_ms: u64) -> bool {
+    let fresh = |t: Option<u64>| t.is_some_and(|t| now_ms.saturating_sub(t) < lease_ms);
+    fresh(state.last_heartbeat_ms) || fresh(state.last_reply_ms)
 }
 
 /// Starts peering: identity, the peer listener, and the heartbeat, replication and failover
 /// loops. Before it returns, it asks every reachable peer which of this rack's deployments it
 /// took over while this rack was away, and stops those here, so the reconciler that starts next
 /// never runs a duplicate.
-pub fn start(rack: &Arc<Rack>, args: &PeerArgs, api_url: &str) -> anyhow::Result<Option<Arc<Node>>> {
+pub fn start(rack: &Arc<Rack>, args: &PeerArgs) -> anyhow::Result<Option<Arc<Node>>> {
     let Some(listen) = args.peer_listen else {
         return Ok(None);
     };
@@ -410,7 +467,6 @@ pub fn start(rack: &Arc<Rack>, args: &PeerArgs, api_url: &str) -> anyhow::Result
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         lease: Duration::from_millis(args.lease_ms),
         rack: rack.clone(),
-        api: crate::client::Client::new(api_url, &rack.token, Duration::from_secs(60)),
         trusted: Arc::new(RwLock::new(HashMap::new())),
         peers: Mutex::new(peers.clone()),
         runtime: Mutex::new(HashMap::new()),
@@ -419,6 +475,8 @@ pub fn start(rack: &Arc<Rack>, args: &PeerArgs, api_url: &str) -> anyhow::Result
         fetching: Mutex::new(()),
         registered_remotes: Mutex::new(HashMap::new()),
         corrupt_budget: std::sync::atomic::AtomicU64::new(args.test_corrupt_chunks),
+        policy: args.takeover.clone(),
+        ignored_notices: Mutex::new(std::collections::HashSet::new()),
         served_volumes: Mutex::new(HashMap::new()),
         volume_seq: std::sync::atomic::AtomicU64::new(0),
     });

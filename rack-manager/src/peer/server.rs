@@ -1,14 +1,11 @@
-//! The peer listener: mutual TLS, then one HTTP/1.1 request per connection, one thread per
-//! connection (at most [`MAX_CONNECTIONS`] at once). Every route answers only the configured peer
-//! whose certificate the handshake proved; an unknown or missing certificate never gets this far.
+//! The peer listener: mutual TLS, then HTTP/1.1 on the hardened server of [`crate::http`]
+//! (handshake deadline, caps on connections and on handshakes in progress, body limits).
+//! Every route answers only the configured peer whose certificate the handshake proved; an
+//! unknown or missing certificate never gets this far.
 
 use std::{
-    net::{TcpListener, TcpStream},
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
+    net::TcpListener,
+    sync::{Arc, atomic::Ordering},
 };
 
 use http1::request::Method;
@@ -17,74 +14,78 @@ use replica::{ChunkId, VolumeSnapshot};
 
 use super::{
     Heartbeat, HeartbeatReply, Node, PeerImage, ServedVolume, TakeoverNotice, identity::fingerprint,
-    local::LocalChunks, wire,
+    local::LocalChunks, policy, wire,
 };
-use crate::datadir::now_ms;
+use crate::{datadir::now_ms, http};
 
-const MAX_CONNECTIONS: usize = 64;
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The peer port's caps. Real peers are a handful of racks, each with at most a few requests
+/// at once (heartbeat, image and chunk fetches, volume pulls): 128 connections is ample.
+/// Handshakes in progress are capped lower and make room oldest first, so clients that
+/// trickle TLS bytes cannot keep a real peer's handshake out; a proven peer is never evicted.
+const LIMITS: http::Limits = http::Limits {
+    max_connections: 128,
+    max_per_address: 32,
+    max_unproven: 64,
+    // Chunk and snapshot handlers read files; eight at once keep a heartbeat from waiting.
+    handlers: 8,
+};
 /// The most chunks one request may ask for.
 const MAX_CHUNKS_PER_REQUEST: usize = 4096;
 
 pub fn spawn(node: Arc<Node>, listener: TcpListener, config: Arc<rustls::ServerConfig>) {
-    let open = Arc::new(AtomicUsize::new(0));
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            if node.partitioned() || open.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
-                drop(stream);
-                continue;
+    let gate = http::TlsGate {
+        refuse_all: Box::new({
+            let node = node.clone();
+            move || node.partitioned()
+        }),
+        peer_of: Box::new({
+            let node = node.clone();
+            move |connection, from| {
+                connection
+                    .peer_certificates()
+                    .and_then(|certs| certs.first())
+                    .and_then(|cert| node.peer_named_by(&fingerprint(cert)))
+                    .ok_or_else(|| format!("{from} completed the handshake without a peer certificate"))
             }
-            open.fetch_add(1, Ordering::SeqCst);
-            let (node, config, open) = (node.clone(), config.clone(), open.clone());
-            std::thread::spawn(move || {
-                if let Err(error) = serve_connection(&node, stream, config) {
-                    // Refused handshakes land here: worth a line, never fatal.
-                    eprintln!("rack-manager: peer connection: {error}");
-                }
-                open.fetch_sub(1, Ordering::SeqCst);
-            });
-        }
-    });
-}
-
-fn serve_connection(node: &Node, mut socket: TcpStream, config: Arc<rustls::ServerConfig>) -> anyhow::Result<()> {
-    let from = socket.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    socket.set_read_timeout(Some(IO_TIMEOUT))?;
-    socket.set_write_timeout(Some(IO_TIMEOUT))?;
-    socket.set_nodelay(true)?;
-    let mut connection = rustls::ServerConnection::new(config)?;
-    while connection.is_handshaking() {
-        connection.complete_io(&mut socket).map_err(|e| anyhow::anyhow!("refused {from} in the TLS handshake: {e}"))?;
-    }
-    let peer = connection
-        .peer_certificates()
-        .and_then(|certs| certs.first())
-        .and_then(|cert| node.peer_named_by(&fingerprint(cert)))
-        .ok_or_else(|| anyhow::anyhow!("{from} completed the handshake without a peer certificate"))?;
-    let mut stream = rustls::StreamOwned::new(connection, socket);
-    let response = match wire::read_request(&mut stream)? {
-        Ok(Some(request)) => route(node, &peer, &request),
-        Ok(None) => return Ok(()),
-        Err(refusal) => refusal,
+        }),
     };
-    wire::write_response(&mut stream, &response)?;
-    stream.conn.send_close_notify();
-    let _ = stream.flush_tls();
-    Ok(())
+    let handler = Arc::new(move |req: &http::Req| Ok(serve_connection(&node, req)));
+    http::spawn_tls(listener, LIMITS, config, gate, |_, _| wire::MAX_REQUEST_BODY, handler);
 }
 
-trait FlushTls {
-    fn flush_tls(&mut self) -> std::io::Result<()>;
-}
-
-impl FlushTls for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
-    fn flush_tls(&mut self) -> std::io::Result<()> {
-        while self.conn.wants_write() {
-            self.conn.write_tls(&mut self.sock)?;
+/// One request from a proven peer, translated to the peer protocol's types and back.
+fn serve_connection(node: &Node, req: &http::Req) -> http::Reply {
+    let response = match (peer_method(&req.method), &req.peer) {
+        (Some(method), Some(peer)) => {
+            let request =
+                wire::Request { method, path: format!("/{}", req.segments.join("/")), body: req.body.clone() };
+            route(node, peer, &request)
         }
-        Ok(())
+        (None, _) => wire::Response::error(405, format!("{} is not part of the peer protocol", req.method)),
+        // The listener only hands over requests of proven peers.
+        (_, None) => wire::Response::error(403, "no peer certificate"),
+    };
+    http::Reply {
+        status: response.status,
+        content_type: "application/octet-stream",
+        headers: response.headers,
+        body: response.body,
     }
+}
+
+fn peer_method(method: &http::Method) -> Option<Method> {
+    Some(match method {
+        http::Method::Get => Method::Get,
+        http::Method::Head => Method::Head,
+        http::Method::Post => Method::Post,
+        http::Method::Put => Method::Put,
+        http::Method::Delete => Method::Delete,
+        http::Method::Options => Method::Options,
+        http::Method::Patch => Method::Patch,
+        http::Method::Trace => Method::Trace,
+        http::Method::Connect => Method::Connect,
+        http::Method::NonStandard(_) => return None,
+    })
 }
 
 fn route(node: &Node, peer: &str, request: &wire::Request) -> wire::Response {
@@ -110,6 +111,10 @@ fn internal(error: impl std::fmt::Display) -> wire::Response {
     wire::Response::error(500, error.to_string())
 }
 
+/// A peer's heartbeat: it is alive, and these of its deployments may fail over here. Everything
+/// in it is checked before it is kept ([`policy::check_plan`]): a heartbeat with a plan that is
+/// malformed (a name with a path in it, too many arguments...) is refused whole, with why.
+/// Whether a kept plan would be run here is decided when the peer is down ([`policy::judge`]).
 fn heartbeat(node: &Node, peer: &str, body: &[u8]) -> Answer {
     let beat: Heartbeat =
         serde_json::from_slice(body).map_err(|e| wire::Response::error(400, format!("not a heartbeat: {e}")))?;
@@ -119,6 +124,16 @@ fn heartbeat(node: &Node, peer: &str, body: &[u8]) -> Answer {
             format!("the certificate is peer {peer:?}'s, but the heartbeat claims to be from {:?}", beat.rack),
         ));
     }
+    if beat.plans.len() > policy::MAX_PLANS {
+        return Err(wire::Response::error(
+            413,
+            format!("a heartbeat carries at most {} failover plans", policy::MAX_PLANS),
+        ));
+    }
+    if let Some(error) = beat.plans.iter().find_map(|p| policy::check_plan(p).err()) {
+        eprintln!("rack-manager: refused a heartbeat of rack {peer}: {error}");
+        return Err(wire::Response::error(400, format!("refused: {error}")));
+    }
     let me = node.identity.name.clone();
     {
         let mut runtime = node.runtime();
@@ -126,10 +141,11 @@ fn heartbeat(node: &Node, peer: &str, body: &[u8]) -> Answer {
         entry.last_heartbeat_ms = Some(now_ms());
         entry.plans = beat.plans.into_iter().filter(|p| p.failover_to.contains(&me)).collect();
     }
+    // A refused takeover ran nothing here: the peer keeps its own copies.
     let takeovers = node
         .takeovers()
         .iter()
-        .filter(|t| t.peer == peer)
+        .filter(|t| t.peer == peer && t.state != super::failover::REFUSED)
         .map(|t| TakeoverNotice { deployment: t.deployment.clone(), epoch: t.epoch, at_ms: t.lease_expired_ms })
         .collect();
     Ok(wire::Response::json(&HeartbeatReply { rack: me, takeovers }))
@@ -223,6 +239,7 @@ fn served_key(peer: &str, deployment: &str) -> String {
 }
 
 fn check_volume_peer(node: &Node, peer: &str, deployment: &str) -> Result<(), wire::Response> {
+    policy::check_name("deployment", deployment).map_err(|e| wire::Response::error(400, e))?;
     let allowed = node.plans().get(deployment).is_some_and(|racks| racks.iter().any(|r| r == peer));
     if allowed {
         Ok(())

@@ -12,14 +12,16 @@
 use std::{sync::Arc, thread, time::Duration};
 
 use images::artifact::ImageId;
-use rack_api::{Desired, InstanceState};
 use replica::{ChunkId, Remote, RemoteError};
 
 use super::{
     Heartbeat, HeartbeatReply, Node, PeerEntry, PlanSpec,
     remote::{ChunkTally, PeerRemote},
 };
-use crate::{datadir::now_ms, reconcile::run_ref};
+use crate::datadir::now_ms;
+
+/// The largest heartbeat reply read: a list of takeover notices, small unless the peer is hostile.
+const MAX_HEARTBEAT_REPLY: u64 = 1 << 20;
 
 pub fn spawn(node: Arc<Node>) {
     let beats = node.clone();
@@ -102,7 +104,8 @@ fn beat(node: &Node, peer: &PeerEntry, timeout: Duration) {
         let beat =
             Heartbeat { rack: node.identity.name.clone(), sent_ms: now_ms(), plans: plans_for(node, &peer.name) };
         let body = serde_json::to_vec(&beat)?;
-        let reply: HeartbeatReply = serde_json::from_slice(&client.call("POST", "/peer/v1/heartbeat", &body)?.body)?;
+        let answer = client.call_limited("POST", "/peer/v1/heartbeat", &body, MAX_HEARTBEAT_REPLY)?;
+        let reply: HeartbeatReply = serde_json::from_slice(&answer.body)?;
         anyhow::ensure!(reply.rack == peer.name, "the peer at {} calls itself {:?}", peer.url, reply.rack);
         Ok(reply)
     })();
@@ -128,37 +131,49 @@ fn beat(node: &Node, peer: &PeerEntry, timeout: Duration) {
 
 /// Stops this rack's instances of deployments that `peer` has taken over, for good: they stay
 /// listed, stopped, with a message that says why; nothing restarts them.
+///
+/// Only deployments whose failover plan (this rack's `plans.json`) names `peer` can be fenced by
+/// it: a peer's word that it took over anything else is ignored (and logged once), so a pinned
+/// but hostile or confused peer cannot stop this rack's other deployments.
 fn fence(node: &Node, peer: &str, reply: &HeartbeatReply) {
-    let rack = &node.rack;
-    let mut store = rack.store();
-    let Ok(records) = store.instances() else { return };
-    let mut fenced = Vec::new();
-    for mut record in records {
-        let Some(notice) = reply.takeovers.iter().find(|n| n.deployment == record.deployment) else { continue };
-        if record.desired != Desired::Running {
-            continue;
-        }
-        if record.state == InstanceState::Running
-            && let Some(agent) = rack.agent(&record.host)
-            && let Err(error) = agent.stop(&run_ref(&record))
-        {
-            eprintln!("rack-manager: stopping {} (taken over by {peer}): {error}", record.id);
-        }
-        record.desired = Desired::Stopped;
-        record.state = InstanceState::Stopped;
-        record.pid = None;
-        record.message = Some(format!(
-            "rack {peer} took this deployment over (epoch {}) while this rack was down; not started here again",
-            notice.epoch
-        ));
-        fenced.push(record);
-    }
+    let plans = node.plans();
+    let entitled = |deployment: &str| plans.get(deployment).is_some_and(|racks| racks.iter().any(|r| r == peer));
+    let fenced: Vec<(String, String)> = reply
+        .takeovers
+        .iter()
+        .filter(|notice| {
+            if entitled(&notice.deployment) {
+                return true;
+            }
+            if node.first_ignored_notice(peer, &notice.deployment) {
+                let shown = match super::policy::check_name("deployment", &notice.deployment) {
+                    Ok(()) => notice.deployment.clone(),
+                    Err(_) => "(an invalid name)".to_owned(),
+                };
+                eprintln!(
+                    "rack-manager: ignoring rack {peer}'s notice that it took over deployment {shown}: that deployment \
+                     does not fail over to {peer} here"
+                );
+            }
+            false
+        })
+        .map(|notice| {
+            let message = format!(
+                "rack {peer} took this deployment over (epoch {}) while this rack was down; not started here again",
+                notice.epoch
+            );
+            (notice.deployment.clone(), message)
+        })
+        .collect();
     if fenced.is_empty() {
         return;
     }
-    eprintln!("rack-manager: {} instance(s) stay stopped: rack {peer} took their deployments over", fenced.len());
-    if let Err(error) = store.update_instances(&fenced) {
-        eprintln!("rack-manager: recording the takeover by {peer}: {error}");
+    match node.rack.fence(&fenced) {
+        Ok(0) => {}
+        Ok(count) => {
+            eprintln!("rack-manager: {count} instance(s) stay stopped: rack {peer} took their deployments over")
+        }
+        Err(error) => eprintln!("rack-manager: recording the takeover by {peer}: {error}"),
     }
 }
 
@@ -172,7 +187,7 @@ fn replicate(node: &Node, peer: &PeerEntry) -> anyhow::Result<()> {
     for plan in plans.iter().filter(|p| p.has_volume) {
         // The replica crate's restore: the peer takes a snapshot, and only the chunks that differ
         // from this rack's copy are fetched (each verified), then the copy is replaced at once.
-        let path = node.snapshot_path(&peer.name, &plan.deployment);
+        let path = node.snapshot_path(&peer.name, &plan.deployment)?;
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
@@ -212,7 +227,7 @@ fn learn_image(node: &Node, peer: &str, remote: &dyn Remote, id: &ImageId) -> an
             anyhow::bail!("refused: {error}");
         }
     };
-    crate::replication::register_learned(&node.rack, id, &format!("peer {peer}"));
+    node.rack.register_learned(id, &format!("peer {peer}"));
     let chunks = header.body.distinct_chunks();
     let local = chunks.iter().filter(|c| replicator.store().has(&ChunkId(c.hash))).count();
     let mut runtime = node.runtime();

@@ -1,6 +1,6 @@
-//! HTTP/1.1 on a peer link, one request per connection: the server parses request heads with the
-//! workspace's own `http1` crate and reads `Content-Length` bodies itself; the client writes one
-//! request and reads one `Content-Length` response. Both sides bound every length they read.
+//! HTTP/1.1 on a peer link, one request per connection. The server side is [`crate::http`]'s
+//! (see `server.rs`); here are the protocol's request and response types and the client, which
+//! writes one request and reads one `Content-Length` response, bounding every length it reads.
 
 use std::{
     io::{self, Read, Write},
@@ -55,60 +55,6 @@ impl Response {
     }
 }
 
-/// Reads one request; `Ok(None)` when the client sent nothing, or a response to send back when
-/// the request is malformed.
-pub fn read_request(stream: &mut impl Read) -> io::Result<Result<Option<Request>, Response>> {
-    let mut buf = Vec::new();
-    let mut scratch = [0u8; 4096];
-    loop {
-        match http1::request::parse_request(&buf) {
-            Ok(http1::request::Parsed::Complete { head, len }) => {
-                let length = match head.content {
-                    http1::request::Content::None => 0,
-                    http1::request::Content::Length(n) if n <= MAX_REQUEST_BODY => n,
-                    http1::request::Content::Length(_) => return Ok(Err(Response::error(413, "body too large"))),
-                    http1::request::Content::TransferCoded => {
-                        return Ok(Err(Response::error(411, "send a Content-Length")));
-                    }
-                };
-                let method = head.method;
-                let path = head.path().to_owned();
-                let mut body = buf.split_off(len);
-                body.truncate(length as usize);
-                read_rest(stream, &mut body, length)?;
-                return Ok(Ok(Some(Request { method, path, body })));
-            }
-            Ok(http1::request::Parsed::Incomplete) => {}
-            Err(error) => return Ok(Err(Response::error(error.status().code(), format!("{error:?}")))),
-        }
-        let n = stream.read(&mut scratch)?;
-        if n == 0 {
-            return if buf.is_empty() {
-                Ok(Ok(None))
-            } else {
-                Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the request head was cut short"))
-            };
-        }
-        buf.extend_from_slice(&scratch[..n]);
-    }
-}
-
-pub fn write_response(stream: &mut impl Write, response: &Response) -> io::Result<()> {
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        response.status,
-        if response.status < 400 { "OK" } else { "Error" },
-        response.body.len()
-    );
-    for (name, value) in &response.headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(&response.body)?;
-    stream.flush()
-}
-
 /// Why a call to a peer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -143,6 +89,12 @@ impl PeerClient {
 
     /// Sends one request and returns a 2xx response, or the error.
     pub fn call(&self, method: &str, path: &str, body: &[u8]) -> Result<Response, CallError> {
+        self.call_limited(method, path, body, MAX_RESPONSE_BODY)
+    }
+
+    /// [`PeerClient::call`], refusing a response body longer than `max_body` before reading it
+    /// (a heartbeat reply is small: a hostile peer must not make this rack read a gigabyte).
+    pub fn call_limited(&self, method: &str, path: &str, body: &[u8], max_body: u64) -> Result<Response, CallError> {
         let address = self.address.clone();
         let connect_error = |detail: String| CallError::Connect { address: address.clone(), detail };
         let target = self
@@ -175,7 +127,7 @@ impl PeerClient {
             .and_then(|()| stream.write_all(body))
             .and_then(|()| stream.flush())
             .map_err(|e| self.io_or_handshake(e))?;
-        let response = read_response(&mut stream).map_err(|e| self.io_or_handshake(e))?;
+        let response = read_response(&mut stream, max_body).map_err(|e| self.io_or_handshake(e))?;
         if (200..300).contains(&response.status) {
             Ok(response)
         } else {
@@ -199,7 +151,7 @@ impl PeerClient {
     }
 }
 
-fn read_response(stream: &mut impl Read) -> io::Result<Response> {
+fn read_response(stream: &mut impl Read, max_body: u64) -> io::Result<Response> {
     let mut buf = Vec::new();
     let mut scratch = [0u8; 8192];
     let head_end = loop {
@@ -231,7 +183,7 @@ fn read_response(stream: &mut impl Read) -> io::Result<Response> {
         .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
         .and_then(|(_, v)| v.parse().ok())
         .ok_or_else(|| bad("no Content-Length"))?;
-    if length > MAX_RESPONSE_BODY {
+    if length > max_body {
         return Err(bad("body too large"));
     }
     let mut body = buf.split_off(head_end + 4);
@@ -258,11 +210,10 @@ mod tests {
     use super::*;
 
     const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Taken-Ms: 42\r\n\r\nhello";
-    const REQUEST: &[u8] = b"POST /peer/v1/chunks HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n[\"\"]";
 
     #[test]
     fn a_response_is_read_whole() {
-        let response = read_response(&mut &RESPONSE[..]).expect("reads");
+        let response = read_response(&mut &RESPONSE[..], MAX_RESPONSE_BODY).expect("reads");
         assert_eq!((response.status, response.body.as_slice()), (200, &b"hello"[..]));
         assert_eq!(response.header("x-taken-ms"), Some("42"));
     }
@@ -270,32 +221,22 @@ mod tests {
     #[test]
     fn every_truncated_or_corrupted_response_is_an_error_not_a_panic() {
         for cut in 0..RESPONSE.len() {
-            assert!(read_response(&mut &RESPONSE[..cut]).is_err(), "cut at {cut}");
+            assert!(read_response(&mut &RESPONSE[..cut], MAX_RESPONSE_BODY).is_err(), "cut at {cut}");
         }
         for at in 0..RESPONSE.len() {
             for byte in [0u8, b' ', b'9', 0xff, b'\r'] {
                 let mut bytes = RESPONSE.to_vec();
                 bytes[at] = byte;
-                let _ = read_response(&mut bytes.as_slice());
+                let _ = read_response(&mut bytes.as_slice(), MAX_RESPONSE_BODY);
             }
         }
         let huge = b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999\r\n\r\n";
-        assert!(read_response(&mut &huge[..]).is_err(), "an absurd length is refused before reading");
+        assert!(
+            read_response(&mut &huge[..], MAX_RESPONSE_BODY).is_err(),
+            "an absurd length is refused before reading"
+        );
         let lying = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nshort";
-        assert!(read_response(&mut &lying[..]).is_err(), "a body shorter than announced");
-    }
-
-    #[test]
-    fn a_request_is_read_whole_and_a_truncated_one_is_refused() {
-        let request = read_request(&mut &REQUEST[..]).expect("io").expect("valid").expect("a request");
-        assert_eq!((request.path.as_str(), request.body.as_slice()), ("/peer/v1/chunks", &b"[\"\"]"[..]));
-        assert!(matches!(read_request(&mut &b""[..]), Ok(Ok(None))), "nothing sent");
-        for cut in 1..REQUEST.len() {
-            let outcome = read_request(&mut &REQUEST[..cut]);
-            assert!(!matches!(outcome, Ok(Ok(Some(_)))), "cut at {cut} gave a request");
-        }
-        let too_big = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n";
-        let refused = read_request(&mut &too_big[..]).expect("io").expect_err("refused");
-        assert_eq!(refused.status, 413);
+        assert!(read_response(&mut &lying[..], MAX_RESPONSE_BODY).is_err(), "a body shorter than announced");
+        assert!(read_response(&mut &RESPONSE[..], 4).is_err(), "a body over the caller's limit is refused");
     }
 }

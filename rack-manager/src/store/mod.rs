@@ -6,7 +6,7 @@
 //! transaction: a `kill -9` at any point leaves either the old state or the new one.
 //!
 //! Image bytes are not in the store: the verified `.mast` files live in the data directory under
-//! their image id (see [`crate::daemon::DataDir`]); the store keeps their metadata.
+//! their image id (see [`crate::datadir::DataDir`]); the store keeps their metadata.
 //!
 //! [`etcd::EtcdStore`] keeps a rack's state on etcd instead, for racks managed by more than one
 //! machine: liveness by leases, claims by compare-and-swap, a change feed by watches, and one
@@ -17,7 +17,7 @@ mod contract;
 pub mod etcd;
 pub mod sqlite;
 
-use rack_api::{Deployment, Desired, HostState, Image, InstanceState, PortForward};
+use rack_api::{Deployment, Desired, HostState, Image, InstanceState, PortForward, agent::RunRef};
 use serde::{Deserialize, Serialize};
 
 /// Why the store could not do what was asked.
@@ -99,6 +99,12 @@ impl InstanceRecord {
             next_start_ms: None,
             message: None,
         }
+    }
+
+    /// The run this record names, as agents are asked about it: by pid and start time, so a
+    /// reused pid is never taken for it.
+    pub fn run_ref(&self) -> RunRef {
+        RunRef { instance: self.id.clone(), pid: self.pid, start_ticks: self.start_ticks, log_offset: self.log_offset }
     }
 }
 

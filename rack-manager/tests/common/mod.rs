@@ -221,6 +221,20 @@ impl Rack {
         }
     }
 
+    /// Waits until `count` hosts are listed (agents joined); returns them.
+    pub fn wait_for_hosts(&self, count: usize) -> Vec<rack_api::Host> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let hosts: Vec<rack_api::Host> =
+                serde_json::from_str(&self.ok(&["host", "ls", "-o", "json"])).expect("host ls -o json is JSON");
+            if hosts.len() == count {
+                return hosts;
+            }
+            assert!(Instant::now() < deadline, "{count} hosts did not join within 30 s: {hosts:?}");
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Starts an agent that joins this manager, with its own data directory.
     pub fn add_agent(&mut self, name: &str, extra: &[&str]) {
         let url = self.url();

@@ -32,10 +32,26 @@ pub fn identity(rack: &Rack) -> (String, String, String) {
     (field("name"), field("peer_url"), field("fingerprint"))
 }
 
-/// Makes `a` trust `b` (one direction).
+/// Makes `a` trust `b` (one direction), and run images signed by the workspace's keys when it
+/// takes over `b`'s deployments.
 pub fn add_peer(a: &Rack, b: &Rack) {
+    let keys = workspace_keys();
+    add_peer_with_keys(a, b, &keys.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// Makes `a` trust `b` (one direction), with `keys` as the image keys trusted for `b`.
+pub fn add_peer_with_keys(a: &Rack, b: &Rack, keys: &[&str]) {
     let (name, url, fingerprint) = identity(b);
-    a.ok(&["peer", "add", &name, &url, "--fingerprint", &fingerprint]);
+    let mut args = vec!["peer", "add", &name, &url, "--fingerprint", &fingerprint];
+    for key in keys {
+        args.extend(["--image-key", key]);
+    }
+    a.ok(&args);
+}
+
+/// The workspace's trusted image keys (hex), which sign the test images.
+pub fn workspace_keys() -> Vec<String> {
+    crate::common::trust_args().into_iter().filter(|a| a != "--trust").collect()
 }
 
 /// Peers every pair of racks, both ways.

@@ -295,6 +295,8 @@ struct Rack {
     manager: PathBuf,
     dir: tempfile::TempDir,
     daemon: Option<Child>,
+    /// The keys this rack trusts: its peers may have images they signed run here on takeover.
+    image_keys: Vec<String>,
 }
 
 impl Rack {
@@ -315,7 +317,9 @@ impl Rack {
             .process_group(0)
             .spawn()
             .with_context(|| format!("starting {}", manager.display()))?;
-        let rack = Rack { manager: manager.to_owned(), dir, daemon: Some(daemon) };
+        // `trust` is `--trust KEY` pairs.
+        let image_keys = trust.iter().skip(1).step_by(2).cloned().collect();
+        let rack = Rack { manager: manager.to_owned(), dir, daemon: Some(daemon), image_keys };
         let address = rack.dir.path().join("address");
         wait_until("the manager to write its address", Duration::from_secs(20), || Ok(address.exists().then_some(())))
             .with_context(|| rack.log_tail())?;
@@ -345,11 +349,16 @@ impl Rack {
         serde_json::from_str(&text).with_context(|| format!("rack-manager {} printed no JSON: {text}", args.join(" ")))
     }
 
-    /// `peer add`s `other` with the name, URL and fingerprint its `identity` prints.
+    /// `peer add`s `other` with the name, URL and fingerprint its `identity` prints, and this
+    /// rack's trusted keys as the keys whose images `other` may have run here on takeover.
     fn peer_with(&self, other: &Rack) -> Result<()> {
         let identity = other.json(&["identity"])?;
         let field = |k: &str| identity[k].as_str().with_context(|| format!("identity has no {k}: {identity}"));
-        self.cli(&["peer", "add", field("name")?, field("peer_url")?, "--fingerprint", field("fingerprint")?])?;
+        let mut args = vec!["peer", "add", field("name")?, field("peer_url")?, "--fingerprint", field("fingerprint")?];
+        for key in &self.image_keys {
+            args.extend(["--image-key", key.as_str()]);
+        }
+        self.cli(&args)?;
         Ok(())
     }
 

@@ -1,16 +1,16 @@
-//! The rack API's peering routes (`/v1/peers`, `/v1/identity`, `/v1/failover/...`), for the CLI.
-//! They answer 409 on a rack that was started without `--peer-listen`.
+//! The rack API's peering routes (`/v1/peers`, `/v1/identity`, `/v1/failover/...`), for the CLI:
+//! thin calls into the peer layer ([`crate::peer`]). They answer 409 on a rack that was started
+//! without `--peer-listen`.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tiny_http::Method;
 
-use super::{Node, PeerEntry, failover};
 use crate::{
-    daemon::{
-        Rack,
-        http::{HttpError, Reply, Req},
-    },
     datadir::now_ms,
+    http::{HttpError, Method, Reply, Req},
+    peer::{Node, PeerEntry, failover},
+    rack::Rack,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,6 +25,9 @@ pub struct PeerView {
     pub name: String,
     pub url: String,
     pub fingerprint: String,
+    /// The keys whose images this rack runs when it takes over the peer's deployments.
+    #[serde(default)]
+    pub image_keys: Vec<String>,
     /// When this rack last received the peer's heartbeat.
     pub last_heartbeat_ms: Option<u64>,
     /// Whether that heartbeat is within the lease.
@@ -55,15 +58,36 @@ pub struct OutgoingPlan {
     pub failover_to: Vec<String>,
 }
 
+/// A peer's deployment that may fail over to this rack: what the peer asks, and whether this
+/// rack's policy would grant it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IncomingPlan {
     pub peer: String,
     pub deployment: String,
     pub image_name: String,
+    #[serde(default)]
+    pub image_id: String,
+    /// The key that signed the image, when this rack holds it.
+    #[serde(default)]
+    pub signer: Option<String>,
+    #[serde(default)]
+    pub replicas: u32,
+    #[serde(default)]
+    pub memory_mib: u32,
+    #[serde(default)]
+    pub vcpus: u32,
+    #[serde(default)]
+    pub args: Vec<String>,
     pub failover_to: Vec<String>,
     pub peer_up: bool,
-    /// Whether this rack would take it over if the peer went down now.
+    /// Whether this rack is the one to take it over if the peer went down now (first alive rack
+    /// in its list), policy aside.
     pub would_take_over: bool,
+    /// Whether this rack's policy allows it now; if not, why.
+    #[serde(default)]
+    pub allowed: bool,
+    #[serde(default)]
+    pub refused_because: Option<String>,
     /// Whether the image is here in full.
     pub image_complete: bool,
     pub has_volume: bool,
@@ -72,31 +96,43 @@ pub struct IncomingPlan {
     pub volume_lag_ms: Option<u64>,
 }
 
+/// A configured peer and the image keys trusted for it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerTrust {
+    pub peer: String,
+    pub image_keys: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlanView {
     pub outgoing: Vec<OutgoingPlan>,
     pub incoming: Vec<IncomingPlan>,
+    /// This rack's limits on what a peer's plan may start here.
+    #[serde(default)]
+    pub policy: Option<crate::peer::policy::TakeoverPolicy>,
+    #[serde(default)]
+    pub trust: Vec<PeerTrust>,
 }
 
-fn node(rack: &Rack) -> Result<&Node, HttpError> {
-    rack.peer.get().map(|n| &**n).ok_or_else(|| {
+fn node(peer: Option<&Arc<Node>>) -> Result<&Node, HttpError> {
+    peer.map(|n| &**n).ok_or_else(|| {
         HttpError::conflict("this rack has no peer listener", "restart it with `rack-manager serve --peer-listen ADDR`")
     })
 }
 
-pub fn route(rack: &Rack, req: &Req, rest: &[&str]) -> Result<Reply, HttpError> {
+pub fn route(rack: &Rack, peer: Option<&Arc<Node>>, req: &Req, rest: &[&str]) -> Result<Reply, HttpError> {
     match (&req.method, rest) {
         (Method::Get, ["identity"]) => {
-            let node = node(rack)?;
+            let node = node(peer)?;
             Ok(Reply::json(&IdentityView {
                 name: node.identity.name.clone(),
                 peer_url: Some(node.url.clone()),
                 fingerprint: hex::encode(node.identity.fingerprint()),
             }))
         }
-        (Method::Get, ["peers"]) => Ok(Reply::json(&peers(node(rack)?))),
+        (Method::Get, ["peers"]) => Ok(Reply::json(&peers(node(peer)?))),
         (Method::Post, ["peers"]) => {
-            let node = node(rack)?;
+            let node = node(peer)?;
             let entry: PeerEntry = req.json("peer")?;
             let name = entry.name.clone();
             node.add_peer(entry).map_err(|e| {
@@ -105,21 +141,21 @@ pub fn route(rack: &Rack, req: &Req, rest: &[&str]) -> Result<Reply, HttpError> 
             Ok(Reply::json_status(201, &peers(node).into_iter().find(|p| p.name == name)))
         }
         (Method::Delete, ["peers", name]) => {
-            let node = node(rack)?;
+            let node = node(peer)?;
             if !node.remove_peer(name).map_err(|e| HttpError::new(500, "store", format!("{e:#}"), ""))? {
                 return Err(HttpError::not_found(format!("there is no peer {name:?}"), "see `rack-manager peer ls`"));
             }
             Ok(Reply::json(&serde_json::json!({ "removed": name })))
         }
         (Method::Post, ["failover", "plans"]) => {
-            let node = node(rack)?;
+            let node = node(peer)?;
             let request: SetPlanRequest = req.json("failover plan")?;
             set_plan(rack, node, request)
         }
-        (Method::Get, ["failover", "plan"]) => Ok(Reply::json(&plan(rack, node(rack)?)?)),
-        (Method::Get, ["failover", "status"]) => Ok(Reply::json(&node(rack)?.takeovers().clone())),
-        (Method::Post, ["failover", "release", peer, deployment]) => {
-            let released = failover::release(node(rack)?, peer, deployment)
+        (Method::Get, ["failover", "plan"]) => Ok(Reply::json(&plan(rack, node(peer)?)?)),
+        (Method::Get, ["failover", "status"]) => Ok(Reply::json(&node(peer)?.takeovers().clone())),
+        (Method::Post, ["failover", "release", owner, deployment]) => {
+            let released = failover::release(node(peer)?, owner, deployment)
                 .map_err(|e| HttpError::conflict(format!("{e:#}"), "see `rack-manager failover status`"))?;
             Ok(Reply::json(&released))
         }
@@ -139,6 +175,7 @@ fn peers(node: &Node) -> Vec<PeerView> {
             let state = runtime.get(&p.name).cloned().unwrap_or_default();
             PeerView {
                 up: node.peer_is_up(&p.name, now),
+                image_keys: p.image_keys,
                 reachable: state.last_reply_ms.is_some() && state.last_error.is_none(),
                 last_heartbeat_ms: state.last_heartbeat_ms,
                 last_error: state.last_error,
@@ -194,26 +231,38 @@ fn plan(rack: &Rack, node: &Node) -> Result<PlanView, HttpError> {
         })
         .collect();
     let me = node.identity.name.clone();
+    let all_images = rack.store().images()?;
     let mut incoming = Vec::new();
-    // Cloned first: `peer_is_up` below takes the same lock.
+    // Cloned first: `peer_is_alive` below takes the same lock.
     let runtime = node.runtime().clone();
     for (peer, state) in runtime {
         for p in state.plans {
             let snapshot = state.snapshots.get(&p.deployment).copied();
+            let verdict = failover::allowed(node, &peer, &p, &all_images);
             incoming.push(IncomingPlan {
-                would_take_over: failover::successor(&p, &peer, &me, |r| node.peer_is_up(r, now)) == Some(me.as_str()),
+                would_take_over: failover::successor(&p, &peer, &me, |r| node.peer_is_alive(r, now))
+                    == Some(me.as_str()),
                 peer_up: node.peer_is_up(&peer, now),
+                allowed: verdict.is_ok(),
+                refused_because: verdict.err(),
                 image_complete: images.contains(&p.image_id),
+                signer: all_images.iter().find(|i| i.id == p.image_id).map(|i| i.signer.clone()),
                 snapshot_taken_ms: snapshot,
                 volume_lag_ms: snapshot.map(|t| now.saturating_sub(t)),
                 has_volume: p.has_volume,
                 peer: peer.clone(),
                 deployment: p.deployment,
                 image_name: p.image_name,
+                image_id: p.image_id,
+                replicas: p.replicas,
+                memory_mib: p.memory_mib,
+                vcpus: p.vcpus,
+                args: p.args,
                 failover_to: p.failover_to,
             });
         }
     }
     incoming.sort_by(|a, b| (&a.peer, &a.deployment).cmp(&(&b.peer, &b.deployment)));
-    Ok(PlanView { outgoing, incoming })
+    let trust = node.peers().into_iter().map(|p| PeerTrust { peer: p.name, image_keys: p.image_keys }).collect();
+    Ok(PlanView { outgoing, incoming, policy: Some(node.policy.clone()), trust })
 }

@@ -1,25 +1,92 @@
-//! The HTTP layer under the manager's API and the agents' API: a small thread pool over
-//! `tiny_http`, token checks, JSON bodies, and errors that say what to do.
+//! The HTTP layer under the manager's API, the agents' API and the peer listener, made for
+//! hostile networks: hyper over tokio, every connection an async task (no thread per idle
+//! socket), and handlers that stay plain blocking functions run on a bounded blocking pool.
 //!
-//! Requests are handled on blocking threads: every handler ends in the store (SQLite, blocking)
-//! or a launcher (process calls), so an async runtime would buy nothing here.
+//! What every listener guarantees (the numbers are each listener's [`Limits`]):
+//! - a connection must deliver a complete request head within [`HEADER_DEADLINE`](serve::HEADER_DEADLINE) of opening or
+//!   of its previous response (this is also the keep-alive idle deadline), its body within a
+//!   deadline that grows with the body's allowed size, and must take each response byte within
+//!   [`WRITE_DEADLINE`](serve::WRITE_DEADLINE); a TLS handshake must end within [`HANDSHAKE_DEADLINE`](serve::HANDSHAKE_DEADLINE);
+//! - a request without a valid credential is answered 401 before a byte of its body is read,
+//!   and its connection closed; a `Content-Length` over the route's limit is answered 413 the
+//!   same way; a chunked body is cut off at the limit while it streams;
+//! - connections are capped overall and per source address, and so are connections that have
+//!   not proved anything yet (no authenticated request in progress, TLS handshake not done): when
+//!   a cap is reached the oldest such connection is closed to make room, so a flood of idle or
+//!   trickling sockets cannot lock out a client that does send a valid request;
+//! - at most [`Limits::handlers`] handlers run at once; further requests wait without a thread.
+//!
+//! Not supported: HTTP/2, TLS on the API ports (a later change), `Expect: 100-continue` beyond
+//! what hyper does by itself (it answers 100 only when the body is read, after the checks).
 
-use std::{collections::HashMap, io::Read, sync::Arc, thread};
+mod conns;
+mod serve;
 
-use rack_api::{AUTH_HEADER, AUTH_SCHEME, ApiError, ErrorBody};
+use std::{collections::HashMap, fmt};
+
+use rack_api::{ApiError, ErrorBody};
 use serde::{Serialize, de::DeserializeOwned};
+pub use serve::{Limits, TlsGate, serve, spawn_tls};
 
-/// The largest request body accepted: far above any appliance image.
-const MAX_BODY: usize = 64 << 20;
+/// The methods the APIs route on; anything else is `NonStandard` and ends in a 404 or 405.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Options,
+    Patch,
+    Trace,
+    Connect,
+    NonStandard(String),
+}
+
+impl From<&hyper::Method> for Method {
+    fn from(method: &hyper::Method) -> Method {
+        match *method {
+            hyper::Method::GET => Method::Get,
+            hyper::Method::HEAD => Method::Head,
+            hyper::Method::POST => Method::Post,
+            hyper::Method::PUT => Method::Put,
+            hyper::Method::DELETE => Method::Delete,
+            hyper::Method::OPTIONS => Method::Options,
+            hyper::Method::PATCH => Method::Patch,
+            hyper::Method::TRACE => Method::Trace,
+            hyper::Method::CONNECT => Method::Connect,
+            ref other => Method::NonStandard(other.as_str().to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
+            Method::Patch => "PATCH",
+            Method::Trace => "TRACE",
+            Method::Connect => "CONNECT",
+            Method::NonStandard(name) => name,
+        })
+    }
+}
 
 /// One request, read in full.
 #[derive(Debug)]
 pub struct Req {
-    pub method: tiny_http::Method,
+    pub method: Method,
     /// The path without the query, split on `/` with empty segments removed.
     pub segments: Vec<String>,
     pub query: HashMap<String, String>,
     pub body: Vec<u8>,
+    /// On the peer listener: the configured peer whose certificate the TLS handshake proved.
+    pub peer: Option<String>,
 }
 
 impl Req {
@@ -51,6 +118,8 @@ impl Req {
 pub struct Reply {
     pub status: u16,
     pub content_type: &'static str,
+    /// Further response headers (name, value).
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -61,11 +130,11 @@ impl Reply {
 
     pub fn json_status<T: Serialize>(status: u16, value: &T) -> Reply {
         let body = serde_json::to_vec(value).expect("response bodies are plain data");
-        Reply { status, content_type: "application/json", body }
+        Reply { status, content_type: "application/json", headers: Vec::new(), body }
     }
 
     pub fn bytes(body: Vec<u8>) -> Reply {
-        Reply { status: 200, content_type: "application/octet-stream", body }
+        Reply { status: 200, content_type: "application/octet-stream", headers: Vec::new(), body }
     }
 }
 
@@ -133,66 +202,8 @@ fn split_url(url: &str) -> (Vec<String>, HashMap<String, String>) {
     (segments, query)
 }
 
-fn respond(request: tiny_http::Request, status: u16, content_type: &str, body: Vec<u8>) {
-    let header = tiny_http::Header::from_bytes("Content-Type", content_type).expect("a static, valid header");
-    let response = tiny_http::Response::from_data(body).with_status_code(status).with_header(header);
-    // The client may have gone away; there is nobody to tell.
-    let _ = request.respond(response);
-}
-
-fn respond_error(request: tiny_http::Request, error: HttpError) {
-    let body = serde_json::to_vec(&ErrorBody { error: error.error }).expect("plain data");
-    respond(request, error.status, "application/json", body);
-}
-
-fn handle(mut request: tiny_http::Request, token: &str, handler: &Handler) {
-    let authorized = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv(AUTH_HEADER))
-        .and_then(|h| h.value.as_str().strip_prefix(AUTH_SCHEME))
-        .is_some_and(|given| same_token(given.trim(), token));
-    if !authorized {
-        let error = HttpError::new(
-            401,
-            "unauthorized",
-            "the request carries no valid API token",
-            "pass the manager's token: the CLI reads <data-dir>/token on the manager's host, or give --token / RACK_TOKEN",
-        );
-        return respond_error(request, error);
-    }
-    let mut body = Vec::new();
-    let read = request.as_reader().take(MAX_BODY as u64 + 1).read_to_end(&mut body);
-    if let Err(e) = read {
-        return respond_error(request, HttpError::bad_request(format!("the request body could not be read: {e}"), ""));
-    }
-    if body.len() > MAX_BODY {
-        let error = HttpError::new(413, "too_large", format!("the request body is over {MAX_BODY} bytes"), "");
-        return respond_error(request, error);
-    }
-    let (segments, query) = split_url(request.url());
-    let req = Req { method: request.method().clone(), segments, query, body };
-    match handler(&req) {
-        Ok(reply) => respond(request, reply.status, reply.content_type, reply.body),
-        Err(error) => respond_error(request, error),
-    }
-}
-
-/// Serves `handler` on `server` with `threads` worker threads; returns when the server is closed.
-pub fn serve(server: Arc<tiny_http::Server>, threads: usize, token: String, handler: Arc<Handler>) {
-    let workers: Vec<_> = (0..threads)
-        .map(|_| {
-            let (server, token, handler) = (server.clone(), token.clone(), handler.clone());
-            thread::spawn(move || {
-                while let Ok(request) = server.recv() {
-                    handle(request, &token, &*handler);
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        let _ = worker.join();
-    }
+fn error_body(error: &HttpError) -> Vec<u8> {
+    serde_json::to_vec(&ErrorBody { error: error.error.clone() }).expect("plain data")
 }
 
 #[cfg(test)]

@@ -1,0 +1,137 @@
+//! Deployments: checking and placing a deploy request (`plan` changes nothing), and creating the
+//! deployment with its instances in one store transaction.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
+
+use rack_api::{DeployRequest, DeployResponse, Deployment, HostState, Image, Plan, RestartPolicy};
+
+use super::{Rack, RackError, Result, hosts::candidates, images::find_image_preferring, instance_view};
+use crate::{
+    datadir::now_ms,
+    placement,
+    store::{InstanceRecord, StateStore},
+};
+
+/// The most replicas one deployment may ask for.
+pub const MAX_REPLICAS: u32 = 100_000;
+
+/// A placed deploy request: where each replica goes, the image, and the settings resolved
+/// against the image's manifest.
+#[derive(Debug)]
+struct Placed {
+    plan: Plan,
+    image: Image,
+    memory_mib: u32,
+    vcpus: u32,
+}
+
+/// Checks a deploy request and places it, changing nothing.
+fn place(store: &dyn StateStore, request: &DeployRequest) -> Result<Placed> {
+    if request.replicas == 0 || request.replicas > MAX_REPLICAS {
+        return Err(RackError::invalid(
+            format!("{} replicas is not a number this rack deploys", request.replicas),
+            format!("ask for 1 to {MAX_REPLICAS}"),
+        ));
+    }
+    let ready_arches: Vec<String> =
+        store.hosts()?.into_iter().filter(|h| h.state == HostState::Ready).flat_map(|h| h.arches).collect();
+    let image = find_image_preferring(store, &request.image, &ready_arches)?;
+    let memory_mib = request.memory_mib.unwrap_or(image.memory_mib);
+    if memory_mib < image.memory_mib {
+        return Err(RackError::invalid(
+            format!("{memory_mib} MiB is less than {} needs ({} MiB, from its manifest)", image.name, image.memory_mib),
+            format!("give --mem {} or more", image.memory_mib),
+        ));
+    }
+    let vcpus = request.vcpus.unwrap_or(image.vcpus);
+    if vcpus == 0 || vcpus > 255 {
+        return Err(RackError::invalid(format!("{vcpus} vCPUs is not possible"), "give --vcpus 1 to 255"));
+    }
+    let hosts = candidates(store, &image.name, "")?;
+    let placement_request =
+        placement::Request { arch: image.arch.clone(), replicas: request.replicas, memory_mib, vcpus };
+    let placed = placement::place(&hosts, &placement_request)
+        .map_err(|e| RackError::refused("no_placement", e.message, e.hint))?;
+    let plan = Plan { image_id: image.id.clone(), image_name: image.name.clone(), memory_mib, hosts: placed };
+    Ok(Placed { plan, image, memory_mib, vcpus })
+}
+
+impl Rack {
+    /// Where a deployment would go; changes nothing.
+    pub fn plan(&self, request: &DeployRequest) -> Result<Plan> {
+        Ok(place(&**self.store(), request)?.plan)
+    }
+
+    /// Places and records a deployment; the reconciler starts its instances.
+    pub fn deploy(&self, request: &DeployRequest) -> Result<DeployResponse> {
+        Ok(self.deploy_seeded(request, None)?.0)
+    }
+
+    /// Like [`Rack::deploy`]. With `volume_seed` (a takeover: the down peer's replicated volume
+    /// snapshot), every instance placed on this manager's own host gets a copy of that file as
+    /// its volume, written before the deployment is stored, so the reconciler can never boot it
+    /// on an empty volume; returns the seeded volumes' paths. Instances placed on other hosts
+    /// (agents with their own data directories) start with an empty volume.
+    pub fn deploy_seeded(
+        &self,
+        request: &DeployRequest,
+        volume_seed: Option<&Path>,
+    ) -> Result<(DeployResponse, Vec<PathBuf>)> {
+        self.require_scheduler()?;
+        // Placement, ids and the record are one critical section: two deploys never place into
+        // the same free room. Nothing in it talks to a host.
+        let mut store = self.store();
+        let Placed { plan, image, memory_mib, vcpus } = place(&**store, request)?;
+        let now = now_ms();
+        let deployment = Deployment {
+            id: format!("d{}", store.next_sequence("deployment")?),
+            image_id: image.id.clone(),
+            image_name: image.name.clone(),
+            replicas: request.replicas,
+            memory_mib,
+            vcpus,
+            args: request.args.clone().unwrap_or_else(|| image.args.clone()),
+            restart: RestartPolicy { when: request.restart.unwrap_or(image.restart.when), ..image.restart },
+            created_ms: now,
+        };
+        let mut records = Vec::new();
+        for host in &plan.hosts {
+            let id = format!("{}-{}", image.name, store.next_sequence("instance")?);
+            records.push(InstanceRecord::pending(id, deployment.id.clone(), host.clone(), memory_mib, now));
+        }
+        let mut seeded = Vec::new();
+        if let Some(seed) = volume_seed {
+            // The manager's own host is the one registered without an agent address.
+            let local: Vec<String> =
+                store.hosts()?.into_iter().filter(|h| h.address.is_none()).map(|h| h.name).collect();
+            for record in records.iter().filter(|r| local.contains(&r.host)) {
+                let target = self.dir.volume(&deployment.id, &record.id);
+                seed_volume(seed, &target).map_err(|e| {
+                    RackError::internal(format!("seeding the volume {} from {}: {e}", target.display(), seed.display()))
+                })?;
+                seeded.push(target);
+            }
+        }
+        store.create_deployment(&deployment, &records)?;
+        drop(store);
+        let deployments = HashMap::from([(deployment.id.clone(), deployment.clone())]);
+        let instances = records.iter().map(|r| instance_view(r, &deployments)).collect();
+        self.wake();
+        Ok((DeployResponse { deployment, instances }, seeded))
+    }
+}
+
+/// Copies `seed` to `target` under another name first, so an interrupted copy never leaves a
+/// half-written volume where the agent would take it for the instance's own.
+fn seed_volume(seed: &Path, target: &Path) -> std::io::Result<()> {
+    if let Some(dir) = target.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let aside = target.with_extension("img.seeding");
+    std::fs::copy(seed, &aside)?;
+    std::fs::File::open(&aside)?.sync_all()?;
+    std::fs::rename(&aside, target)
+}
