@@ -13,7 +13,7 @@
 //! from inside `cargo test` or `cargo run` never waits on the outer cargo's lock.
 //!
 //! # Boards
-//! An aarch64 image is built for one board ([`runtime::board`]): QEMU `virt` unless
+//! An aarch64 image is built for one board ([`boot_contract::board`]): QEMU `virt` unless
 //! [`build_for_board`] names another. The board becomes the runtime's `board-<name>` cargo feature
 //! (the link address differs per board); the appliance crate itself never changes. Boards other
 //! than `virt` build in `target/appliances-<board>` (so two boards' builds never overwrite each
@@ -36,7 +36,7 @@ use std::{
     process::Command,
 };
 
-pub use runtime::board::Board;
+pub use boot_contract::board::Board;
 
 use crate::{
     Arch, Platform,
@@ -145,7 +145,7 @@ pub const PI_KERNEL_FILE: &str = "kernel8.img";
 /// Where a board's builds and images go: `virt` keeps the paths it always had.
 fn board_suffix(board: Option<Board>) -> String {
     match board {
-        Some(board) if board.kind != runtime::board::BoardKind::Virt => format!("-{}", board.name),
+        Some(board) if board.kind != boot_contract::board::BoardKind::Virt => format!("-{}", board.name),
         _ => String::new(),
     }
 }
@@ -229,7 +229,7 @@ pub fn build_image(
     }
     if platform == Platform::Tender
         && let Some(board) = board
-        && board.kind != runtime::board::BoardKind::Virt
+        && board.kind != boot_contract::board::BoardKind::Virt
     {
         return Err(BuildError::BoardOnTender { board: board.name });
     }
@@ -332,7 +332,7 @@ pub fn build_image(
         artifact: artifact_path,
         kernel: kernel_path,
         board: match platform {
-            Platform::Qemu => board.or((arch == Arch::Aarch64).then_some(runtime::board::VIRT)),
+            Platform::Qemu => board.or((arch == Arch::Aarch64).then_some(boot_contract::board::VIRT)),
             Platform::Tender => None,
         },
         platform,
@@ -374,7 +374,7 @@ fn pack_data(dir: &Path, manifest_file: &str) -> Result<Vec<u8>, BuildError> {
     let mut files = Vec::new();
     walk(dir, "", &mut files).map_err(|source| BuildError::Io { action: "reading", path: dir.to_owned(), source })?;
     let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, d)| (p.as_str(), d.as_slice())).collect();
-    Ok(runtime::bundle::pack(&refs))
+    Ok(boot_contract::bundle::pack(&refs))
 }
 
 /// Writes aside and renames into place: a concurrent reader (another build's test booting the
@@ -442,7 +442,7 @@ pub fn copy_source_tree(from: &Path, to: &Path) -> io::Result<()> {
 /// When this runs inside `cargo run` or `cargo test`, the environment carries the outer build's
 /// `CARGO_*` and `RUST*` variables (target dir, flags, toolchain); passing them on would build the
 /// appliance for the wrong configuration. Only the locations of cargo and rustup themselves stay.
-fn cargo_command(root: &Path) -> Command {
+pub fn cargo_command(root: &Path) -> Command {
     let mut command = Command::new("cargo");
     command.current_dir(root);
     for (key, _) in std::env::vars_os() {
@@ -481,10 +481,10 @@ mod tests {
     #[test]
     fn boards_other_than_virt_get_their_own_directories() {
         let root = Path::new("/w");
-        let virt = image_dir(root, Arch::Aarch64, Some(runtime::board::VIRT), Profile::Release);
+        let virt = image_dir(root, Arch::Aarch64, Some(boot_contract::board::VIRT), Profile::Release);
         assert_eq!(virt, image_dir(root, Arch::Aarch64, None, Profile::Release));
         assert_eq!(virt, Path::new("/w/target/images/aarch64/release"));
-        let pi = image_dir(root, Arch::Aarch64, Some(runtime::board::RPI3), Profile::Dev);
+        let pi = image_dir(root, Arch::Aarch64, Some(boot_contract::board::RPI3), Profile::Dev);
         assert_eq!(pi, Path::new("/w/target/images/aarch64-rpi3/debug"));
     }
 
@@ -507,7 +507,7 @@ mod tests {
             &workspace_root(),
             "hello",
             Arch::Aarch64,
-            Some(runtime::board::RPI3),
+            Some(boot_contract::board::RPI3),
             Platform::Tender,
             Profile::Dev,
         )
@@ -517,8 +517,9 @@ mod tests {
 
     #[test]
     fn boards_need_aarch64() {
-        let err = build_for_board(&workspace_root(), "hello", Arch::X86_64, Some(runtime::board::RPI3), Profile::Dev)
-            .expect_err("must fail");
+        let err =
+            build_for_board(&workspace_root(), "hello", Arch::X86_64, Some(boot_contract::board::RPI3), Profile::Dev)
+                .expect_err("must fail");
         assert!(matches!(err, BuildError::BoardNeedsAarch64 { board: "rpi3", .. }), "{err}");
     }
 

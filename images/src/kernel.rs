@@ -66,7 +66,7 @@ pub struct KernelInfo {
     /// The entry point: an offset into the image (arm64) or a physical address (PVH).
     pub entry: u64,
     /// arm64 Images: the header's `text_offset`, the image's offset from a 2 MiB-aligned load base.
-    /// 0 for QEMU `virt` images, 0x80000 for Raspberry Pi images (see `runtime::board`); 0 for PVH.
+    /// 0 for QEMU `virt` images, 0x80000 for Raspberry Pi images (see `boot_contract::board`); 0 for PVH.
     pub text_offset: u64,
 }
 

@@ -41,7 +41,7 @@ pub struct Manifest {
     /// What a supervisor should do when the appliance stops.
     pub restart: RestartPolicy,
     /// A directory of data files, relative to the appliance's crate, packed into the image's
-    /// `data` part and handed to the appliance at boot (see `runtime::bundle`).
+    /// `data` part and handed to the appliance at boot (see `boot_contract::bundle`).
     pub data: Option<String>,
 }
 

@@ -22,7 +22,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use runtime::board::{Board, BoardKind};
+use boot_contract::board::{Board, BoardKind};
 
 /// Bytes per sector, for the partition table.
 const SECTOR: u64 = 512;
@@ -266,7 +266,7 @@ mod tests {
         let card = dir.path().join("card.img");
         let kernel: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let files: CardFiles = vec![
-            ("config.txt".into(), config_txt(&runtime::board::RPI3, "hello").into_bytes()),
+            ("config.txt".into(), config_txt(&boot_contract::board::RPI3, "hello").into_bytes()),
             ("kernel8.img".into(), kernel.clone()),
             ("mast-manifest.toml".into(), b"name = \"hello\"\n".to_vec()),
             ("overlays/disable-bt.dtbo".into(), vec![0xd0, 0x0d, 0xfe, 0xed]),
@@ -289,7 +289,7 @@ mod tests {
 
     #[test]
     fn config_txt_boots_64_bit_with_the_uart() {
-        let config = config_txt(&runtime::board::RPI4, "hello");
+        let config = config_txt(&boot_contract::board::RPI4, "hello");
         for line in ["arm_64bit=1", "kernel=kernel8.img", "enable_uart=1"] {
             assert!(config.lines().any(|l| l == line), "{line} missing from:\n{config}");
         }
@@ -297,18 +297,18 @@ mod tests {
 
     #[test]
     fn firmware_lists_name_each_pis_files() {
-        let pi3 = firmware_files(&runtime::board::RPI3).expect("a Pi");
+        let pi3 = firmware_files(&boot_contract::board::RPI3).expect("a Pi");
         assert!(pi3.contains(&"bootcode.bin") && pi3.contains(&"start.elf") && pi3.contains(&"bcm2710-rpi-3-b.dtb"));
-        let pi4 = firmware_files(&runtime::board::RPI4).expect("a Pi");
+        let pi4 = firmware_files(&boot_contract::board::RPI4).expect("a Pi");
         assert!(pi4.contains(&"start4.elf") && pi4.contains(&"fixup4.dat") && pi4.contains(&"bcm2711-rpi-4-b.dtb"));
         assert!(!pi4.contains(&"bootcode.bin"));
-        assert!(matches!(firmware_files(&runtime::board::VIRT), Err(SdCardError::NotAPi("virt"))));
+        assert!(matches!(firmware_files(&boot_contract::board::VIRT), Err(SdCardError::NotAPi("virt"))));
     }
 
     #[test]
     fn missing_firmware_is_named() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let err = add_firmware(&runtime::board::RPI4, dir.path(), &mut Vec::new()).expect_err("empty dir");
+        let err = add_firmware(&boot_contract::board::RPI4, dir.path(), &mut Vec::new()).expect_err("empty dir");
         assert!(err.to_string().contains("start4.elf") && err.to_string().contains(FIRMWARE_SOURCE), "{err}");
     }
 

@@ -1,34 +1,3 @@
-//! The QEMU harness ("qemu-wrapper") for Mast appliances.
-//!
-//! - [`Machine`] describes one VM (architecture, machine model, accelerator, memory, kernel, command
-//!   line) and turns it into the exact QEMU command line.
-//! - [`Machine::spawn`] validates the kernel file first (a garbage or truncated image is refused
-//!   here, not handed to QEMU), starts QEMU, and returns an [`Instance`] that captures the console
-//!   line by line with timestamps. An `Instance` is killed when dropped, so a failing test never
-//!   leaves a VM behind.
-//! - [`Instance::wait_exit`] waits under a hard timeout and returns a [`RunResult`]: how it ended,
-//!   every console line with the time it appeared, and QEMU's own stderr.
-//! - [`RunResult::check`] passes only when the exit status **and** a success marker both match.
-//! - [`Machine::forward_tcp`] gives the VM a network card on QEMU's user-mode network with a port
-//!   forwarded from the host's 127.0.0.1 ([`free_local_port`] finds one), for appliances that
-//!   serve something.
-//!
-//! [`appliance`] builds an appliance image once per test process, and [`kvm`] says whether
-//! hardware virtualisation is usable (x86_64 appliances run under KVM).
-
-mod appliance;
-mod detached;
-pub mod kvm;
-mod machine;
-mod net;
-pub mod qemu;
-mod run;
-
-pub use appliance::{
-    ApplianceError, appliance, appliance_for_board, appliance_image, appliance_image_for_board, appliance_machine,
-};
-pub use detached::reported_status;
-pub use machine::{Aarch64Machine, Accel, Machine};
-pub use net::free_local_port;
-pub use qemu::{MissingQemu, install_hint, qemu_binary};
-pub use run::{ConsoleLine, Exit, Instance, RunFailure, RunResult, SpawnError, WaitError};
+//! The boot tests of Mast's appliances, one file per appliance in `tests/`, plus bad-image and
+//! board tests. They boot real QEMU VMs through the [`qemu`] crate, which holds the harness; this
+//! crate has no code of its own.

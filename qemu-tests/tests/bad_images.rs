@@ -8,7 +8,7 @@ use std::{
 };
 
 use images::Arch;
-use qemu_tests::{Exit, Machine, SpawnError};
+use qemu::{Exit, Machine, SpawnError};
 
 fn scratch(name: &str, bytes: &[u8]) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mast-bad-images-{}", std::process::id()));
@@ -48,7 +48,7 @@ fn an_empty_file_is_refused() {
 #[test]
 fn a_truncated_image_is_refused_on_both_arches() {
     for arch in Arch::ALL {
-        let image = qemu_tests::appliance("hello", arch).unwrap_or_else(|e| panic!("building hello for {arch}: {e}"));
+        let image = qemu::appliance("hello", arch).unwrap_or_else(|e| panic!("building hello for {arch}: {e}"));
         let bytes = fs::read(&image).expect("built image is readable");
         for cut in [bytes.len() / 2, bytes.len() - 1] {
             let message = refusal(arch, scratch(&format!("truncated-{arch}-{cut}"), &bytes[..cut]));
@@ -59,10 +59,10 @@ fn a_truncated_image_is_refused_on_both_arches() {
 
 #[test]
 fn an_image_for_the_other_architecture_is_refused() {
-    let aarch64 = qemu_tests::appliance("hello", Arch::Aarch64).expect("building hello for aarch64");
+    let aarch64 = qemu::appliance("hello", Arch::Aarch64).expect("building hello for aarch64");
     let message = refusal(Arch::X86_64, aarch64);
     assert!(message.contains("built for aarch64"), "{message}");
-    let x86_64 = qemu_tests::appliance("hello", Arch::X86_64).expect("building hello for x86_64");
+    let x86_64 = qemu::appliance("hello", Arch::X86_64).expect("building hello for x86_64");
     let message = refusal(Arch::Aarch64, x86_64);
     assert!(message.contains("ELF file"), "{message}");
 }
@@ -70,7 +70,7 @@ fn an_image_for_the_other_architecture_is_refused() {
 /// `-S` starts QEMU with the CPU stopped, so the VM can never finish on its own.
 #[test]
 fn a_vm_that_never_finishes_is_killed_at_its_deadline() {
-    let image = qemu_tests::appliance("hello", Arch::Aarch64).expect("building hello for aarch64");
+    let image = qemu::appliance("hello", Arch::Aarch64).expect("building hello for aarch64");
     let instance = Machine::new(Arch::Aarch64, image).extra_arg("-S").spawn().expect("QEMU starts");
     let pid = instance.pid();
     let started = Instant::now();

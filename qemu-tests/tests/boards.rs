@@ -5,8 +5,8 @@
 
 mod common;
 
-use qemu_tests::{Exit, Machine};
-use runtime::{ExitCode, board};
+use boot_contract::{ExitCode, board};
+use qemu::{Exit, Machine};
 
 fn pi3_image(app: &str) -> std::path::PathBuf {
     common::board_image(app, board::RPI3)
@@ -63,7 +63,7 @@ fn appliance_status_reaches_the_host_on_raspi3b() {
 /// `-initrd` reaches the appliance through QEMU's ATAG_INITRD2, as a data bundle.
 #[test]
 fn hello_reads_its_data_bundle_on_raspi3b() {
-    let bundle = runtime::bundle::pack(&[("index.html", b"<h1>pi</h1>")]);
+    let bundle = boot_contract::bundle::pack(&[("index.html", b"<h1>pi</h1>")]);
     let dir = std::env::temp_dir().join(format!("mast-boards-data-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let initrd = dir.join("bundle.data");

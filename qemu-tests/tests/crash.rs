@@ -3,11 +3,11 @@
 
 mod common;
 
+use boot_contract::ExitCode;
 use images::Arch;
-use qemu_tests::{Exit, Machine};
-use runtime::ExitCode;
+use qemu::{Exit, Machine};
 
-fn crash(arch: Arch, args: &[&str], test: &str) -> Option<qemu_tests::RunResult> {
+fn crash(arch: Arch, args: &[&str], test: &str) -> Option<qemu::RunResult> {
     let image = common::image_for("crash", arch, test)?;
     Some(common::run(&Machine::new(arch, image).args(args)))
 }

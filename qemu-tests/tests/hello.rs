@@ -3,7 +3,7 @@
 mod common;
 
 use images::Arch;
-use qemu_tests::{Exit, Machine};
+use qemu::{Exit, Machine};
 
 fn hello_prints_its_arguments(arch: Arch, test: &str) {
     let Some(image) = common::image_for("hello", arch, test) else { return };
@@ -51,7 +51,7 @@ fn aarch64_without_semihosting_powers_off_through_psci() {
 fn hello_reads_its_data_bundle(arch: Arch, test: &str) {
     let Some(image) = common::image_for("hello", arch, test) else { return };
     let big: Vec<u8> = (0..300 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
-    let bundle = runtime::bundle::pack(&[("index.html", b"<h1>hi</h1>"), ("blob.bin", &big)]);
+    let bundle = boot_contract::bundle::pack(&[("index.html", b"<h1>hi</h1>"), ("blob.bin", &big)]);
     let dir = std::env::temp_dir().join(format!("mast-hello-data-{}-{arch}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let initrd = dir.join("bundle.data");
@@ -86,7 +86,7 @@ fn hello_does_not_see_the_runtimes_arguments_on_x86_64() {
         .args(&["one"])
         .extra_arg("-machine")
         .extra_arg("auto-kernel-cmdline=on")
-        .forward_tcp(qemu_tests::free_local_port().expect("a free port"), 9);
+        .forward_tcp(qemu::free_local_port().expect("a free port"), 9);
     let run = common::run(&machine);
     run.check(Exit::Status(0), r#"args: ["one"]"#).unwrap_or_else(|failure| panic!("{failure}"));
 }

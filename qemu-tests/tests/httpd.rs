@@ -15,7 +15,7 @@ use std::{
 };
 
 use images::Arch;
-use qemu_tests::{Instance, free_local_port, kvm};
+use qemu::{Instance, free_local_port, kvm};
 
 /// The port the manifest's `[[listen]]` declares.
 const GUEST_PORT: u16 = 8080;
@@ -42,7 +42,7 @@ impl Httpd {
         if arch == Arch::X86_64 && !kvm::available_for(test) {
             return None;
         }
-        let machine = qemu_tests::appliance_machine("httpd", arch).unwrap_or_else(|e| panic!("building httpd: {e}"));
+        let machine = qemu::appliance_machine("httpd", arch).unwrap_or_else(|e| panic!("building httpd: {e}"));
         let mut machine = if args.is_empty() { machine } else { machine.args(args) };
         for arg in qemu_args {
             machine = machine.extra_arg(arg);
@@ -53,7 +53,7 @@ impl Httpd {
             let mut instance = machine.clone().forward_tcp(port, GUEST_PORT).spawn().expect("starting QEMU");
             match instance.wait_for("httpd: listening on", BOOT_TIMEOUT) {
                 Ok(_) => return Some(Httpd { instance, port }),
-                Err(qemu_tests::WaitError::Exited { .. }) => continue,
+                Err(qemu::WaitError::Exited { .. }) => continue,
                 Err(e) => panic!("{test}: {e}; console: {:?}", instance.console()),
             }
         }

@@ -17,7 +17,7 @@ use std::{
 
 use images::Arch;
 use kvlog::{Disk, DiskError, SECTOR_SIZE, Store};
-use qemu_tests::{Exit, Instance, free_local_port, kvm};
+use qemu::{Exit, Instance, free_local_port, kvm};
 
 const GUEST_PORT: u16 = 8080;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -42,7 +42,7 @@ impl Kvlog {
         if arch == Arch::X86_64 && !kvm::available_for(test) {
             return None;
         }
-        let machine = qemu_tests::appliance_machine("kvlog", arch).unwrap_or_else(|e| panic!("building kvlog: {e}"));
+        let machine = qemu::appliance_machine("kvlog", arch).unwrap_or_else(|e| panic!("building kvlog: {e}"));
         let machine = machine.volume(volume);
         // Another process may take the free port before QEMU binds it; QEMU then exits at once.
         for _ in 0..3 {
@@ -50,7 +50,7 @@ impl Kvlog {
             let mut instance = machine.clone().forward_tcp(port, GUEST_PORT).spawn().expect("starting QEMU");
             match instance.wait_for("kvlog: listening on", BOOT_TIMEOUT) {
                 Ok(_) => return Some(Kvlog { instance, port }),
-                Err(qemu_tests::WaitError::Exited { .. })
+                Err(qemu::WaitError::Exited { .. })
                     if !instance.console().iter().any(|line| line.text.contains("kvlog: volume")) =>
                 {
                     continue;
@@ -441,8 +441,7 @@ fn kvlog_refuses_a_foreign_volume_and_leaves_it_alone() {
     let mut contents = vec![0u8; 1 << 20];
     contents[..8].copy_from_slice(b"NOTKVLOG");
     fs::write(&path, &contents).expect("a foreign volume");
-    let machine =
-        qemu_tests::appliance_machine("kvlog", Arch::Aarch64).unwrap_or_else(|e| panic!("building kvlog: {e}"));
+    let machine = qemu::appliance_machine("kvlog", Arch::Aarch64).unwrap_or_else(|e| panic!("building kvlog: {e}"));
     let result = machine.user_network().volume(&path).run(BOOT_TIMEOUT).expect("starting QEMU");
     assert_eq!(result.exit, Exit::Status(5), "{}", result.console_text());
     assert!(result.console_text().contains("refusing to format over it"), "{}", result.console_text());
@@ -452,8 +451,7 @@ fn kvlog_refuses_a_foreign_volume_and_leaves_it_alone() {
 /// Without a disk kvlog says so and exits with status 4.
 #[test]
 fn kvlog_without_a_volume_exits_4() {
-    let machine =
-        qemu_tests::appliance_machine("kvlog", Arch::Aarch64).unwrap_or_else(|e| panic!("building kvlog: {e}"));
+    let machine = qemu::appliance_machine("kvlog", Arch::Aarch64).unwrap_or_else(|e| panic!("building kvlog: {e}"));
     let result = machine.user_network().run(BOOT_TIMEOUT).expect("starting QEMU");
     assert_eq!(result.exit, Exit::Status(4), "{}", result.console_text());
     assert!(result.console_text().contains("virtio-blk"), "{}", result.console_text());

@@ -110,7 +110,7 @@ fn vms_outlive_a_killed_daemon_and_are_adopted_by_the_next() {
 
 #[test]
 fn httpd_on_x86_64_under_kvm() {
-    if !qemu_tests::kvm::available_for("httpd_on_x86_64_under_kvm") {
+    if !qemu::kvm::available_for("httpd_on_x86_64_under_kvm") {
         return;
     }
     let rack = rack_with_httpd(Arch::X86_64);

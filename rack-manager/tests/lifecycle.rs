@@ -112,7 +112,7 @@ fn plan_places_without_deploying_and_stats_answer() {
 
 #[test]
 fn x86_64_instances_run_under_kvm() {
-    if !qemu_tests::kvm::available_for("x86_64_instances_run_under_kvm") {
+    if !qemu::kvm::available_for("x86_64_instances_run_under_kvm") {
         return;
     }
     let rack = Rack::start(&[]);

@@ -27,7 +27,7 @@ use rack_api::{Instance, InstanceState};
 
 /// Whether this machine can run the tests; prints why not, or panics under MAST_REQUIRE_KVM=1.
 fn can_run(test: &str) -> bool {
-    if !qemu_tests::kvm::available_for(test) {
+    if !qemu::kvm::available_for(test) {
         return false;
     }
     if rustix::process::geteuid().is_root() {

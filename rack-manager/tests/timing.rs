@@ -20,7 +20,7 @@ fn median(mut values: Vec<Duration>) -> Duration {
 #[ignore = "a measurement; run it by name with --ignored --nocapture"]
 fn deploy_to_first_console_line() {
     for arch in [Arch::Aarch64, Arch::X86_64] {
-        if arch == Arch::X86_64 && !qemu_tests::kvm::available_for("deploy_to_first_console_line (x86_64)") {
+        if arch == Arch::X86_64 && !qemu::kvm::available_for("deploy_to_first_console_line (x86_64)") {
             continue;
         }
         let rack = Rack::start(&[]);
@@ -57,7 +57,7 @@ fn deploy_to_first_console_line() {
 #[ignore = "a measurement; run it by name with --ignored --nocapture"]
 fn deploy_to_first_http_200() {
     for arch in [Arch::Aarch64, Arch::X86_64] {
-        if arch == Arch::X86_64 && !qemu_tests::kvm::available_for("deploy_to_first_http_200 (x86_64)") {
+        if arch == Arch::X86_64 && !qemu::kvm::available_for("deploy_to_first_http_200 (x86_64)") {
             continue;
         }
         first_200(arch);

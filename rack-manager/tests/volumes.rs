@@ -103,7 +103,7 @@ fn kvlog_volume_survives_kills_and_goes_with_rm() {
 
 #[test]
 fn kvlog_volume_on_x86_64_under_kvm() {
-    if !qemu_tests::kvm::available_for("kvlog_volume_on_x86_64_under_kvm") {
+    if !qemu::kvm::available_for("kvlog_volume_on_x86_64_under_kvm") {
         return;
     }
     volumes_survive_kills_and_go_with_rm(Arch::X86_64);

@@ -141,7 +141,7 @@ mod tests {
     #[test]
     fn an_interface_that_is_not_a_tap_is_refused() {
         if !Path::new("/dev/net/tun").exists() {
-            eprintln!("skipped: no /dev/net/tun");
+            qemu::kvm::skip("an_interface_that_is_not_a_tap_is_refused", "no /dev/net/tun");
             return;
         }
         let error = Tap::open("lo").expect_err("lo is no tap").to_string();

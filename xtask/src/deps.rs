@@ -9,7 +9,7 @@ use std::{fs, os::unix::fs::MetadataExt, process::Command};
 
 use anyhow::{Context, Result, bail};
 use images::Arch;
-use qemu_tests::{install_hint, qemu_binary};
+use qemu::{install_hint, qemu_binary};
 
 /// Makes sure QEMU for `arch` is installed, installing it where possible.
 pub fn ensure_qemu(arch: Arch) -> Result<()> {
@@ -17,7 +17,7 @@ pub fn ensure_qemu(arch: Arch) -> Result<()> {
     if !(is_root() && is_debian_like()) {
         bail!("{missing}");
     }
-    let package = qemu_tests::qemu::debian_package(arch);
+    let package = qemu::debian_package(arch);
     eprintln!("{} is missing: installing {package} with apt-get", missing.binary);
     apt_install(package)?;
     qemu_binary(arch)
@@ -122,7 +122,7 @@ fn apt_install(package: &str) -> Result<()> {
 }
 
 fn install_hint_for(package: &str) -> String {
-    match Arch::ALL.into_iter().find(|a| qemu_tests::qemu::debian_package(*a) == package) {
+    match Arch::ALL.into_iter().find(|a| qemu::debian_package(*a) == package) {
         Some(arch) => install_hint(arch),
         None => format!("sudo apt-get install -y {package}"),
     }

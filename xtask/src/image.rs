@@ -130,7 +130,7 @@ impl TrustArgs {
 /// A board name, as `--board` takes it.
 pub fn parse_board(name: &str) -> Result<build::Board, String> {
     build::Board::named(name).ok_or_else(|| {
-        let names: Vec<&str> = runtime::board::ALL.iter().map(|b| b.name).collect();
+        let names: Vec<&str> = boot_contract::board::ALL.iter().map(|b| b.name).collect();
         format!("unknown board {name:?}: expected one of {}", names.join(", "))
     })
 }

@@ -4,18 +4,11 @@
 //! by hand.
 
 mod bench;
-mod bench_density;
-mod bench_failover;
-mod bench_http;
-mod bench_image;
-mod bench_kvlog;
-mod bench_placement;
-mod bench_replication;
-mod bench_tender_boot;
 mod deps;
 mod http_client;
 mod image;
 mod keygen;
+mod lint;
 mod run;
 mod test;
 
@@ -46,6 +39,9 @@ enum Command {
     /// Measure boot times, image sizes, verification speed and chunk sharing.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Clippy (warnings denied) on the host crates and on every appliance for both bare-metal
+    /// targets and platforms, then rustdoc (broken intra-doc links denied), as CI runs them.
+    Lint(lint::LintArgs),
     /// Install or check what the tests need (QEMU), then run the whole test suite.
     Test(test::TestArgs),
 }
@@ -57,6 +53,7 @@ fn main() -> ExitCode {
         Command::Keygen(args) => keygen::main(args),
         Command::Run(args) => run::main(args),
         Command::Bench(command) => bench::main(command),
+        Command::Lint(args) => lint::main(args),
         Command::Test(args) => test::main(args),
     };
     match result {

@@ -9,7 +9,7 @@ use images::{
     build::{self, Profile},
     manifest::{DeviceKind, Manifest, Protocol},
 };
-use qemu_tests::{Exit, Machine, kvm};
+use qemu::{Exit, Machine, kvm};
 
 use crate::{deps, image::TrustArgs};
 
@@ -137,7 +137,7 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
     let wall = format!("{:.1} ms", result.wall.as_secs_f64() * 1e3);
     Ok(match result.exit {
         Exit::Status(code) => {
-            eprintln!("appliance exited with status {code} ({}) after {wall}", runtime::ExitCode(code).meaning());
+            eprintln!("appliance exited with status {code} ({}) after {wall}", boot_contract::ExitCode(code).meaning());
             ExitCode::from(code)
         }
         Exit::PoweredOff => {
@@ -169,7 +169,7 @@ fn forward_listen_ports(machine: &mut Machine, manifest: &Manifest) -> Result<Ve
             eprintln!("note: {} port {} is not forwarded (only TCP ports are)", listen.protocol, listen.port);
             continue;
         }
-        let host = qemu_tests::free_local_port().context("finding a free port on 127.0.0.1")?;
+        let host = qemu::free_local_port().context("finding a free port on 127.0.0.1")?;
         machine.tcp_forwards.push((host, listen.port));
         eprintln!("forwarding 127.0.0.1:{host} to the appliance's port {}", listen.port);
         urls.push(format!("http://127.0.0.1:{host}/"));
@@ -194,7 +194,7 @@ fn create_volume(file: &std::path::Path, mib: u64) -> Result<()> {
 fn build_image(args: &RunArgs) -> Result<PathBuf> {
     let app = args.app.as_deref().expect("clap requires an appliance unless --image is given");
     if let Some(board) = args.board
-        && board.kind == runtime::board::BoardKind::Rpi4
+        && board.kind == boot_contract::board::BoardKind::Rpi4
     {
         bail!("QEMU 7.2 has no Raspberry Pi 4 machine: build rpi4 images with `image build` or `image sdcard`");
     }

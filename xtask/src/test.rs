@@ -9,7 +9,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result};
 use clap::Args;
 use images::Arch;
-use qemu_tests::kvm;
+use qemu::kvm;
 
 use crate::deps;
 

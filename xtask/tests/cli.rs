@@ -168,7 +168,7 @@ fn image_sdcard_writes_a_fat_card_and_names_the_firmware() {
         images::build::image_dir(
             &images::build::workspace_root(),
             images::Arch::Aarch64,
-            Some(runtime::board::RPI3),
+            Some(boot_contract::board::RPI3),
             images::build::Profile::Release,
         )
         .join("kernel8.img"),
@@ -193,7 +193,7 @@ fn run_boots_a_pi_image_on_raspi3b() {
     let image = images::build::image_dir(
         &images::build::workspace_root(),
         images::Arch::Aarch64,
-        Some(runtime::board::RPI3),
+        Some(boot_contract::board::RPI3),
         images::build::Profile::Release,
     )
     .join("hello.mast");

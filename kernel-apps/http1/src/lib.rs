@@ -89,6 +89,7 @@
 //!   system, so `/../x` simply finds nothing.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 extern crate alloc;
 

@@ -11,7 +11,12 @@ pub enum IpConfig {
     /// Ask a DHCPv4 server; the stack has no address until a lease arrives.
     Dhcp,
     /// A fixed address, and optionally a default gateway.
-    Static { address: Ipv4Cidr, gateway: Option<Ipv4Address> },
+    Static {
+        /// The interface's address and prefix length.
+        address: Ipv4Cidr,
+        /// Where packets for other networks go; `None` reaches only the local network.
+        gateway: Option<Ipv4Address>,
+    },
 }
 
 /// A boot argument that does not say what [`IpConfig::from_args`] expects.

@@ -52,6 +52,7 @@
 //!   those in [`ListenOptions`] and [`ConnectOptions`].
 #![cfg_attr(target_os = "none", no_std)]
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 extern crate alloc;
 

@@ -60,10 +60,15 @@ impl Default for ListenOptions {
 /// How an outgoing connection behaves; the fields mean what they mean in [`ListenOptions`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectOptions {
+    /// Receive buffer, in bytes: also the TCP window offered to the peer.
     pub rx_buffer: usize,
+    /// Transmit buffer, in bytes.
     pub tx_buffer: usize,
+    /// Abort the connection when the peer has sent nothing for this long. `None`: never.
     pub timeout: Option<Duration>,
+    /// Send TCP keep-alives after this much silence. `None`: never.
     pub keep_alive: Option<Duration>,
+    /// Send small segments at once (disables Nagle's algorithm).
     pub nodelay: bool,
 }
 

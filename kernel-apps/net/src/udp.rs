@@ -15,9 +15,13 @@ use crate::{Endpoint, Platform, Stack};
 /// each direction; what does not fit is dropped (incoming) or refused (outgoing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UdpOptions {
+    /// Incoming datagrams that may wait.
     pub rx_packets: usize,
+    /// Incoming payload bytes that may wait.
     pub rx_bytes: usize,
+    /// Outgoing datagrams that may wait.
     pub tx_packets: usize,
+    /// Outgoing payload bytes that may wait.
     pub tx_bytes: usize,
 }
 

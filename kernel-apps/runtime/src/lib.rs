@@ -24,7 +24,7 @@
 //! - x86_64 on QEMU `microvm`, entered through PVH (the `Xen` ELF note), under KVM.
 //! - `tender`, Mast's per-appliance KVM monitor (the `platform-tender` feature; contract in the
 //!   `tender-abi` crate): x86_64 runs, aarch64 is compile-checked. Console, clock, exit, the event
-//!   loop's sleep, the network device ([`netdev`]) and a block device ([`block`]) go through
+//!   loop's sleep, the network device (`netdev`) and a block device (`block`) go through
 //!   hypercalls and shared rings (see `arch::tender`).
 //!
 //! # Not supported (yet)
@@ -36,19 +36,15 @@
 //! - stack-overflow detection on aarch64: its stack has no guard page yet (x86_64's has one, and a
 //!   double fault there is reported as a probable stack overflow).
 #![cfg_attr(target_os = "none", no_std)]
+#![warn(missing_docs)]
 
 extern crate alloc;
 
 pub mod args;
-pub mod atags;
-pub mod board;
-pub mod bundle;
-pub mod devicetree;
-pub mod exit;
 pub mod fault;
-pub mod fdt;
-pub mod pvh;
 pub mod tsc;
+// The boot contract's formats, where the runtime's own code and its appliances have always found them.
+pub use boot_contract::{atags, board, bundle, devicetree, exit, fdt, pvh};
 
 #[cfg(target_os = "none")]
 mod arch;

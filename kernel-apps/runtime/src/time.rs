@@ -38,6 +38,7 @@ impl Instant {
         Instant::now().saturating_duration_since(self)
     }
 
+    /// Time from `earlier` to `self`; zero if `earlier` is the later of the two.
     pub const fn saturating_duration_since(self, earlier: Instant) -> Duration {
         Duration::from_nanos(self.nanos_since_reset.saturating_sub(earlier.nanos_since_reset))
     }

@@ -5,7 +5,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use images::Arch;
-use qemu_tests::{Machine, RunResult, appliance, kvm};
+use qemu::{Machine, RunResult, appliance, kvm};
 
 /// Generous: a boot takes tens of milliseconds, but CI machines are shared and TCG is slow.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
@@ -20,7 +20,7 @@ pub fn image_for(app: &str, arch: Arch, test: &str) -> Option<PathBuf> {
 
 /// The release image of `app` for an aarch64 board (`rpi3`…), built with `--board`.
 pub fn board_image(app: &str, board: images::build::Board) -> PathBuf {
-    qemu_tests::appliance_for_board(app, Arch::Aarch64, Some(board))
+    qemu::appliance_for_board(app, Arch::Aarch64, Some(board))
         .unwrap_or_else(|e| panic!("building {app} for {}: {e}", board.name))
 }
 

@@ -88,7 +88,7 @@ pub struct Host {
     pub name: String,
     /// Where its agent listens (`http://127.0.0.1:7879`); `None` for the manager's own built-in agent.
     pub address: Option<String>,
-    /// The launcher that starts instances there: `qemu` or `sim`.
+    /// The launcher that starts instances there: `qemu`, `tender` or `sim`.
     pub launcher: String,
     /// Architectures it can boot (`aarch64`, `x86_64`).
     pub arches: Vec<String>,

@@ -165,7 +165,7 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
         if arches.is_empty() {
             eprintln!(
                 "rack-manager: warning: this host can boot nothing: install QEMU ({}) to run appliances here",
-                qemu_tests::install_hint(images::Arch::Aarch64)
+                qemu::install_hint(images::Arch::Aarch64)
             );
         }
         let mut store = rack.store();

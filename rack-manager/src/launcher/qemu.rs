@@ -1,4 +1,4 @@
-//! The QEMU launcher: one QEMU process per run, built by `qemu_tests::Machine` (the one place that
+//! The QEMU launcher: one QEMU process per run, built by `qemu::Machine` (the one place that
 //! knows the command line per architecture).
 //!
 //! Each VM is started in its own process group with its console appended to the instance's log
@@ -20,7 +20,7 @@ use std::{
 };
 
 use images::Arch;
-use qemu_tests::{Exit, Machine};
+use qemu::{Exit, Machine};
 use rack_api::{
     PortForward,
     agent::{Launched, RunRef, RunState, RunStats},
@@ -63,7 +63,7 @@ impl PortPicker {
         let now = Instant::now();
         handed_out.retain(|_, at| now.duration_since(*at) < PORT_QUARANTINE);
         for _ in 0..64 {
-            let port = qemu_tests::free_local_port()?;
+            let port = qemu::free_local_port()?;
             if handed_out.insert(port, now).is_none() {
                 return Ok(port);
             }
@@ -77,10 +77,10 @@ impl QemuLauncher {
     /// installed, x86_64 when `qemu-system-x86_64` is and KVM is usable.
     pub fn detect() -> QemuLauncher {
         let mut arches = Vec::new();
-        if qemu_tests::qemu_binary(Arch::Aarch64).is_ok() {
+        if qemu::qemu_binary(Arch::Aarch64).is_ok() {
             arches.push(Arch::Aarch64);
         }
-        if qemu_tests::qemu_binary(Arch::X86_64).is_ok() && qemu_tests::kvm::unavailable_reason().is_none() {
+        if qemu::qemu_binary(Arch::X86_64).is_ok() && qemu::kvm::unavailable_reason().is_none() {
             arches.push(Arch::X86_64);
         }
         QemuLauncher { arches, runs: Mutex::new(HashMap::new()), ports: PortPicker::default() }
@@ -192,9 +192,7 @@ impl Launcher for QemuLauncher {
         // A run of an earlier daemon: alive only if the pid still names the same process.
         match run.start_ticks {
             Some(start) if proc::is_alive(pid, start) => RunState::Running,
-            _ => RunState::Exited {
-                status: qemu_tests::reported_status(&run_console(log, run.log_offset)).map(i32::from),
-            },
+            _ => RunState::Exited { status: qemu::reported_status(&run_console(log, run.log_offset)).map(i32::from) },
         }
     }
 

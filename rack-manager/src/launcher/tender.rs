@@ -97,7 +97,7 @@ impl TenderLauncher {
     /// A launcher for this host's own architecture, when KVM is usable.
     pub fn new(config: TenderConfig) -> TenderLauncher {
         let native = if cfg!(target_arch = "aarch64") { Arch::Aarch64 } else { Arch::X86_64 };
-        let arches = if qemu_tests::kvm::unavailable_reason().is_none() { vec![native] } else { Vec::new() };
+        let arches = if qemu::kvm::unavailable_reason().is_none() { vec![native] } else { Vec::new() };
         TenderLauncher { config, arches, runs: Mutex::new(HashMap::new()), slots: Mutex::new(()) }
     }
 
@@ -248,9 +248,9 @@ impl Launcher for TenderLauncher {
             // exit status went to that daemon; the runtime's last console line may still say it.
             None => match run.start_ticks {
                 Some(start) if proc::is_alive(pid, start) => return RunState::Running,
-                _ => RunState::Exited {
-                    status: qemu_tests::reported_status(&run_console(log, run.log_offset)).map(i32::from),
-                },
+                _ => {
+                    RunState::Exited { status: qemu::reported_status(&run_console(log, run.log_offset)).map(i32::from) }
+                }
             },
         };
         drop(runs);

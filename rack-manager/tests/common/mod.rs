@@ -29,7 +29,7 @@ pub fn trust_args() -> Vec<String> {
 
 /// The signed release image of `app` for `arch`, built on first use.
 pub fn image(app: &str, arch: Arch) -> PathBuf {
-    qemu_tests::appliance_image(app, arch).unwrap_or_else(|e| panic!("building {app} for {arch}: {e}")).artifact
+    qemu::appliance_image(app, arch).unwrap_or_else(|e| panic!("building {app} for {arch}: {e}")).artifact
 }
 
 /// Every process whose command line mentions `needle`: the VMs of a data directory (their kernel

@@ -67,6 +67,7 @@
 //! could not start the guest (bad image, wrong key, no KVM); [`EXIT_GUEST_VIOLATION`] when the guest
 //! broke this contract. Appliances therefore do not use 125 and 126 themselves.
 #![no_std]
+#![warn(missing_docs)]
 
 /// The ABI version in [`BootInfo::abi_version`]; also the version in the kernel's [`ELF_NOTE_NAME`]
 /// note, so a tender refuses a kernel built for another version before running it.
@@ -167,23 +168,28 @@ pub struct BootInfo {
     pub abi_version: u32,
     /// [`FLAG_NET`], [`FLAG_BLOCK`].
     pub flags: u32,
-    /// Guest-physical address and size of RAM.
+    /// Guest-physical address of RAM ([`ram_base`]).
     pub ram_base: u64,
+    /// Size of RAM in bytes: exactly the manifest's memory.
     pub ram_size: u64,
     /// Free RAM the guest may use as its heap, `[free_start, free_end)`: above the kernel's last
     /// segment, below the data part. Zeroed, and untouched by the tender.
     pub free_start: u64,
+    /// The end (exclusive) of the free RAM that starts at [`BootInfo::free_start`].
     pub free_end: u64,
     /// The command line (UTF-8, no terminator), right after this struct.
     pub cmdline_addr: u64,
+    /// Bytes of the command line (at most [`CMDLINE_MAX`]).
     pub cmdline_len: u64,
     /// The image's data part (the same bundle QEMU passes as the initrd), or 0 and 0.
     pub data_addr: u64,
+    /// Bytes of the data part at [`BootInfo::data_addr`].
     pub data_len: u64,
     /// x86_64: the TSC frequency in kHz. aarch64: 0.
     pub tsc_khz: u64,
     /// The network interface's MAC address (with [`FLAG_NET`]).
     pub net_mac: [u8; 6],
+    /// Zero; keeps the next field aligned.
     pub _reserved: [u8; 2],
     /// The block device's capacity in [`SECTOR_SIZE`] sectors (with [`FLAG_BLOCK`]).
     pub block_sectors: u64,
@@ -203,7 +209,9 @@ pub const FLAG_BLOCK: u32 = 1 << 1;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConsoleWrite {
+    /// Guest-physical address of the bytes.
     pub addr: u64,
+    /// How many bytes to write.
     pub len: u64,
 }
 
@@ -213,6 +221,7 @@ pub struct ConsoleWrite {
 pub struct Exit {
     /// The status the tender exits with (0–255; see the crate docs for 125 and 126).
     pub status: u32,
+    /// Zero.
     pub _reserved: u32,
 }
 
@@ -225,6 +234,7 @@ pub struct Poll {
     pub timeout_ns: u64,
     /// Out: how many frames the receive ring holds after the call.
     pub rx_ready: u32,
+    /// Zero.
     pub _reserved: u32,
 }
 
@@ -239,6 +249,7 @@ pub struct NetAttach {
     pub rings: u64,
     /// Out: [`RESULT_OK`] or [`RESULT_NO_DEVICE`].
     pub result: i32,
+    /// Zero.
     pub _reserved: u32,
 }
 
@@ -254,13 +265,14 @@ pub struct BlockIo {
     pub len: u64,
     /// Out: a `RESULT_*` value.
     pub result: i32,
+    /// Zero.
     pub _reserved: u32,
 }
 
 /// The block device's sector size.
 pub const SECTOR_SIZE: u64 = 512;
 
-/// Call results written back by the tender.
+/// A call's result, written back by the tender: it succeeded.
 pub const RESULT_OK: i32 = 0;
 /// The device does not exist.
 pub const RESULT_NO_DEVICE: i32 = -1;
@@ -280,7 +292,9 @@ pub const NET_MAX_FRAME: usize = 1514;
 pub struct NetSlot {
     /// Bytes of `frame` in use (at most [`NET_MAX_FRAME`]).
     pub len: u32,
+    /// Zero.
     pub _reserved: u32,
+    /// The frame, from its destination MAC address on; bytes past `len` are meaningless.
     pub frame: [u8; 2040],
 }
 
@@ -292,9 +306,13 @@ pub struct NetSlot {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct NetRing {
+    /// Frames the producer has put in the ring since it was attached (wrapping).
     pub produced: u32,
+    /// Frames the consumer has taken out of the ring since it was attached (wrapping).
     pub consumed: u32,
+    /// Zero.
     pub _reserved: [u32; 2],
+    /// The frames; frame `n` is in slot `n % NET_RING_SLOTS`.
     pub slots: [NetSlot; NET_RING_SLOTS],
 }
 
@@ -318,7 +336,9 @@ pub const fn ring_pending(produced: u32, consumed: u32) -> Option<usize> {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct NetRings {
+    /// Frames the guest sends: produced by the guest, consumed by the tender.
     pub tx: NetRing,
+    /// Frames the guest receives: produced by the tender, consumed by the guest.
     pub rx: NetRing,
 }
 

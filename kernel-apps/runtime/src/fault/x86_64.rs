@@ -59,7 +59,9 @@ pub const fn pushes_error_code(vector: u8) -> bool {
 /// An exception as the CPU reported it: the vector and its error code (zero where none is pushed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Exception {
+    /// The exception's vector number (0–31).
     pub vector: u8,
+    /// The error code the CPU pushed, or zero.
     pub error_code: u64,
 }
 

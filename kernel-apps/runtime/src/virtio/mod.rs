@@ -89,7 +89,10 @@ pub enum ClaimError {
     /// No unclaimed device of that type on this machine.
     NotFound,
     /// The device at this address is not DMA-coherent, which the runtime does not support yet.
-    NotCoherent { base: usize },
+    NotCoherent {
+        /// The device's MMIO base address.
+        base: usize,
+    },
 }
 
 impl fmt::Display for ClaimError {

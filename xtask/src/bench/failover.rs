@@ -34,10 +34,11 @@ use images::{
     build::{self, Profile},
     keys::KeyConfig,
 };
-use qemu_tests::free_local_port;
+use qemu::free_local_port;
 use rustix::process::{Pid, Signal, kill_process, kill_process_group};
 use serde_json::Value;
 
+use super::report::median;
 use crate::{deps, http_client::Client};
 
 const HEARTBEAT_MS: u64 = 1000;
@@ -414,14 +415,6 @@ fn processes_naming(dir: &Path) -> Vec<i32> {
             (pid != std::process::id() as i32 && String::from_utf8_lossy(&cmdline).contains(&needle)).then_some(pid)
         })
         .collect()
-}
-
-fn median(sorted: &[u64]) -> u64 {
-    match sorted.len() {
-        0 => 0,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2,
-    }
 }
 
 fn now_ms() -> u64 {

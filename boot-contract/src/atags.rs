@@ -26,7 +26,9 @@ const ATAG_CMDLINE: u32 = 0x5441_0009;
 /// What an ATAG list says.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Atags<'a> {
+    /// The RAM the loader describes (`ATAG_MEM`).
     pub memory: Option<Region>,
+    /// Where the loader put the initial ramdisk (`ATAG_INITRD2`): the data bundle.
     pub initrd: Option<Region>,
     /// The command line, `None` if absent; `Some(Err(()))` if it is not UTF-8.
     pub cmdline: Option<Result<&'a str, ()>>,

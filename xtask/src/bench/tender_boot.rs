@@ -12,11 +12,12 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use images::{Platform, build};
-use qemu_tests::kvm;
+use qemu::kvm;
 
-use crate::{
-    bench::{BootArgs, Summary, ms},
-    bench_density::{build_tender, host_arch},
+use super::{
+    boot::BootArgs,
+    density::{build_tender, host_arch},
+    report::{Summary, ms},
 };
 
 /// Issue #7's target for the median spawn → first console line.

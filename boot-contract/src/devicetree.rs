@@ -29,6 +29,7 @@ pub enum GicVersion {
 /// Where the interrupt controller's registers are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Gic {
+    /// GICv2 or GICv3.
     pub version: GicVersion,
     /// The distributor (GICD).
     pub distributor: Region,

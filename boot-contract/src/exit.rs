@@ -29,10 +29,15 @@
 pub struct ExitCode(pub u8);
 
 impl ExitCode {
+    /// 0: the appliance did its job.
     pub const SUCCESS: ExitCode = ExitCode(0);
+    /// 1: the appliance's generic failure.
     pub const FAILURE: ExitCode = ExitCode(1);
+    /// 101: the appliance panicked.
     pub const PANIC: ExitCode = ExitCode(101);
+    /// 102: an unhandled CPU exception.
     pub const CPU_EXCEPTION: ExitCode = ExitCode(102);
+    /// 103: the platform could not boot the appliance.
     pub const BOOT_FAILURE: ExitCode = ExitCode(103);
 
     /// The largest status every platform can report (x86_64's debug-exit port halves the range).

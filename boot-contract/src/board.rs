@@ -44,22 +44,36 @@ pub enum BoardKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum InterruptController {
     /// A GICv2 (or the GIC-400): distributor and CPU interface bases.
-    GicV2 { distributor: u64, cpu_interface: u64 },
+    GicV2 {
+        /// The distributor's (GICD) base address.
+        distributor: u64,
+        /// The CPU interface's (GICC) base address.
+        cpu_interface: u64,
+    },
     /// QEMU `virt`'s GIC (v2 by default, v3 with `gic-version=3`) is found in its device tree.
     FromDeviceTree,
     /// The BCM2836 "ARM local" block of the Pi 3: per-core timer interrupt routing
     /// (`Core0 timers interrupt control` at +0x40) and per-core IRQ sources (+0x60).
-    Bcm2836Local { base: u64 },
+    Bcm2836Local {
+        /// The block's base address.
+        base: u64,
+    },
 }
 
 /// How the board's timer interrupt reaches the CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TimerInterrupt {
     /// A GIC private peripheral interrupt (the non-secure EL1 physical timer is PPI 14, INTID 30).
-    GicPpi { intid: u32 },
+    GicPpi {
+        /// The interrupt's INTID.
+        intid: u32,
+    },
     /// The BCM2836 local controller: the timer's bit in the core's timer control register
     /// (bit 1, `nCNTPNSIRQ`) and in its IRQ source register.
-    Bcm2836Local { bit: u32 },
+    Bcm2836Local {
+        /// The timer's bit in both registers.
+        bit: u32,
+    },
 }
 
 /// How the machine powers off once semihosting (QEMU) is not there to take the status.
@@ -76,6 +90,7 @@ pub enum PowerOff {
 /// One board's description.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Board {
+    /// Which board this is.
     pub kind: BoardKind,
     /// Short name, as `--board` spells it.
     pub name: &'static str,
@@ -94,8 +109,11 @@ pub struct Board {
     pub fallback_ram: Option<Region>,
     /// RAM never extends to or past this address: the peripherals start here.
     pub ram_limit: u64,
+    /// The interrupt controller the timer's interrupt goes through.
     pub interrupts: InterruptController,
+    /// How the timer's interrupt reaches the CPU.
     pub timer_interrupt: TimerInterrupt,
+    /// How the machine powers off without semihosting.
     pub power_off: PowerOff,
 }
 

@@ -109,14 +109,14 @@ impl Machine {
     /// its manifest's memory and boot arguments. Both files are unpacked into `dir`.
     ///
     /// An aarch64 kernel linked for the Raspberry Pis (`text_offset` 0x80000, see
-    /// `runtime::board`) boots on `raspi3b`, with that machine's fixed 1 GiB; others on `virt`.
+    /// `boot_contract::board`) boots on `raspi3b`, with that machine's fixed 1 GiB; others on `virt`.
     /// (A `--board rpi4` image boots there too, but its console is the Pi 4's UART, which
     /// `raspi3b` does not have: nothing is printed.)
     pub fn for_image(image: &images::artifact::VerifiedImage, dir: &Path) -> std::io::Result<Machine> {
         let manifest = image.manifest();
         let kernel = image.unpack_kernel(dir)?;
         let text_offset = images::kernel::validate(image.arch(), image.kernel()).map_or(0, |info| info.text_offset);
-        let mut machine = if image.arch() == Arch::Aarch64 && text_offset == runtime::board::RPI3.link_address {
+        let mut machine = if image.arch() == Arch::Aarch64 && text_offset == boot_contract::board::RPI3.link_address {
             Machine::raspi3b(kernel)
         } else {
             Machine::new(image.arch(), kernel).memory_mib(manifest.memory_mib)

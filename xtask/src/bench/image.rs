@@ -1,12 +1,9 @@
 //! `cargo xtask bench image`: how fast images verify, and how much two builds share.
 
-use std::{
-    fs,
-    process::ExitCode,
-    time::{Duration, Instant},
-};
+use std::{fs, process::ExitCode, time::Instant};
 
 use anyhow::{Context, Result};
+use clap::Args;
 use images::{
     Arch,
     artifact::{self, KERNEL_PART},
@@ -15,11 +12,18 @@ use images::{
     manifest,
 };
 
-use crate::bench::{ImageArgs as BenchImageArgs, Summary};
+use super::report::{Summary, us};
+
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// Timed verifications of the 1 MiB image.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
+}
 
 const ONE_MIB: usize = 1 << 20;
 
-pub fn main(args: BenchImageArgs) -> Result<ExitCode> {
+pub fn main(args: ImageArgs) -> Result<ExitCode> {
     verification(args.runs)?;
     sharing()?;
     Ok(ExitCode::SUCCESS)
@@ -107,8 +111,4 @@ fn sharing() -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn us(d: Duration) -> String {
-    format!("{:.0} µs", d.as_secs_f64() * 1e6)
 }

@@ -2,7 +2,7 @@
 //! then runs the replica crate's `replication_bench` example on the two images (it starts a real
 //! S3 server, `moto_server`). The figures come from that example; this only prepares its input,
 //! so xtask itself stays free of the S3 client's dependencies. Then the failover figures
-//! ([`crate::bench_failover`]).
+//! ([`super::failover`]).
 
 use std::{fs, process::Command, process::ExitCode};
 
@@ -36,7 +36,7 @@ pub struct ReplicationArgs {
 
 pub fn main(args: ReplicationArgs) -> Result<ExitCode> {
     let updated = args.skip_update || update()?;
-    let failover_held = args.skip_failover || crate::bench_failover::main(args.failover_runs)?;
+    let failover_held = args.skip_failover || super::failover::main(args.failover_runs)?;
     Ok(if updated && failover_held { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 

@@ -7,9 +7,18 @@
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result};
+use clap::Args;
 use images::build::workspace_root;
 
-use crate::bench::PlacementArgs;
+#[derive(Debug, Args)]
+pub struct PlacementArgs {
+    /// Timed runs per heuristic and case (after one untimed warm-up run); the median is reported.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(3..))]
+    pub runs: u32,
+    /// Seed of the generated workload.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
 
 pub fn main(args: PlacementArgs) -> Result<ExitCode> {
     let runs = args.runs.to_string();

@@ -10,12 +10,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use boot_contract::ExitCode;
 use images::kernel::{self, ValidateFileError};
-use runtime::ExitCode;
 
 use crate::{
+    binary::{MissingQemu, qemu_binary},
     machine::{Machine, display_command},
-    qemu::{MissingQemu, qemu_binary},
 };
 
 /// One line the appliance printed, and when it arrived (since QEMU was started).

@@ -28,7 +28,10 @@ pub enum Error {
     /// The magic number is wrong: the image was not entered through PVH, or EBX was clobbered.
     BadMagic(u32),
     /// Version 0 has no memory map, and this runtime finds RAM only through it.
-    NoMemoryMap { version: u32 },
+    NoMemoryMap {
+        /// The version the loader wrote.
+        version: u32,
+    },
     /// Fewer bytes than the version 1 layout.
     Truncated,
 }
@@ -36,6 +39,7 @@ pub enum Error {
 /// The fields of `hvm_start_info` the runtime uses. Addresses are physical.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StartInfo {
+    /// The structure's version (1 or later has the memory map).
     pub version: u32,
     /// Boot modules; the first is the initrd.
     pub nr_modules: u32,
@@ -45,6 +49,7 @@ pub struct StartInfo {
     pub cmdline_paddr: u64,
     /// The array of `memmap_entries` entries of [`MEMMAP_ENTRY_SIZE`] bytes.
     pub memmap_paddr: u64,
+    /// How many entries the memory map has.
     pub memmap_entries: u32,
 }
 
@@ -92,8 +97,11 @@ pub fn module(entry: &[u8]) -> Option<Range<u64>> {
 /// One memory-map entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemmapEntry {
+    /// The range's physical start.
     pub addr: u64,
+    /// The range's length in bytes.
     pub size: u64,
+    /// Its E820 type ([`TYPE_RAM`] is usable RAM).
     pub kind: u32,
 }
 

@@ -20,7 +20,9 @@
 
 use alloc::vec::Vec;
 
+/// The first bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"MASTDATA";
+/// The format version this crate packs and reads.
 pub const VERSION: u32 = 1;
 const HEADER_LEN: usize = 16;
 
@@ -92,6 +94,7 @@ impl<'a> Bundle<'a> {
         self.count
     }
 
+    /// Whether the bundle holds no files.
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }

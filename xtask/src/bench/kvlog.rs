@@ -22,8 +22,9 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use images::Arch;
 use kvlog::{Disk, DiskError, SECTOR_SIZE, Store};
-use qemu_tests::{Instance, Machine, free_local_port, kvm};
+use qemu::{Instance, Machine, free_local_port, kvm};
 
+use super::report::percentile;
 use crate::{deps, http_client::Client};
 
 #[derive(Debug, Args)]
@@ -64,8 +65,8 @@ pub fn main(args: KvlogArgs) -> Result<ExitCode> {
 }
 
 fn bench_arch(arch: Arch, args: &KvlogArgs) -> Result<()> {
-    let built = qemu_tests::appliance_image("kvlog", arch)?;
-    let machine = qemu_tests::appliance_machine("kvlog", arch)?;
+    let built = qemu::appliance_image("kvlog", arch)?;
+    let machine = qemu::appliance_machine("kvlog", arch)?;
     println!(
         "{arch}: image: kernel {} bytes ({:.1} KiB), signed image {} bytes ({:.1} KiB)",
         built.info.file_size,
@@ -128,7 +129,7 @@ fn bench_arch(arch: Arch, args: &KvlogArgs) -> Result<()> {
 
 fn report(arch: Arch, what: &str, samples: &mut [Duration]) {
     samples.sort();
-    let at = |p: f64| samples[((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
+    let at = |p: f64| percentile(samples, p * 100.0);
     println!(
         "{arch}: {what}: median {:.2} ms, p90 {:.2} ms, max {:.2} ms over {}",
         at(0.5).as_secs_f64() * 1e3,
@@ -174,7 +175,7 @@ fn boot(machine: &Machine, volume: &Path) -> Result<(Instance, u16, Duration)> {
         let mut vm = machine.clone().volume(volume).forward_tcp(port, GUEST_PORT).spawn()?;
         match vm.wait_for("kvlog: listening on", BOOT_TIMEOUT) {
             Ok(listened) => return Ok((vm, port, listened)),
-            Err(qemu_tests::WaitError::Exited { .. }) => continue,
+            Err(qemu::WaitError::Exited { .. }) => continue,
             Err(e) => bail!("{e}; console: {:?}", vm.console()),
         }
     }

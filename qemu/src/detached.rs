@@ -12,8 +12,8 @@ use std::{
 use images::kernel;
 
 use crate::{
+    binary::qemu_binary,
     machine::{Machine, display_command},
-    qemu::qemu_binary,
     run::{ConsoleLine, Exit, SpawnError, classify},
 };
 

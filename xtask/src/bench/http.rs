@@ -24,10 +24,10 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use images::Arch;
-use qemu_tests::{Instance, Machine, free_local_port, kvm};
+use qemu::{Instance, Machine, free_local_port, kvm};
 
+use super::report::{Summary, ms, percentile};
 use crate::{
-    bench::Summary,
     deps,
     http_client::{Client, IO_TIMEOUT},
 };
@@ -87,8 +87,8 @@ pub fn main(args: HttpArgs) -> Result<ExitCode> {
 }
 
 fn bench_arch(arch: Arch, args: &HttpArgs) -> Result<()> {
-    let built = qemu_tests::appliance_image("httpd", arch)?;
-    let machine = qemu_tests::appliance_machine("httpd", arch)?;
+    let built = qemu::appliance_image("httpd", arch)?;
+    let machine = qemu::appliance_machine("httpd", arch)?;
     let machine = if args.static_address { machine.args(&STATIC_ARGS) } else { machine };
     println!(
         "{arch}: image: kernel {} bytes ({:.1} KiB), signed image with site {} bytes ({:.1} KiB)",
@@ -162,7 +162,7 @@ fn boot(machine: &Machine) -> Result<(Instance, u16, Duration)> {
         let mut vm = machine.clone().forward_tcp(port, GUEST_PORT).spawn()?;
         match vm.wait_for("httpd: listening on", BOOT_TIMEOUT) {
             Ok(listened) => return Ok((vm, port, listened)),
-            Err(qemu_tests::WaitError::Exited { .. }) => continue,
+            Err(qemu::WaitError::Exited { .. }) => continue,
             Err(e) => bail!("{e}; console: {:?}", vm.console()),
         }
     }
@@ -227,15 +227,6 @@ fn load(port: u16, connections: u32, requests: u32, expected: &[u8]) -> Result<(
     Ok((rate, latencies))
 }
 
-/// The `p`th percentile of sorted samples (nearest rank).
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 /// CPU time (user + system) the process has used, from /proc (in USER_HZ = 100 ticks/s).
 fn cpu_time(pid: u32) -> Result<Duration> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -243,22 +234,4 @@ fn cpu_time(pid: u32) -> Result<Duration> {
     let ticks: u64 =
         fields.get(11).context("utime")?.parse::<u64>()? + fields.get(12).context("stime")?.parse::<u64>()?;
     Ok(Duration::from_millis(ticks * 10))
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_use_the_nearest_rank() {
-        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(percentile(&samples, 50.0), Duration::from_millis(50));
-        assert_eq!(percentile(&samples, 99.0), Duration::from_millis(99));
-        assert_eq!(percentile(&samples[..1], 99.0), Duration::from_millis(1));
-        assert_eq!(percentile(&[], 50.0), Duration::ZERO);
-    }
 }
