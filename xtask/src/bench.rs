@@ -28,6 +28,10 @@ pub enum BenchCommand {
     /// time until v2 boots on B; volume snapshots after appends; the background fetch's cap.
     /// Then failover: kvlog on rack a killed, rack b serving it (recovery time, lag, lost writes).
     Replication(crate::bench_replication::ReplicationArgs),
+    /// Rack a (simulated instances, failover plan to rack b) under a flood of slow and idle
+    /// connections on its API and peer ports: authenticated `ps` latency, the daemon's RSS and
+    /// threads, takeovers and stopped instances, each against issue #12's targets.
+    ControlPlane(crate::bench_control_plane::ControlPlaneArgs),
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +76,7 @@ pub fn main(command: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Kvlog(args) => crate::bench_kvlog::main(args),
         BenchCommand::Density(args) => crate::bench_density::main(args),
         BenchCommand::Replication(args) => crate::bench_replication::main(args),
+        BenchCommand::ControlPlane(args) => crate::bench_control_plane::main(args),
     }
 }
 

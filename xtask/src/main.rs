@@ -4,6 +4,7 @@
 //! by hand.
 
 mod bench;
+mod bench_control_plane;
 mod bench_density;
 mod bench_failover;
 mod bench_http;
