@@ -266,7 +266,7 @@ pub fn main(args: ControlPlaneArgs) -> Result<ExitCode> {
             format!(
                 "ps p99 <= {} ms during the flood: {}",
                 TARGET_PS_P99.as_millis(),
-                p99.map_or("no request".to_owned(), |d| crate::bench::ms(d))
+                p99.map_or("no request".to_owned(), crate::bench::ms)
             ),
             p99.is_some_and(|p| p <= TARGET_PS_P99) && during.ok > 0,
         ),
