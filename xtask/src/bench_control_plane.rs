@@ -48,12 +48,10 @@ use serde_json::Value;
 
 use crate::{
     bench_density::{catch_interrupts, check_interrupted, interrupted},
-    bench_failover::{Rack, build_manager, wait_until},
+    bench_failover::{HEARTBEAT_MS, LEASE_MS, Rack, build_manager, wait_until},
     http_client::Client,
 };
 
-const HEARTBEAT_MS: u64 = 1000;
-const LEASE_MS: u64 = 3000;
 /// After the flood: long enough for a lease to expire and for the heartbeat that tells a rack its
 /// deployment was taken over (the moment it would stop its own copies).
 const SETTLE: Duration = Duration::from_millis(LEASE_MS + 2 * HEARTBEAT_MS);
@@ -109,17 +107,8 @@ pub fn main(args: ControlPlaneArgs) -> Result<ExitCode> {
     // as the flood opens (an operator would set LimitNOFILE the same way).
     println!("{}", raise_file_limit(u64::from(args.connections))?);
 
-    let (heartbeat, lease) = (HEARTBEAT_MS.to_string(), LEASE_MS.to_string());
-    let serve = [
-        "--launcher",
-        "sim",
-        "--memory-mib",
-        "4096",
-        "--heartbeat-ms",
-        heartbeat.as_str(),
-        "--lease-ms",
-        lease.as_str(),
-    ];
+    // Heartbeat and lease: the failover bench's (`Rack::start` passes them).
+    let serve = ["--launcher", "sim", "--memory-mib", "4096"];
     let a = Rack::start(&manager, "a", &trust, &serve)?;
     let b = Rack::start(&manager, "b", &trust, &serve)?;
     a.peer_with(&b)?;
@@ -621,6 +610,7 @@ struct FloodStats {
     peak_open_peer: AtomicUsize,
     opened: AtomicU64,
     closed_by_daemon: AtomicU64,
+    closed_by_daemon_peer: AtomicU64,
     connects_failed: AtomicU64,
     bytes_answered: AtomicU64,
     first_connect_error: Mutex<Option<String>>,
@@ -647,12 +637,13 @@ impl FloodStats {
     fn line(&self) -> String {
         let error = self.first_connect_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
         format!(
-            "flood: peak {} open at once ({} at the peer port); {} opened in all, {} closed by the daemon, {} \
-             connects failed{}; the daemon sent {} bytes back",
+            "flood: peak {} open at once ({} at the peer port); {} opened in all, {} closed by the daemon ({} at the \
+             peer port), {} connects failed{}; the daemon sent {} bytes back",
             self.peak_open.load(Ordering::Relaxed),
             self.peak_open_peer.load(Ordering::Relaxed),
             self.opened.load(Ordering::Relaxed),
             self.closed_by_daemon.load(Ordering::Relaxed),
+            self.closed_by_daemon_peer.load(Ordering::Relaxed),
             self.connects_failed.load(Ordering::Relaxed),
             error.map_or(String::new(), |e| format!(" (first: {e})")),
             self.bytes_answered.load(Ordering::Relaxed),
@@ -741,6 +732,9 @@ impl Slot {
         if closed {
             self.stream = None;
             stats.closed_by_daemon.fetch_add(1, Ordering::Relaxed);
+            if self.attack.at_peer_port() {
+                stats.closed_by_daemon_peer.fetch_add(1, Ordering::Relaxed);
+            }
             stats.closed(self.attack.at_peer_port());
             self.reopen_at = Instant::now() + REOPEN_AFTER;
         }

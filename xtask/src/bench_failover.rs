@@ -41,8 +41,9 @@ use serde_json::Value;
 
 use crate::{deps, http_client::Client};
 
-const HEARTBEAT_MS: u64 = 1000;
-const LEASE_MS: u64 = 3000;
+/// Every rack the benches start (`Rack::start`) runs with these.
+pub(crate) const HEARTBEAT_MS: u64 = 1000;
+pub(crate) const LEASE_MS: u64 = 3000;
 /// Appends after b is ready to take over and before a is killed.
 const APPENDS_BEFORE_KILL: Duration = Duration::from_secs(3);
 const TARGET_LEASE_TO_SERVING: Duration = Duration::from_secs(10);

@@ -89,7 +89,14 @@ impl Client {
         ensure!(!left.is_zero(), "no complete answer within {:?}", self.timeout);
         self.stream.set_read_timeout(Some(left))?;
         let mut chunk = [0u8; 8192];
-        let n = self.stream.read(&mut chunk)?;
+        let n = match self.stream.read(&mut chunk) {
+            Ok(n) => n,
+            // What a read timeout looks like on Unix.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                anyhow::bail!("no complete answer within {:?}", self.timeout)
+            }
+            Err(e) => return Err(e.into()),
+        };
         ensure!(n > 0, "the server closed the connection");
         self.buffer.extend_from_slice(&chunk[..n]);
         Ok(())
