@@ -5,7 +5,7 @@
 use std::{
     io::{Read, Write},
     net::TcpStream,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, ensure};
@@ -17,6 +17,11 @@ pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct Client {
     stream: TcpStream,
     buffer: Vec<u8>,
+    /// How long one whole request may take, not only each read: a server that answers a byte at
+    /// a time must not hold a bench forever.
+    timeout: Duration,
+    /// Header lines sent with every request, each ending in CRLF.
+    headers: String,
 }
 
 impl Client {
@@ -30,7 +35,13 @@ impl Client {
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;
-        Ok(Client { stream, buffer: Vec::new() })
+        Ok(Client { stream, buffer: Vec::new(), timeout, headers: String::new() })
+    }
+
+    /// Sends `name: value` with every request (e.g. a bearer token).
+    pub(crate) fn with_header(mut self, name: &str, value: &str) -> Client {
+        self.headers.push_str(&format!("{name}: {value}\r\n"));
+        self
     }
 
     /// `GET path`: the status and the body.
@@ -40,10 +51,13 @@ impl Client {
 
     /// `method path` with `body` (sent with Content-Length when not empty): the status and the body.
     pub(crate) fn request(&mut self, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+        let deadline = Instant::now() + self.timeout;
+        let headers = &self.headers;
         let mut request =
-            format!("{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+            format!("{method} {path} HTTP/1.1\r\nHost: bench\r\n{headers}Content-Length: {}\r\n\r\n", body.len())
+                .into_bytes();
         if body.is_empty() {
-            request = format!("{method} {path} HTTP/1.1\r\nHost: bench\r\n\r\n").into_bytes();
+            request = format!("{method} {path} HTTP/1.1\r\nHost: bench\r\n{headers}\r\n").into_bytes();
         }
         request.extend_from_slice(body);
         self.stream.write_all(&request)?;
@@ -51,7 +65,7 @@ impl Client {
             if let Some(at) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
                 break at + 4;
             }
-            self.fill()?;
+            self.fill(deadline)?;
         };
         let head = std::str::from_utf8(&self.buffer[..head_end]).context("a non-ASCII response head")?;
         let status = head.get(9..12).and_then(|s| s.parse().ok()).context("a malformed status line")?;
@@ -63,16 +77,26 @@ impl Client {
             })
             .context("a response without Content-Length")?;
         while self.buffer.len() < head_end + length {
-            self.fill()?;
+            self.fill(deadline)?;
         }
         let body = self.buffer[head_end..head_end + length].to_vec();
         self.buffer.drain(..head_end + length);
         Ok((status, body))
     }
 
-    fn fill(&mut self) -> Result<()> {
+    fn fill(&mut self, deadline: Instant) -> Result<()> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        ensure!(!left.is_zero(), "no complete answer within {:?}", self.timeout);
+        self.stream.set_read_timeout(Some(left))?;
         let mut chunk = [0u8; 8192];
-        let n = self.stream.read(&mut chunk)?;
+        let n = match self.stream.read(&mut chunk) {
+            Ok(n) => n,
+            // What a read timeout looks like on Unix.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                anyhow::bail!("no complete answer within {:?}", self.timeout)
+            }
+            Err(e) => return Err(e.into()),
+        };
         ensure!(n > 0, "the server closed the connection");
         self.buffer.extend_from_slice(&chunk[..n]);
         Ok(())

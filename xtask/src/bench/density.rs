@@ -74,7 +74,7 @@ extern "C" fn on_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-fn catch_interrupts() {
+pub(crate) fn catch_interrupts() {
     for signal in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe; `signal`
         // replaces no handler anything else in this process relies on.
@@ -82,9 +82,14 @@ fn catch_interrupts() {
     }
 }
 
-fn check_interrupted() -> Result<()> {
-    ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted");
+pub(crate) fn check_interrupted() -> Result<()> {
+    ensure!(!interrupted(), "interrupted");
     Ok(())
+}
+
+/// Whether SIGINT or SIGTERM arrived since [`catch_interrupts`].
+pub(crate) fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
 }
 
 /// What one run measured.

@@ -17,6 +17,7 @@
 
 use std::{
     fs::File,
+    io::{Read, Seek, SeekFrom},
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -41,12 +42,15 @@ use serde_json::Value;
 use super::report::median;
 use crate::{deps, http_client::Client};
 
-const HEARTBEAT_MS: u64 = 1000;
-const LEASE_MS: u64 = 3000;
+/// Every rack the benches start (`Rack::start`) runs with these.
+pub(crate) const HEARTBEAT_MS: u64 = 1000;
+pub(crate) const LEASE_MS: u64 = 3000;
 /// Appends after b is ready to take over and before a is killed.
 const APPENDS_BEFORE_KILL: Duration = Duration::from_secs(3);
 const TARGET_LEASE_TO_SERVING: Duration = Duration::from_secs(10);
 const SLOW: Duration = Duration::from_secs(120);
+/// The longest any one CLI call may take (`deploy` waits up to 120 s for its instances).
+const CLI_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// One run's figures.
 struct Figures {
@@ -135,7 +139,7 @@ pub fn main(runs: u32) -> Result<bool> {
 }
 
 /// `cargo build --release -p rack-manager`, and the binary's path.
-fn build_manager(root: &Path) -> Result<PathBuf> {
+pub(crate) fn build_manager(root: &Path) -> Result<PathBuf> {
     let mut cargo = Command::new("cargo");
     cargo.current_dir(root).args(["build", "--release", "-p", "rack-manager"]);
     eprintln!("$ {}", images::command::display(&cargo));
@@ -145,8 +149,8 @@ fn build_manager(root: &Path) -> Result<PathBuf> {
 }
 
 fn failover_once(manager: &Path, trust: &[String], kvlog: &Path) -> Result<Figures> {
-    let mut a = Rack::start(manager, "a", trust)?;
-    let b = Rack::start(manager, "b", trust)?;
+    let mut a = Rack::start(manager, "a", trust, &[])?;
+    let b = Rack::start(manager, "b", trust, &[])?;
     a.peer_with(&b)?;
     b.peer_with(&a)?;
     a.cli(&["image", "push", &kvlog.display().to_string()])?;
@@ -276,7 +280,7 @@ fn wait_for_health(port: u16, timeout: Duration) -> Result<()> {
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, for at most `timeout`.
-fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+pub(crate) fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<Option<T>>) -> Result<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = check()? {
@@ -291,7 +295,7 @@ fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Resul
 
 /// A `rack-manager serve` in its own process group with a temporary data directory; dropping it
 /// kills the manager and its VMs and deletes the directory.
-struct Rack {
+pub(crate) struct Rack {
     manager: PathBuf,
     dir: tempfile::TempDir,
     daemon: Option<Child>,
@@ -300,8 +304,9 @@ struct Rack {
 }
 
 impl Rack {
-    fn start(manager: &Path, name: &str, trust: &[String]) -> Result<Rack> {
-        let dir = tempfile::Builder::new().prefix(&format!("mast-failover-{name}-")).tempdir()?;
+    /// Starts rack `name` on 127.0.0.1 (API and peer ports), with `extra` arguments to `serve`.
+    pub(crate) fn start(manager: &Path, name: &str, trust: &[String], extra: &[&str]) -> Result<Rack> {
+        let dir = tempfile::Builder::new().prefix(&format!("mast-bench-{name}-")).tempdir()?;
         let log = File::create(dir.path().join("daemon.stderr"))?;
         let peer_listen = format!("127.0.0.1:{}", free_local_port()?);
         let (heartbeat, lease) = (HEARTBEAT_MS.to_string(), LEASE_MS.to_string());
@@ -309,6 +314,7 @@ impl Rack {
             .args(["serve", "--listen", "127.0.0.1:0", "--rack", name, "--peer-listen", &peer_listen])
             .args(["--heartbeat-ms", &heartbeat, "--lease-ms", &lease])
             .args(trust)
+            .args(extra)
             .arg("--data-dir")
             .arg(dir.path())
             .stdin(Stdio::null())
@@ -327,31 +333,69 @@ impl Rack {
     }
 
     /// Runs the CLI against this rack; its stdout, or an error with its stderr.
-    fn cli(&self, args: &[&str]) -> Result<String> {
-        let output = Command::new(&self.manager)
+    pub(crate) fn cli(&self, args: &[&str]) -> Result<String> {
+        self.cli_within(args, CLI_TIMEOUT)
+    }
+
+    /// Runs the CLI and kills it if it has not finished after `timeout`: a manager that hangs
+    /// must not hang the bench.
+    pub(crate) fn cli_within(&self, args: &[&str], timeout: Duration) -> Result<String> {
+        // Files, not pipes: a CLI that writes much cannot block on a full pipe while we wait.
+        let (mut stdout, mut stderr) = (tempfile::tempfile()?, tempfile::tempfile()?);
+        let mut child = Command::new(&self.manager)
             .arg("--data-dir")
             .arg(self.dir.path())
             .args(args)
             .stdin(Stdio::null())
-            .output()
+            .stdout(stdout.try_clone()?)
+            .stderr(stderr.try_clone()?)
+            .spawn()
             .context("running the rack-manager CLI")?;
-        ensure!(
-            output.status.success(),
-            "rack-manager {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("rack-manager {} did not finish within {timeout:?}", args.join(" "));
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let read = |file: &mut File| -> Result<String> {
+            let mut text = String::new();
+            file.seek(SeekFrom::Start(0))?;
+            file.read_to_string(&mut text)?;
+            Ok(text)
+        };
+        ensure!(status.success(), "rack-manager {} failed: {}", args.join(" "), read(&mut stderr)?.trim());
+        read(&mut stdout)
     }
 
-    fn json(&self, args: &[&str]) -> Result<Value> {
-        let text = self.cli(&[args, &["-o", "json"]].concat())?;
+    pub(crate) fn json(&self, args: &[&str]) -> Result<Value> {
+        self.json_within(args, CLI_TIMEOUT)
+    }
+
+    /// [`Rack::json`] with a deadline of its own.
+    pub(crate) fn json_within(&self, args: &[&str], timeout: Duration) -> Result<Value> {
+        let text = self.cli_within(&[args, &["-o", "json"]].concat(), timeout)?;
         serde_json::from_str(&text).with_context(|| format!("rack-manager {} printed no JSON: {text}", args.join(" ")))
+    }
+
+    /// The data directory (`token`, `address`).
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The manager's process id, while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
     }
 
     /// `peer add`s `other` with the name, URL and fingerprint its `identity` prints, and this
     /// rack's trusted keys as the keys whose images `other` may have run here on takeover.
-    fn peer_with(&self, other: &Rack) -> Result<()> {
+    pub(crate) fn peer_with(&self, other: &Rack) -> Result<()> {
         let identity = other.json(&["identity"])?;
         let field = |k: &str| identity[k].as_str().with_context(|| format!("identity has no {k}: {identity}"));
         let mut args = vec!["peer", "add", field("name")?, field("peer_url")?, "--fingerprint", field("fingerprint")?];
@@ -391,7 +435,7 @@ impl Rack {
         }
     }
 
-    fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.dir.path().join("daemon.stderr")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().rev().take(20).collect();
         format!("rack-manager's log ends:\n{}", lines.into_iter().rev().collect::<Vec<_>>().join("\n"))

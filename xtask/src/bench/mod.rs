@@ -3,8 +3,7 @@
 //! units).
 
 mod boot;
-// `control_plane`: the rack manager's control plane (`cargo xtask bench control-plane`) goes here,
-// as one more module and one more `BenchCommand` variant.
+mod control_plane;
 mod density;
 mod failover;
 mod http;
@@ -38,6 +37,10 @@ pub enum BenchCommand {
     /// time until v2 boots on B; volume snapshots after appends; the background fetch's cap.
     /// Then failover: kvlog on rack a killed, rack b serving it (recovery time, lag, lost writes).
     Replication(replication::ReplicationArgs),
+    /// Rack a (simulated instances, failover plan to rack b) under a flood of slow and idle
+    /// connections on its API and peer ports: authenticated `ps` latency, the daemon's RSS and
+    /// threads, takeovers and stopped instances, each against issue #12's targets.
+    ControlPlane(control_plane::ControlPlaneArgs),
 }
 
 /// Runs one bench.
@@ -50,5 +53,6 @@ pub fn main(command: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Kvlog(args) => kvlog::main(args),
         BenchCommand::Density(args) => density::main(args),
         BenchCommand::Replication(args) => replication::main(args),
+        BenchCommand::ControlPlane(args) => control_plane::main(args),
     }
 }
