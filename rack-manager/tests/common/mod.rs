@@ -241,10 +241,18 @@ impl Rack {
         self.spawn_agent(&["--join", &url, "--name", name], extra);
     }
 
-    /// Starts an agent with `how` (`--join URL` or `--manager-url URL`) and `extra` arguments.
+    /// Mints a one-use join token into `path` (mode 0600), as an operator would.
+    pub fn join_token(&self, path: &Path) {
+        self.ok(&["host", "join-token", "--out", path.to_str().expect("a UTF-8 path")]);
+    }
+
+    /// Starts an agent with `how` (`--join URL` or `--manager-url URL`) and `extra` arguments,
+    /// and a join token of its own (`<agent-dir>/join.token`): no token is on its command line.
     pub fn spawn_agent(&mut self, how: &[&str], extra: &[&str]) {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let mut args: Vec<String> = vec!["agent".into(), "--token".into(), self.token()];
+        let token = dir.path().join("join.token");
+        self.join_token(&token);
+        let mut args: Vec<String> = vec!["agent".into(), "--join-token-file".into(), token.display().to_string()];
         args.extend(how.iter().chain(extra).map(|s| (*s).to_owned()));
         args.extend(trust_args());
         let child = agent_process(dir.path(), &args);
