@@ -107,16 +107,7 @@ fn a_running_agent_can_be_added_by_address() {
     let url = rack.url();
     rack.spawn_agent(&["--manager-url", &url], &["--listen", &format!("127.0.0.1:{port}")]);
     // The agent prints the address to add, with its certificate's fingerprint.
-    let log = rack.agents[0].1.path().join("agent.stderr");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let address = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some((_, rest)) = text.split_once("host add NAME ") {
-            break rest.split(['`', ' ', '\n']).next().expect("an address").to_owned();
-        }
-        assert!(std::time::Instant::now() < deadline, "the agent never printed its address: {text}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let address = common::printed_agent_address(rack.agents[0].1.path());
     assert!(address.contains("#sha256="), "{address}");
     rack.ok(&["host", "add", "edge-1", &address]);
     assert!(rack.ok(&["host", "ls"]).contains("edge-1"));

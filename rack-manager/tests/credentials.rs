@@ -12,91 +12,12 @@ use std::{
     os::unix::fs::PermissionsExt,
     path::Path,
     process::Command,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
-use common::{Rack, image};
+use common::{Rack, agent_call, image};
 use images::Arch;
 use rack_api::Host;
-use rustls::{
-    DigitallySignedStruct, SignatureScheme,
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    pki_types::{CertificateDer, ServerName, UnixTime},
-};
-use sha2::{Digest, Sha256};
-
-/// Accepts only the certificate with the pinned SHA-256 fingerprint, as the manager does.
-#[derive(Debug)]
-struct Pinned([u8; 32]);
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        cert: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if <[u8; 32]>::from(Sha256::digest(cert)) == self.0 {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General("not the pinned certificate".into()))
-        }
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(m, c, d, &algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(m, c, d, &algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// One HTTPS request to the agent at `address` (`https://HOST:PORT#sha256=FP`): (status, body).
-fn agent_call(address: &str, method: &str, path: &str, bearer: Option<&str>, body: &str) -> (u16, String) {
-    let (url, fp) = address.split_once("#sha256=").expect("a pinned address");
-    let host_port = url.strip_prefix("https://").expect("https");
-    let pinned: [u8; 32] = hex::decode(fp).expect("hex").try_into().expect("32 bytes");
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned(pinned)))
-        .with_no_client_auth();
-    let mut socket = TcpStream::connect(host_port).expect("the agent listens");
-    socket.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let connection = rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("agent").expect("a name"))
-        .expect("a TLS client");
-    let mut stream = rustls::StreamOwned::new(connection, &mut socket);
-    let auth = bearer.map(|b| format!("Authorization: Bearer {b}\r\n")).unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: agent\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("sent");
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
-}
 
 /// One plain HTTP request to the manager's API: (status, body).
 fn manager_call(rack: &Rack, method: &str, path: &str, bearer: &str, body: &str) -> (u16, String) {
