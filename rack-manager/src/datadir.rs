@@ -2,7 +2,11 @@
 //!
 //! ```text
 //! <data-dir>/state.sqlite          the store (manager only)
-//! <data-dir>/token                 the API token, generated at first start, mode 0600
+//! <data-dir>/token                 the admin token (manager), generated at first start, mode 0600
+//! <data-dir>/join-tokens           SHA-256 and expiry of unused join tokens (manager)
+//! <data-dir>/credentials           an agent's per-agent credentials, from its join (agent)
+//! <data-dir>/agent-identity/       an agent's TLS key and self-signed certificate (agent)
+//! <data-dir>/launches              the runs this agent launched: the only ones it stops (agent)
 //! <data-dir>/address               the URL the daemon listens on, written once it listens
 //! <data-dir>/trusted-keys          public keys whose images are accepted, one per line
 //! <data-dir>/images/<id>.mast      verified images, by image id
@@ -17,7 +21,7 @@
 use std::{
     fs,
     io::Write,
-    os::unix::fs::OpenOptionsExt,
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
@@ -30,12 +34,47 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// Opens (creating it if needed) the data directory at `root`.
+    /// Opens (creating it if needed) the data directory at `root`, for a daemon or agent.
+    ///
+    /// Everything in it is private to its owner: the process's umask becomes 077 (so the store,
+    /// images, kernels, logs and volumes it creates are 0600, directories 0700), the directory
+    /// itself is made 0700 if it was looser (with a note on stderr), and a store or images left
+    /// readable by others by an older version are made 0600.
     pub fn open(root: &Path) -> anyhow::Result<DataDir> {
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
         for dir in [root.to_owned(), root.join("images"), root.join("kernels"), root.join("instances")] {
             fs::create_dir_all(&dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
         }
-        Ok(DataDir { root: root.to_owned() })
+        let dir = DataDir { root: root.to_owned() };
+        dir.tighten()?;
+        Ok(dir)
+    }
+
+    fn tighten(&self) -> anyhow::Result<()> {
+        let mode =
+            fs::metadata(&self.root).with_context(|| format!("reading {}", self.root.display()))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            eprintln!(
+                "rack-manager: the data directory {} had mode {:04o}; making it 0700 (it holds tokens and images)",
+                self.root.display(),
+                mode & 0o777
+            );
+            fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("making {} private (chmod 700)", self.root.display()))?;
+        }
+        let db = self.state_db();
+        let mut files = vec![db.with_extension("sqlite-wal"), db.with_extension("sqlite-shm"), db];
+        files.extend(fs::read_dir(self.root.join("images")).into_iter().flatten().flatten().map(|e| e.path()));
+        for file in files {
+            if let Ok(meta) = fs::metadata(&file)
+                && meta.is_file()
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                fs::set_permissions(&file, fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("making {} private (chmod 600)", file.display()))?;
+            }
+        }
+        Ok(())
     }
 
     /// The data directory `root` as the CLI sees it: nothing is created.
@@ -53,6 +92,22 @@ impl DataDir {
 
     pub fn token_file(&self) -> PathBuf {
         self.root.join("token")
+    }
+
+    pub fn join_tokens_file(&self) -> PathBuf {
+        self.root.join("join-tokens")
+    }
+
+    pub fn credentials_file(&self) -> PathBuf {
+        self.root.join("credentials")
+    }
+
+    pub fn agent_identity_dir(&self) -> PathBuf {
+        self.root.join("agent-identity")
+    }
+
+    pub fn launches_file(&self) -> PathBuf {
+        self.root.join("launches")
     }
 
     pub fn address_file(&self) -> PathBuf {
@@ -111,18 +166,13 @@ impl DataDir {
         Ok(file)
     }
 
-    /// The API token, generated (32 random bytes, hex) on first use and kept readable only by
-    /// its owner.
+    /// The admin token, generated (32 random bytes, hex) on first use and kept readable only by
+    /// its owner; an existing one that others may read is refused, with the `chmod` that fixes it.
     pub fn token(&self) -> anyhow::Result<String> {
         let path = self.token_file();
-        if let Ok(text) = fs::read_to_string(&path) {
-            let token = text.trim().to_owned();
-            anyhow::ensure!(
-                !token.is_empty(),
-                "{} is empty: delete it and restart to generate a new token",
-                path.display()
-            );
-            return Ok(token);
+        if path.exists() {
+            return crate::credentials::read_secret_file(&path)
+                .with_context(|| format!("{} is the manager's admin token", path.display()));
         }
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for the API token: {e}"))?;
@@ -183,9 +233,34 @@ pub fn short_id(id: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
     use super::*;
+
+    #[test]
+    fn a_data_directory_is_private_and_a_loose_one_is_tightened() {
+        let parent = tempfile::tempdir().expect("temp dir");
+        let root = parent.path().join("rack");
+        fs::create_dir(&root).expect("created");
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::write(root.join("state.sqlite"), b"").expect("writes");
+        fs::set_permissions(root.join("state.sqlite"), fs::Permissions::from_mode(0o644)).expect("chmod");
+        let dir = DataDir::open(&root).expect("opens");
+        let mode = |p: &Path| fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&dir.state_db()), 0o600);
+        assert_eq!(mode(&root.join("images")), 0o700);
+        dir.write_address("http://x").expect("written");
+        assert_eq!(mode(&dir.address_file()), 0o600, "files made later are private too");
+    }
+
+    #[test]
+    fn a_token_file_others_can_read_is_refused() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let dir = DataDir::open(root.path()).expect("opens");
+        dir.token().expect("generated");
+        fs::set_permissions(dir.token_file(), fs::Permissions::from_mode(0o644)).expect("chmod");
+        let error = format!("{:#}", dir.token().expect_err("refused"));
+        assert!(error.contains(&format!("chmod 600 {}", dir.token_file().display())), "{error}");
+    }
 
     #[test]
     fn the_token_is_generated_once_and_private() {

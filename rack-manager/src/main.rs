@@ -21,6 +21,7 @@
 mod agent;
 mod cli;
 mod client;
+mod credentials;
 mod daemon;
 mod datadir;
 mod http;

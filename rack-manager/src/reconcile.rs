@@ -121,7 +121,10 @@ pub fn connect_joined_agents(rack: &Rack) -> crate::store::Result<Vec<crate::sto
             continue;
         }
         if rack.agent(&host.name).is_none() {
-            rack.add_agent(&host.name, std::sync::Arc::new(crate::agent::RemoteAgent::new(address, &rack.token)));
+            rack.add_agent(
+                &host.name,
+                std::sync::Arc::new(crate::agent::RemoteAgent::new(&host.name, address, &rack.token)),
+            );
         }
     }
     Ok(hosts)

@@ -106,12 +106,10 @@ fn a_running_agent_can_be_added_by_address() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
     let url = rack.url();
     rack.spawn_agent(&["--manager-url", &url], &["--listen", &format!("127.0.0.1:{port}")]);
-    let address = format!("http://127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !rack.cli(&["host", "add", "edge-1", &address]).status.success() {
-        assert!(std::time::Instant::now() < deadline, "the agent never answered");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // The agent prints the address to add, with its certificate's fingerprint.
+    let address = common::printed_agent_address(rack.agents[0].1.path());
+    assert!(address.contains("#sha256="), "{address}");
+    rack.ok(&["host", "add", "edge-1", &address]);
     assert!(rack.ok(&["host", "ls"]).contains("edge-1"));
     rack.ok(&["image", "push", image("hello", Arch::Aarch64).to_str().expect("utf-8 path")]);
     rack.ok(&["deploy", "hello"]);
@@ -119,9 +117,10 @@ fn a_running_agent_can_be_added_by_address() {
         rack.wait_for("hello to exit on edge-1", Duration::from_secs(30), |all| all[0].state == InstanceState::Exited);
     assert_eq!((done[0].host.as_str(), done[0].exit_status), ("edge-1", Some(0)));
 
-    let output = rack.cli(&["host", "add", "ghost", "http://127.0.0.1:9"]);
+    let ghost = format!("https://127.0.0.1:9#sha256={}", "ab".repeat(32));
+    let output = rack.cli(&["host", "add", "ghost", &ghost]);
     assert_eq!(output.status.code(), Some(5));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("no agent answered at http://127.0.0.1:9"), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no agent answered at https://127.0.0.1:9"), "{output:?}");
 }
 
 #[test]

@@ -88,8 +88,12 @@ fn bad_requests_are_refused_clearly_and_change_nothing() {
     assert_refused(&rack.cli(&["deploy", "hello", "--mem", "1"]), 5, "less than hello needs");
     assert_refused(&rack.cli(&["deploy", "hello", "--replicas", "0"]), 5, "0 replicas");
 
-    // Bad token, through the CLI and raw.
-    assert_refused(&rack.cli(&["--token", "wrong", "ps"]), 4, "no valid API token");
+    // Bad token, through the CLI and raw; a token on the command line is refused outright.
+    let wrong = rack.data_dir().join("wrong.token");
+    std::fs::write(&wrong, "wrong\n").expect("written");
+    std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    assert_refused(&rack.cli(&["--token-file", wrong.to_str().expect("utf-8"), "ps"]), 4, "no valid API token");
+    assert_refused(&rack.cli(&["--token", "wrong", "ps"]), 1, "use --token-file PATH");
     let (status, body) = raw(&rack, "GET", "/v1/instances", None, "");
     assert_eq!((status, error_of(&body).error.code.as_str()), (401, "unauthorized"));
 
@@ -119,7 +123,8 @@ fn bad_requests_are_refused_clearly_and_change_nothing() {
 fn an_unreachable_manager_has_its_own_exit_code() {
     let dir = tempfile::tempdir().expect("temp dir");
     let output = std::process::Command::new(common::BIN)
-        .args(["--manager", "http://127.0.0.1:9", "--token", "x", "--data-dir"])
+        .args(["--manager", "http://127.0.0.1:9", "--data-dir"])
+        .env("RACK_TOKEN", "x")
         .arg(dir.path())
         .arg("ps")
         .output()

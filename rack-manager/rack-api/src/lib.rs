@@ -12,7 +12,8 @@
 //! | method and path | request | response |
 //! |---|---|---|
 //! | `GET /v1/hosts` | | `Vec<Host>` |
-//! | `POST /v1/hosts` | [`JoinRequest`] (agents only) | [`Host`] |
+//! | `POST /v1/hosts` | [`JoinRequest`] (join token or agent credential) | [`JoinReply`] |
+//! | `POST /v1/join-tokens` | `{"ttl_s": N}` | [`JoinToken`] |
 //! | `POST /v1/hosts/add` | [`AddHostRequest`] | [`Host`] |
 //! | `POST /v1/hosts/{name}/drain` | | [`DrainResponse`] |
 //! | `DELETE /v1/hosts/{name}` | | [`Host`] |
@@ -107,15 +108,44 @@ pub struct Host {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinRequest {
     pub name: String,
+    /// Where the agent serves its API: `https://HOST:PORT`.
     pub address: String,
     pub launcher: String,
     pub arches: Vec<String>,
     pub memory_mib: u64,
     pub vcpus: u32,
+    /// The SHA-256 fingerprint (hex) of the certificate the agent serves; the manager pins it.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
 }
 
-/// Add a host whose agent is already running (`rack-manager host add`): the manager asks the
-/// agent at `address` what it offers (`GET /v1/agent/info`, answering a [`JoinRequest`]).
+/// The manager's answer to a join: the host, and the agent's own credentials (keep them private).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinReply {
+    pub host: Host,
+    /// What the manager presents to this agent (and nobody else does).
+    pub manager_token: String,
+    /// What this agent presents to the manager: it may only fetch image blobs and re-join as itself.
+    pub agent_credential: String,
+}
+
+/// A one-use join token (`POST /v1/join-tokens`, admin only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinToken {
+    pub token: String,
+    /// When it stops being accepted, in ms since the Unix epoch.
+    pub expires_ms: u64,
+}
+
+/// Asks a waiting agent (`agent --manager-url`) to join under `name` (`host add`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invite {
+    pub name: String,
+}
+
+/// Add a host whose agent is already running (`rack-manager agent --manager-url`): the manager
+/// invites the agent at `address` (`https://HOST:PORT#sha256=<fingerprint>`, as the agent
+/// prints it), which then joins with its own join token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddHostRequest {
     pub name: String,

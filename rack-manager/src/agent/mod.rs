@@ -6,8 +6,10 @@
 //! other hosts run `rack-manager agent --join <manager>` ([`server`]), which serves a
 //! `LocalAgent` over HTTP, and the manager reaches them through [`RemoteAgent`].
 //!
-//! Agents keep no state of their own beyond images and logs: the manager's store says which runs
-//! exist, and every question names the run by pid and start time.
+//! Agents keep little state of their own: images, logs, and the record of the runs they launched
+//! (`<data-dir>/launches`). The manager's store says which runs exist, and every question names
+//! the run by pid and start time; an agent stops or reports on a run only if its own record has
+//! that instance with that pid and start time, so no caller can make it signal another process.
 
 pub mod server;
 
@@ -27,7 +29,7 @@ use rack_api::{
 };
 
 use crate::{
-    client::{Client, ClientError},
+    client::Client,
     datadir::DataDir,
     launcher::{LaunchSpec, Launcher},
 };
@@ -62,6 +64,8 @@ pub enum AgentError {
     Failed(String),
     #[error("the agent is unreachable: {0}")]
     Unreachable(String),
+    #[error("{0}")]
+    NotLaunchedHere(String),
 }
 
 /// The manager's view of one host.
@@ -84,8 +88,9 @@ pub struct LocalAgent {
     dir: DataDir,
     trusted: TrustedKeys,
     /// Where to fetch images this host does not have yet, unless a launch request says: the
-    /// manager it joined, and the token (joined agents only).
-    source: Option<(String, String)>,
+    /// manager it joined, with this agent's credential (joined agents only).
+    source: Option<Arc<server::ManagerLink>>,
+    launches: Launches,
 }
 
 impl std::fmt::Debug for LocalAgent {
@@ -101,8 +106,9 @@ impl LocalAgent {
         launcher: Arc<dyn Launcher>,
         dir: DataDir,
         trusted: TrustedKeys,
-        source: Option<(String, String)>,
+        source: Option<Arc<server::ManagerLink>>,
     ) -> LocalAgent {
+        let launches = Launches::open(dir.launches_file());
         let instances = dir.root().join("instances");
         thread::spawn(move || {
             loop {
@@ -112,7 +118,7 @@ impl LocalAgent {
                 }
             }
         });
-        LocalAgent { launcher, dir, trusted, source }
+        LocalAgent { launcher, dir, trusted, source, launches }
     }
 
     /// The image `id`, verified; fetched from the manager first if this host lacks it.
@@ -122,11 +128,16 @@ impl LocalAgent {
         }
         let path = self.dir.image(id);
         if !path.exists() {
-            let Some((default_url, token)) = &self.source else {
+            let Some(link) = &self.source else {
                 return Err(AgentError::Failed(format!("image {id} is not stored on this host")));
             };
-            let url = from.unwrap_or(default_url);
-            let bytes = Client::new(url, token, Duration::from_secs(30))
+            let Some(credential) = link.agent_credential() else {
+                return Err(AgentError::Failed(format!(
+                    "image {id} is not stored here, and this agent has not joined"
+                )));
+            };
+            let url = from.unwrap_or(&link.url);
+            let bytes = Client::new(url, &credential, Duration::from_secs(30))
                 .get_bytes(&format!("/images/{id}/blob"))
                 .map_err(|e| AgentError::Failed(format!("fetching image {id} from the manager: {e}")))?;
             // Verified before it is stored, so the image directory holds only good images.
@@ -174,7 +185,12 @@ impl HostAgent for LocalAgent {
             log: self.dir.console_log(&request.instance),
             diagnostics: self.dir.instance_dir(&request.instance).join("launcher.stderr"),
         };
-        self.launcher.launch(&spec).map_err(|e| AgentError::Failed(e.to_string()))
+        let launched = self.launcher.launch(&spec).map_err(|e| AgentError::Failed(e.to_string()))?;
+        if let (Some(pid), Some(start_ticks)) = (launched.pid, launched.start_ticks) {
+            // Recorded before the manager hears of the run, so it can always be stopped.
+            self.launches.add(Launch { instance: request.instance.clone(), pid, start_ticks })?;
+        }
+        Ok(launched)
     }
 
     fn state(&self, run: &RunRef) -> Result<RunState, AgentError> {
@@ -182,11 +198,16 @@ impl HostAgent for LocalAgent {
     }
 
     fn stop(&self, run: &RunRef) -> Result<(), AgentError> {
+        let launch = self.launches.check(run)?;
         self.launcher.stop(run);
+        if let Some(launch) = launch {
+            self.launches.remove(&launch);
+        }
         Ok(())
     }
 
     fn stats(&self, run: &RunRef) -> Result<Option<RunStats>, AgentError> {
+        self.launches.check(run)?;
         Ok(self.launcher.stats(run))
     }
 
@@ -273,6 +294,73 @@ impl LocalAgent {
     }
 }
 
+/// One run this agent launched.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Launch {
+    instance: String,
+    pid: u32,
+    start_ticks: u64,
+}
+
+/// The runs this agent launched and has not stopped, kept in `<data-dir>/launches` (one JSON
+/// object a line, rewritten whole on each change) so a restarted agent still knows them.
+/// Entries whose process is gone are dropped when the file is next written, so it stays as long
+/// as the list of live runs.
+#[derive(Debug)]
+struct Launches {
+    path: std::path::PathBuf,
+    runs: std::sync::Mutex<Vec<Launch>>,
+}
+
+impl Launches {
+    fn open(path: std::path::PathBuf) -> Launches {
+        let runs = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect();
+        Launches { path, runs: std::sync::Mutex::new(runs) }
+    }
+
+    fn save(&self, runs: &mut Vec<Launch>) -> Result<(), AgentError> {
+        runs.retain(|r| crate::launcher::proc::is_alive(r.pid, r.start_ticks));
+        let text: String = runs.iter().map(|r| serde_json::to_string(r).expect("plain data") + "\n").collect();
+        crate::credentials::write_secret_file(&self.path, &text)
+            .map_err(|e| AgentError::Failed(format!("recording the run: {e:#}")))
+    }
+
+    fn add(&self, launch: Launch) -> Result<(), AgentError> {
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        runs.push(launch);
+        self.save(&mut runs)
+    }
+
+    fn remove(&self, launch: &Launch) {
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        runs.retain(|r| r != launch);
+        let _ = self.save(&mut runs);
+    }
+
+    /// The recorded launch that `run` names; `Ok(None)` for runs without a process (the sim
+    /// launcher's). Refuses a pid and start time this agent did not launch as that instance.
+    fn check(&self, run: &RunRef) -> Result<Option<Launch>, AgentError> {
+        let Some(pid) = run.pid else { return Ok(None) };
+        // A run that has ended names no process: stopping it touches nothing, so it needs no record.
+        if !run.start_ticks.is_some_and(|start| crate::launcher::proc::is_alive(pid, start)) {
+            return Ok(None);
+        }
+        let wanted = Launch { instance: run.instance.clone(), pid, start_ticks: run.start_ticks.unwrap_or(u64::MAX) };
+        let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        if runs.contains(&wanted) {
+            return Ok(Some(wanted));
+        }
+        Err(AgentError::NotLaunchedHere(format!(
+            "this agent did not launch pid {pid} (start time {:?}) as instance {:?}: refused",
+            run.start_ticks, run.instance
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -294,51 +382,102 @@ mod tests {
     }
 }
 
-/// An agent on another host, reached over HTTP.
+/// The largest answer the manager reads from an agent: JSON documents, logs at most
+/// [`LOG_WINDOW`] (escaped, up to six bytes a byte).
+const MAX_AGENT_RESPONSE: u64 = 16 << 20;
+
+/// An agent on another host, reached over TLS with its certificate pinned, presenting the token
+/// derived for that host ([`crate::credentials::manager_token`]).
 #[derive(Debug)]
 pub struct RemoteAgent {
-    client: Client,
+    /// The client and token, or why the stored address cannot be used.
+    link: Result<(crate::peer::wire::PeerClient, String), String>,
 }
 
 impl RemoteAgent {
-    pub fn new(address: &str, token: &str) -> RemoteAgent {
-        RemoteAgent { client: Client::new(address, token, Duration::from_secs(5)) }
+    /// The agent of host `name` at `address` (`https://HOST:PORT#sha256=<fingerprint>`, as
+    /// stored at join), called with the token derived from `admin_token`.
+    pub fn new(name: &str, address: &str, admin_token: &str) -> RemoteAgent {
+        let link = crate::credentials::parse_pinned_address(address).and_then(|(url, fingerprint)| {
+            let config = crate::peer::tls::pinned_client_config(fingerprint).map_err(|e| e.to_string())?;
+            let client = crate::peer::wire::PeerClient::with_config(&url, config, Duration::from_secs(5))
+                .map_err(|e| e.to_string())?;
+            Ok((client, crate::credentials::manager_token(admin_token, name, &fingerprint)))
+        });
+        RemoteAgent { link }
     }
-}
 
-fn remote(e: ClientError) -> AgentError {
-    match e {
-        ClientError::Api { body, .. } => AgentError::Failed(body.error.message),
-        other => AgentError::Unreachable(other.to_string()),
+    fn call<T: serde::de::DeserializeOwned>(&self, method: &str, path: &str, body: &[u8]) -> Result<T, AgentError> {
+        self.call_as(method, path, body, true)
+    }
+
+    fn call_as<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        with_token: bool,
+    ) -> Result<T, AgentError> {
+        use crate::peer::wire::CallError;
+        let (client, token) = self.link.as_ref().map_err(|e| AgentError::Unreachable(e.clone()))?;
+        let bearer = with_token.then_some(token.as_str());
+        let response = client
+            .call_with_bearer(method, &format!("/v1{path}"), bearer, body, MAX_AGENT_RESPONSE)
+            .map_err(|e| match e {
+                CallError::Status { status, message, .. } if status < 500 || status == 422 => {
+                    match serde_json::from_str::<rack_api::ErrorBody>(&message) {
+                        Ok(body) if status == 403 && body.error.code == "not_launched_here" => {
+                            AgentError::NotLaunchedHere(body.error.message)
+                        }
+                        Ok(body) => AgentError::Failed(body.error.message),
+                        Err(_) => AgentError::Failed(message),
+                    }
+                }
+                other => AgentError::Unreachable(other.to_string()),
+            })?;
+        serde_json::from_slice(&response.body).map_err(|e| {
+            AgentError::Unreachable(format!("the agent answered with a body this manager cannot read: {e}"))
+        })
+    }
+
+    fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, AgentError> {
+        self.call("POST", path, &serde_json::to_vec(body).expect("request bodies are plain data"))
+    }
+
+    /// Invites a waiting agent (`agent --manager-url`) to join as `name`; it answers once joined.
+    pub fn invite(&self, name: &str) -> Result<rack_api::Host, AgentError> {
+        // Without the token: a waiting agent has none yet, and the invite carries no secret.
+        let body = serde_json::to_vec(&rack_api::Invite { name: name.to_owned() }).expect("plain data");
+        self.call_as("POST", "/agent/invite", &body, false)
     }
 }
 
 impl HostAgent for RemoteAgent {
     fn launch(&self, request: &LaunchRequest) -> Result<Launched, AgentError> {
-        self.client.post("/agent/launch", request).map_err(remote)
+        self.post("/agent/launch", request)
     }
 
     fn state(&self, run: &RunRef) -> Result<RunState, AgentError> {
-        self.client.post("/agent/state", run).map_err(remote)
+        self.post("/agent/state", run)
     }
 
     fn stop(&self, run: &RunRef) -> Result<(), AgentError> {
-        self.client.post::<_, serde_json::Value>("/agent/stop", run).map(|_| ()).map_err(remote)
+        self.post::<_, serde_json::Value>("/agent/stop", run).map(|_| ())
     }
 
     fn stats(&self, run: &RunRef) -> Result<Option<RunStats>, AgentError> {
-        self.client.post("/agent/stats", run).map_err(remote)
+        self.post("/agent/stats", run)
     }
 
     fn logs(&self, instance: &str, offset: u64) -> Result<LogChunk, AgentError> {
-        self.client.get(&format!("/agent/logs/{instance}?offset={offset}")).map_err(remote)
+        self.call("GET", &format!("/agent/logs/{instance}?offset={offset}"), &[])
     }
 
     fn remove_volume(&self, volume: &VolumeRef) -> Result<(), AgentError> {
-        self.client.post::<_, serde_json::Value>("/agent/remove-volume", volume).map(|_| ()).map_err(remote)
+        self.post::<_, serde_json::Value>("/agent/remove-volume", volume).map(|_| ())
     }
 
     fn ping(&self) -> Result<(), AgentError> {
-        self.client.get::<JoinRequest>("/agent/info").map(|_| ()).map_err(remote)
+        self.call::<JoinRequest>("GET", "/agent/info", &[]).map(|_| ())
     }
 }

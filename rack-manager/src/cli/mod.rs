@@ -37,7 +37,7 @@ Exit codes:
   1  the operation failed (e.g. a deployed instance could not start), or an unexpected error
   2  bad command-line usage
   3  the manager cannot be reached (is `rack-manager serve` running? is --manager right?)
-  4  the manager refused the token (pass --token or RACK_TOKEN, or run on the manager's host)
+  4  the manager refused the token (set RACK_TOKEN or --token-file, or run on the manager's host)
   5  the manager refused the request: bad input, unknown name, conflict, untrusted image,
      impossible placement (the message says which, and state is unchanged)
   6  the manager failed while handling the request";
@@ -50,13 +50,15 @@ Examples:
   rack-manager ps -a
   rack-manager logs hello-1 -f
   rack-manager plan hello --replicas 1000          # where 1000 replicas would go; changes nothing
-  rack-manager agent --join http://10.0.0.1:7878 --token $(cat token)   # on another host";
+  rack-manager host join-token --out join.token    # then copy join.token (mode 0600) to the new host, and there:
+  rack-manager agent --join http://10.0.0.1:7878 --join-token-file join.token --listen 0.0.0.0:7879";
 
 /// Places, runs and supervises Mast appliances on the hosts of a rack.
 ///
 /// `serve` starts the manager; the other commands talk to it. The CLI finds the manager and its
-/// token in the data directory (`<data-dir>/address`, `<data-dir>/token`) when run on the same
-/// machine; elsewhere give --manager and --token.
+/// admin token in the data directory (`<data-dir>/address`, `<data-dir>/token`) when run on the
+/// same machine; elsewhere give --manager and --token-file (or RACK_TOKEN). Tokens are never
+/// taken on the command line, where `ps` would show them.
 #[derive(Debug, Parser)]
 #[command(name = "rack-manager", version, after_help = format!("{EXAMPLES}\n\n{EXIT_CODES}"))]
 pub struct Cli {
@@ -67,8 +69,12 @@ pub struct Cli {
     /// The manager's URL, e.g. http://127.0.0.1:7878 [default: read from <data-dir>/address].
     #[arg(long, global = true, env = "RACK_MANAGER", value_name = "URL")]
     manager: Option<String>,
-    /// The API token [default: read from <data-dir>/token].
-    #[arg(long, global = true, env = "RACK_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    /// A file holding the manager's admin token, mode 0600 [default: RACK_TOKEN, else
+    /// <data-dir>/token].
+    #[arg(long, global = true, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// Removed: a token on the command line is visible to every user in `ps`.
+    #[arg(long, global = true, hide = true, value_name = "TOKEN")]
     token: Option<String>,
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value = "table")]
@@ -86,7 +92,7 @@ enum Command {
     Serve(ServeArgs),
     /// Run a host agent that joins a manager (or waits to be added with `host add`).
     #[command(
-        after_help = "Examples:\n  rack-manager agent --join http://10.0.0.1:7878 --token TOKEN --name host-2 --listen 0.0.0.0:7879\n  rack-manager agent --manager-url http://10.0.0.1:7878 --token TOKEN --listen 0.0.0.0:7879   # then, anywhere: rack-manager host add host-2 http://10.0.0.2:7879"
+        after_help = "Examples:\n  rack-manager host join-token --out join.token    # on the manager; copy the file to the new host\n  rack-manager agent --join http://10.0.0.1:7878 --join-token-file join.token --name host-2 --listen 0.0.0.0:7879\n  rack-manager agent --manager-url http://10.0.0.1:7878 --join-token-file join.token --listen 0.0.0.0:7879\n      # it prints its https://…#sha256=… address; then: rack-manager host add host-2 https://10.0.0.2:7879#sha256=…\n\nThe join token is used once: the manager then gives this agent its own credentials, kept in\n<data-dir>/credentials (mode 0600), so restarts need no new token. The agent serves its API over\nTLS with a self-signed certificate (<data-dir>/agent-identity/) that the manager pins at join."
     )]
     Agent(AgentArgs),
     /// List, drain or remove hosts.
@@ -285,7 +291,11 @@ struct AgentArgs {
     /// fetches images from this manager).
     #[arg(long = "manager-url", value_name = "URL")]
     manager_url: Option<String>,
-    /// Address this agent listens on; the manager must be able to reach it.
+    /// A file holding a join token from `rack-manager host join-token` (mode 0600), for the
+    /// first join [env: RACK_JOIN_TOKEN]; not needed once the agent has joined.
+    #[arg(long, value_name = "PATH")]
+    join_token_file: Option<PathBuf>,
+    /// Address this agent listens on (HTTPS); the manager must be able to reach it.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
     /// This host's name [default: the machine's hostname].
@@ -341,8 +351,20 @@ enum HostCommand {
     /// Add a host whose agent is running (`rack-manager agent --manager-url …`) at ADDRESS.
     Add {
         name: String,
-        /// The agent's URL, e.g. http://10.0.0.2:7879.
+        /// The address the agent printed: https://HOST:PORT#sha256=<certificate fingerprint>.
         address: String,
+    },
+    /// Mint a one-use join token for a new agent (`agent --join-token-file`).
+    #[command(
+        after_help = "Examples:\n  rack-manager host join-token --out /tmp/join.token\n  rack-manager host join-token --ttl 600      # prints the token; keep it out of shell history"
+    )]
+    JoinToken {
+        /// Seconds until the token expires (at most a week).
+        #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+        ttl: u64,
+        /// Write the token to this new file (mode 0600) instead of printing it.
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
     },
     /// List hosts with their capacity and use.
     Ls,
@@ -470,19 +492,36 @@ fn client(cli: &Cli, data_dir: &Path) -> anyhow::Result<Client> {
             )))
         })?,
     };
-    let token = match cli.token.as_ref().filter(|t| !t.is_empty()) {
-        Some(token) => token.clone(),
-        None => std::fs::read_to_string(dir.token_file()).map(|s| s.trim().to_owned()).with_context(|| {
-            format!(
-                "no API token: {} cannot be read; pass --token or RACK_TOKEN (the manager's <data-dir>/token)",
-                dir.token_file().display()
-            )
-        })?,
-    };
+    let token = admin_token(cli, &dir)?;
     Ok(Client::new(&manager, &token, Duration::from_secs(30)))
 }
 
+/// The admin token: --token-file, else RACK_TOKEN, else `<data-dir>/token`. Files that others
+/// may read are refused with the `chmod` that fixes them.
+fn admin_token(cli: &Cli, dir: &DataDir) -> anyhow::Result<String> {
+    if let Some(path) = &cli.token_file {
+        return crate::credentials::read_secret_file(path);
+    }
+    if let Some(token) = std::env::var("RACK_TOKEN").ok().filter(|t| !t.trim().is_empty()) {
+        return Ok(token.trim().to_owned());
+    }
+    if !dir.token_file().exists() {
+        bail!(
+            "no API token: {} does not exist; on another machine, set RACK_TOKEN or pass --token-file \
+             (a copy of the manager's <data-dir>/token, mode 0600)",
+            dir.token_file().display()
+        );
+    }
+    crate::credentials::read_secret_file(&dir.token_file())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.token.is_some() {
+        bail!(
+            "--token is no longer accepted: a token on the command line is visible to every user in `ps`; \
+             use --token-file PATH (mode 0600) or the RACK_TOKEN environment variable (agents: --join-token-file)"
+        );
+    }
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
     let format = cli.output;
     match &cli.command {
@@ -501,7 +540,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             replication: args.replication.clone(),
             peer: crate::peer::PeerArgs { rack_name: args.store.rack.clone(), ..args.peer.clone() },
         }),
-        Command::Agent(args) => agent(&cli, args, &data_dir),
+        Command::Agent(args) => agent(args, &data_dir),
         Command::Host(command) => {
             let client = client(&cli, &data_dir)?;
             match command {
@@ -511,6 +550,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     output::hosts(format, &[host])
                 }
                 HostCommand::Ls => output::hosts(format, &client.get::<Vec<Host>>("/hosts")?),
+                HostCommand::JoinToken { ttl, out } => {
+                    let minted: rack_api::JoinToken =
+                        client.post("/join-tokens", &serde_json::json!({ "ttl_s": ttl }))?;
+                    match out {
+                        Some(path) => {
+                            anyhow::ensure!(
+                                !path.exists(),
+                                "{} exists: give --out a new file (join tokens are one-use)",
+                                path.display()
+                            );
+                            crate::credentials::write_secret_file(path, &format!("{}\n", minted.token))?;
+                            eprintln!(
+                                "wrote a one-use join token to {} (expires in {ttl} s); on the new host: \
+                                 rack-manager agent --join <manager URL> --join-token-file {}",
+                                path.display(),
+                                path.display()
+                            );
+                            Ok(())
+                        }
+                        None => {
+                            println!("{}", minted.token);
+                            Ok(())
+                        }
+                    }
+                }
                 HostCommand::Drain { name } => {
                     let response: DrainResponse = client.post(&format!("/hosts/{name}/drain"), &())?;
                     output::drained(format, &response)
@@ -571,18 +635,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn agent(cli: &Cli, args: &AgentArgs, data_dir: &Path) -> anyhow::Result<()> {
-    let Some(token) = &cli.token else {
-        bail!("an agent needs the manager's token: pass --token or RACK_TOKEN (the manager's <data-dir>/token)");
+fn agent(args: &AgentArgs, data_dir: &Path) -> anyhow::Result<()> {
+    let join_token = match &args.join_token_file {
+        Some(path) => Some(crate::credentials::read_secret_file(path)?),
+        None => std::env::var("RACK_JOIN_TOKEN").ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()),
     };
     let dir = DataDir::open(data_dir)?;
     let _lock = dir.lock()?;
+    let manager = args.join.as_ref().or(args.manager_url.as_ref()).expect("clap requires one of them");
+    let link =
+        std::sync::Arc::new(crate::agent::server::ManagerLink::open(manager, dir.credentials_file(), join_token)?);
     let trusted = dir.trusted_keys(&args.trust)?;
     let launcher = daemon::make_launcher(args.launcher, &args.tender.options(), &dir)?;
     let (memory_mib, vcpus) = daemon::capacity(args.memory_mib, args.vcpus);
-    let server = std::net::TcpListener::bind(args.listen)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-    let address = server.local_addr().context("the agent's listening address")?;
+    let identity = crate::peer::identity::Identity::load_or_create(&dir.agent_identity_dir(), None)
+        .context("the agent's TLS identity")?;
+    let tls = crate::peer::tls::server_config_without_client_auth(&identity)?;
+    let listener = std::net::TcpListener::bind(args.listen)
+        .with_context(|| format!("cannot listen on {} (pick another --listen)", args.listen))?;
+    let address = listener.local_addr().context("the agent listens on an IP address")?;
     let name = match &args.name {
         Some(name) => name.clone(),
         None => {
@@ -591,11 +662,12 @@ fn agent(cli: &Cli, args: &AgentArgs, data_dir: &Path) -> anyhow::Result<()> {
     };
     let join = JoinRequest {
         name,
-        address: format!("http://{address}"),
+        address: format!("https://{address}"),
         launcher: launcher.name().into(),
         arches: launcher.arches().iter().map(|a| a.name().to_owned()).collect(),
         memory_mib,
         vcpus,
+        fingerprint: Some(hex::encode(identity.fingerprint())),
     };
     // Held until the process ends: its lease is the host's liveness.
     let _liveness = match &args.etcd_endpoints {
@@ -617,9 +689,8 @@ fn agent(cli: &Cli, args: &AgentArgs, data_dir: &Path) -> anyhow::Result<()> {
             None
         }
     };
-    let manager = args.join.as_ref().or(args.manager_url.as_ref()).expect("clap requires one of them");
-    let agent = LocalAgent::new(launcher, dir, trusted, Some((manager.clone(), token.clone())));
-    crate::agent::server::run(agent, server, manager, args.join.is_some(), token, join)
+    let agent = LocalAgent::new(launcher, dir, trusted, Some(link.clone()));
+    crate::agent::server::run(agent, listener, tls, link, args.join.is_some(), join)
 }
 
 fn deploy(client: &Client, format: output::Format, args: &DeployArgs) -> anyhow::Result<()> {

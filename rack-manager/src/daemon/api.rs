@@ -35,9 +35,24 @@ pub fn route(rack: &Rack, peer: Option<&Arc<Node>>, req: &Req) -> Result<Reply, 
             "every path starts with /v1 (this manager speaks API version 1)",
         ));
     };
+    crate::credentials::authorize(&req.caller, &req.method, rest)?;
     match (&req.method, rest) {
         (Method::Get, ["hosts"]) => Ok(Reply::json(&rack.hosts()?)),
-        (Method::Post, ["hosts"]) => Ok(Reply::json(&rack.join(req.json::<JoinRequest>("join request")?)?)),
+        (Method::Post, ["hosts"]) => {
+            let join = req.json::<JoinRequest>("join request")?;
+            let fingerprint = crate::credentials::admit(&rack.join_tokens, &req.caller, &join)?;
+            let host = rack.join(join, &fingerprint)?;
+            Ok(Reply::json(&crate::credentials::join_reply(&rack.token, host, &fingerprint)))
+        }
+        (Method::Post, ["join-tokens"]) => {
+            #[derive(serde::Deserialize)]
+            struct Ttl {
+                ttl_s: u64,
+            }
+            let ttl = if req.body.is_empty() { 3600 } else { req.json::<Ttl>("join-token request")?.ttl_s };
+            let (token, expires_ms) = rack.join_tokens.mint(ttl).map_err(|e| HttpError::internal(format!("{e:#}")))?;
+            Ok(Reply::json(&rack_api::JoinToken { token, expires_ms }))
+        }
         (Method::Post, ["hosts", "add"]) => {
             let request: rack_api::AddHostRequest = req.json("add-host request")?;
             Ok(Reply::json(&rack.add_host(request.name, request.address)?))

@@ -218,7 +218,11 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     std::thread::spawn(move || crate::replication::run(&replicating));
     let handler_rack = rack.clone();
     let handler = Arc::new(move |req: &http::Req| api::route(&handler_rack, peer.as_ref(), req));
-    let error = http::serve(server, API_LIMITS, token, api_body_limit, handler);
+    let auth_rack = rack.clone();
+    let authenticate = Arc::new(move |bearer: Option<&str>| {
+        crate::credentials::authenticate(&auth_rack.token, &auth_rack.join_tokens, bearer)
+    });
+    let error = http::serve(server, API_LIMITS, authenticate, api_body_limit, handler);
     anyhow::bail!("the API server stopped: {error}")
 }
 

@@ -16,7 +16,7 @@
 //!   trickling sockets cannot lock out a client that does send a valid request;
 //! - at most [`Limits::handlers`] handlers run at once; further requests wait without a thread.
 //!
-//! Not supported: HTTP/2, TLS on the API ports (a later change), `Expect: 100-continue` beyond
+//! Not supported: HTTP/2, TLS on the manager's API port (agents serve theirs over TLS, [`serve_tls`]), `Expect: 100-continue` beyond
 //! what hyper does by itself (it answers 100 only when the body is read, after the checks).
 
 mod conns;
@@ -26,7 +26,7 @@ use std::{collections::HashMap, fmt};
 
 use rack_api::{ApiError, ErrorBody};
 use serde::{Serialize, de::DeserializeOwned};
-pub use serve::{Limits, TlsGate, serve, spawn_tls};
+pub use serve::{Limits, TlsGate, serve, serve_tls, spawn_tls};
 
 /// The methods the APIs route on; anything else is `NonStandard` and ends in a 404 or 405.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +87,9 @@ pub struct Req {
     pub body: Vec<u8>,
     /// On the peer listener: the configured peer whose certificate the TLS handshake proved.
     pub peer: Option<String>,
+    /// On a listener with bearer credentials: who the request's token proved it is
+    /// ([`crate::credentials`]); `Anonymous` on the peer listener.
+    pub caller: crate::credentials::Caller,
 }
 
 impl Req {
@@ -183,10 +186,9 @@ impl From<crate::store::StoreError> for HttpError {
 
 pub type Handler = dyn Fn(&Req) -> Result<Reply, HttpError> + Send + Sync;
 
-/// Compares without an early exit, so the time taken does not tell how much of a guess was right.
-fn same_token(given: &str, expected: &str) -> bool {
-    given.len() == expected.len() && given.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-}
+/// Turns a request's bearer token (if it has one) into who sent it, or the refusal to answer
+/// before its body is read ([`crate::credentials::authenticate`] on the manager).
+pub type Authenticator = dyn Fn(Option<&str>) -> Result<crate::credentials::Caller, HttpError> + Send + Sync;
 
 fn split_url(url: &str) -> (Vec<String>, HashMap<String, String>) {
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
@@ -220,8 +222,9 @@ mod tests {
 
     #[test]
     fn tokens_compare_exactly() {
-        assert!(same_token("abc", "abc"));
-        assert!(!same_token("abd", "abc"));
-        assert!(!same_token("ab", "abc"));
+        use crate::credentials::same_secret;
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abd", "abc"));
+        assert!(!same_secret("ab", "abc"));
     }
 }

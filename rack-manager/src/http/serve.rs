@@ -29,10 +29,11 @@ use tokio::{
 };
 
 use super::{
-    Handler, HttpError, Method, Reply, Req,
+    Authenticator, Handler, HttpError, Method, Reply, Req,
     conns::{Admitted, Slot, Table},
-    error_body, same_token, split_url,
+    error_body, split_url,
 };
+use crate::credentials::Caller;
 
 /// A request head must be complete this long after the connection opens or its previous
 /// response was sent; so this is also how long a kept-alive connection may sit idle. Ten
@@ -102,19 +103,20 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 struct Site {
-    /// The bearer token every request must carry; `None` on the peer port, where the TLS
+    /// Checks the bearer token every request must carry; `None` on the peer port, where the TLS
     /// handshake already proved the client.
-    token: Option<String>,
+    authenticate: Option<Arc<Authenticator>>,
     body_limit: BodyLimit,
     handler: Arc<Handler>,
     handlers: Arc<Semaphore>,
 }
 
-/// Serves `handler` on `listener` with a bearer `token`; returns only if the listener fails.
+/// Serves `handler` on `listener`, each request's bearer token checked by `authenticate`;
+/// returns only if the listener fails.
 pub fn serve(
     listener: std::net::TcpListener,
     limits: Limits,
-    token: String,
+    authenticate: Arc<Authenticator>,
     body_limit: BodyLimit,
     handler: Arc<Handler>,
 ) -> io::Error {
@@ -125,7 +127,7 @@ pub fn serve(
         };
         let table = Table::new(limits);
         let site = Arc::new(Site {
-            token: Some(token),
+            authenticate: Some(authenticate),
             body_limit,
             handler,
             handlers: Arc::new(Semaphore::new(limits.handlers)),
@@ -163,46 +165,96 @@ pub fn spawn_tls(
                 return;
             }
         };
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let table = Table::new(limits);
-        let site =
-            Arc::new(Site { token: None, body_limit, handler, handlers: Arc::new(Semaphore::new(limits.handlers)) });
-        let gate = Arc::new(gate);
-        loop {
-            let (stream, remote, admitted) = next_admitted(&listener, &table, &*gate.refuse_all).await;
-            let (site, gate, acceptor) = (site.clone(), gate.clone(), acceptor.clone());
-            tokio::spawn(async move {
-                let slot = admitted.slot.clone();
-                let work = async {
-                    let handshake = tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(Deadlined::new(stream)));
-                    let tls = match handshake.await {
-                        Ok(Ok(tls)) => tls,
-                        // Gave up on: nothing worth a line per socket of a flood.
-                        Err(_) => return,
-                        Ok(Err(e)) => {
-                            eprintln!("rack-manager: peer connection: refused {remote} in the TLS handshake: {e}");
-                            return;
-                        }
-                    };
-                    let peer = match (gate.peer_of)(tls.get_ref().1, remote) {
-                        Ok(peer) => peer,
-                        Err(why) => {
-                            eprintln!("rack-manager: peer connection: {why}");
-                            return;
-                        }
-                    };
-                    // A proven peer's connection is never evicted for a newcomer.
-                    let _proven = slot.busy();
-                    serve_http(tls, site, Some(peer), slot.clone()).await;
-                };
-                tokio::select! {
-                    () = work => {}
-                    () = slot.evicted() => {}
-                }
-                drop(admitted);
-            });
-        }
+        let site = Arc::new(Site {
+            authenticate: None,
+            body_limit,
+            handler,
+            handlers: Arc::new(Semaphore::new(limits.handlers)),
+        });
+        tls_loop(listener, limits, config, Some(Arc::new(gate)), site).await;
     });
+}
+
+/// Serves `handler` over TLS on `listener` to clients without certificates, each request's
+/// bearer token checked by `authenticate` (an agent's API: the manager pins the agent's
+/// certificate and proves itself with its token); returns only if the listener fails.
+pub fn serve_tls(
+    listener: std::net::TcpListener,
+    limits: Limits,
+    config: Arc<rustls::ServerConfig>,
+    authenticate: Arc<Authenticator>,
+    body_limit: BodyLimit,
+    handler: Arc<Handler>,
+) -> io::Error {
+    runtime().block_on(async move {
+        let listener = match async_listener(listener) {
+            Ok(listener) => listener,
+            Err(e) => return e,
+        };
+        let site = Arc::new(Site {
+            authenticate: Some(authenticate),
+            body_limit,
+            handler,
+            handlers: Arc::new(Semaphore::new(limits.handlers)),
+        });
+        tls_loop(listener, limits, config, None, site).await
+    })
+}
+
+/// Accepts TLS connections forever. With a `gate`, the handshake must prove a peer (whose
+/// connection is then never evicted); without one, the client is proved by its requests' tokens.
+async fn tls_loop(
+    listener: tokio::net::TcpListener,
+    limits: Limits,
+    config: Arc<rustls::ServerConfig>,
+    gate: Option<Arc<TlsGate>>,
+    site: Arc<Site>,
+) -> io::Error {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let table = Table::new(limits);
+    let never = || false;
+    loop {
+        let refuse_all: &(dyn Fn() -> bool + Send + Sync) = match &gate {
+            Some(gate) => &*gate.refuse_all,
+            None => &never,
+        };
+        let (stream, remote, admitted) = next_admitted(&listener, &table, refuse_all).await;
+        let (site, gate, acceptor) = (site.clone(), gate.clone(), acceptor.clone());
+        tokio::spawn(async move {
+            let slot = admitted.slot.clone();
+            let work = async {
+                let handshake = tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(Deadlined::new(stream)));
+                let tls = match handshake.await {
+                    Ok(Ok(tls)) => tls,
+                    // Gave up on: nothing worth a line per socket of a flood.
+                    Err(_) => return,
+                    Ok(Err(e)) => {
+                        eprintln!("rack-manager: TLS connection: refused {remote} in the TLS handshake: {e}");
+                        return;
+                    }
+                };
+                let Some(gate) = gate else {
+                    serve_http(tls, site, None, slot.clone()).await;
+                    return;
+                };
+                let peer = match (gate.peer_of)(tls.get_ref().1, remote) {
+                    Ok(peer) => peer,
+                    Err(why) => {
+                        eprintln!("rack-manager: peer connection: {why}");
+                        return;
+                    }
+                };
+                // A proven peer's connection is never evicted for a newcomer.
+                let _proven = slot.busy();
+                serve_http(tls, site, Some(peer), slot.clone()).await;
+            };
+            tokio::select! {
+                () = work => {}
+                () = slot.evicted() => {}
+            }
+            drop(admitted);
+        });
+    }
 }
 
 fn async_listener(listener: std::net::TcpListener) -> io::Result<tokio::net::TcpListener> {
@@ -258,23 +310,21 @@ async fn answer(
 ) -> Result<Answer, Infallible> {
     let method = Method::from(request.method());
     let (segments, query) = split_url(request.uri().path_and_query().map_or("/", |p| p.as_str()));
-    if let Some(token) = &site.token {
-        let authorized = request
-            .headers()
-            .get(AUTH_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix(AUTH_SCHEME))
-            .is_some_and(|given| same_token(given.trim(), token));
-        if !authorized {
-            let error = HttpError::new(
-                401,
-                "unauthorized",
-                "the request carries no valid API token",
-                "pass the manager's token: the CLI reads <data-dir>/token on the manager's host, or give --token / RACK_TOKEN",
-            );
-            return Ok(refusal(&error));
+    let caller = match &site.authenticate {
+        Some(authenticate) => {
+            let bearer = request
+                .headers()
+                .get(AUTH_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix(AUTH_SCHEME))
+                .map(str::trim);
+            match authenticate(bearer) {
+                Ok(caller) => caller,
+                Err(error) => return Ok(refusal(&error)),
+            }
         }
-    }
+        None => Caller::Anonymous,
+    };
     // From here the request is authenticated (or on a proven peer link): its connection is kept.
     let _busy = slot.busy();
     let limit = (site.body_limit)(&method, &segments);
@@ -309,7 +359,7 @@ async fn answer(
             return Ok(refusal(&error));
         }
     };
-    let req = Req { method, segments, query, body, peer };
+    let req = Req { method, segments, query, body, peer, caller };
     let Ok(permit) = site.handlers.clone().acquire_owned().await else {
         return Ok(refusal(&HttpError::internal("the server is shutting down")));
     };

@@ -53,6 +53,27 @@ pub fn client_config(identity: &Identity, pinned: Fingerprint) -> anyhow::Result
     Ok(Arc::new(config))
 }
 
+/// The client side of a link to a server whose certificate has fingerprint `pinned`, presenting
+/// no certificate of its own (the manager calling an agent: it proves itself with a token).
+pub fn pinned_client_config(pinned: Fingerprint) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous() // Not a CA chain: the verifier below pins the exact certificate.
+        .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier { pinned, algorithms: algorithms() }))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The server side of a TLS listener that asks for no client certificate (an agent's API:
+/// callers prove themselves with a token).
+pub fn server_config_without_client_auth(identity: &Identity) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![identity.cert.clone()], identity.key())?;
+    Ok(Arc::new(config))
+}
+
 #[derive(Debug)]
 struct PinnedServerVerifier {
     pinned: Fingerprint,

@@ -87,14 +87,49 @@ impl PeerClient {
         Ok(PeerClient { address, config: tls::client_config(identity, pinned)?, timeout })
     }
 
+    /// A client of the TLS server at `url` (`https://HOST:PORT`) with this rustls configuration
+    /// (an agent's API: [`tls::pinned_client_config`], no client certificate).
+    pub fn with_config(url: &str, config: Arc<rustls::ClientConfig>, timeout: Duration) -> anyhow::Result<PeerClient> {
+        let address = url
+            .strip_prefix("https://")
+            .ok_or_else(|| anyhow::anyhow!("{url:?} is not a TLS URL: give https://HOST:PORT"))?
+            .trim_end_matches('/')
+            .to_owned();
+        Ok(PeerClient { address, config, timeout })
+    }
+
     /// Sends one request and returns a 2xx response, or the error.
     pub fn call(&self, method: &str, path: &str, body: &[u8]) -> Result<Response, CallError> {
-        self.call_limited(method, path, body, MAX_RESPONSE_BODY)
+        self.request(method, path, None, body, MAX_RESPONSE_BODY)
     }
 
     /// [`PeerClient::call`], refusing a response body longer than `max_body` before reading it
     /// (a heartbeat reply is small: a hostile peer must not make this rack read a gigabyte).
     pub fn call_limited(&self, method: &str, path: &str, body: &[u8], max_body: u64) -> Result<Response, CallError> {
+        self.request(method, path, None, body, max_body)
+    }
+
+    /// [`PeerClient::call`], with `Authorization: Bearer <bearer>` when given, refusing a
+    /// response body over `max_body` (an agent's answers are small JSON documents).
+    pub fn call_with_bearer(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: &[u8],
+        max_body: u64,
+    ) -> Result<Response, CallError> {
+        self.request(method, path, bearer, body, max_body)
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: &[u8],
+        max_body: u64,
+    ) -> Result<Response, CallError> {
         let address = self.address.clone();
         let connect_error = |detail: String| CallError::Connect { address: address.clone(), detail };
         let target = self
@@ -117,8 +152,9 @@ impl PeerClient {
                 .map_err(|e| CallError::Handshake { address: address.clone(), detail: e.to_string() })?;
         }
         let mut stream = rustls::StreamOwned::new(connection, socket);
+        let authorization = bearer.map(|b| format!("Authorization: Bearer {b}\r\n")).unwrap_or_default();
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{authorization}Content-Length: {}\r\nConnection: close\r\n\r\n",
             self.address,
             body.len()
         );

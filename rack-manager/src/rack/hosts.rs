@@ -7,6 +7,7 @@ use rack_api::{Desired, DrainResponse, Host, HostState, InstanceState, JoinReque
 use super::{Rack, RackError, Result, deployments_by_id};
 use crate::{
     agent::RemoteAgent,
+    peer::identity::Fingerprint,
     placement::{self, Candidate},
     store::{HostRecord, InstanceRecord, StateStore},
 };
@@ -87,8 +88,10 @@ impl Rack {
         hosts(&**self.store())
     }
 
-    /// Registers (or re-registers) the agent that announced itself with `join`.
-    pub fn join(&self, join: JoinRequest) -> Result<Host> {
+    /// Registers (or re-registers) the agent that announced itself with `join`, serving the
+    /// certificate `fingerprint` (pinned from now on; the caller checked the join's credential,
+    /// [`crate::credentials::admit`]).
+    pub fn join(&self, join: JoinRequest, fingerprint: &Fingerprint) -> Result<Host> {
         if join.name.is_empty()
             || join.name.len() > 63
             || !join.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
@@ -98,9 +101,13 @@ impl Rack {
                 "use up to 63 letters, digits, '-', '_' and '.'",
             ));
         }
-        if !join.address.starts_with("http://") {
-            return Err(RackError::invalid(format!("{:?} is not an agent URL", join.address), "give http://HOST:PORT"));
+        if !join.address.starts_with("https://") || join.address.contains('#') {
+            return Err(RackError::invalid(
+                format!("{:?} is not an agent URL", join.address),
+                "give https://HOST:PORT",
+            ));
         }
+        let address = crate::credentials::pinned_address(&join.address, fingerprint);
         let view = {
             let mut store = self.store();
             let existing = store.hosts()?.into_iter().find(|h| h.name == join.name);
@@ -113,7 +120,7 @@ impl Rack {
             // Sealed: only hosts that joined through a manager are ever contacted (store::JoinKey).
             let record = HostRecord {
                 name: join.name.clone(),
-                address: Some(join.address.clone()),
+                address: Some(address.clone()),
                 launcher: join.launcher,
                 arches: join.arches,
                 memory_mib: join.memory_mib,
@@ -124,22 +131,23 @@ impl Rack {
             store.upsert_host(&record.sealed(&crate::store::JoinKey::from_token(&self.token)))?;
             host_view(&**store, &join.name)?
         };
-        self.add_agent(&join.name, Arc::new(RemoteAgent::new(&join.address, &self.token)));
+        self.add_agent(&join.name, Arc::new(RemoteAgent::new(&join.name, &address, &self.token)));
         self.wake();
         Ok(view)
     }
 
-    /// Adds the agent listening at `address` as host `name`: asks it what it offers first.
+    /// Adds the agent waiting at `address` (`https://HOST:PORT#sha256=<fingerprint>`, as it
+    /// printed it) as host `name`: invites it over pinned TLS, and it joins with its own join token.
     pub fn add_host(&self, name: String, address: String) -> Result<Host> {
-        let client = crate::client::Client::new(&address, &self.token, std::time::Duration::from_secs(10));
-        let info: JoinRequest = client.get("/agent/info").map_err(|e| {
+        RemoteAgent::new(&name, &address, &self.token).invite(&name).map_err(|e| {
             RackError::refused(
                 "agent_unreachable",
                 format!("no agent answered at {address}: {e}"),
-                "start one there with `rack-manager agent --manager-url <this manager> --listen ADDR`",
+                "start one there with `rack-manager agent --manager-url <this manager> --join-token-file FILE --listen ADDR` \
+                 and give the address it prints (https://HOST:PORT#sha256=…)",
             )
         })?;
-        self.join(JoinRequest { name, address, ..info })
+        host_view(&**self.store(), &name)
     }
 
     /// Moves every instance off host `name` and marks it draining (placement skips it).

@@ -47,8 +47,11 @@ pub struct Rack {
     agents: RwLock<HashMap<String, Arc<dyn HostAgent>>>,
     pub dir: DataDir,
     pub trusted: TrustedKeys,
-    /// The credential the manager's agents are reached with.
+    /// The admin token: the manager's own; per-agent credentials are derived from it
+    /// ([`crate::credentials`]) and it never leaves the manager.
     pub token: String,
+    /// Join tokens minted here (`host join-token`), one-use.
+    pub join_tokens: crate::credentials::JoinTokens,
     /// The URL agents can fetch images from: the API's, unless it listens on every interface
     /// (0.0.0.0), where agents use the URL they joined with.
     pub image_source: Option<String>,
@@ -87,6 +90,7 @@ impl Rack {
         Rack {
             store: Mutex::new(parts.store),
             agents: RwLock::new(HashMap::new()),
+            join_tokens: crate::credentials::JoinTokens::new(parts.dir.join_tokens_file()),
             dir: parts.dir,
             trusted: parts.trusted,
             token: parts.token,

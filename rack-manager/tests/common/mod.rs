@@ -3,8 +3,11 @@
 #![allow(dead_code)] // Each test file uses its own subset.
 
 use std::{
+    io::{Read, Write},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
+    sync::Arc,
     thread,
     time::{Duration, Instant},
 };
@@ -12,6 +15,12 @@ use std::{
 use images::{Arch, build::workspace_root, keys::KeyConfig};
 use rack_api::Instance;
 use rustix::process::{Pid, Signal, kill_process};
+use rustls::{
+    DigitallySignedStruct, SignatureScheme,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    pki_types::{CertificateDer, ServerName, UnixTime},
+};
+use sha2::{Digest, Sha256};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_rack-manager");
 
@@ -241,10 +250,18 @@ impl Rack {
         self.spawn_agent(&["--join", &url, "--name", name], extra);
     }
 
-    /// Starts an agent with `how` (`--join URL` or `--manager-url URL`) and `extra` arguments.
+    /// Mints a one-use join token into `path` (mode 0600), as an operator would.
+    pub fn join_token(&self, path: &Path) {
+        self.ok(&["host", "join-token", "--out", path.to_str().expect("a UTF-8 path")]);
+    }
+
+    /// Starts an agent with `how` (`--join URL` or `--manager-url URL`) and `extra` arguments,
+    /// and a join token of its own (`<agent-dir>/join.token`): no token is on its command line.
     pub fn spawn_agent(&mut self, how: &[&str], extra: &[&str]) {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let mut args: Vec<String> = vec!["agent".into(), "--token".into(), self.token()];
+        let token = dir.path().join("join.token");
+        self.join_token(&token);
+        let mut args: Vec<String> = vec!["agent".into(), "--join-token-file".into(), token.display().to_string()];
         args.extend(how.iter().chain(extra).map(|s| (*s).to_owned()));
         args.extend(trust_args());
         let child = agent_process(dir.path(), &args);
@@ -328,4 +345,106 @@ pub fn wait_for_200(port: u16, path: &str, timeout: Duration) -> String {
 /// The forwarded host port of the instance's first listen port.
 pub fn host_port(instance: &Instance) -> u16 {
     instance.ports.first().unwrap_or_else(|| panic!("{} forwards no port: {instance:?}", instance.id)).host_port
+}
+
+/// A TLS client check that accepts only the certificate with the pinned SHA-256 fingerprint, as
+/// the manager does with its agents.
+#[derive(Debug)]
+pub struct Pinned(pub [u8; 32]);
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        cert: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if <[u8; 32]>::from(Sha256::digest(cert)) == self.0 {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General("not the pinned certificate".into()))
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(m, c, d, &algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(m, c, d, &algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// One HTTPS request to the agent at `address` (`https://HOST:PORT#sha256=FP`): (status, body).
+pub fn agent_call(address: &str, method: &str, path: &str, bearer: Option<&str>, body: &str) -> (u16, String) {
+    let (url, fp) = address.split_once("#sha256=").expect("a pinned address");
+    let host_port = url.strip_prefix("https://").expect("https");
+    let pinned: [u8; 32] = hex::decode(fp).expect("hex").try_into().expect("32 bytes");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned(pinned)))
+        .with_no_client_auth();
+    let mut socket = TcpStream::connect(host_port).expect("the agent listens");
+    socket.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let connection = rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("agent").expect("a name"))
+        .expect("a TLS client");
+    let mut stream = rustls::StreamOwned::new(connection, &mut socket);
+    let auth = bearer.map(|b| format!("Authorization: Bearer {b}\r\n")).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: agent\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("sent");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+/// The `https://HOST:PORT#sha256=FP` address an agent started with `--manager-url` printed (its
+/// log is `<agent-dir>/agent.stderr`), once it has.
+pub fn printed_agent_address(agent_dir: &Path) -> String {
+    let log = agent_dir.join("agent.stderr");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some((_, rest)) = text.split_once("host add NAME ") {
+            return rest.split(['`', ' ', '\n']).next().expect("an address").to_owned();
+        }
+        assert!(Instant::now() < deadline, "the agent never printed its address: {text}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The token the manager was given for the agent whose data directory is `agent_dir` (from its
+/// `credentials` file, once it has joined).
+pub fn manager_token_of(agent_dir: &Path) -> String {
+    let path = agent_dir.join("credentials");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "the agent kept no credentials");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let creds: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("readable")).expect("json");
+    creds["manager_token"].as_str().expect("a manager token").to_owned()
 }

@@ -1,0 +1,424 @@
+//! Who may talk to whom inside a rack, and with which credential.
+//!
+//! | credential | held by | lets its holder |
+//! |---|---|---|
+//! | admin token (`<data-dir>/token`) | the manager (and its operator's CLI) | everything on the manager API; it never leaves the manager's host |
+//! | join token (`host join-token`) | an operator, then one agent | `POST /v1/hosts` once, before it expires |
+//! | agent credential | one agent (`<agent-data-dir>/credentials`) | fetch image blobs, re-join as that host with that certificate |
+//! | manager token for an agent | the manager, derived, never stored | every `/v1/agent/*` route of that one agent |
+//!
+//! The manager stores no per-agent secret: both per-agent credentials are HMAC-SHA256 of the
+//! admin token over the host's name and its certificate fingerprint (pinned at join), so every
+//! manager of an etcd rack that shares the admin token can reach every agent, a restart of either
+//! side changes nothing, and a host record written by someone else (with another address or
+//! fingerprint) yields a token no real agent accepts. Rotating the admin token revokes them all
+//! (agents then join again with a new join token).
+//!
+//! Join tokens are random, one-use and expiring; the manager keeps only their SHA-256 in
+//! `<data-dir>/join-tokens` (mode 0600), so they are valid only at the manager that minted them.
+
+use std::{
+    fs,
+    io::Write,
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use crate::http::Method;
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+
+use crate::{datadir::now_ms, http::HttpError, peer::identity::Fingerprint};
+
+/// Who sent a request, as its bearer token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The manager's admin token (on an agent: the manager's token for that agent).
+    Admin,
+    /// A joined agent, by its host name and the certificate it joined with.
+    Agent { name: String, fingerprint: Fingerprint },
+    /// A join token that is minted, unused and unexpired (consumed by the join itself).
+    Join(String),
+    /// No credential was needed (the agent's `invite`, before it has joined).
+    Anonymous,
+}
+
+const AGENT_PREFIX: &str = "agent:";
+const JOIN_PREFIX: &str = "join-";
+
+/// HMAC-SHA256 (RFC 2104) of `message` under `key`.
+fn hmac(key: &[u8], message: &[&[u8]]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(block.map(|b| b ^ 0x36));
+    for part in message {
+        inner.update(part);
+    }
+    let mut outer = Sha256::new();
+    outer.update(block.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+/// Compares without an early exit, so the time taken does not tell how much of a guess was right.
+pub fn same_secret(given: &str, expected: &str) -> bool {
+    given.len() == expected.len() && given.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// The token the manager presents to the agent `name` whose certificate is `fingerprint`.
+pub fn manager_token(admin: &str, name: &str, fingerprint: &Fingerprint) -> String {
+    hex::encode(hmac(admin.as_bytes(), &[b"manager-to-agent\0", name.as_bytes(), b"\0", fingerprint]))
+}
+
+/// The credential the agent `name` (certificate `fingerprint`) presents to the manager:
+/// `agent:<fingerprint>:<mac>:<name>`, checkable by the manager without any stored state.
+pub fn agent_credential(admin: &str, name: &str, fingerprint: &Fingerprint) -> String {
+    let mac = hmac(admin.as_bytes(), &[b"agent-to-manager\0", name.as_bytes(), b"\0", fingerprint]);
+    format!("{AGENT_PREFIX}{}:{}:{name}", hex::encode(fingerprint), hex::encode(mac))
+}
+
+/// Checks a bearer token presented to the manager.
+pub fn authenticate(admin: &str, joins: &JoinTokens, bearer: Option<&str>) -> Result<Caller, HttpError> {
+    let refused = || {
+        HttpError::new(
+            401,
+            "unauthorized",
+            "the request carries no valid API token",
+            "the CLI reads <data-dir>/token on the manager's host; elsewhere set RACK_TOKEN or --token-file",
+        )
+    };
+    let Some(bearer) = bearer else { return Err(refused()) };
+    if same_secret(bearer, admin) {
+        return Ok(Caller::Admin);
+    }
+    if let Some(rest) = bearer.strip_prefix(AGENT_PREFIX) {
+        let mut parts = rest.splitn(3, ':');
+        let (Some(fp), Some(_mac), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(refused());
+        };
+        let fingerprint: Fingerprint = hex::decode(fp).ok().and_then(|b| b.try_into().ok()).ok_or_else(refused)?;
+        if same_secret(bearer, &agent_credential(admin, name, &fingerprint)) {
+            return Ok(Caller::Agent { name: name.to_owned(), fingerprint });
+        }
+        return Err(refused());
+    }
+    if bearer.starts_with(JOIN_PREFIX) {
+        if joins.is_valid(bearer) {
+            return Ok(Caller::Join(bearer.to_owned()));
+        }
+        return Err(HttpError::new(
+            401,
+            "unauthorized",
+            "the join token is unknown, used or expired",
+            "mint a new one on the manager with `rack-manager host join-token --out FILE`",
+        ));
+    }
+    Err(refused())
+}
+
+/// What each kind of caller may do on the manager API (`rest` is the path after `/v1`). Only
+/// the admin token reaches anything but joining and image blobs.
+pub fn authorize(caller: &Caller, method: &Method, rest: &[&str]) -> Result<(), HttpError> {
+    let allowed = match caller {
+        Caller::Admin => true,
+        Caller::Agent { .. } => {
+            matches!((method, rest), (Method::Post, ["hosts"]) | (Method::Get, ["images", _, "blob"]))
+        }
+        Caller::Join(_) => matches!((method, rest), (Method::Post, ["hosts"])),
+        Caller::Anonymous => false,
+    };
+    if allowed {
+        return Ok(());
+    }
+    Err(HttpError::new(
+        403,
+        "forbidden",
+        format!("this credential may not {method} /v1/{}", rest.join("/")),
+        "agent credentials and join tokens only join and fetch images; use the manager's admin token",
+    ))
+}
+
+/// Whether `caller` may join (or re-join) as `join` says; the certificate fingerprint to pin.
+/// A join token is used up here; an agent credential re-joins only its own host with its own
+/// certificate.
+pub fn admit(joins: &JoinTokens, caller: &Caller, join: &rack_api::JoinRequest) -> Result<Fingerprint, HttpError> {
+    let fingerprint = join
+        .fingerprint
+        .as_deref()
+        .ok_or_else(|| {
+            HttpError::bad_request(
+                "the join request names no certificate fingerprint",
+                "this agent is older than its manager: run the same rack-manager version on both",
+            )
+        })
+        .and_then(|fp| {
+            crate::peer::identity::parse_fingerprint(fp).map_err(|e| HttpError::bad_request(e, "send 64 hex digits"))
+        })?;
+    match caller {
+        Caller::Admin => Ok(fingerprint),
+        Caller::Agent { name, fingerprint: joined } if *name == join.name && *joined == fingerprint => Ok(fingerprint),
+        Caller::Agent { name, .. } => Err(HttpError::new(
+            403,
+            "forbidden",
+            format!("the credential of host {name:?} re-joins only that host with its own certificate"),
+            "a new host, or a host with a new certificate, joins with a new join token",
+        )),
+        Caller::Join(token) if joins.consume(token) => Ok(fingerprint),
+        Caller::Join(_) | Caller::Anonymous => Err(HttpError::new(
+            401,
+            "unauthorized",
+            "the join token is unknown, used or expired",
+            "mint a new one on the manager with `rack-manager host join-token --out FILE`",
+        )),
+    }
+}
+
+/// The answer to a join: the host and its two per-agent credentials.
+pub fn join_reply(admin: &str, host: rack_api::Host, fingerprint: &Fingerprint) -> rack_api::JoinReply {
+    rack_api::JoinReply {
+        manager_token: manager_token(admin, &host.name, fingerprint),
+        agent_credential: agent_credential(admin, &host.name, fingerprint),
+        host,
+    }
+}
+
+/// An agent's URL with the fingerprint of the certificate it serves, as the manager stores it:
+/// `https://HOST:PORT#sha256=<hex>`.
+pub fn pinned_address(url: &str, fingerprint: &Fingerprint) -> String {
+    format!("{url}#sha256={}", hex::encode(fingerprint))
+}
+
+/// Splits a stored agent address into its URL and pinned fingerprint.
+pub fn parse_pinned_address(address: &str) -> Result<(String, Fingerprint), String> {
+    let (url, fp) = address.split_once("#sha256=").ok_or_else(|| {
+        format!(
+            "the host address {address:?} pins no certificate (an agent from before per-agent credentials): \
+             start the agent again with a join token (`rack-manager host join-token`)"
+        )
+    })?;
+    if !url.starts_with("https://") {
+        return Err(format!("the host address {address:?} is not https://HOST:PORT"));
+    }
+    let fingerprint = crate::peer::identity::parse_fingerprint(fp)?;
+    Ok((url.to_owned(), fingerprint))
+}
+
+/// Join tokens minted by this manager: SHA-256 of each, with its expiry, in a 0600 file.
+#[derive(Debug)]
+pub struct JoinTokens {
+    path: PathBuf,
+    lock: Mutex<()>,
+}
+
+/// The longest a join token may live: a join token is for an operator about to start an agent.
+pub const MAX_JOIN_TTL_S: u64 = 7 * 24 * 3600;
+
+impl JoinTokens {
+    pub fn new(path: PathBuf) -> JoinTokens {
+        JoinTokens { path, lock: Mutex::new(()) }
+    }
+
+    fn read(&self) -> Vec<(String, u64)> {
+        let text = fs::read_to_string(&self.path).unwrap_or_default();
+        let now = now_ms();
+        text.lines()
+            .filter_map(|l| {
+                let (hash, expires) = l.split_once(' ')?;
+                Some((hash.to_owned(), expires.trim().parse().ok()?))
+            })
+            .filter(|(_, expires)| *expires > now)
+            .collect()
+    }
+
+    fn write(&self, tokens: &[(String, u64)]) -> anyhow::Result<()> {
+        let aside = self.path.with_extension(format!("{}.tmp", std::process::id()));
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&aside)
+            .with_context(|| format!("creating {}", aside.display()))?;
+        for (hash, expires) in tokens {
+            writeln!(file, "{hash} {expires}").with_context(|| format!("writing {}", aside.display()))?;
+        }
+        file.sync_all().with_context(|| format!("writing {}", aside.display()))?;
+        fs::rename(&aside, &self.path).with_context(|| format!("writing {}", self.path.display()))
+    }
+
+    fn hash(token: &str) -> String {
+        hex::encode(Sha256::digest(token.as_bytes()))
+    }
+
+    /// A new one-use token valid for `ttl_s` seconds, and its expiry (ms since the epoch).
+    pub fn mint(&self, ttl_s: u64) -> anyhow::Result<(String, u64)> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a join token: {e}"))?;
+        let token = format!("{JOIN_PREFIX}{}", hex::encode(bytes));
+        let expires = now_ms() + ttl_s.min(MAX_JOIN_TTL_S) * 1000;
+        let _held = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tokens = self.read();
+        tokens.push((JoinTokens::hash(&token), expires));
+        self.write(&tokens)?;
+        Ok((token, expires))
+    }
+
+    pub fn is_valid(&self, token: &str) -> bool {
+        let hash = JoinTokens::hash(token);
+        let _held = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.read().iter().any(|(h, _)| same_secret(h, &hash))
+    }
+
+    /// Uses `token` up: true if it was valid (and now is not).
+    pub fn consume(&self, token: &str) -> bool {
+        let hash = JoinTokens::hash(token);
+        let _held = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tokens = self.read();
+        let before = tokens.len();
+        tokens.retain(|(h, _)| !same_secret(h, &hash));
+        tokens.len() < before && self.write(&tokens).is_ok()
+    }
+}
+
+/// Reads a secret from `path`, refusing a file that its group or others may read or write.
+pub fn read_secret_file(path: &Path) -> anyhow::Result<String> {
+    let meta = fs::metadata(path).with_context(|| format!("reading the token file {}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "the token file {} has mode {mode:04o}: others on this machine could read it; run `chmod 600 {}` and start again",
+            path.display(),
+            path.display()
+        );
+    }
+    let token = fs::read_to_string(path)
+        .with_context(|| format!("reading the token file {}", path.display()))?
+        .trim()
+        .to_owned();
+    anyhow::ensure!(!token.is_empty(), "the token file {} is empty", path.display());
+    Ok(token)
+}
+
+/// Writes a secret file readable only by its owner (replacing any previous one atomically).
+pub fn write_secret_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    let aside = path.with_extension(format!("{}.tmp", std::process::id()));
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&aside)
+        .with_context(|| format!("creating {}", aside.display()))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", aside.display()))?;
+    fs::rename(&aside, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// What a joined agent keeps (`<agent-data-dir>/credentials`, mode 0600): the token the
+/// manager presents to it, and the credential it presents to the manager.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AgentCredentials {
+    pub name: String,
+    pub manager_token: String,
+    pub agent_credential: String,
+}
+
+impl AgentCredentials {
+    pub fn load(path: &Path) -> anyhow::Result<Option<AgentCredentials>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = read_secret_file(path)?;
+        let credentials = serde_json::from_str(&text)
+            .with_context(|| format!("{} is corrupt: delete it and join again with a join token", path.display()))?;
+        Ok(Some(credentials))
+    }
+
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        write_secret_file(path, &serde_json::to_string(self).expect("plain data"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc_4231_case_2() {
+        let mac = hmac(b"Jefe", &[b"what do ya want ", b"for nothing?"]);
+        assert_eq!(hex::encode(mac), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    }
+
+    #[test]
+    fn an_agent_credential_names_its_host_and_is_bound_to_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let joins = JoinTokens::new(dir.path().join("join-tokens"));
+        let fp = [7u8; 32];
+        let credential = agent_credential("admin", "edge-1", &fp);
+        assert_eq!(
+            authenticate("admin", &joins, Some(&credential)).expect("valid"),
+            Caller::Agent { name: "edge-1".into(), fingerprint: fp }
+        );
+        let renamed = credential.replace(":edge-1", ":edge-2");
+        assert!(authenticate("admin", &joins, Some(&renamed)).is_err(), "another name");
+        assert!(authenticate("other-admin", &joins, Some(&credential)).is_err(), "another rack");
+        assert_ne!(manager_token("admin", "edge-1", &fp), manager_token("admin", "edge-1", &[8; 32]));
+    }
+
+    #[test]
+    fn agents_may_only_join_and_fetch_images() {
+        let agent = Caller::Agent { name: "a".into(), fingerprint: [0; 32] };
+        assert!(authorize(&agent, &Method::Get, &["images", "ab", "blob"]).is_ok());
+        assert!(authorize(&agent, &Method::Post, &["hosts"]).is_ok());
+        for (method, path) in [
+            (Method::Get, vec!["hosts"]),
+            (Method::Post, vec!["deployments"]),
+            (Method::Get, vec!["images"]),
+            (Method::Post, vec!["join-tokens"]),
+        ] {
+            assert_eq!(authorize(&agent, &method, &path).expect_err("refused").status, 403, "{path:?}");
+        }
+        assert!(authorize(&Caller::Join("t".into()), &Method::Get, &["images", "ab", "blob"]).is_err());
+    }
+
+    #[test]
+    fn join_tokens_are_used_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let joins = JoinTokens::new(dir.path().join("join-tokens"));
+        let (token, _) = joins.mint(60).expect("minted");
+        assert!(matches!(authenticate("admin", &joins, Some(&token)), Ok(Caller::Join(_))));
+        assert!(joins.consume(&token));
+        assert!(!joins.consume(&token), "used");
+        assert_eq!(authenticate("admin", &joins, Some(&token)).expect_err("used").status, 401);
+        let (expired, _) = joins.mint(0).expect("minted");
+        assert!(!joins.is_valid(&expired), "expired at once");
+        let mode = fs::metadata(dir.path().join("join-tokens")).expect("file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_token_file_others_can_read_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("token");
+        fs::write(&path, "secret\n").expect("writes");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let error = read_secret_file(&path).expect_err("refused").to_string();
+        assert!(error.contains(&format!("chmod 600 {}", path.display())), "{error}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(read_secret_file(&path).expect("read"), "secret");
+    }
+
+    #[test]
+    fn pinned_addresses_round_trip() {
+        let address = pinned_address("https://127.0.0.1:7879", &[9; 32]);
+        assert_eq!(parse_pinned_address(&address), Ok(("https://127.0.0.1:7879".into(), [9; 32])));
+        assert!(parse_pinned_address("http://127.0.0.1:7879").is_err());
+    }
+}
