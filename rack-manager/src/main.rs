@@ -17,6 +17,8 @@
 //!   [`placement`]: the one call that says where replicas go, on top of the `placement` engine
 //!   crate.
 #![forbid(unsafe_code)]
+// clap turns the argument docs into `--help`, where `<data-dir>` is a placeholder, not HTML.
+#![allow(rustdoc::invalid_html_tags)]
 
 mod agent;
 mod cli;

@@ -13,7 +13,7 @@
 //! A pinned peer is authenticated, not trusted with everything ([`policy`]): it may fence only
 //! this rack's deployments whose failover plan names it, have this rack run only images signed by
 //! a key trusted for it, within this rack's takeover limits, and every name it sends is checked
-//! before it is used. A peer is down only when unreachable both ways (see [`Node::peer_is_down`]).
+//! before it is used. A peer is down only when unreachable both ways (see [`Node::peer_is_alive`]).
 //!
 //! ```text
 //! <data-dir>/peer/name, identity.key (0600), identity.crt   this rack's identity
