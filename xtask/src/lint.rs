@@ -32,6 +32,9 @@ pub struct LintArgs {
 const RUSTDOCFLAGS: &str = "-D rustdoc::broken_intra_doc_links";
 
 pub fn main(args: LintArgs) -> Result<ExitCode> {
+    // The rack manager's etcd client is generated at build time by protoc; CI lints a fresh clone
+    // before `cargo xtask test` has installed anything.
+    crate::deps::ensure_tool(crate::deps::PROTOC)?;
     let root = workspace_root();
     let apps = appliances(&root);
     let mut failed = Vec::new();
