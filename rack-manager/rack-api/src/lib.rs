@@ -29,8 +29,17 @@
 //! | `GET /v1/instances/{id}/logs?offset=N` | | [`LogChunk`] |
 //! | `GET /v1/stats` | | [`Stats`] |
 //! | `GET /v1/replication` | | [`replication::ReplicationStatus`] |
+//! | `GET /v1/identity` | | [`peers::IdentityView`] |
+//! | `GET /v1/peers` | | `Vec<`[`peers::PeerView`]`>` |
+//! | `POST /v1/peers` | [`peers::PeerEntry`] | `Option<`[`peers::PeerView`]`>` (201) |
+//! | `DELETE /v1/peers/{name}` | | `{"removed": name}` |
+//! | `POST /v1/failover/plans` | [`peers::SetPlanRequest`] | [`peers::SetPlanRequest`] |
+//! | `GET /v1/failover/plan` | | [`peers::PlanView`] |
+//! | `GET /v1/failover/status` | | `Vec<`[`peers::Takeover`]`>` |
+//! | `POST /v1/failover/release/{peer}/{deployment}` | | [`peers::Takeover`] |
 #![forbid(unsafe_code)]
 
+pub mod peers;
 pub mod replication;
 
 use serde::{Deserialize, Serialize};

@@ -15,9 +15,9 @@
 
 use std::{sync::Arc, thread, time::Duration};
 
-use rack_api::{DeployRequest, InstanceState};
+use rack_api::{DeployRequest, InstanceState, peers::Takeover};
 
-use super::{Node, PlanSpec, Takeover};
+use super::{Node, PlanSpec};
 use crate::datadir::now_ms;
 
 /// How often leases are checked: a fraction of a heartbeat, so detection adds little.

@@ -10,11 +10,12 @@ use std::{
 
 use http1::request::Method;
 use images::artifact::ImageId;
+use rack_api::peers::PeerImage;
 use replica::{ChunkId, VolumeSnapshot};
 
 use super::{
-    Heartbeat, HeartbeatReply, Node, PeerImage, ServedVolume, TakeoverNotice, identity::fingerprint,
-    local::LocalChunks, policy, wire,
+    Heartbeat, HeartbeatReply, Node, ServedVolume, TakeoverNotice, identity::fingerprint, local::LocalChunks, policy,
+    wire,
 };
 use crate::{datadir::now_ms, http};
 

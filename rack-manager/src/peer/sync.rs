@@ -12,10 +12,11 @@
 use std::{sync::Arc, thread, time::Duration};
 
 use images::artifact::ImageId;
+use rack_api::peers::PeerEntry;
 use replica::{ChunkId, Remote, RemoteError};
 
 use super::{
-    Heartbeat, HeartbeatReply, Node, PeerEntry, PlanSpec,
+    Heartbeat, HeartbeatReply, Node, PlanSpec,
     remote::{ChunkTally, PeerRemote},
 };
 use crate::datadir::now_ms;
