@@ -11,11 +11,9 @@
 //!   failover; [`reconcile`]: desired state → observed state, restart policy and backoff;
 //!   [`replication`]: the background replication of the image store (cloud and peers);
 //! - [`rack`]: the rack core, the rack's state and every operation on it, which all of the above
-//!   call and none of which it knows;
+//!   call and none of which it knows (placement is its [`rack::place`]);
 //! - [`store`]: the `StateStore` trait, on SQLite or etcd; [`agent`]: host agents, local and
-//!   remote; [`launcher`]: the `Launcher` trait, QEMU, tender and simulated launchers;
-//!   [`placement`]: the one call that says where replicas go, on top of the `placement` engine
-//!   crate.
+//!   remote; [`launcher`]: the `Launcher` trait, QEMU, tender and simulated launchers.
 #![forbid(unsafe_code)]
 // clap turns the argument docs into `--help`, where `<data-dir>` is a placeholder, not HTML.
 #![allow(rustdoc::invalid_html_tags)]
@@ -29,7 +27,6 @@ mod datadir;
 mod http;
 mod launcher;
 mod peer;
-mod placement;
 mod rack;
 mod reconcile;
 mod replication;
