@@ -21,6 +21,7 @@
 mod agent;
 mod cli;
 mod client;
+mod clock;
 mod credentials;
 mod daemon;
 mod datadir;

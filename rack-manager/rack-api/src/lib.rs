@@ -241,6 +241,11 @@ pub struct Image {
     pub pushed_ms: u64,
 }
 
+/// The first 12 hex digits of an image id, for tables and messages (the whole text if shorter).
+pub fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
 /// Deploy an image (or, through `/v1/plan`, only say where it would go).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeployRequest {
@@ -497,6 +502,15 @@ pub mod agent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_short_id_is_12_digits_or_the_whole_of_a_shorter_text() {
+        let id = "0123456789abcdef".repeat(4);
+        assert_eq!(short_id(&id), "0123456789ab");
+        assert_eq!(short_id("abc"), "abc");
+        // Byte 12 falls inside a character: no panic, the whole text.
+        assert_eq!(short_id("aéééééé"), "aéééééé");
+    }
 
     #[test]
     fn requests_round_trip_and_optional_fields_may_be_left_out() {

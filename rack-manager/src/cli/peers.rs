@@ -8,7 +8,7 @@ use rack_api::peers::{PeerEntry, PeerView, PlanView, SetPlanRequest, Takeover};
 use super::output::{self, Format};
 use crate::{
     client::{self, Client},
-    datadir::now_ms,
+    clock::now_ms,
 };
 
 #[derive(Debug, Subcommand)]
@@ -135,7 +135,7 @@ pub fn probe(format: Format, data_dir: &Path, command: &PeerCommand) -> anyhow::
         Format::Table => {
             println!("{url}: mutual TLS ok, {} image(s)", images.len());
             for image in images {
-                println!("  {}  {}", crate::datadir::short_id(&image.id), image.name);
+                println!("  {}  {}", rack_api::short_id(&image.id), image.name);
             }
             Ok(())
         }
@@ -290,7 +290,7 @@ fn incoming_plans(format: Format, plan: &PlanView) -> anyhow::Result<()> {
             p.peer,
             p.deployment,
             p.image_name,
-            crate::datadir::short_id(&p.image_id),
+            rack_api::short_id(&p.image_id),
             p.signer.as_deref().map_or("-".to_owned(), |s| format!("{}…", &s[..12.min(s.len())])),
             p.replicas,
             format!("{}M", p.memory_mib),

@@ -9,7 +9,7 @@ use rack_api::peers::{
 };
 
 use crate::{
-    datadir::now_ms,
+    clock::now_ms,
     http::{HttpError, Method, Reply, Req},
     peer::{Node, failover},
     rack::Rack,

@@ -18,7 +18,7 @@ use std::{sync::Arc, thread, time::Duration};
 use rack_api::{DeployRequest, InstanceState, peers::Takeover};
 
 use super::{Node, PlanSpec};
-use crate::datadir::now_ms;
+use crate::clock::now_ms;
 
 /// How often leases are checked: a fraction of a heartbeat, so detection adds little.
 const CHECK_EVERY: Duration = Duration::from_millis(100);

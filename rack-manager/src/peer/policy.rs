@@ -130,7 +130,7 @@ pub fn judge(
         return Err(format!(
             "image {} ({}) has not been replicated here",
             plan.image_name,
-            crate::datadir::short_id(&plan.image_id)
+            rack_api::short_id(&plan.image_id)
         ));
     };
     if peer.image_keys.is_empty() {

@@ -19,7 +19,7 @@ use super::{
     Heartbeat, HeartbeatReply, Node, PlanSpec,
     remote::{ChunkTally, PeerRemote},
 };
-use crate::datadir::now_ms;
+use crate::clock::now_ms;
 
 /// The largest heartbeat reply read: a list of takeover notices, small unless the peer is hostile.
 const MAX_HEARTBEAT_REPLY: u64 = 1 << 20;

@@ -10,7 +10,7 @@ use rack_api::{DeployRequest, DeployResponse, Deployment, HostState, Image, Plan
 
 use super::{Rack, RackError, Result, hosts::candidates, images::find_image_preferring, instance_view, place};
 use crate::{
-    datadir::now_ms,
+    clock::now_ms,
     store::{InstanceRecord, StateStore},
 };
 
