@@ -1,9 +1,16 @@
 //! The rack manager's HTTP API, version 1: every request and response body, shared by the daemon
-//! (`rack-manager serve`), the host agents (`rack-manager agent`) and the CLI.
+//! (`rack-manager serve`), the host agents (`rack-manager agent`) and the CLI. The table below is
+//! the manager's API; [`peers`] holds the types of its peering routes, [`replication`] those of
+//! `GET /v1/replication`, and [`agent`] the agent protocol (`/v1/agent/...`, what the manager
+//! asks a host agent).
 //!
 //! Bodies are JSON. Every path starts with [`PREFIX`] (`/v1`); a new incompatible version gets a
 //! new prefix and a new module, so an old CLI keeps talking to a new daemon. Every request carries
-//! `Authorization: Bearer <token>`; the token is generated at the manager's first start.
+//! `Authorization: Bearer <credential>` ([`AUTH_HEADER`], [`AUTH_SCHEME`]), and the credential
+//! decides what the caller may do: the admin token (generated at the manager's first start) allows
+//! every route of the manager's API; a one-use join token only `POST /v1/hosts`; an agent's own
+//! credential (from its [`JoinReply`]) only fetching image blobs and joining again as itself; and
+//! the manager reaches each agent with a token for that agent alone.
 //!
 //! Errors are an HTTP status (4xx: the request is at fault and state is unchanged; 5xx: the
 //! manager is) with an [`ErrorBody`]: a stable machine-readable `code`, a sentence saying what is
@@ -24,6 +31,7 @@
 //! | `POST /v1/deployments` | [`DeployRequest`] | [`DeployResponse`] |
 //! | `POST /v1/plan` | [`DeployRequest`] | [`Plan`] |
 //! | `GET /v1/instances?all=true` | | `Vec<Instance>` |
+//! | `GET /v1/instances/{id}` | | [`Instance`] |
 //! | `POST /v1/instances/{id}/{stop,start,restart}` | | [`Instance`] |
 //! | `DELETE /v1/instances/{id}` | | [`Instance`] |
 //! | `GET /v1/instances/{id}/logs?offset=N` | | [`LogChunk`] |
