@@ -29,7 +29,7 @@ use crate::http::Method;
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 
-use crate::{datadir::now_ms, http::HttpError, peer::identity::Fingerprint};
+use crate::{clock::now_ms, http::HttpError, peer::identity::Fingerprint};
 
 /// Who sent a request, as its bearer token says.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -221,16 +221,6 @@ impl DataDir {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-/// The first 12 hex digits of an image id, for tables and messages (the whole text if shorter).
-pub fn short_id(id: &str) -> &str {
-    id.get(..12).unwrap_or(id)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

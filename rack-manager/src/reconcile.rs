@@ -21,7 +21,7 @@ use rack_api::{
 };
 
 use crate::{
-    datadir::now_ms,
+    clock::now_ms,
     rack::{Rack, deployments_by_id, images_by_id},
     store::InstanceRecord,
 };

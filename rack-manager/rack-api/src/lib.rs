@@ -1,9 +1,16 @@
 //! The rack manager's HTTP API, version 1: every request and response body, shared by the daemon
-//! (`rack-manager serve`), the host agents (`rack-manager agent`) and the CLI.
+//! (`rack-manager serve`), the host agents (`rack-manager agent`) and the CLI. The table below is
+//! the manager's API; [`peers`] holds the types of its peering routes, [`replication`] those of
+//! `GET /v1/replication`, and [`agent`] the agent protocol (`/v1/agent/...`, what the manager
+//! asks a host agent).
 //!
 //! Bodies are JSON. Every path starts with [`PREFIX`] (`/v1`); a new incompatible version gets a
 //! new prefix and a new module, so an old CLI keeps talking to a new daemon. Every request carries
-//! `Authorization: Bearer <token>`; the token is generated at the manager's first start.
+//! `Authorization: Bearer <credential>` ([`AUTH_HEADER`], [`AUTH_SCHEME`]), and the credential
+//! decides what the caller may do: the admin token (generated at the manager's first start) allows
+//! every route of the manager's API; a one-use join token only `POST /v1/hosts`; an agent's own
+//! credential (from its [`JoinReply`]) only fetching image blobs and joining again as itself; and
+//! the manager reaches each agent with a token for that agent alone.
 //!
 //! Errors are an HTTP status (4xx: the request is at fault and state is unchanged; 5xx: the
 //! manager is) with an [`ErrorBody`]: a stable machine-readable `code`, a sentence saying what is
@@ -24,13 +31,23 @@
 //! | `POST /v1/deployments` | [`DeployRequest`] | [`DeployResponse`] |
 //! | `POST /v1/plan` | [`DeployRequest`] | [`Plan`] |
 //! | `GET /v1/instances?all=true` | | `Vec<Instance>` |
+//! | `GET /v1/instances/{id}` | | [`Instance`] |
 //! | `POST /v1/instances/{id}/{stop,start,restart}` | | [`Instance`] |
 //! | `DELETE /v1/instances/{id}` | | [`Instance`] |
 //! | `GET /v1/instances/{id}/logs?offset=N` | | [`LogChunk`] |
 //! | `GET /v1/stats` | | [`Stats`] |
 //! | `GET /v1/replication` | | [`replication::ReplicationStatus`] |
+//! | `GET /v1/identity` | | [`peers::IdentityView`] |
+//! | `GET /v1/peers` | | `Vec<`[`peers::PeerView`]`>` |
+//! | `POST /v1/peers` | [`peers::PeerEntry`] | `Option<`[`peers::PeerView`]`>` (201) |
+//! | `DELETE /v1/peers/{name}` | | `{"removed": name}` |
+//! | `POST /v1/failover/plans` | [`peers::SetPlanRequest`] | [`peers::SetPlanRequest`] |
+//! | `GET /v1/failover/plan` | | [`peers::PlanView`] |
+//! | `GET /v1/failover/status` | | `Vec<`[`peers::Takeover`]`>` |
+//! | `POST /v1/failover/release/{peer}/{deployment}` | | [`peers::Takeover`] |
 #![forbid(unsafe_code)]
 
+pub mod peers;
 pub mod replication;
 
 use serde::{Deserialize, Serialize};
@@ -230,6 +247,11 @@ pub struct Image {
     pub restart: RestartPolicy,
     /// Milliseconds since the Unix epoch.
     pub pushed_ms: u64,
+}
+
+/// The first 12 hex digits of an image id, for tables and messages (the whole text if shorter).
+pub fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }
 
 /// Deploy an image (or, through `/v1/plan`, only say where it would go).
@@ -488,6 +510,15 @@ pub mod agent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_short_id_is_12_digits_or_the_whole_of_a_shorter_text() {
+        let id = "0123456789abcdef".repeat(4);
+        assert_eq!(short_id(&id), "0123456789ab");
+        assert_eq!(short_id("abc"), "abc");
+        // Byte 12 falls inside a character: no panic, the whole text.
+        assert_eq!(short_id("aéééééé"), "aéééééé");
+    }
 
     #[test]
     fn requests_round_trip_and_optional_fields_may_be_left_out() {

@@ -607,7 +607,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     output::done(
                         format,
                         &image,
-                        &format!("removed image {} ({})", image.name, crate::datadir::short_id(&image.id)),
+                        &format!("removed image {} ({})", image.name, rack_api::short_id(&image.id)),
                     )
                 }
             }
@@ -703,7 +703,7 @@ fn deploy(client: &Client, format: output::Format, args: &DeployArgs) -> anyhow:
         d.id,
         d.replicas,
         d.image_name,
-        crate::datadir::short_id(&d.image_id),
+        rack_api::short_id(&d.image_id),
         d.memory_mib,
         d.restart.when.as_str()
     );

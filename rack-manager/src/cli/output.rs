@@ -36,7 +36,7 @@ pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) {
 }
 
 fn ago(ms: u64) -> String {
-    let seconds = crate::datadir::now_ms().saturating_sub(ms) / 1000;
+    let seconds = crate::clock::now_ms().saturating_sub(ms) / 1000;
     match seconds {
         0..60 => format!("{seconds}s"),
         60..3600 => format!("{}m", seconds / 60),
@@ -100,7 +100,7 @@ pub fn images(format: Format, images: &[Image]) -> anyhow::Result<()> {
                 i.name.clone(),
                 i.version.clone(),
                 i.arch.clone(),
-                crate::datadir::short_id(&i.id).to_owned(),
+                rack_api::short_id(&i.id).to_owned(),
                 format!("{:.1} KiB", i.size as f64 / 1024.0),
                 i.memory_mib.to_string(),
                 ago(i.pushed_ms),
@@ -142,7 +142,7 @@ pub fn plan(format: Format, plan: &Plan) -> anyhow::Result<()> {
         "{} replica(s) of {} ({}), {} MiB each, would go to:",
         plan.hosts.len(),
         plan.image_name,
-        crate::datadir::short_id(&plan.image_id),
+        rack_api::short_id(&plan.image_id),
         plan.memory_mib
     );
     let mut counts: Vec<(String, usize)> = Vec::new();

@@ -2,19 +2,13 @@
 
 use std::{path::Path, time::Duration};
 
-use anyhow::Context;
 use clap::Subcommand;
+use rack_api::peers::{PeerEntry, PeerView, PlanView, SetPlanRequest, Takeover};
 
 use super::output::{self, Format};
 use crate::{
-    client::Client,
-    daemon::peers_api::{IdentityView, PeerView, PlanView, SetPlanRequest},
-    datadir::{DataDir, now_ms},
-    peer::{
-        self, PeerEntry, PeerImage, Takeover,
-        identity::{Identity, parse_fingerprint},
-        wire::PeerClient,
-    },
+    client::{self, Client},
+    clock::now_ms,
 };
 
 #[derive(Debug, Subcommand)]
@@ -81,7 +75,7 @@ pub enum FailoverCommand {
 }
 
 fn check_fingerprint(text: &str) -> Result<String, String> {
-    parse_fingerprint(text).map(hex::encode)
+    client::peer::fingerprint_hex(text)
 }
 
 fn check_image_key(text: &str) -> Result<String, String> {
@@ -92,14 +86,7 @@ fn check_image_key(text: &str) -> Result<String, String> {
 
 /// `rack-manager identity`: read from the data directory, so it works with the manager stopped.
 pub fn identity(format: Format, data_dir: &Path) -> anyhow::Result<()> {
-    let dir = peer::peer_dir(&DataDir::at(data_dir));
-    let identity = Identity::load(&dir)
-        .context("this rack has no identity yet: start it once with `rack-manager serve --peer-listen ADDR`")?;
-    let view = IdentityView {
-        name: identity.name.clone(),
-        peer_url: std::fs::read_to_string(dir.join("address")).ok().map(|s| s.trim().to_owned()),
-        fingerprint: hex::encode(identity.fingerprint()),
-    };
+    let view = client::peer::identity(data_dir)?;
     match format {
         Format::Json => output::print_json(&view),
         Format::Table => {
@@ -142,18 +129,13 @@ pub fn peer(client: &Client, format: Format, data_dir: &Path, command: &PeerComm
 /// Runs without a client: see [`PeerCommand::Probe`].
 pub fn probe(format: Format, data_dir: &Path, command: &PeerCommand) -> anyhow::Result<()> {
     let PeerCommand::Probe { url, fingerprint } = command else { unreachable!("only probe") };
-    let identity = Identity::load(&peer::peer_dir(&DataDir::at(data_dir)))
-        .context("this rack has no identity yet: start it once with `rack-manager serve --peer-listen ADDR`")?;
-    let pinned = parse_fingerprint(fingerprint).map_err(anyhow::Error::msg)?;
-    let client = PeerClient::new(&identity, url, pinned, Duration::from_secs(5))?;
-    let images: Vec<PeerImage> = serde_json::from_slice(&client.call("GET", "/peer/v1/images", &[])?.body)
-        .context("the peer's image list is not JSON")?;
+    let images = client::peer::probe(data_dir, url, fingerprint, Duration::from_secs(5))?;
     match format {
         Format::Json => output::print_json(&images),
         Format::Table => {
             println!("{url}: mutual TLS ok, {} image(s)", images.len());
             for image in images {
-                println!("  {}  {}", crate::datadir::short_id(&image.id), image.name);
+                println!("  {}  {}", rack_api::short_id(&image.id), image.name);
             }
             Ok(())
         }
@@ -308,7 +290,7 @@ fn incoming_plans(format: Format, plan: &PlanView) -> anyhow::Result<()> {
             p.peer,
             p.deployment,
             p.image_name,
-            crate::datadir::short_id(&p.image_id),
+            rack_api::short_id(&p.image_id),
             p.signer.as_deref().map_or("-".to_owned(), |s| format!("{}…", &s[..12.min(s.len())])),
             p.replicas,
             format!("{}M", p.memory_mib),

@@ -56,7 +56,7 @@ fn status(format: Format, status: &ReplicationStatus) -> anyhow::Result<()> {
         .map(|i| {
             vec![
                 format!("{} {}", i.name, i.version),
-                crate::datadir::short_id(&i.id).to_owned(),
+                rack_api::short_id(&i.id).to_owned(),
                 bytes(i.local_bytes),
                 bytes(i.behind_bytes),
                 if i.behind_bytes == 0 { "-".into() } else { duration(i.lag_ms) },

@@ -1,118 +1,19 @@
-//! The rack API's peering routes (`/v1/peers`, `/v1/identity`, `/v1/failover/...`), for the CLI:
-//! thin calls into the peer layer ([`crate::peer`]). They answer 409 on a rack that was started
-//! without `--peer-listen`.
+//! The rack API's peering routes (`/v1/peers`, `/v1/identity`, `/v1/failover/...`; their types are
+//! in [`rack_api::peers`]), for the CLI: thin calls into the peer layer ([`crate::peer`]). They
+//! answer 409 on a rack that was started without `--peer-listen`.
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
-use crate::{
-    datadir::now_ms,
-    http::{HttpError, Method, Reply, Req},
-    peer::{Node, PeerEntry, failover},
-    rack::Rack,
+use rack_api::peers::{
+    IdentityView, IncomingPlan, OutgoingPlan, PeerEntry, PeerTrust, PeerView, PlanView, SetPlanRequest,
 };
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct IdentityView {
-    pub name: String,
-    pub peer_url: Option<String>,
-    pub fingerprint: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PeerView {
-    pub name: String,
-    pub url: String,
-    pub fingerprint: String,
-    /// The keys whose images this rack runs when it takes over the peer's deployments.
-    #[serde(default)]
-    pub image_keys: Vec<String>,
-    /// When this rack last received the peer's heartbeat.
-    pub last_heartbeat_ms: Option<u64>,
-    /// Whether that heartbeat is within the lease.
-    pub up: bool,
-    /// Whether this rack's last heartbeat to the peer was answered.
-    pub reachable: bool,
-    pub last_error: Option<String>,
-    pub images_replicated: u64,
-    pub chunks_fetched: u64,
-    pub chunks_reused: u64,
-    pub bytes_fetched: u64,
-    pub corrupt_chunks: u64,
-    pub refused_images: u64,
-    /// Bytes of volume snapshots fetched from the peer (changed chunks only).
-    pub volume_bytes_fetched: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SetPlanRequest {
-    pub deployment: String,
-    pub failover_to: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OutgoingPlan {
-    pub deployment: String,
-    pub image_name: String,
-    pub failover_to: Vec<String>,
-}
-
-/// A peer's deployment that may fail over to this rack: what the peer asks, and whether this
-/// rack's policy would grant it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct IncomingPlan {
-    pub peer: String,
-    pub deployment: String,
-    pub image_name: String,
-    #[serde(default)]
-    pub image_id: String,
-    /// The key that signed the image, when this rack holds it.
-    #[serde(default)]
-    pub signer: Option<String>,
-    #[serde(default)]
-    pub replicas: u32,
-    #[serde(default)]
-    pub memory_mib: u32,
-    #[serde(default)]
-    pub vcpus: u32,
-    #[serde(default)]
-    pub args: Vec<String>,
-    pub failover_to: Vec<String>,
-    pub peer_up: bool,
-    /// Whether this rack is the one to take it over if the peer went down now (first alive rack
-    /// in its list), policy aside.
-    pub would_take_over: bool,
-    /// Whether this rack's policy allows it now; if not, why.
-    #[serde(default)]
-    pub allowed: bool,
-    #[serde(default)]
-    pub refused_because: Option<String>,
-    /// Whether the image is here in full.
-    pub image_complete: bool,
-    pub has_volume: bool,
-    pub snapshot_taken_ms: Option<u64>,
-    /// How old the newest snapshot is now.
-    pub volume_lag_ms: Option<u64>,
-}
-
-/// A configured peer and the image keys trusted for it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PeerTrust {
-    pub peer: String,
-    pub image_keys: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PlanView {
-    pub outgoing: Vec<OutgoingPlan>,
-    pub incoming: Vec<IncomingPlan>,
-    /// This rack's limits on what a peer's plan may start here.
-    #[serde(default)]
-    pub policy: Option<crate::peer::policy::TakeoverPolicy>,
-    #[serde(default)]
-    pub trust: Vec<PeerTrust>,
-}
+use crate::{
+    clock::now_ms,
+    http::{HttpError, Method, Reply, Req},
+    peer::{Node, failover},
+    rack::Rack,
+};
 
 fn node(peer: Option<&Arc<Node>>) -> Result<&Node, HttpError> {
     peer.map(|n| &**n).ok_or_else(|| {
@@ -264,5 +165,5 @@ fn plan(rack: &Rack, node: &Node) -> Result<PlanView, HttpError> {
     }
     incoming.sort_by(|a, b| (&a.peer, &a.deployment).cmp(&(&b.peer, &b.deployment)));
     let trust = node.peers().into_iter().map(|p| PeerTrust { peer: p.name, image_keys: p.image_keys }).collect();
-    Ok(PlanView { outgoing, incoming, policy: Some(node.policy.clone()), trust })
+    Ok(PlanView { outgoing, incoming, policy: Some(node.policy.limits()), trust })
 }

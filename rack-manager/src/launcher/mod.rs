@@ -8,15 +8,22 @@
 //!   with its own tap device and /30 on this host ([`hostnet`]).
 //! - [`sim::SimLauncher`]: no VMs at all; instances "run" until stopped. For scale tests and for
 //!   trying placement on thousands of hosts.
+//!
+//! What more than one launcher needs lives here, so no launcher imports another: [`run_console`]
+//! and [`is_tender_kernel`]; [`proc`] reads `/proc`.
 
 pub mod proc;
 pub mod qemu;
 pub mod sim;
 pub mod tender;
 
-use std::path::PathBuf;
+use std::{
+    fs::File,
+    io::{Read, Seek, SeekFrom},
+    path::{Path, PathBuf},
+};
 
-use images::Arch;
+use images::{Arch, Platform};
 use rack_api::{
     ListenPort,
     agent::{Launched, RunRef, RunState, RunStats},
@@ -75,4 +82,48 @@ pub trait Launcher: Send + Sync {
     /// Ends the run, if it is still going. Never touches a process that is not the run.
     fn stop(&self, run: &RunRef);
     fn stats(&self, run: &RunRef) -> Option<RunStats>;
+}
+
+/// The console output of a run: the log from `offset` on (at most the last 64 KiB of it).
+pub fn run_console(log: &Path, offset: u64) -> String {
+    const MAX: u64 = 64 * 1024;
+    let Ok(mut file) = File::open(log) else { return String::new() };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    // An offset past the end means the log was rotated during the run: what is left is its tail.
+    let offset = if offset > len { 0 } else { offset };
+    let start = offset.max(len.saturating_sub(MAX));
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Whether `kernel` was built for the tender (it carries the tender ABI note; QEMU kernels do not).
+pub fn is_tender_kernel(kernel: &[u8]) -> bool {
+    images::kernel::platform_of(kernel) == Some(Platform::Tender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_not_an_elf_kernel_is_no_tender_kernel() {
+        // Real kernels of both platforms are told apart in `tests/tender.rs`.
+        assert!(!is_tender_kernel(b"not an ELF file"));
+        assert!(!is_tender_kernel(&[]));
+    }
+
+    #[test]
+    fn a_console_is_read_from_its_offset_and_a_rotated_log_from_its_start() {
+        let dir = std::env::temp_dir().join(format!("mast-run-console-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let log = dir.join("console.log");
+        std::fs::write(&log, "first run\nsecond run\n").expect("write log");
+        assert_eq!(run_console(&log, 10), "second run\n");
+        assert_eq!(run_console(&log, 1000), "first run\nsecond run\n");
+        assert_eq!(run_console(&dir.join("missing.log"), 0), "");
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
 }

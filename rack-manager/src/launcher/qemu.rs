@@ -12,7 +12,7 @@
 use std::{
     collections::HashMap,
     fs::{self, File, OpenOptions},
-    io::{self, Read, Seek, SeekFrom},
+    io,
     path::Path,
     process::Child,
     sync::Mutex,
@@ -27,7 +27,7 @@ use rack_api::{
 };
 use rustix::process::{Pid, Signal, kill_process};
 
-use super::{LaunchError, LaunchSpec, Launcher, proc};
+use super::{LaunchError, LaunchSpec, Launcher, is_tender_kernel, proc, run_console};
 
 /// A run this process started: it can be waited for, which gives the exact exit status.
 #[derive(Debug)]
@@ -91,21 +91,6 @@ impl QemuLauncher {
     }
 }
 
-/// The console output of a run: the log from `offset` on (at most the last 64 KiB of it).
-pub fn run_console(log: &Path, offset: u64) -> String {
-    const MAX: u64 = 64 * 1024;
-    let Ok(mut file) = File::open(log) else { return String::new() };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    // An offset past the end means the log was rotated during the run: what is left is its tail.
-    let offset = if offset > len { 0 } else { offset };
-    let start = offset.max(len.saturating_sub(MAX));
-    let mut bytes = Vec::new();
-    if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut bytes).is_err() {
-        return String::new();
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
 /// An exit as the API reports it: the appliance's status, or minus the signal that killed QEMU.
 fn status_of(exit: Exit) -> Option<i32> {
     match exit {
@@ -132,7 +117,7 @@ impl Launcher for QemuLauncher {
             let path = path.to_owned();
             move |source| LaunchError::Io { action, path, source }
         };
-        if fs::read(&spec.kernel).is_ok_and(|kernel| super::tender::is_tender_kernel(&kernel)) {
+        if fs::read(&spec.kernel).is_ok_and(|kernel| is_tender_kernel(&kernel)) {
             return Err(LaunchError::WrongPlatform(
                 "the image was built for the tender (`--platform tender`): run it with `--launcher tender`, or build \
                  it without `--platform tender` for QEMU"

@@ -30,14 +30,14 @@ use std::{
 };
 
 use hostnet::{Link, Subnet, ip};
-use images::{Arch, Platform};
+use images::Arch;
 use rack_api::{
     PortForward,
     agent::{Launched, RunRef, RunState, RunStats},
 };
 use rustix::process::{Pid, Signal, kill_process};
 
-use super::{LaunchError, LaunchSpec, Launcher, proc, qemu::run_console};
+use super::{LaunchError, LaunchSpec, Launcher, is_tender_kernel, proc, run_console};
 
 /// Tap devices are named `mt<slot>`.
 pub const TAP_PREFIX: &str = "mt";
@@ -76,11 +76,6 @@ pub fn find_binary(given: Option<&Path>) -> Result<PathBuf, String> {
          (or MAST_TENDER)",
         candidate.display()
     ))
-}
-
-/// Whether `kernel` was built for the tender (it carries the tender ABI note; QEMU kernels do not).
-pub fn is_tender_kernel(kernel: &[u8]) -> bool {
-    images::kernel::platform_of(kernel) == Some(Platform::Tender)
 }
 
 #[derive(Debug)]
@@ -280,13 +275,6 @@ impl Launcher for TenderLauncher {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn what_is_not_an_elf_kernel_is_no_tender_kernel() {
-        // Real kernels of both platforms are told apart in `tests/tender.rs`.
-        assert!(!is_tender_kernel(b"not an ELF file"));
-        assert!(!is_tender_kernel(&[]));
-    }
 
     #[test]
     fn a_missing_binary_is_named_with_the_fix() {

@@ -15,10 +15,10 @@
 
 use std::{sync::Arc, thread, time::Duration};
 
-use rack_api::{DeployRequest, InstanceState};
+use rack_api::{DeployRequest, InstanceState, peers::Takeover};
 
-use super::{Node, PlanSpec, Takeover};
-use crate::datadir::now_ms;
+use super::{Node, PlanSpec};
+use crate::clock::now_ms;
 
 /// How often leases are checked: a fraction of a heartbeat, so detection adds little.
 const CHECK_EVERY: Duration = Duration::from_millis(100);

@@ -46,6 +46,7 @@ use std::{
 };
 
 use anyhow::Context;
+use rack_api::peers::{PeerEntry, Takeover};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use self::{
@@ -81,19 +82,6 @@ pub struct PeerArgs {
 /// The peer directory inside a data directory.
 pub fn peer_dir(data: &DataDir) -> PathBuf {
     data.root().join("peer")
-}
-
-/// A configured peer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerEntry {
-    pub name: String,
-    pub url: String,
-    /// SHA-256 of the peer's certificate, hex.
-    pub fingerprint: String,
-    /// The image signing keys (Ed25519 public keys, hex) whose images this rack runs when it takes
-    /// over the peer's deployments. None: this rack takes nothing over from the peer.
-    #[serde(default)]
-    pub image_keys: Vec<String>,
 }
 
 /// What a rack tells each peer in every heartbeat: it is alive, and these of its deployments
@@ -134,49 +122,6 @@ pub struct TakeoverNotice {
     pub deployment: String,
     pub epoch: u64,
     pub at_ms: u64,
-}
-
-/// An image a peer holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PeerImage {
-    pub id: String,
-    pub name: String,
-}
-
-/// A deployment this rack took over from a down peer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Takeover {
-    pub peer: String,
-    /// The deployment's id on the peer.
-    pub deployment: String,
-    pub image_id: String,
-    pub image_name: String,
-    /// The replicas the plan asked for (counted against `serve --takeover-max-instances`).
-    #[serde(default)]
-    pub replicas: u32,
-    /// Increases with every takeover this rack makes (0: refused, nothing was started).
-    pub epoch: u64,
-    /// The deployment this rack created to run it.
-    pub local_deployment: Option<String>,
-    /// When this rack last heard from the peer, and when its lease expired.
-    pub peer_last_heartbeat_ms: u64,
-    pub lease_expired_ms: u64,
-    /// When the first local instance was running.
-    pub serving_ms: Option<u64>,
-    /// `serving_ms - lease_expired_ms`.
-    pub recovery_ms: Option<u64>,
-    /// When the volume snapshot used was taken on the peer, and the data-loss window:
-    /// `peer_last_heartbeat_ms - snapshot_taken_ms`.
-    pub snapshot_taken_ms: Option<u64>,
-    pub lag_ms: Option<u64>,
-    /// A bound on the data actually lost: the lag plus one heartbeat interval, since the peer
-    /// may have lived (and acknowledged writes) until its next heartbeat was due.
-    #[serde(default)]
-    pub loss_window_ms: Option<u64>,
-    pub volume_path: Option<String>,
-    /// `starting`, `running`, `failed`, or `refused` (by this rack's policy; see `message`).
-    pub state: String,
-    pub message: Option<String>,
 }
 
 /// What this rack knows of a peer at run time.

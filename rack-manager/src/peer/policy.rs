@@ -13,10 +13,13 @@
 //! Names from a peer (rack, deployment, image) go into file paths, logs and the store: each is
 //! checked by [`check_name`] first, like a local name.
 
-use rack_api::Image;
+use rack_api::{
+    Image,
+    peers::{PeerEntry, TakeoverLimits},
+};
 use serde::{Deserialize, Serialize};
 
-use super::{PeerEntry, PlanSpec};
+use super::PlanSpec;
 
 /// The most plans one heartbeat may carry; more is refused whole.
 pub const MAX_PLANS: usize = 256;
@@ -47,6 +50,19 @@ pub struct TakeoverPolicy {
     /// here, not how it is configured.
     #[arg(long)]
     pub takeover_custom_args: bool,
+}
+
+impl TakeoverPolicy {
+    /// The limits as the rack API shows them (`failover plan`).
+    pub fn limits(&self) -> TakeoverLimits {
+        TakeoverLimits {
+            takeover_max_replicas: self.takeover_max_replicas,
+            takeover_max_instances: self.takeover_max_instances,
+            takeover_max_memory_mib: self.takeover_max_memory_mib,
+            takeover_max_vcpus: self.takeover_max_vcpus,
+            takeover_custom_args: self.takeover_custom_args,
+        }
+    }
 }
 
 /// A name a peer sent (rack, deployment, image): 1-64 ASCII letters, digits, '-', '_' and '.',
@@ -114,7 +130,7 @@ pub fn judge(
         return Err(format!(
             "image {} ({}) has not been replicated here",
             plan.image_name,
-            crate::datadir::short_id(&plan.image_id)
+            rack_api::short_id(&plan.image_id)
         ));
     };
     if peer.image_keys.is_empty() {

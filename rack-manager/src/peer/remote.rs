@@ -9,12 +9,10 @@
 //! `list_volumes` lists nothing (a rack learns its peers' volumes from their failover plans).
 
 use images::artifact::ImageId;
+use rack_api::peers::PeerImage;
 use replica::{ChunkId, Remote, RemoteError, VolumeSnapshot};
 
-use super::{
-    PeerImage,
-    wire::{CallError, PeerClient},
-};
+use super::wire::{CallError, PeerClient};
 
 /// The most chunks asked for in one request (the server's limit).
 pub const CHUNK_BATCH: usize = 1024;

@@ -10,13 +10,14 @@ use std::{
 
 use http1::request::Method;
 use images::artifact::ImageId;
+use rack_api::peers::PeerImage;
 use replica::{ChunkId, VolumeSnapshot};
 
 use super::{
-    Heartbeat, HeartbeatReply, Node, PeerImage, ServedVolume, TakeoverNotice, identity::fingerprint,
-    local::LocalChunks, policy, wire,
+    Heartbeat, HeartbeatReply, Node, ServedVolume, TakeoverNotice, identity::fingerprint, local::LocalChunks, policy,
+    wire,
 };
-use crate::{datadir::now_ms, http};
+use crate::{clock::now_ms, http};
 
 /// The peer port's caps. Real peers are a handful of racks, each with at most a few requests
 /// at once (heartbeat, image and chunk fetches, volume pulls): 128 connections is ample.

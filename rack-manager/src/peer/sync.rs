@@ -12,13 +12,14 @@
 use std::{sync::Arc, thread, time::Duration};
 
 use images::artifact::ImageId;
+use rack_api::peers::PeerEntry;
 use replica::{ChunkId, Remote, RemoteError};
 
 use super::{
-    Heartbeat, HeartbeatReply, Node, PeerEntry, PlanSpec,
+    Heartbeat, HeartbeatReply, Node, PlanSpec,
     remote::{ChunkTally, PeerRemote},
 };
-use crate::datadir::now_ms;
+use crate::clock::now_ms;
 
 /// The largest heartbeat reply read: a list of takeover notices, small unless the peer is hostile.
 const MAX_HEARTBEAT_REPLY: u64 = 1 << 20;

@@ -8,10 +8,9 @@ use std::{
 
 use rack_api::{DeployRequest, DeployResponse, Deployment, HostState, Image, Plan, RestartPolicy};
 
-use super::{Rack, RackError, Result, hosts::candidates, images::find_image_preferring, instance_view};
+use super::{Rack, RackError, Result, hosts::candidates, images::find_image_preferring, instance_view, place};
 use crate::{
-    datadir::now_ms,
-    placement,
+    clock::now_ms,
     store::{InstanceRecord, StateStore},
 };
 
@@ -51,10 +50,9 @@ fn place(store: &dyn StateStore, request: &DeployRequest) -> Result<Placed> {
         return Err(RackError::invalid(format!("{vcpus} vCPUs is not possible"), "give --vcpus 1 to 255"));
     }
     let hosts = candidates(store, &image.name, "")?;
-    let placement_request =
-        placement::Request { arch: image.arch.clone(), replicas: request.replicas, memory_mib, vcpus };
-    let placed = placement::place(&hosts, &placement_request)
-        .map_err(|e| RackError::refused("no_placement", e.message, e.hint))?;
+    let placement_request = place::Request { arch: image.arch.clone(), replicas: request.replicas, memory_mib, vcpus };
+    let placed =
+        place::place(&hosts, &placement_request).map_err(|e| RackError::refused("no_placement", e.message, e.hint))?;
     let plan = Plan { image_id: image.id.clone(), image_name: image.name.clone(), memory_mib, hosts: placed };
     Ok(Placed { plan, image, memory_mib, vcpus })
 }

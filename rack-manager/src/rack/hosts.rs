@@ -4,11 +4,13 @@ use std::{collections::HashMap, sync::Arc};
 
 use rack_api::{Desired, DrainResponse, Host, HostState, InstanceState, JoinRequest};
 
-use super::{Rack, RackError, Result, deployments_by_id};
+use super::{
+    Rack, RackError, Result, deployments_by_id,
+    place::{self, Candidate},
+};
 use crate::{
     agent::RemoteAgent,
     peer::identity::Fingerprint,
-    placement::{self, Candidate},
     store::{HostRecord, InstanceRecord, StateStore},
 };
 
@@ -248,13 +250,13 @@ fn plan_moves(store: &dyn StateStore, name: &str, on_host: &[InstanceRecord]) ->
             pool.insert(deployment.image_name.clone(), candidates(store, &deployment.image_name, name)?);
         }
         let Some(hosts) = pool.get_mut(&deployment.image_name) else { continue };
-        let request = placement::Request {
+        let request = place::Request {
             arch: image.arch.clone(),
             replicas: 1,
             memory_mib: instance.memory_mib,
             vcpus: deployment.vcpus,
         };
-        let target = placement::place(hosts, &request)
+        let target = place::place(hosts, &request)
             .map_err(|e| {
                 RackError::refused(
                     "no_placement",

@@ -18,7 +18,7 @@ use rack_api::{
 };
 use replica::{ChunkStore, Replicator, ReplicatorConfig, S3Config, S3Remote};
 
-use crate::datadir::{DataDir, now_ms};
+use crate::{clock::now_ms, datadir::DataDir};
 
 /// `serve`'s replication flags.
 #[derive(Debug, Clone, clap::Args)]

@@ -4,10 +4,10 @@
 use std::{path::PathBuf, time::Instant};
 
 use ::images::artifact::{self, ImageId, VerifyError};
-use rack_api::Image;
+use rack_api::{Image, short_id};
 
 use super::{Rack, RackError, Result, image_store::image_record};
-use crate::{datadir::short_id, store::StateStore};
+use crate::store::StateStore;
 
 /// The image `reference` names: a full id, an id prefix (6+ hex digits) or a name (the most
 /// recently pushed image of that name).

@@ -17,6 +17,7 @@
 //! | [`deployments`] | plan and deploy (also for a takeover, with a volume seed) |
 //! | [`instances`] | list, stop/start/restart, remove, logs, stats; fencing deployments |
 //! | [`image_store`] | the content-addressed image store the rack replicates |
+//! | [`place`] | placement as one call: which host each new replica goes to (on the `placement` engine) |
 
 pub mod deployments;
 mod error;
@@ -24,6 +25,7 @@ pub mod hosts;
 pub mod image_store;
 pub mod images;
 pub mod instances;
+pub mod place;
 
 use std::{
     collections::HashMap,

@@ -1,5 +1,8 @@
 //! A blocking client of the rack API: what the CLI uses to talk to the manager, and what the
-//! manager and agents use to talk to each other.
+//! manager and agents use to talk to each other. [`peer`]: the CLI talking to other racks as this
+//! rack's peer, without the manager.
+
+pub mod peer;
 
 use std::time::Duration;
 

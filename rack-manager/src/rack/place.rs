@@ -1,6 +1,6 @@
 //! Placement, as one call: which host each new replica goes to.
 //!
-//! The daemon builds [`Candidate`]s from the store and calls [`place`], nothing else; [`place`]
+//! The rack core builds [`Candidate`]s from the store and calls [`place`], nothing else; [`place`]
 //! hands the work to the pure placement engine (the `placement` crate, `rack-manager/placement`)
 //! and translates its answer back:
 //!
@@ -28,8 +28,7 @@
 
 use std::fmt;
 
-// The engine crate, not this module, which shares its name.
-use ::placement::{
+use placement::{
     Arch, Capacity, Cluster, Heuristic, Host, HostId, HostView, InstanceRequest, PowerModel, Resources, Unplaceable,
 };
 
