@@ -33,9 +33,7 @@ fn manager_call(rack: &Rack, method: &str, path: &str, bearer: &str, body: &str)
     .expect("sent");
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+    common::split_response(&response)
 }
 
 fn mode(path: &Path) -> u32 {

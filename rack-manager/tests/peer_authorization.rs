@@ -52,13 +52,11 @@ fn speak_as(as_rack: &Rack, url: &str, method: &str, path: &str, body: &[u8]) ->
     let dir = as_rack.data_dir().join("peer");
     let cert = CertificateDer::from_pem_file(dir.join("identity.crt")).expect("the rack's certificate");
     let key = PrivateKeyDer::from_pem_file(dir.join("identity.key")).expect("the rack's key");
-    let provider = rustls::crypto::ring::default_provider();
-    let algorithms = provider.signature_verification_algorithms;
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .expect("TLS versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer(algorithms)))
+        .with_custom_certificate_verifier(Arc::new(common::ServerCheck::Any))
         .with_client_auth_cert(vec![cert], key)
         .expect("a client certificate");
     let name = rustls::pki_types::ServerName::try_from("peer.rack.mast").expect("a name");
@@ -77,45 +75,7 @@ fn speak_as(as_rack: &Rack, url: &str, method: &str, path: &str, body: &[u8]) ->
     let mut answer = Vec::new();
     // The server closes after its answer; a missing close_notify is not the attacker's problem.
     let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
-}
-
-#[derive(Debug)]
-struct AnyServer(rustls::crypto::WebPkiSupportedAlgorithms);
-
-impl rustls::client::danger::ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &rustls::pki_types::CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &rustls::pki_types::CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_schemes()
-    }
+    common::split_response(&answer)
 }
 
 /// A heartbeat from `rack` carrying `plans`.

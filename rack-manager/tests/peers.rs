@@ -68,46 +68,11 @@ fn mutual_tls_refuses_unknown_clients_and_servers() {
 /// GET over TLS with no client certificate (and no check of the server's): the raw attempt an
 /// unauthenticated client would make.
 fn no_certificate_get(address: &str, path: &str) -> Result<Vec<u8>, String> {
-    #[derive(Debug)]
-    struct AnyServer(rustls::crypto::WebPkiSupportedAlgorithms);
-    impl rustls::client::danger::ServerCertVerifier for AnyServer {
-        fn verify_server_cert(
-            &self,
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &[rustls::pki_types::CertificateDer<'_>],
-            _: &rustls::pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls::pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            m: &[u8],
-            c: &rustls::pki_types::CertificateDer<'_>,
-            d: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(m, c, d, &self.0)
-        }
-        fn verify_tls13_signature(
-            &self,
-            m: &[u8],
-            c: &rustls::pki_types::CertificateDer<'_>,
-            d: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(m, c, d, &self.0)
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            self.0.supported_schemes()
-        }
-    }
-    let provider = rustls::crypto::ring::default_provider();
-    let algorithms = provider.signature_verification_algorithms;
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .expect("TLS versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer(algorithms)))
+        .with_custom_certificate_verifier(Arc::new(common::ServerCheck::Any))
         .with_no_client_auth();
     let name = rustls::pki_types::ServerName::try_from("peer.rack.mast").expect("a name");
     let connection = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;

@@ -347,12 +347,16 @@ pub fn host_port(instance: &Instance) -> u16 {
     instance.ports.first().unwrap_or_else(|| panic!("{} forwards no port: {instance:?}", instance.id)).host_port
 }
 
-/// A TLS client check that accepts only the certificate with the pinned SHA-256 fingerprint, as
-/// the manager does with its agents.
+/// How a test's TLS client checks the server's certificate: pinned to its SHA-256 fingerprint, as
+/// the manager does with its agents, or not at all, as an attacker (who does not care who
+/// answers) or a stranger probing a port would.
 #[derive(Debug)]
-pub struct Pinned(pub [u8; 32]);
+pub enum ServerCheck {
+    Pinned([u8; 32]),
+    Any,
+}
 
-impl ServerCertVerifier for Pinned {
+impl ServerCertVerifier for ServerCheck {
     fn verify_server_cert(
         &self,
         cert: &CertificateDer<'_>,
@@ -361,10 +365,11 @@ impl ServerCertVerifier for Pinned {
         _: &[u8],
         _: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if <[u8; 32]>::from(Sha256::digest(cert)) == self.0 {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General("not the pinned certificate".into()))
+        match self {
+            ServerCheck::Pinned(pinned) if <[u8; 32]>::from(Sha256::digest(cert)) != *pinned => {
+                Err(rustls::Error::General("not the pinned certificate".into()))
+            }
+            _ => Ok(ServerCertVerified::assertion()),
         }
     }
     fn verify_tls12_signature(
@@ -390,6 +395,13 @@ impl ServerCertVerifier for Pinned {
     }
 }
 
+/// A raw HTTP/1.1 response split into its status (0 when there is none) and body.
+pub fn split_response(bytes: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(bytes);
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
 /// One HTTPS request to the agent at `address` (`https://HOST:PORT#sha256=FP`): (status, body).
 pub fn agent_call(address: &str, method: &str, path: &str, bearer: Option<&str>, body: &str) -> (u16, String) {
     let (url, fp) = address.split_once("#sha256=").expect("a pinned address");
@@ -399,7 +411,7 @@ pub fn agent_call(address: &str, method: &str, path: &str, bearer: Option<&str>,
         .with_safe_default_protocol_versions()
         .expect("TLS versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned(pinned)))
+        .with_custom_certificate_verifier(Arc::new(ServerCheck::Pinned(pinned)))
         .with_no_client_auth();
     let mut socket = TcpStream::connect(host_port).expect("the agent listens");
     socket.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
@@ -415,9 +427,7 @@ pub fn agent_call(address: &str, method: &str, path: &str, bearer: Option<&str>,
     .expect("sent");
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+    split_response(&response)
 }
 
 /// The `https://HOST:PORT#sha256=FP` address an agent started with `--manager-url` printed (its
