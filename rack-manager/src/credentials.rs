@@ -237,19 +237,8 @@ impl JoinTokens {
     }
 
     fn write(&self, tokens: &[(String, u64)]) -> anyhow::Result<()> {
-        let aside = self.path.with_extension(format!("{}.tmp", std::process::id()));
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&aside)
-            .with_context(|| format!("creating {}", aside.display()))?;
-        for (hash, expires) in tokens {
-            writeln!(file, "{hash} {expires}").with_context(|| format!("writing {}", aside.display()))?;
-        }
-        file.sync_all().with_context(|| format!("writing {}", aside.display()))?;
-        fs::rename(&aside, &self.path).with_context(|| format!("writing {}", self.path.display()))
+        let text: String = tokens.iter().map(|(hash, expires)| format!("{hash} {expires}\n")).collect();
+        write_secret_file(&self.path, &text)
     }
 
     fn hash(token: &str) -> String {
