@@ -7,12 +7,12 @@
 //! | agent credential | one agent (`<agent-data-dir>/credentials`) | fetch image blobs, re-join as that host with that certificate |
 //! | manager token for an agent | the manager, derived, never stored | every `/v1/agent/*` route of that one agent |
 //!
-//! The manager stores no per-agent secret: both per-agent credentials are HMAC-SHA256 of the
-//! admin token over the host's name and its certificate fingerprint (pinned at join), so every
-//! manager of an etcd rack that shares the admin token can reach every agent, a restart of either
-//! side changes nothing, and a host record written by someone else (with another address or
-//! fingerprint) yields a token no real agent accepts. Rotating the admin token revokes them all
-//! (agents then join again with a new join token).
+//! The manager stores no per-agent secret: both per-agent credentials are MACs (BLAKE3 keyed, one
+//! key per direction derived from the admin token) of the host's name and its certificate
+//! fingerprint (pinned at join), so every manager of an etcd rack that shares the admin token can
+//! reach every agent, a restart of either side changes nothing, and a host record written by
+//! someone else (with another address or fingerprint) yields a token no real agent accepts.
+//! Rotating the admin token revokes them all (agents then join again with a new join token).
 //!
 //! Join tokens are random, one-use and expiring; the manager keeps only their SHA-256 in
 //! `<data-dir>/join-tokens` (mode 0600), so they are valid only at the manager that minted them.
@@ -47,23 +47,16 @@ pub enum Caller {
 const AGENT_PREFIX: &str = "agent:";
 const JOIN_PREFIX: &str = "join-";
 
-/// HMAC-SHA256 (RFC 2104) of `message` under `key`.
-fn hmac(key: &[u8], message: &[&[u8]]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
+/// A MAC of `fields` under a key derived from the admin token for `purpose`: BLAKE3 in keyed mode
+/// (a keyed hash made to be a MAC), each field length-prefixed so no two lists hash the same input.
+fn mac(admin: &str, purpose: &str, fields: &[&[u8]]) -> [u8; 32] {
+    let key = blake3::derive_key(&format!("mast rack-manager 2026 {purpose}"), admin.as_bytes());
+    let mut hasher = blake3::Hasher::new_keyed(&key);
+    for field in fields {
+        hasher.update(&(field.len() as u64).to_le_bytes());
+        hasher.update(field);
     }
-    let mut inner = Sha256::new();
-    inner.update(block.map(|b| b ^ 0x36));
-    for part in message {
-        inner.update(part);
-    }
-    let mut outer = Sha256::new();
-    outer.update(block.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
+    hasher.finalize().into()
 }
 
 /// Compares without an early exit, so the time taken does not tell how much of a guess was right.
@@ -73,13 +66,13 @@ pub fn same_secret(given: &str, expected: &str) -> bool {
 
 /// The token the manager presents to the agent `name` whose certificate is `fingerprint`.
 pub fn manager_token(admin: &str, name: &str, fingerprint: &Fingerprint) -> String {
-    hex::encode(hmac(admin.as_bytes(), &[b"manager-to-agent\0", name.as_bytes(), b"\0", fingerprint]))
+    hex::encode(mac(admin, "manager-to-agent token", &[name.as_bytes(), fingerprint]))
 }
 
 /// The credential the agent `name` (certificate `fingerprint`) presents to the manager:
 /// `agent:<fingerprint>:<mac>:<name>`, checkable by the manager without any stored state.
 pub fn agent_credential(admin: &str, name: &str, fingerprint: &Fingerprint) -> String {
-    let mac = hmac(admin.as_bytes(), &[b"agent-to-manager\0", name.as_bytes(), b"\0", fingerprint]);
+    let mac = mac(admin, "agent-to-manager credential", &[name.as_bytes(), fingerprint]);
     format!("{AGENT_PREFIX}{}:{}:{name}", hex::encode(fingerprint), hex::encode(mac))
 }
 
@@ -340,9 +333,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hmac_matches_rfc_4231_case_2() {
-        let mac = hmac(b"Jefe", &[b"what do ya want ", b"for nothing?"]);
-        assert_eq!(hex::encode(mac), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    fn the_two_directions_and_the_fields_give_different_macs() {
+        let fp = [7u8; 32];
+        assert_ne!(manager_token("admin", "edge-1", &fp), agent_credential("admin", "edge-1", &fp));
+        assert_ne!(manager_token("admin", "edge-1", &fp), manager_token("admin", "edge-1", &[8u8; 32]));
+        // Length prefixes: moving a byte from one field to the next changes the MAC.
+        assert_ne!(mac("admin", "t", &[b"ab", b"c"]), mac("admin", "t", &[b"a", b"bc"]));
+        assert_eq!(manager_token("admin", "edge-1", &fp), manager_token("admin", "edge-1", &fp), "deterministic");
     }
 
     #[test]
