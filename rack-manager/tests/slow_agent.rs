@@ -70,6 +70,7 @@ fn a_frozen_agent_slows_neither_ps_nor_host_ls() {
     let (stop_took, stop_output) = stopping.join().expect("the stop thread ends");
     signal(agent, "-CONT");
 
+    println!("while a stop waited {stop_took:?} on a frozen agent: slowest ps {ps:?}, slowest host ls {hosts:?}");
     assert!(stop_took >= Duration::from_secs(2), "the stop did wait on the frozen agent ({stop_took:?})");
     assert!(ps < PROMPT, "ps took {ps:?} while a stop waited on a frozen agent");
     assert!(hosts < PROMPT, "host ls took {hosts:?} while a stop waited on a frozen agent");
