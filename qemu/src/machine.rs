@@ -146,6 +146,15 @@ impl Machine {
         Ok(machine.args(&manifest.args))
     }
 
+    /// This machine as a Raspberry Pi 4 (`raspi4b`) with its fixed 2 GiB, keeping kernel, ramdisk and
+    /// command line: for a `--board rpi4` kernel, which [`Machine::for_image`] cannot tell from a
+    /// Pi 3's (both load at 0x80000).
+    pub fn as_raspi4b(mut self) -> Machine {
+        self.aarch64_machine = Aarch64Machine::Raspi4b;
+        self.memory_mib = RASPI4B_MEMORY_MIB;
+        self
+    }
+
     /// Sets the kernel command line (the appliance's arguments).
     pub fn cmdline(mut self, cmdline: impl Into<String>) -> Machine {
         self.cmdline = cmdline.into();

@@ -109,7 +109,10 @@ pub fn ensure_qemu(arch: Arch) -> Result<()> {
     match step {
         QemuStep::Present => Ok(()),
         QemuStep::KeepOld(note) => {
-            eprintln!("note: {note}");
+            // Only the Pi 4 (aarch64) needs the newer QEMU: say it once, not per architecture.
+            if arch == Arch::Aarch64 {
+                eprintln!("note: {note}");
+            }
             Ok(())
         }
         QemuStep::Fail(message) => bail!("{message}"),
