@@ -36,7 +36,7 @@ pub enum BoardKind {
     Virt,
     /// Raspberry Pi 3 (BCM2837): QEMU `raspi3b` and the real Model B / B+.
     Rpi3,
-    /// Raspberry Pi 4 (BCM2711): described and compile-checked, not booted by any test.
+    /// Raspberry Pi 4 (BCM2711): QEMU `raspi4b` (QEMU 9 and later) and the real Model B.
     Rpi4,
 }
 

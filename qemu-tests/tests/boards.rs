@@ -1,23 +1,79 @@
-//! Board boots on QEMU's `raspi3b` (a Raspberry Pi 3): the same appliances, built with
-//! `--board rpi3`, boot from `kernel8.img` at 0x80000 on the four-core machine, see their
-//! arguments (QEMU passes them as ATAGs, there is no device tree), report the board they detected
-//! and their boot time, and exit through semihosting with the documented statuses.
+//! Board boots on QEMU's Raspberry Pis, `raspi3b` (a Pi 3) and `raspi4b` (a Pi 4, QEMU 9 and
+//! later): the same appliances, built with `--board rpi3` or `--board rpi4`, boot from
+//! `kernel8.img` at 0x80000 on the four-core machine, see their arguments (QEMU passes them as
+//! ATAGs, there is no device tree), report the board they detected and their boot time, and exit
+//! through semihosting with the documented statuses. Every test runs on both boards.
+//!
+//! Where QEMU has no `raspi4b` (Debian bookworm's 7.2), the Pi 4 tests print why they are skipped;
+//! with `MAST_REQUIRE_QEMU10=1` (CI) they fail instead.
 
 mod common;
+
+use std::path::PathBuf;
 
 use boot_contract::{ExitCode, board};
 use qemu::{Exit, Machine};
 
-fn pi3_image(app: &str) -> std::path::PathBuf {
-    common::board_image(app, board::RPI3)
+/// One of QEMU's Raspberry Pi machines and what an appliance reports on it.
+#[derive(Clone, Copy)]
+struct Pi {
+    board: board::Board,
+    machine: fn(PathBuf) -> Machine,
+    /// hello's greeting names the board's description.
+    greeting: &'static str,
+    /// The `compatible` strings of the board's device tree.
+    compatible: &'static [&'static str],
 }
 
-#[test]
-fn hello_boots_on_raspi3b_and_reports_the_board() {
-    let run = common::run(&Machine::raspi3b(pi3_image("hello")).args(&["one", "two words", "ünïcode"]));
-    run.check(Exit::Status(0), "Hello from Mast on Raspberry Pi 3").unwrap_or_else(|failure| panic!("{failure}"));
+const PI3: Pi = Pi {
+    board: board::RPI3,
+    machine: Machine::raspi3b,
+    greeting: "Hello from Mast on Raspberry Pi 3",
+    compatible: &["raspberrypi,3-model-b", "brcm,bcm2837"],
+};
+
+const PI4: Pi = Pi {
+    board: board::RPI4,
+    machine: Machine::raspi4b,
+    greeting: "Hello from Mast on Raspberry Pi 4 (BCM2711)!",
+    compatible: &["raspberrypi,4-model-b", "brcm,bcm2711"],
+};
+
+impl Pi {
+    /// The machine booting the board's release image of `app`, or `None` (with the reason printed)
+    /// where this QEMU cannot boot the board; `test` names the test for that message.
+    fn boot(self, app: &str, test: &str) -> Option<Machine> {
+        if self.board.kind == board::BoardKind::Rpi4 && !qemu::version::raspi4b_available_for(test) {
+            return None;
+        }
+        Some((self.machine)(common::board_image(app, self.board)))
+    }
+}
+
+/// Declares the test `name` once per board, as `name_on_raspi3b` and `name_on_raspi4b`.
+macro_rules! on_each_pi {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn on_raspi3b() {
+                super::$name(super::PI3, concat!(stringify!($name), "::on_raspi3b"));
+            }
+            #[test]
+            fn on_raspi4b() {
+                super::$name(super::PI4, concat!(stringify!($name), "::on_raspi4b"));
+            }
+        }
+    };
+}
+
+on_each_pi!(hello_boots_and_reports_the_board);
+fn hello_boots_and_reports_the_board(pi: Pi, test: &str) {
+    let Some(machine) = pi.boot("hello", test) else { return };
+    let run = common::run(&machine.args(&["one", "two words", "ünïcode"]));
+    run.check(Exit::Status(0), pi.greeting).unwrap_or_else(|failure| panic!("{failure}"));
     let text = run.console_text();
-    assert!(text.contains("mast: board rpi3 (Raspberry Pi 3 (BCM2837); no device tree"), "no board line:\n{text}");
+    let board_line = format!("mast: board {} ({}; no device tree", pi.board.name, pi.board.description);
+    assert!(text.contains(&board_line), "no board line {board_line:?}:\n{text}");
     assert!(text.contains(r#"args: ["one", "two words", "ünïcode"]"#), "arguments lost:\n{text}");
     let boot = run.console.iter().find(|l| l.text.starts_with("boot: reset -> entry")).map(|l| l.text.clone());
     let boot = boot.unwrap_or_else(|| panic!("no boot-time line:\n{text}"));
@@ -26,62 +82,69 @@ fn hello_boots_on_raspi3b_and_reports_the_board() {
         .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("unreadable boot line {boot:?}"));
     assert!(main_us > 0 && main_us < 60_000_000, "implausible reset -> main time in {boot:?}");
-    // QEMU gives the ARM 960 MiB of the Pi's 1 GiB (the rest is the VideoCore's).
+    // QEMU's ATAGs give the ARM 960 MiB on both models (raspi3b: the Pi's 1 GiB less the VideoCore's
+    // share; raspi4b: the same first-gigabyte memory tag, whatever lies above it).
     assert!(boot.contains("RAM 960 MiB"), "unexpected RAM size in {boot:?}");
     assert_eq!(run.console.last().map(|l| l.text.as_str()), Some("mast: exit status 0"));
 }
 
-#[test]
-fn hello_without_arguments_on_raspi3b() {
-    let run = common::run(&Machine::raspi3b(pi3_image("hello")));
+on_each_pi!(hello_without_arguments);
+fn hello_without_arguments(pi: Pi, test: &str) {
+    let Some(machine) = pi.boot("hello", test) else { return };
+    let run = common::run(&machine);
     run.check(Exit::Status(0), "args: []").unwrap_or_else(|failure| panic!("{failure}"));
 }
 
-#[test]
-fn crash_reports_its_panic_on_raspi3b() {
-    let run = common::run(&Machine::raspi3b(pi3_image("crash")).args(&["panic"]));
+on_each_pi!(crash_reports_its_panic);
+fn crash_reports_its_panic(pi: Pi, test: &str) {
+    let Some(machine) = pi.boot("crash", test) else { return };
+    let run = common::run(&machine.args(&["panic"]));
     run.check(Exit::Status(ExitCode::PANIC.0), "panicked at kernel-apps/crash/src/main.rs:")
         .unwrap_or_else(|failure| panic!("{failure}"));
     assert!(run.time_of("crash appliance: deliberate panic").is_some(), "no panic message:\n{}", run.console_text());
 }
 
-/// The Pi's peripherals share the first gigabyte with RAM; the 2 MiB map leaves what is neither
+on_each_pi!(crash_reports_a_fault);
+/// The Pis' peripherals share the low memory with RAM; the 2 MiB map leaves what is neither
 /// unmapped, so a stray access still faults with a report.
-#[test]
-fn crash_reports_a_fault_on_raspi3b() {
-    let run = common::run(&Machine::raspi3b(pi3_image("crash")).args(&["fault"]));
+fn crash_reports_a_fault(pi: Pi, test: &str) {
+    let Some(machine) = pi.boot("crash", test) else { return };
+    let run = common::run(&machine.args(&["fault"]));
     run.check(Exit::Status(ExitCode::CPU_EXCEPTION.0), "FAR=0x1000000000")
         .unwrap_or_else(|failure| panic!("{failure}"));
 }
 
-#[test]
-fn appliance_status_reaches_the_host_on_raspi3b() {
-    let run = common::run(&Machine::raspi3b(pi3_image("crash")).args(&["exit", "7"]));
+on_each_pi!(appliance_status_reaches_the_host);
+fn appliance_status_reaches_the_host(pi: Pi, test: &str) {
+    let Some(machine) = pi.boot("crash", test) else { return };
+    let run = common::run(&machine.args(&["exit", "7"]));
     run.check(Exit::Status(7), "mast: exit status 7").unwrap_or_else(|failure| panic!("{failure}"));
 }
 
+on_each_pi!(hello_reads_its_data_bundle);
 /// `-initrd` reaches the appliance through QEMU's ATAG_INITRD2, as a data bundle.
-#[test]
-fn hello_reads_its_data_bundle_on_raspi3b() {
+fn hello_reads_its_data_bundle(pi: Pi, test: &str) {
+    let Some(mut machine) = pi.boot("hello", test) else { return };
     let bundle = boot_contract::bundle::pack(&[("index.html", b"<h1>pi</h1>")]);
-    let dir = std::env::temp_dir().join(format!("mast-boards-data-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("mast-boards-data-{}-{}", pi.board.name, std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let initrd = dir.join("bundle.data");
     std::fs::write(&initrd, &bundle).expect("bundle written");
-    let mut machine = Machine::raspi3b(pi3_image("hello"));
     machine.initrd = Some(initrd);
     let run = common::run(&machine);
     let checksum = b"<h1>pi</h1>".iter().fold(0u32, |sum, &b| sum.rotate_left(5) ^ u32::from(b));
     let expected = format!("data: 1 files, 11 bytes, checksum {checksum:08x}");
     run.check(Exit::Status(0), &expected).unwrap_or_else(|failure| panic!("{failure}"));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
+on_each_pi!(secondary_cores_released_into_the_image_park_in_wfe);
 /// QEMU's own boot stub holds cores 1-3 in a spin table, as the Pi firmware does; loaders that
 /// release every core into the image instead (here QEMU's generic loader, which points cores 1-3 at
 /// 0x80000 too) must find them parked in `wfe`, while core 0 boots. Without semihosting core 0 then
 /// halts in `wfi`, and QEMU's monitor shows where each core stopped.
-#[test]
-fn secondary_cores_released_into_the_image_park_in_wfe() {
+fn secondary_cores_released_into_the_image_park_in_wfe(pi: Pi, test: &str) {
+    let Some(machine) = pi.boot("hello", test) else { return };
     use std::{
         io::{Read, Write},
         os::unix::net::UnixStream,
@@ -92,11 +155,11 @@ fn secondary_cores_released_into_the_image_park_in_wfe() {
     const WFI: u32 = 0xd503_207f;
     const LOAD_ADDRESS: u64 = 0x8_0000;
 
-    let kernel = pi3_image("hello");
-    let dir = std::env::temp_dir().join(format!("mast-boards-smp-{}", std::process::id()));
+    let kernel = machine.kernel.clone();
+    let dir = std::env::temp_dir().join(format!("mast-boards-smp-{}-{}", pi.board.name, std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let socket = dir.join("monitor.sock");
-    let mut machine = Machine::raspi3b(&kernel).semihosting(false);
+    let mut machine = machine.semihosting(false);
     for cpu in 1..4 {
         machine = machine.extra_arg("-device").extra_arg(format!("loader,addr={LOAD_ADDRESS:#x},cpu-num={cpu}"));
     }
@@ -142,9 +205,9 @@ fn secondary_cores_released_into_the_image_park_in_wfe() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A flattened device tree, built by hand: just enough of a Pi 3's for the runtime to choose the
+/// A flattened device tree, built by hand: just enough of a Pi's for the runtime to choose the
 /// board from `compatible` and find its memory (QEMU fills in `/memory` and `/chosen` itself).
-fn pi3_device_tree(compatible: &[&str], model: &str) -> Vec<u8> {
+fn pi_device_tree(compatible: &[&str], model: &str) -> Vec<u8> {
     struct Tree {
         structure: Vec<u8>,
         strings: Vec<u8>,
@@ -217,21 +280,22 @@ fn pi3_device_tree(compatible: &[&str], model: &str) -> Vec<u8> {
     blob
 }
 
+on_each_pi!(hello_with_a_device_tree_reads_the_board_from_it);
 /// With a device tree (as the real firmware passes one), the board comes from its `compatible`,
 /// the machine's name from its `model`, and the arguments from `/chosen/bootargs`.
-#[test]
-fn hello_on_raspi3b_with_a_device_tree_reads_the_board_from_it() {
-    let dir = std::env::temp_dir().join(format!("mast-boards-dtb-{}", std::process::id()));
+fn hello_with_a_device_tree_reads_the_board_from_it(pi: Pi, test: &str) {
+    let Some(machine) = pi.boot("hello", test) else { return };
+    let dir = std::env::temp_dir().join(format!("mast-boards-dtb-{}-{}", pi.board.name, std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let dtb = dir.join("pi3.dtb");
-    let tree = pi3_device_tree(&["raspberrypi,3-model-b", "brcm,bcm2837"], "Raspberry Pi 3 Model B (test tree)");
-    std::fs::write(&dtb, tree).expect("tree written");
-    let machine = Machine::raspi3b(pi3_image("hello")).args(&["from", "the tree"]).extra_arg("-dtb").extra_arg(&dtb);
+    let dtb = dir.join("pi.dtb");
+    let model = format!("{} (test tree)", pi.board.description);
+    std::fs::write(&dtb, pi_device_tree(pi.compatible, &model)).expect("tree written");
+    let machine = machine.args(&["from", "the tree"]).extra_arg("-dtb").extra_arg(&dtb);
     let run = common::run(&machine);
-    run.check(Exit::Status(0), "Hello from Mast on Raspberry Pi 3 Model B (test tree)!")
-        .unwrap_or_else(|failure| panic!("{failure}"));
+    run.check(Exit::Status(0), &format!("Hello from Mast on {model}!")).unwrap_or_else(|failure| panic!("{failure}"));
     let text = run.console_text();
-    assert!(text.contains("mast: board rpi3 (Raspberry Pi 3 (BCM2837); device tree)"), "no board line:\n{text}");
+    let board_line = format!("mast: board {} ({}; device tree)", pi.board.name, pi.board.description);
+    assert!(text.contains(&board_line), "no board line {board_line:?}:\n{text}");
     assert!(text.contains(r#"args: ["from", "the tree"]"#), "arguments lost:\n{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,7 +6,12 @@ use images::Arch;
 
 /// The QEMU system emulator for `arch` is not installed.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{binary} was not found on PATH. Install it with:\n    {}", install_hint(*.arch))]
+#[error(
+    "{binary} was not found on PATH. Install it with:\n    {}\n(on Debian bookworm that is QEMU 7.2; as root, `cargo \
+     xtask test` installs QEMU 10 from bookworm-backports instead, which also boots the Raspberry Pi 4: see \
+     docs/testing.md)",
+    install_hint(*.arch)
+)]
 pub struct MissingQemu {
     pub arch: Arch,
     pub binary: &'static str,
@@ -56,6 +61,7 @@ mod tests {
     fn the_missing_qemu_message_gives_the_install_command() {
         let message = MissingQemu { arch: Arch::Aarch64, binary: "qemu-system-aarch64" }.to_string();
         assert!(message.contains("sudo apt-get install -y qemu-system-arm"), "{message}");
+        assert!(message.contains("bookworm-backports"), "{message}");
         assert!(install_hint(Arch::X86_64).ends_with("qemu-system-x86"));
     }
 }

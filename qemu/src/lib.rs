@@ -19,8 +19,9 @@
 //! - [`qemu_binary`] finds QEMU; when it is missing, [`install_hint`] (from [`debian_package`]) is
 //!   the exact command that installs it.
 //!
-//! [`appliance`] builds an appliance image once per process, and [`kvm`] says whether hardware
-//! virtualisation is usable (x86_64 appliances run under KVM).
+//! [`appliance`] builds an appliance image once per process, [`kvm`] says whether hardware
+//! virtualisation is usable (x86_64 appliances run under KVM), and [`version`] which QEMU is installed
+//! and whether it has the Raspberry Pi 4 (`raspi4b`, QEMU 9 and later).
 
 mod appliance;
 mod binary;
@@ -29,6 +30,7 @@ pub mod kvm;
 mod machine;
 mod net;
 mod run;
+pub mod version;
 
 pub use appliance::{
     ApplianceError, appliance, appliance_for_board, appliance_image, appliance_image_for_board, appliance_machine,

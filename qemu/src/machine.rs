@@ -26,6 +26,17 @@ pub enum Aarch64Machine {
     /// with `--board rpi3`. QEMU passes ATAGs, not a device tree, and holds cores 1-3 in its own
     /// spin-table stub at 0x300, as the Pi firmware does.
     Raspi3b,
+    /// `raspi4b` (QEMU 9 and later): a Raspberry Pi 4 (four cortex-a72 cores, 2 GiB, the BCM2711's
+    /// PL011 on `-serial`); images built with `--board rpi4`. Booted like `raspi3b`: `kernel8.img` at
+    /// 0x80000, cores 1-3 held in QEMU's spin-table stub.
+    Raspi4b,
+}
+
+impl Aarch64Machine {
+    /// The Raspberry Pi models: four cores whatever is asked, RAM fixed by the model.
+    fn is_raspi(self) -> bool {
+        matches!(self, Aarch64Machine::Raspi3b | Aarch64Machine::Raspi4b)
+    }
 }
 
 /// A VM to boot: architecture, machine model, accelerator, memory, kernel and command line.
@@ -75,6 +86,8 @@ fn default_accel(arch: Arch) -> Accel {
 pub const DEFAULT_MEMORY_MIB: u32 = 64;
 /// `raspi3b` accepts only its real memory size.
 const RASPI3B_MEMORY_MIB: u32 = 1024;
+/// `raspi4b` is QEMU's 2 GiB Pi 4 model, and accepts only that size.
+const RASPI4B_MEMORY_MIB: u32 = 2048;
 
 impl Machine {
     /// The supported machine for `arch`, booting `kernel` with an empty command line.
@@ -105,6 +118,14 @@ impl Machine {
         machine
     }
 
+    /// A Raspberry Pi 4 (QEMU `raspi4b`, QEMU 9 and later, see [`crate::version`]) booting `kernel`,
+    /// an image built with `--board rpi4`. Its memory is fixed at 2 GiB by the machine model.
+    pub fn raspi4b(kernel: impl Into<PathBuf>) -> Machine {
+        let mut machine = Machine::new(Arch::Aarch64, kernel).memory_mib(RASPI4B_MEMORY_MIB);
+        machine.aarch64_machine = Aarch64Machine::Raspi4b;
+        machine
+    }
+
     /// The machine a verified image asks for: its kernel, its data bundle as the initial ramdisk,
     /// its manifest's memory and boot arguments. Both files are unpacked into `dir`.
     ///
@@ -123,6 +144,15 @@ impl Machine {
         };
         machine.initrd = image.unpack_data(dir)?;
         Ok(machine.args(&manifest.args))
+    }
+
+    /// This machine as a Raspberry Pi 4 (`raspi4b`) with its fixed 2 GiB, keeping kernel, ramdisk and
+    /// command line: for a `--board rpi4` kernel, which [`Machine::for_image`] cannot tell from a
+    /// Pi 3's (both load at 0x80000).
+    pub fn as_raspi4b(mut self) -> Machine {
+        self.aarch64_machine = Aarch64Machine::Raspi4b;
+        self.memory_mib = RASPI4B_MEMORY_MIB;
+        self
     }
 
     /// Sets the kernel command line (the appliance's arguments).
@@ -176,8 +206,7 @@ impl Machine {
         let mut command = Command::new(qemu);
         let common = ["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"];
         // The Pi has four cores whatever is asked; the runtime parks all but the first.
-        let cpus =
-            if self.arch == Arch::Aarch64 && self.aarch64_machine == Aarch64Machine::Raspi3b { "4" } else { "1" };
+        let cpus = if self.arch == Arch::Aarch64 && self.aarch64_machine.is_raspi() { "4" } else { "1" };
         match self.arch {
             Arch::Aarch64 => {
                 match self.aarch64_machine {
@@ -187,6 +216,7 @@ impl Machine {
                     }
                     Aarch64Machine::Virt => command.args(["-machine", "virt", "-cpu", "cortex-a72"]),
                     Aarch64Machine::Raspi3b => command.args(["-machine", "raspi3b"]),
+                    Aarch64Machine::Raspi4b => command.args(["-machine", "raspi4b"]),
                 };
                 if self.semihosting {
                     command.args(["-semihosting-config", "enable=on,target=native"]);
@@ -273,6 +303,15 @@ mod tests {
         let line = words(&Machine::raspi3b("/kernel8.img").args(&["a"])).join(" ");
         assert!(line.contains("-machine raspi3b") && !line.contains("cortex-a72"), "{line}");
         assert!(line.contains("-m 1024M") && line.contains("-smp 4"), "{line}");
+        assert!(line.contains("-semihosting-config enable=on,target=native"), "{line}");
+        assert!(line.ends_with("-kernel /kernel8.img -append a"), "{line}");
+    }
+
+    #[test]
+    fn raspi4b_has_its_four_cores_and_2_gib() {
+        let line = words(&Machine::raspi4b("/kernel8.img").args(&["a"])).join(" ");
+        assert!(line.contains("-machine raspi4b") && !line.contains("cortex-a72"), "{line}");
+        assert!(line.contains("-m 2048M") && line.contains("-smp 4"), "{line}");
         assert!(line.contains("-semihosting-config enable=on,target=native"), "{line}");
         assert!(line.ends_with("-kernel /kernel8.img -append a"), "{line}");
     }

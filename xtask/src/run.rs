@@ -25,8 +25,8 @@ pub struct RunArgs {
     /// Defaults to the image's own architecture with --image, else to this machine's.
     #[arg(long, value_name = "ARCH")]
     pub arch: Option<Arch>,
-    /// The aarch64 board to build for: virt (the default) or rpi3 (booted on QEMU raspi3b).
-    /// Images for the Pis (--image) boot on raspi3b by themselves.
+    /// The aarch64 board to build for: virt (the default), rpi3 (booted on QEMU raspi3b) or rpi4
+    /// (QEMU raspi4b, QEMU 9 and later). Images for the Pis (--image) boot on raspi3b.
     #[arg(long, value_name = "BOARD", value_parser = crate::image::parse_board, conflicts_with = "image")]
     pub board: Option<build::Board>,
     /// The machine: qemu (the default) or tender (Mast's KVM monitor, x86_64: `cargo build -p
@@ -95,6 +95,13 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
     let manifest = verified.manifest();
     let mut machine = Machine::for_image(&verified, &build::workspace_root().join("target/images/verified"))
         .context("unpacking the verified image")?;
+    // The image cannot say it is a Pi 4's (it loads where a Pi 3's does), but --board can.
+    if args.board.is_some_and(|b| b.kind == boot_contract::board::BoardKind::Rpi4) {
+        if let Some(reason) = qemu::version::raspi4b_unavailable_reason() {
+            bail!("a Raspberry Pi 4 image cannot boot here: {reason}");
+        }
+        machine = machine.as_raspi4b();
+    }
     if !args.args.is_empty() {
         machine = machine.args(&args.args);
     }
@@ -193,11 +200,6 @@ fn create_volume(file: &std::path::Path, mib: u64) -> Result<()> {
 
 fn build_image(args: &RunArgs) -> Result<PathBuf> {
     let app = args.app.as_deref().expect("clap requires an appliance unless --image is given");
-    if let Some(board) = args.board
-        && board.kind == boot_contract::board::BoardKind::Rpi4
-    {
-        bail!("QEMU 7.2 has no Raspberry Pi 4 machine: build rpi4 images with `image build` or `image sdcard`");
-    }
     let arch = match args.board {
         Some(_) => Arch::Aarch64,
         None => args.arch.or_else(Arch::host).context("this machine's architecture has no appliances: pass --arch")?,

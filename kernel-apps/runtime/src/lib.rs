@@ -19,8 +19,8 @@
 //!
 //! # Supported
 //! - aarch64 on QEMU `virt` (cortex-a72), entered as an arm64 Image (QEMU `-kernel`, U-Boot `booti`),
-//!   and on the Raspberry Pi 3 (QEMU `raspi3b`, real boards) as `kernel8.img`; the Pi 4 is
-//!   described and compile-checked ([`board`]).
+//!   and on the Raspberry Pi 3 and 4 (QEMU `raspi3b` and `raspi4b`, real boards) as `kernel8.img`
+//!   ([`board`]).
 //! - x86_64 on QEMU `microvm`, entered through PVH (the `Xen` ELF note), under KVM.
 //! - `tender`, Mast's per-appliance KVM monitor (the `platform-tender` feature; contract in the
 //!   `tender-abi` crate): x86_64 runs, aarch64 is compile-checked. Console, clock, exit, the event

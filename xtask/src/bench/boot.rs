@@ -20,7 +20,7 @@ pub struct BootArgs {
     /// Only this architecture (default: both).
     #[arg(long, value_name = "ARCH", conflicts_with = "board")]
     pub arch: Option<Arch>,
-    /// Only this aarch64 board: virt, or rpi3 (QEMU `raspi3b`). rpi4 has no QEMU 7.2 machine.
+    /// Only this aarch64 board: virt, rpi3 (QEMU `raspi3b`) or rpi4 (QEMU `raspi4b`, QEMU 9 and later).
     #[arg(long, value_name = "BOARD", value_parser = crate::image::parse_board)]
     pub board: Option<images::build::Board>,
     /// The machine: qemu (the default) or tender (the host's architecture, under KVM).
@@ -33,9 +33,6 @@ pub fn main(args: BootArgs) -> Result<ExitCode> {
         return super::tender_boot::main(&args);
     }
     let board = args.board.filter(|b| b.kind != BoardKind::Virt);
-    if board.is_some_and(|b| b.kind != BoardKind::Rpi3) {
-        bail!("only virt and rpi3 boot in QEMU 7.2 (`raspi3b`); rpi4 images are for real boards");
-    }
     let arches: Vec<Arch> =
         if args.board.is_some() { vec![Arch::Aarch64] } else { args.arch.map_or(Arch::ALL.to_vec(), |a| vec![a]) };
     println!("boot bench: release `hello`, {} timed runs per arch after 1 warm-up; times from QEMU start", args.runs);
@@ -51,6 +48,11 @@ pub fn main(args: BootArgs) -> Result<ExitCode> {
     );
     for arch in arches {
         deps::ensure_qemu(arch)?;
+        if board.is_some_and(|b| b.kind == BoardKind::Rpi4)
+            && let Some(reason) = qemu::version::raspi4b_unavailable_reason()
+        {
+            bail!("rpi4 cannot be benchmarked here: {reason}");
+        }
         if arch == Arch::X86_64
             && let Some(reason) = kvm::unavailable_reason()
         {
@@ -60,6 +62,7 @@ pub fn main(args: BootArgs) -> Result<ExitCode> {
         let built = qemu::appliance_image_for_board("hello", arch, board)?;
         let kernel = qemu::appliance_for_board("hello", arch, board)?;
         let (label, machine) = match board {
+            Some(board) if board.kind == BoardKind::Rpi4 => (board.name, Machine::raspi4b(kernel)),
             Some(board) => (board.name, Machine::raspi3b(kernel)),
             None => (arch.name(), Machine::new(arch, kernel)),
         };

@@ -1,5 +1,5 @@
-//! The aarch64 port: QEMU `virt` and the Raspberry Pi 3 (QEMU `raspi3b`, real boards) as an arm64
-//! Image; the Raspberry Pi 4 is described and compile-checked.
+//! The aarch64 port: QEMU `virt`, and the Raspberry Pi 3 and 4 (QEMU `raspi3b` and `raspi4b`, real
+//! boards) as an arm64 Image.
 //!
 //! Boot flow: [`start`] (assembly: header, secondary cores parked, EL2 → EL1, FP/SIMD, provisional
 //! MMU, stack, `.bss`, vectors) → [`mast_aarch64_start`] (board, device tree or ATAGs, full
