@@ -397,9 +397,9 @@ fn secure_etcd(pki: &Pki) -> Option<EtcdServer> {
     Some(etcd)
 }
 
-/// The manager's etcd flags for a secure etcd: TLS with a client certificate, user r1-manager.
-fn secure_args(etcd: &EtcdServer, pki: &Pki) -> Vec<String> {
-    pki.write("manager-password", &format!("{MANAGER_PASSWORD}\n"), 0o600);
+/// The etcd flags for a secure etcd: TLS with a client certificate, and `user` with the password
+/// in the PKI directory's file `password_file`.
+fn etcd_access_args(etcd: &EtcdServer, pki: &Pki, user: &str, password_file: &str) -> Vec<String> {
     [
         "--etcd-endpoints",
         &etcd.endpoint(),
@@ -410,12 +410,18 @@ fn secure_args(etcd: &EtcdServer, pki: &Pki) -> Vec<String> {
         "--etcd-key",
         &pki.arg("client-key.pem"),
         "--etcd-user",
-        "r1-manager",
+        user,
         "--etcd-password-file",
-        &pki.arg("manager-password"),
+        &pki.arg(password_file),
     ]
     .map(str::to_owned)
     .to_vec()
+}
+
+/// The manager's etcd flags for a secure etcd: user r1-manager.
+fn secure_args(etcd: &EtcdServer, pki: &Pki) -> Vec<String> {
+    pki.write("manager-password", &format!("{MANAGER_PASSWORD}\n"), 0o600);
+    etcd_access_args(etcd, pki, "r1-manager", "manager-password")
 }
 
 #[test]
@@ -434,24 +440,9 @@ fn a_rack_runs_on_etcd_over_tls_with_a_user_limited_to_its_prefix() {
 
     // An agent keeps its liveness on the same etcd with its own, narrower user.
     pki.write("agent-password", AGENT_PASSWORD, 0o600);
-    let agent_args = [
-        "--launcher",
-        "sim",
-        "--rack",
-        "r1",
-        "--etcd-endpoints",
-        &etcd.endpoint(),
-        "--etcd-cacert",
-        &pki.arg("ca.pem"),
-        "--etcd-cert",
-        &pki.arg("client.pem"),
-        "--etcd-key",
-        &pki.arg("client-key.pem"),
-        "--etcd-user",
-        "r1-agent",
-        "--etcd-password-file",
-        &pki.arg("agent-password"),
-    ];
+    let mut agent_args: Vec<String> = ["--launcher", "sim", "--rack", "r1"].map(str::to_owned).to_vec();
+    agent_args.extend(etcd_access_args(&etcd, &pki, "r1-agent", "agent-password"));
+    let agent_args: Vec<&str> = agent_args.iter().map(String::as_str).collect();
     rack.add_agent("a1", &agent_args);
     wait_until("a1 to join", Duration::from_secs(30), || host_state(&rack, "a1") == Some(HostState::Ready));
 

@@ -111,6 +111,18 @@ struct Site {
     handlers: Arc<Semaphore>,
 }
 
+impl Site {
+    /// A site whose handlers run at most `limits.handlers` at once.
+    fn new(
+        authenticate: Option<Arc<Authenticator>>,
+        limits: Limits,
+        body_limit: BodyLimit,
+        handler: Arc<Handler>,
+    ) -> Arc<Site> {
+        Arc::new(Site { authenticate, body_limit, handler, handlers: Arc::new(Semaphore::new(limits.handlers)) })
+    }
+}
+
 /// Serves `handler` on `listener`, each request's bearer token checked by `authenticate`;
 /// returns only if the listener fails.
 pub fn serve(
@@ -126,12 +138,7 @@ pub fn serve(
             Err(e) => return e,
         };
         let table = Table::new(limits);
-        let site = Arc::new(Site {
-            authenticate: Some(authenticate),
-            body_limit,
-            handler,
-            handlers: Arc::new(Semaphore::new(limits.handlers)),
-        });
+        let site = Site::new(Some(authenticate), limits, body_limit, handler);
         loop {
             let (stream, _, admitted) = next_admitted(&listener, &table, &|| false).await;
             let site = site.clone();
@@ -165,12 +172,7 @@ pub fn spawn_tls(
                 return;
             }
         };
-        let site = Arc::new(Site {
-            authenticate: None,
-            body_limit,
-            handler,
-            handlers: Arc::new(Semaphore::new(limits.handlers)),
-        });
+        let site = Site::new(None, limits, body_limit, handler);
         tls_loop(listener, limits, config, Some(Arc::new(gate)), site).await;
     });
 }
@@ -191,12 +193,7 @@ pub fn serve_tls(
             Ok(listener) => listener,
             Err(e) => return e,
         };
-        let site = Arc::new(Site {
-            authenticate: Some(authenticate),
-            body_limit,
-            handler,
-            handlers: Arc::new(Semaphore::new(limits.handlers)),
-        });
+        let site = Site::new(Some(authenticate), limits, body_limit, handler);
         tls_loop(listener, limits, config, None, site).await
     })
 }
