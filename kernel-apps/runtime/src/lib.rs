@@ -33,8 +33,9 @@
 //! - interrupt handlers: with the `virtio` feature, interrupts (GICv2/v3 on aarch64, local APIC
 //!   and IOAPIC on x86_64) only wake the CPU from the event loop's sleep (`event`); no code runs
 //!   in interrupt context;
-//! - stack-overflow detection on aarch64: its stack has no guard page yet (x86_64's has one, and a
-//!   double fault there is reported as a probable stack overflow).
+//! - stack frames larger than a page: every platform catches an overflow with a 4 KiB guard page
+//!   below the stack (a fault report naming a stack overflow, status 102), which a single frame of
+//!   several KiB could step over.
 #![cfg_attr(target_os = "none", no_std)]
 #![warn(missing_docs)]
 

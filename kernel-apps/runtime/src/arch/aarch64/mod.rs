@@ -91,6 +91,14 @@ unsafe extern "C" {
     static __mast_start: u8;
     /// One past the last byte the image uses: code, data, `.bss`, stack and page table.
     static __mast_end: u8;
+    /// The page below the stack, which the boot code leaves unmapped (see `start`).
+    static __mast_stack_guard: u8;
+}
+
+/// The stack's guard page, for the fault report.
+fn stack_guard() -> core::ops::Range<u64> {
+    let guard = &raw const __mast_stack_guard as u64;
+    guard..guard + 4096
 }
 
 /// Bytes of ATAGs read at most: QEMU's list (memory, initrd, a command line) is far smaller.
