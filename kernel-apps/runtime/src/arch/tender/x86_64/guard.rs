@@ -90,8 +90,9 @@ pub(super) fn unmap_stack_guards() {
             let pt = (pde.read_volatile() & ADDRESS) as *mut u64;
             pt.add((guard >> 12) as usize % ENTRIES).write_volatile(0);
         }
+        // SAFETY: drops whatever translation the TLB holds for the guard's address: its 4 KiB
+        // entry, or the 2 MiB page that held it before the split. `invlpg` rather than reloading
+        // CR3, which under nested paging throws away every shadow translation at a cost.
+        unsafe { asm!("invlpg [{}]", in(reg) guard, options(nostack, preserves_flags)) };
     }
-    // SAFETY: rewriting CR3 with its own value flushes every non-global translation (the tender
-    // sets no global pages), so the old 2 MiB and guard-page entries are gone from the TLB.
-    unsafe { asm!("mov cr3, {}", in(reg) cr3, options(nostack, preserves_flags)) };
 }
