@@ -15,7 +15,7 @@
 //!   virtio-blk drivers); their hardware halves are `arch::*::{irq, gic, dma, devices}`, or
 //!   `arch::tender` on the tender.
 //! - pure modules ([`args`], [`atags`], [`board`], [`devicetree`], [`exit`], [`fdt`], [`fault`],
-//!   [`pvh`], [`tsc`]): no hardware access, unit-tested on the host.
+//!   [`page_guard`], [`pvh`], [`tsc`]): no hardware access, unit-tested on the host.
 //!
 //! # Supported
 //! - aarch64 on QEMU `virt` (cortex-a72), entered as an arm64 Image (QEMU `-kernel`, U-Boot `booti`),
@@ -43,6 +43,7 @@ extern crate alloc;
 
 pub mod args;
 pub mod fault;
+pub mod page_guard;
 pub mod tsc;
 // The boot contract's formats, where the runtime's own code and its appliances have always found them.
 pub use boot_contract::{atags, board, bundle, devicetree, exit, fdt, pvh};
