@@ -43,6 +43,7 @@ extern crate alloc;
 pub mod args;
 pub mod fault;
 pub mod tsc;
+pub mod wallclock;
 // The boot contract's formats, where the runtime's own code and its appliances have always found them.
 pub use boot_contract::{atags, board, bundle, devicetree, exit, fdt, pvh};
 

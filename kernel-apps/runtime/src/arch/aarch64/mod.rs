@@ -47,6 +47,7 @@ mod gic;
 pub(crate) mod irq;
 mod mmu;
 mod pl011;
+mod pl031;
 mod platform;
 mod power;
 mod start;
@@ -237,6 +238,9 @@ extern "C" fn mast_aarch64_start(dtb: usize, entry_ticks: u64, entry_el: u64) ->
     power::set_psci(psci);
     timer::init(platform.timer_hz);
     let entry = Instant::from_nanos(timer::ticks_to_ns(entry_ticks));
+    if let Some(rtc) = platform.rtc {
+        pl031::set_wall_clock(rtc);
+    }
 
     // The image and everything below it in its RAM region (QEMU's boot stub, firmware data), and the
     // device tree, which the command line and platform name point into.

@@ -40,6 +40,7 @@ mod idt;
 mod io;
 #[cfg(feature = "virtio")]
 pub(crate) mod irq;
+mod kvm_wall;
 mod segments;
 mod serial;
 mod user;
@@ -127,6 +128,7 @@ extern "C" fn start(start_info_paddr: u32) -> ! {
     serial::init();
     idt::init();
     clock::init(clock::hypervisor());
+    kvm_wall::request();
     user::enter(start_at_cpl3, u64::from(start_info_paddr), 0)
 }
 
@@ -137,6 +139,7 @@ extern "C" fn start_at_cpl3(start_info_paddr: u64, _: u64) -> ! {
     // SAFETY: the boot code wrote this before anything else ran and nothing writes it again.
     let entry_tsc = unsafe { (&raw const boot::mast_boot_tsc).read() };
     let entry = Instant::from_nanos(clock::nanos_at(entry_tsc));
+    kvm_wall::set_wall_clock();
 
     let platform = match hypervisor {
         clock::Hypervisor::Kvm => "pvh-kvm",
