@@ -5,7 +5,7 @@
 //!
 //! Caching: a file whose name carries a content hash (a `.`- or `-`-separated part of at least 8
 //! hexadecimal digits with a digit among them, as bundlers name assets: `app.3f9a1c2b.js`) is
-//! `public, max-age=31536000, immutable`; any other file `public, max-age=<max_age>`.
+//! `max-age=31536000, immutable`; any other file `max-age=<max_age>`.
 //! A gzip variant is kept only when it saves at least 10%. Output is deterministic (gzip header
 //! without a time or a name), so images stay reproducible.
 
@@ -17,12 +17,12 @@ use http1::site_index::{self, Entry};
 use crate::manifest::SiteOptions;
 
 /// `Cache-Control` of files whose names carry a content hash.
-pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+pub const IMMUTABLE: &str = "max-age=31536000, immutable";
 
 /// Adds the site index and the gzip variants to `files` (bundle paths and contents).
 pub fn describe(files: &mut Vec<(String, Vec<u8>)>, options: &SiteOptions) {
     files.retain(|(path, _)| !path.starts_with(".mast/"));
-    let plain_cache = format!("public, max-age={}", options.max_age);
+    let plain_cache = format!("max-age={}", options.max_age);
     struct Described {
         path: String,
         etag: String,
@@ -113,7 +113,7 @@ mod tests {
         let entries = site_index::parse(&text).expect("valid index");
         assert_eq!(entries.len(), 3);
         let page = entries.iter().find(|e| e.path == "index.html").expect("page");
-        assert_eq!(page.cache_control, "public, max-age=60");
+        assert_eq!(page.cache_control, "max-age=60");
         let hash = blake3::hash(&html).to_hex();
         assert_eq!(page.etag, format!("\"b3-{}\"", &hash.as_str()[..32]));
         let (gz_path, _) = page.gzip.expect("html compresses");
