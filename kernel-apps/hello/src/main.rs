@@ -26,8 +26,8 @@ fn main(ctx: &mut Context) -> ExitCode {
             "clock: {}.{:03} +- {} ms ({})",
             now.unix.as_secs(),
             now.unix.subsec_millis(),
-            now.uncertainty.as_millis(),
-            now.source
+            u64::try_from(now.uncertainty.as_millis()).unwrap_or(u64::MAX),
+            now.source.name()
         ),
         None => println!("clock: unsynchronised"),
     }

@@ -37,7 +37,7 @@ pub fn format(unix_seconds: u64) -> [u8; LEN] {
 
 /// Reads an IMF-fixdate; `None` for anything else (other forms, impossible dates, years before 1970).
 pub fn parse(text: &str) -> Option<u64> {
-    let b = text.trim().as_bytes();
+    let b = text.trim_ascii().as_bytes();
     if b.len() != LEN || b.get(3..5)? != b", " || b.get(25..)? != b" GMT" {
         return None;
     }

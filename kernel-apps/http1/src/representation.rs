@@ -15,11 +15,11 @@ pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
     let mut any = None;
     for item in header.split(',') {
         let mut parts = item.split(';');
-        let coding = parts.next().unwrap_or_default().trim();
+        let coding = parts.next().unwrap_or_default().trim_ascii();
         let weight = parts
-            .filter_map(|p| p.trim().split_once('='))
-            .find(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
-            .map(|(_, value)| !is_zero_weight(value.trim()));
+            .filter_map(|p| p.trim_ascii().split_once('='))
+            .find(|(name, _)| name.trim_ascii().eq_ignore_ascii_case("q"))
+            .map(|(_, value)| !is_zero_weight(value.trim_ascii()));
         let accepted = weight.unwrap_or(true);
         if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
             gzip = Some(accepted);
@@ -45,8 +45,8 @@ pub fn not_modified(request: &RequestHead<'_>, etag: Option<&str>, last_modified
     }
     if let Some(if_none_match) = request.header("if-none-match") {
         let Some(etag) = etag else { return false };
-        return if_none_match.trim() == "*"
-            || if_none_match.split(',').any(|tag| opaque(tag.trim()) == Some(opaque_of(etag)));
+        return if_none_match.trim_ascii() == "*"
+            || if_none_match.split(',').any(|tag| opaque(tag.trim_ascii()) == Some(opaque_of(etag)));
     }
     match (request.header("if-modified-since").and_then(date::parse), last_modified) {
         (Some(since), Some(modified)) => modified <= since,
@@ -90,7 +90,7 @@ pub fn range(request: &RequestHead<'_>, len: usize, etag: Option<&str>, last_mod
     }
     let Some(header) = request.header("range") else { return Range::Whole };
     if let Some(if_range) = request.header("if-range") {
-        let if_range = if_range.trim();
+        let if_range = if_range.trim_ascii();
         let current = if if_range.starts_with('"') {
             // A strong comparison: a weak tag never matches.
             etag.is_some_and(|etag| etag == if_range)
@@ -106,19 +106,19 @@ pub fn range(request: &RequestHead<'_>, len: usize, etag: Option<&str>, last_mod
 
 /// Reads one byte range of a `len`-byte representation.
 pub fn parse_range(header: &str, len: usize) -> Range {
-    let Some(spec) = header.trim().strip_prefix("bytes=") else { return Range::Whole };
+    let Some(spec) = header.trim_ascii().strip_prefix("bytes=") else { return Range::Whole };
     if spec.contains(',') {
         return Range::Whole;
     }
-    let Some((first, last)) = spec.trim().split_once('-') else { return Range::Whole };
+    let Some((first, last)) = spec.trim_ascii().split_once('-') else { return Range::Whole };
     let number = |text: &str| -> Option<usize> {
-        let text = text.trim();
+        let text = text.trim_ascii();
         (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
             .then(|| text.parse::<usize>().unwrap_or(usize::MAX))
     };
-    match (number(first), number(last), last.trim().is_empty()) {
+    match (number(first), number(last), last.trim_ascii().is_empty()) {
         // bytes=-N: the last N bytes.
-        (None, Some(suffix), _) if first.trim().is_empty() => {
+        (None, Some(suffix), _) if first.trim_ascii().is_empty() => {
             if suffix == 0 || len == 0 {
                 Range::Unsatisfiable
             } else {

@@ -245,14 +245,24 @@ impl Meta {
         if self.accept_ranges {
             field("Accept-Ranges", b"bytes");
         }
-        match self.content_range {
-            Some(ContentRange::Part { first, last, len }) => {
-                field("Content-Range", alloc::format!("bytes {first}-{last}/{len}").as_bytes());
-            }
-            Some(ContentRange::Unsatisfied { len }) => {
-                field("Content-Range", alloc::format!("bytes */{len}").as_bytes());
-            }
-            None => {}
+        if let Some(range) = self.content_range {
+            let mut value = Vec::with_capacity(48);
+            value.extend_from_slice(b"bytes ");
+            let len = match range {
+                ContentRange::Part { first, last, len } => {
+                    push_decimal(&mut value, first);
+                    value.push(b'-');
+                    push_decimal(&mut value, last);
+                    len
+                }
+                ContentRange::Unsatisfied { len } => {
+                    value.push(b'*');
+                    len
+                }
+            };
+            value.push(b'/');
+            push_decimal(&mut value, len);
+            field("Content-Range", &value);
         }
     }
 }

@@ -23,7 +23,9 @@ fn http_now() -> Option<u64> {
 pub(crate) fn load(ctx: &Context) -> StaticSite {
     match runtime::wallclock::now() {
         Some(now) => {
-            println!("httpd: clock {} s +- {} ms ({})", now.unix_seconds(), now.uncertainty.as_millis(), now.source)
+            // Whole milliseconds as u64: formatting a u128 would cost the image a kilobyte.
+            let millis = u64::try_from(now.uncertainty.as_millis()).unwrap_or(u64::MAX);
+            println!("httpd: clock {} s +- {millis} ms ({})", now.unix_seconds(), now.source.name())
         }
         None => println!("httpd: clock unsynchronised: responses carry no Date"),
     }
@@ -50,17 +52,16 @@ pub(crate) fn load(ctx: &Context) -> StaticSite {
             return StaticSite::new(&[]);
         }
     };
-    let leak = |text: &str| -> &'static str { Box::leak(text.into()) };
     let files: Vec<SiteFile> = entries
         .iter()
         .filter_map(|entry| {
             let body = bundle.get(entry.path)?;
-            let gzip = entry.gzip.and_then(|(path, etag)| Some((bundle.get(path)?, leak(etag))));
+            let gzip = entry.gzip.and_then(|(path, etag)| Some((bundle.get(path)?, etag)));
             Some(SiteFile {
                 path: leak_path(entry.path),
                 body,
-                etag: Some(leak(entry.etag)),
-                cache_control: Some(leak(entry.cache_control)),
+                etag: Some(entry.etag),
+                cache_control: Some(entry.cache_control),
                 gzip,
             })
         })
