@@ -11,7 +11,7 @@
 //!
 //! `GZIP-PATH` and `GZIP-ETAG` are `-` when the file has no gzip variant. Paths are bundle paths
 //! (no leading `/`). Files under `.mast/` (the index and the variants) are never served by path.
-//! [`write`] (at build time) and [`parse`] (in the appliance) are the two halves of the format.
+//! [`write()`] (at build time) and [`parse()`] (in the appliance) are the two halves of the format.
 
 use alloc::{string::String, vec::Vec};
 
@@ -65,7 +65,7 @@ impl core::fmt::Display for IndexError {
     }
 }
 
-/// Reads an index written by [`write`].
+/// Reads an index written by [`write()`].
 pub fn parse(text: &str) -> Result<Vec<Entry<'_>>, IndexError> {
     let mut lines = text.lines();
     if lines.next() != Some(HEADER) {

@@ -11,13 +11,13 @@
 //!
 //! The clock is a sample (a Unix time read at a point on the monotonic clock) plus the monotonic
 //! time elapsed since; its uncertainty grows with that elapsed time at [`DRIFT_PPM`], the bound on
-//! how far the monotonic clock's oscillator may drift. "Unsynchronised" is a state ([`now`] returns
+//! how far the monotonic clock's oscillator may drift. "Unsynchronised" is a state (`now()` returns
 //! `None`), not a zero: code that stamps records or sends `Date` headers must not invent a time.
 //!
-//! The monotonic clock ([`crate::time::Instant`]) stays the clock for timeouts: the wall clock may
+//! The monotonic clock (`runtime::time::Instant`) stays the clock for timeouts: the wall clock may
 //! jump when a better source (SNTP) sets it.
 //!
-//! The arithmetic ([`Sample`], [`WallTime`]) is pure and tested on the host; [`now`] and [`set`]
+//! The arithmetic ([`Sample`], [`WallTime`]) is pure and tested on the host; `now()` and `set()`
 //! keep the one sample of the running appliance.
 
 use core::fmt;
