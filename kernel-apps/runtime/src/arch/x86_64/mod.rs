@@ -60,6 +60,8 @@ use crate::time::Instant;
 
 /// The I/O port of QEMU's `isa-debug-exit` device, as the runtime expects it configured.
 const DEBUG_EXIT_PORT: u16 = 0xf4;
+/// How long [`exit`] waits for QEMU to act on the debug exit before falling back.
+const EXIT_GRACE_NS: u64 = 500_000_000;
 /// Everything above this is unmapped (see [`boot`]).
 const IDENTITY_MAP_END: u64 = 1 << 32;
 /// The heap never starts below 1 MiB: the area below holds the firmware's tables and data.
@@ -84,6 +86,14 @@ pub(crate) fn exit(status: ExitCode) -> ! {
         unsafe { io::outl(DEBUG_EXIT_PORT, status as u32) };
     }
     user::privileged(at_cpl0, u64::from(status.0));
+    // QEMU 9.1 and later act on the debug exit asynchronously (a shutdown request, not `exit()`),
+    // so the CPU runs on for a moment: wait for it before concluding that there is no device,
+    // lest the fallback's message land on the console after the status line.
+    // (Without a clock, which reads 0, there is nothing to wait with.)
+    let asked = clock::now_ns();
+    while asked != 0 && clock::now_ns().saturating_sub(asked) < EXIT_GRACE_NS {
+        core::hint::spin_loop();
+    }
     emergency_print(format_args!(
         "mast: no isa-debug-exit device at port {DEBUG_EXIT_PORT:#x}; resetting the CPU \
          (QEMU needs -no-reboot to stop here)\n"
