@@ -111,10 +111,12 @@ pub fn parse_range(header: &str, len: usize) -> Range {
         return Range::Whole;
     }
     let Some((first, last)) = spec.trim_ascii().split_once('-') else { return Range::Whole };
+    // Digits only; a number too large for memory saturates (and lies past any representation).
     let number = |text: &str| -> Option<usize> {
         let text = text.trim_ascii();
-        (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| text.parse::<usize>().unwrap_or(usize::MAX))
+        (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())).then(|| {
+            text.bytes().fold(0usize, |n, digit| n.saturating_mul(10).saturating_add(usize::from(digit - b'0')))
+        })
     };
     match (number(first), number(last), last.trim_ascii().is_empty()) {
         // bytes=-N: the last N bytes.

@@ -156,18 +156,25 @@ impl StaticSite {
     /// The response is the same for HEAD as for GET; the connection leaves out the body.
     pub fn respond(&self, request: &RequestHead<'_>) -> Response {
         let date = self.clock.and_then(|clock| clock());
-        let dated = |response: Response| response.with_meta(Meta { date, ..Meta::NONE });
+        let mut response = self.respond_at(request, date);
+        // Every response carries the date (RFC 9110 §6.6.1), set in this one place.
+        response.meta.date = date;
+        response
+    }
+
+    /// [`StaticSite::respond`] at wall-clock time `date`, without the `Date` field.
+    fn respond_at(&self, request: &RequestHead<'_>, date: Option<u64>) -> Response {
         if !matches!(request.method, Method::Get | Method::Head) {
-            return dated(Response::error(Status::MethodNotAllowed));
+            return Response::error(Status::MethodNotAllowed);
         }
         match request.content {
             Content::None => {}
-            Content::Length(_) => return dated(Response::error(Status::ContentTooLarge)),
-            Content::TransferCoded => return dated(Response::error(Status::NotImplemented)),
+            Content::Length(_) => return Response::error(Status::ContentTooLarge),
+            Content::TransferCoded => return Response::error(Status::NotImplemented),
         }
         let path = request.path();
         if !path.starts_with('/') {
-            return dated(Response::error(Status::BadRequest));
+            return Response::error(Status::BadRequest);
         }
         if path_names(path, HEALTH_PATH) {
             return Response::ok(TEXT_PLAIN, b"ok\n").with_meta(Meta {
@@ -177,7 +184,7 @@ impl StaticSite {
             });
         }
         let Some(file) = self.lookup_file(path) else {
-            return dated(Response::error(Status::NotFound));
+            return Response::error(Status::NotFound);
         };
         if file.etag.is_none() {
             // A plain site: the file, as it is.
@@ -194,7 +201,7 @@ impl StaticSite {
             None => (file.body, file.etag, None),
         };
         let meta = Meta {
-            date,
+            date: None,
             last_modified,
             etag,
             cache_control: file.cache_control,

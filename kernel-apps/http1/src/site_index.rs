@@ -67,17 +67,26 @@ impl core::fmt::Display for IndexError {
 
 /// Reads an index written by [`write()`].
 pub fn parse(text: &str) -> Result<Vec<Entry<'_>>, IndexError> {
-    let mut lines = text.lines();
+    let mut lines = text.split('\n');
     if lines.next() != Some(HEADER) {
         return Err(IndexError { line: 1 });
     }
     let mut entries = Vec::new();
     for (i, line) in lines.enumerate() {
+        if line.is_empty() {
+            continue;
+        }
         let error = IndexError { line: i + 2 };
-        let fields: Vec<&str> = line.split('\t').collect();
-        let [path, etag, cache_control, gzip_path, gzip_etag] = fields[..] else { return Err(error) };
-        let valid = |value: &str| !value.is_empty() && value.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
-        if ![path, etag, cache_control, gzip_path, gzip_etag].into_iter().all(valid) {
+        let mut fields = line.split('\t');
+        let mut field = || {
+            fields.next().filter(|value| !value.is_empty() && value.bytes().all(|b| b == b' ' || b.is_ascii_graphic()))
+        };
+        let (Some(path), Some(etag), Some(cache_control), Some(gzip_path), Some(gzip_etag)) =
+            (field(), field(), field(), field(), field())
+        else {
+            return Err(error);
+        };
+        if fields.next().is_some() {
             return Err(error);
         }
         let gzip = match (gzip_path, gzip_etag) {

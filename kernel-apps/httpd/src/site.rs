@@ -46,7 +46,10 @@ pub(crate) fn load(ctx: &Context) -> StaticSite {
         Ok(entries) => entries,
         Err(problem) => {
             match problem {
-                Some(error) => println!("httpd: {error}; serving only /healthz"),
+                Some(error) => println!(
+                    "httpd: line {} of the site index is wrong: rebuild the image; serving only /healthz",
+                    error.line
+                ),
                 None => println!("httpd: {} is not UTF-8: rebuild the image; serving only /healthz", site_index::PATH),
             }
             return StaticSite::new(&[]);

@@ -77,8 +77,13 @@ impl Sample {
     /// sample counts as the sample's own (the clock never runs backwards).
     pub fn at(&self, monotonic: Duration) -> WallTime {
         let elapsed = monotonic.saturating_sub(self.monotonic);
-        let drift_nanos = elapsed.as_nanos().saturating_mul(u128::from(DRIFT_PPM)) / 1_000_000;
-        let drift = Duration::from_nanos(u64::try_from(drift_nanos).unwrap_or(u64::MAX));
+        // DRIFT_PPM per million of the elapsed time, in 64-bit arithmetic (microsecond drift per
+        // second, plus the fraction's share), saturating rather than overflowing.
+        let drift_micros = elapsed
+            .as_secs()
+            .saturating_mul(DRIFT_PPM)
+            .saturating_add(u64::from(elapsed.subsec_nanos()) * DRIFT_PPM / 1_000_000_000);
+        let drift = Duration::from_micros(drift_micros);
         WallTime {
             unix: self.unix.saturating_add(elapsed),
             uncertainty: self.uncertainty.saturating_add(drift),
