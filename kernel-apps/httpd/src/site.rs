@@ -18,42 +18,25 @@ fn http_now() -> Option<u64> {
     runtime::wallclock::now().filter(|t| t.within(DATE_TOLERANCE)).map(|t| t.unix_seconds())
 }
 
-/// The site from the image's data bundle: every file under its path with a leading `/`, described
-/// by the site index when the image has one (manifest `[http]`).
+/// The site from the image's data bundle: every file the site index lists (manifest `[http]`),
+/// under its path with a leading `/`. Without an index (an image built without `[http]`), only
+/// `/healthz` is served.
 pub(crate) fn load(ctx: &Context) -> StaticSite {
-    match runtime::wallclock::now() {
-        Some(now) => {
-            // Whole milliseconds as u64: formatting a u128 would cost the image a kilobyte.
-            let millis = u64::try_from(now.uncertainty.as_millis()).unwrap_or(u64::MAX);
-            println!("httpd: clock {} s +- {millis} ms ({})", now.unix_seconds(), now.source.name())
-        }
-        None => println!("httpd: clock unsynchronised: responses carry no Date"),
+    if runtime::wallclock::now().is_none() {
+        println!("httpd: clock unsynchronised: responses carry no Date");
     }
     let Some(bundle) = ctx.data() else {
         println!("httpd: the image has no data part (manifest key `data`): serving only /healthz");
-        return StaticSite::new(&[]);
+        return StaticSite::described(&[]);
     };
     let leak_path = |path: &str| -> &'static str { Box::leak(format!("/{path}").into_boxed_str()) };
     let Some(index) = bundle.get(site_index::PATH) else {
-        let files: Vec<(&'static str, &'static [u8])> =
-            bundle.iter().map(|(path, bytes)| (leak_path(path), bytes)).collect();
-        return StaticSite::new(Box::leak(files.into_boxed_slice()));
+        println!("httpd: the data part has no site index (manifest `[http]`): serving only /healthz");
+        return StaticSite::described(&[]);
     };
-    let entries = match core::str::from_utf8(index)
-        .map_err(|_| None)
-        .and_then(|text| site_index::parse(text).map_err(Some))
-    {
-        Ok(entries) => entries,
-        Err(problem) => {
-            match problem {
-                Some(error) => println!(
-                    "httpd: line {} of the site index is wrong: rebuild the image; serving only /healthz",
-                    error.line
-                ),
-                None => println!("httpd: {} is not UTF-8: rebuild the image; serving only /healthz", site_index::PATH),
-            }
-            return StaticSite::new(&[]);
-        }
+    let Some(entries) = core::str::from_utf8(index).ok().and_then(|text| site_index::parse(text).ok()) else {
+        println!("httpd: the site index is not what `image build` writes: rebuild the image; serving only /healthz");
+        return StaticSite::described(&[]);
     };
     let files: Vec<SiteFile> = entries
         .iter()
