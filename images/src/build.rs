@@ -305,7 +305,13 @@ pub fn build_image(
     let info = kernel::validate_for(arch, platform, &image_bytes)
         .map_err(|source| BuildError::Invalid { path: kernel_path.clone(), source })?;
     let data = match &manifest.data {
-        Some(dir) => Some(pack_data(&root.join("kernel-apps").join(app).join(dir), &manifest_file)?),
+        Some(dir) => {
+            let site = manifest::load_site_options(&manifest_path).map_err(|mut e| {
+                e.file = manifest_file.clone();
+                e
+            })?;
+            Some(pack_data(&root.join("kernel-apps").join(app).join(dir), &manifest_file, site)?)
+        }
         None => None,
     };
     let data_len = data.as_ref().map_or(0, |d| d.len() as u64);
@@ -352,7 +358,8 @@ pub fn build_image(
 }
 
 /// Packs every file under `dir` into a data bundle, with `/`-separated paths relative to `dir`.
-fn pack_data(dir: &Path, manifest_file: &str) -> Result<Vec<u8>, BuildError> {
+/// With `site` (the manifest's `[http]`), also the site index and gzip variants ([`crate::site`]).
+fn pack_data(dir: &Path, manifest_file: &str, site: Option<manifest::SiteOptions>) -> Result<Vec<u8>, BuildError> {
     fn walk(dir: &Path, prefix: &str, files: &mut Vec<(String, Vec<u8>)>) -> io::Result<()> {
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
@@ -377,6 +384,9 @@ fn pack_data(dir: &Path, manifest_file: &str) -> Result<Vec<u8>, BuildError> {
     }
     let mut files = Vec::new();
     walk(dir, "", &mut files).map_err(|source| BuildError::Io { action: "reading", path: dir.to_owned(), source })?;
+    if let Some(options) = site {
+        crate::site::describe(&mut files, &options);
+    }
     let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, d)| (p.as_str(), d.as_slice())).collect();
     Ok(boot_contract::bundle::pack(&refs))
 }

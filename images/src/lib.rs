@@ -20,6 +20,7 @@ pub mod keys;
 pub mod manifest;
 mod platform;
 pub mod sdcard;
+pub mod site;
 
 pub use arch::{Arch, ParseArchError};
 pub use platform::{ParsePlatformError, Platform};

@@ -177,6 +177,58 @@ struct RawManifest {
     #[serde(default)]
     restart: RawRestart,
     data: Option<String>,
+    #[serde(default)]
+    http: Option<RawHttp>,
+}
+
+/// `[http]`: how `image build` prepares the data part as a web site (see [`SiteOptions`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    #[serde(default = "default_max_age")]
+    max_age: u32,
+    #[serde(default = "yes")]
+    precompress: bool,
+}
+
+fn default_max_age() -> u32 {
+    SiteOptions::DEFAULT_MAX_AGE
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The manifest's `[http]` table: the data part is a web site, and `image build` writes its site
+/// index (entity tags, `Cache-Control`, gzip variants; `http1::site_index`) into the data part.
+/// It shapes the data part only, so it is not part of [`Manifest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SiteOptions {
+    /// `Cache-Control: max-age` in seconds for files whose names carry no content hash.
+    pub max_age: u32,
+    /// Whether compressible files get a gzip variant.
+    pub precompress: bool,
+}
+
+impl SiteOptions {
+    /// The default `max_age`: five minutes.
+    pub const DEFAULT_MAX_AGE: u32 = 300;
+    /// The longest `max_age` accepted: a year (RFC 9111 caches need no more).
+    pub const MAX_MAX_AGE: u32 = 31_536_000;
+}
+
+/// The `[http]` table of the manifest at `path`, if it has one (the manifest is otherwise checked by
+/// [`load`]).
+pub fn load_site_options(path: &Path) -> Result<Option<SiteOptions>, ManifestError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
+        file: file.clone(),
+        location: String::new(),
+        problem: format!("cannot be read: {e}"),
+        fix: "create it (see docs/manifest.md) or check the path".into(),
+    })?;
+    let raw: RawManifest = toml::from_str(&text).map_err(|e| shape_error(&file, &text, &e))?;
+    Ok(raw.http.map(|http| SiteOptions { max_age: http.max_age, precompress: http.precompress }))
 }
 
 fn one() -> u32 {
@@ -413,6 +465,23 @@ fn validate(file: &str, raw: RawManifest) -> Result<Manifest, ManifestError> {
                 "data",
                 format!("{dir:?} is not a directory inside the appliance's crate"),
                 "give a relative path without `..`, e.g. \"site\"",
+            ));
+        }
+    }
+
+    if let Some(http) = &raw.http {
+        if raw.data.is_none() {
+            return Err(err(
+                "http",
+                "`[http]` describes a site, but there is no `data` directory".into(),
+                "add `data = \"site\"` or remove `[http]`",
+            ));
+        }
+        if http.max_age > SiteOptions::MAX_MAX_AGE {
+            return Err(err(
+                "http.max_age",
+                format!("{} seconds is more than a year", http.max_age),
+                "give at most 31536000 (files with a content hash in their name are cached a year anyway)",
             ));
         }
     }

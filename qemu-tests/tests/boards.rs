@@ -75,6 +75,8 @@ fn hello_boots_and_reports_the_board(pi: Pi, test: &str) {
     let board_line = format!("mast: board {} ({}; no device tree", pi.board.name, pi.board.description);
     assert!(text.contains(&board_line), "no board line {board_line:?}:\n{text}");
     assert!(text.contains(r#"args: ["one", "two words", "ünïcode"]"#), "arguments lost:\n{text}");
+    // No RTC on a Pi, and no network for SNTP: the clock says so rather than inventing a time.
+    assert!(text.contains("clock: unsynchronised"), "the Pi's clock should be unsynchronised:\n{text}");
     let boot = run.console.iter().find(|l| l.text.starts_with("boot: reset -> entry")).map(|l| l.text.clone());
     let boot = boot.unwrap_or_else(|| panic!("no boot-time line:\n{text}"));
     let main_us: u64 = boot

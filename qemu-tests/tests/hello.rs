@@ -1,4 +1,4 @@
-//! `hello` boots on both architectures, sees its arguments, and reports its boot time.
+//! `hello` boots on both architectures, sees its arguments, and reports its boot time and the wall clock.
 
 mod common;
 
@@ -10,8 +10,13 @@ fn hello_prints_its_arguments(arch: Arch, test: &str) {
     // aarch64: 16 MiB, the size the heap check below is about.
     let machine = Machine::new(arch, image);
     let machine = if arch == Arch::Aarch64 { machine.memory_mib(16) } else { machine };
+    let before = common::host_time();
     let run = common::run(&machine.args(&["one", "two words", "ünïcode"]));
+    let after = common::host_time();
     run.check(Exit::Status(0), "Hello from Mast").unwrap_or_else(|failure| panic!("{failure}"));
+    // The wall clock: QEMU virt's PL031, or KVM's wall clock on microvm.
+    let source = if arch == Arch::Aarch64 { "pl031" } else { "kvmclock" };
+    common::assert_clock_near_host(&run.console_text(), source, before, after);
     let args = r#"args: ["one", "two words", "ünïcode"]"#;
     assert!(run.time_of(args).is_some(), "expected {args:?} on the console:\n{}", run.console_text());
     let boot = run.console.iter().find(|l| l.text.starts_with("boot: reset -> entry")).map(|l| l.text.clone());

@@ -557,3 +557,78 @@ fn httpd_uses_a_static_address_on_aarch64() {
     assert_eq!((health.status, health.body.as_slice()), (200, &b"ok\n"[..]));
     httpd.assert_alive();
 }
+
+/// Runs `curl` with `args` against `url`; returns its `-w` output.
+fn curl(url: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--max-time", "20"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("running curl (apt-get install curl)");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// httpd as an origin, checked with real tools on one boot: curl's conditional, range and gzip
+/// requests, and REDbot (from PyPI: `cargo xtask test` installs it) on every page of the site,
+/// with no warnings or errors.
+#[test]
+fn httpd_is_a_good_origin_on_x86_64() {
+    let test = "httpd_is_a_good_origin_on_x86_64";
+    let Some(mut httpd) = Httpd::boot(Arch::X86_64, test, &[]) else { return };
+    let files = site_files();
+    for (path, bytes) in &files {
+        let url = httpd.url(path);
+        // The validator, then a revalidation with it: 304, no body.
+        let head = std::process::Command::new("curl").args(["-sI", "--max-time", "20", &url]).output().expect("curl");
+        let head = String::from_utf8_lossy(&head.stdout).into_owned();
+        let etag = head
+            .lines()
+            .find_map(|l| l.strip_prefix("ETag: "))
+            .map(|e| e.trim().to_owned())
+            .unwrap_or_else(|| panic!("HEAD {path}: no ETag:\n{head}"));
+        assert!(head.contains("\r\nDate: ") && head.contains("\r\nCache-Control: max-age="), "HEAD {path}:\n{head}");
+        let revalidated = curl(&url, &["-H", &format!("If-None-Match: {etag}"), "-w", "%{http_code} %{size_download}"]);
+        assert_eq!(revalidated, "304 0", "{path} revalidated with {etag}");
+        let modified = head.lines().find_map(|l| l.strip_prefix("Last-Modified: ")).expect("Last-Modified").trim();
+        let since = curl(&url, &["-H", &format!("If-Modified-Since: {modified}"), "-w", "%{http_code}"]);
+        assert_eq!(since, "304", "{path} If-Modified-Since");
+        assert_eq!(curl(&url, &["-H", "If-None-Match: \"other\"", "-w", "%{http_code}"]), "200", "{path}");
+        // A single range: 206 with exactly those bytes; past the end: 416.
+        let part = std::process::Command::new("curl")
+            .args(["-s", "--max-time", "20", "-r", "1-10", &url])
+            .output()
+            .expect("curl");
+        assert_eq!(part.stdout, bytes[1..11], "GET {path} bytes 1-10");
+        assert_eq!(curl(&url, &["-r", "1-10", "-w", "%{http_code}"]), "206", "{path}");
+        let past = format!("{}-", bytes.len());
+        assert_eq!(curl(&url, &["-r", &past, "-w", "%{http_code}"]), "416", "{path}");
+        // gzip when asked for, for text; curl --compressed checks it unpacks to the file.
+        if path.ends_with(".html") || path.ends_with(".css") {
+            let wire = curl(&url, &["-H", "Accept-Encoding: gzip", "-w", "%{size_download}"]);
+            let wire: usize = wire.parse().expect("a size");
+            assert!(wire < bytes.len(), "{path}: {wire} bytes compressed, {} plain", bytes.len());
+            let unpacked = std::process::Command::new("curl")
+                .args(["-s", "--compressed", "--max-time", "20", &url])
+                .output()
+                .expect("curl");
+            assert!(unpacked.stdout == *bytes, "{path}: the gzip variant does not unpack to the file");
+        }
+        // REDbot: no warnings, no errors.
+        let har = std::process::Command::new("redbot").args(["-o", "har", &url]).output().unwrap_or_else(|e| {
+            panic!("running redbot: {e}; install it with `pip install redbot` (cargo xtask test does)")
+        });
+        let har: serde_json::Value = serde_json::from_slice(&har.stdout)
+            .unwrap_or_else(|e| panic!("redbot {url}: unreadable HAR ({e}): {}", String::from_utf8_lossy(&har.stderr)));
+        let problems: Vec<String> = har["log"]["entries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|entry| entry["_red_messages"].as_array().cloned().unwrap_or_default())
+            .filter(|note| matches!(note["level"].as_str(), Some("WARN" | "BAD")))
+            .map(|note| format!("{} {}", note["level"], note["note_id"]))
+            .collect();
+        assert!(problems.is_empty(), "REDbot on {path}: {problems:?}");
+    }
+    httpd.assert_alive();
+}

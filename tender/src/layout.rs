@@ -74,6 +74,18 @@ pub struct Devices {
 pub struct GuestClock {
     pub tsc_khz: u64,
     pub tsc_at_creation: u64,
+    /// The host's wall clock when the guest's clock read zero (see `BootInfo::wall_clock_at_creation_ns`).
+    pub wall_clock_at_creation_ns: u64,
+}
+
+/// The host's wall clock now, in nanoseconds since the Unix epoch; 0 if the host's clock is set
+/// before 1970 or past 2554 (the guest then stays unsynchronised rather than wrong).
+pub fn host_wall_clock_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|since| u64::try_from(since.as_nanos()).ok())
+        .unwrap_or(0)
 }
 
 /// The guest-physical address of the boot info (and the command line right after it).
@@ -107,6 +119,7 @@ pub fn boot_info(plan: &Plan, cmdline_len: usize, clock: GuestClock, devices: De
         _reserved: [0; 2],
         block_sectors: devices.block_sectors.unwrap_or(0),
         tsc_at_creation: clock.tsc_at_creation,
+        wall_clock_at_creation_ns: clock.wall_clock_at_creation_ns,
     }
 }
 
@@ -170,11 +183,17 @@ mod tests {
     fn boot_info_describes_the_plan() {
         let plan = plan(0, 16 * MIB, MIB..2 * MIB, 4096).expect("fits");
         let devices = Devices { net_mac: Some([2, 0, 0, 0, 0, 1]), block_sectors: None };
-        let info = boot_info(&plan, 11, GuestClock { tsc_khz: 2_400_000, tsc_at_creation: 7 }, devices);
+        let info = boot_info(
+            &plan,
+            11,
+            GuestClock { tsc_khz: 2_400_000, tsc_at_creation: 7, wall_clock_at_creation_ns: 1_800_000_000_000_000_000 },
+            devices,
+        );
         assert_eq!(info.magic, BOOT_INFO_MAGIC);
         assert_eq!(info.flags, FLAG_NET);
         assert_eq!(info.cmdline_addr, BOOT_INFO_OFFSET + 112);
         assert_eq!((info.tsc_khz, info.tsc_at_creation), (2_400_000, 7));
+        assert_eq!(info.wall_clock_at_creation_ns, 1_800_000_000_000_000_000);
         assert_eq!((info.data_addr, info.data_len), (16 * MIB - 4096, 4096));
         assert_eq!((info.free_start, info.free_end), (2 * MIB, 16 * MIB - 4096));
         assert_eq!(info.net_mac, [2, 0, 0, 0, 0, 1]);

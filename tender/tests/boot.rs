@@ -8,14 +8,32 @@ use tender_abi::EXIT_TENDER_FAILURE;
 
 const FAILURE: i32 = EXIT_TENDER_FAILURE as i32;
 
+/// The host's wall clock in seconds since the Unix epoch.
+fn host_time() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
 #[test]
 fn hello_greets_echoes_its_arguments_and_exits_0() {
     if !common::kvm("hello_greets_echoes_its_arguments_and_exits_0") {
         return;
     }
     let image = common::tender_image("hello");
+    let before = host_time();
     let run = common::run(common::tender().arg("--stats").arg(&image.artifact).args(["--", "one", "two words", "ünï"]));
+    let after = host_time();
     run.expect_status(0);
+    // The wall clock: the host's time in BootInfo, carried forward by the guest's TSC.
+    let clock = run.stdout.lines().find_map(|l| l.strip_prefix("clock: ")).unwrap_or_else(|| panic!("{}", run.stdout));
+    let reported = clock
+        .strip_suffix(" ms (tender)")
+        .and_then(|rest| rest.split_once(" +- "))
+        .and_then(|(time, _)| time.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("clock line {clock:?}: expected SECONDS.MILLIS +- N ms (tender)"));
+    assert!(
+        reported > before - 2.0 && reported < after + 2.0,
+        "clock {clock:?}: not the host's time ({before:.3} to {after:.3})"
+    );
     let lines: Vec<&str> = run.stdout.lines().map(|l| l.trim_end_matches('\r')).collect();
     assert_eq!(lines.first(), Some(&"Hello from Mast on tender!"), "{}", run.stdout);
     assert!(lines.contains(&r#"args: ["one", "two words", "ünï"]"#), "{}", run.stdout);

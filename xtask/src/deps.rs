@@ -419,6 +419,29 @@ pub fn ensure_moto() -> Result<()> {
     )
 }
 
+/// Makes sure `redbot` (REDbot, the HTTP linter the httpd origin test runs against the default
+/// site) is installed, installing it from PyPI with pip where it is missing.
+pub fn ensure_redbot() -> Result<()> {
+    let present = || Command::new("redbot").arg("--help").output().is_ok_and(|o| o.status.success());
+    if present() {
+        return Ok(());
+    }
+    eprintln!("redbot is missing (the httpd origin test lints the site with it): installing redbot with pip");
+    let pip = |extra: &[&str]| -> Result<bool> {
+        let mut command = Command::new("python3");
+        command.args(["-m", "pip", "install", "-q", "redbot"]).args(extra);
+        run(&mut command).or(Ok(false))
+    };
+    let installed = pip(&[])? || (is_root() && is_debian_like() && pip(&["--break-system-packages"])?);
+    if installed && present() {
+        return Ok(());
+    }
+    bail!(
+        "redbot is not installed and pip could not install it; install it by hand with\n    \
+         pip install redbot\n(it must be on PATH; the httpd origin test runs it against a loopback port)"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,10 @@ pub(crate) struct Client {
     timeout: Duration,
     /// Header lines sent with every request, each ending in CRLF.
     headers: String,
+    /// Bytes received so far (heads and bodies): what the server put on the wire for us.
+    pub(crate) received: u64,
+    /// The last response's head, for benches that read its fields.
+    pub(crate) last_head: String,
 }
 
 impl Client {
@@ -35,7 +39,14 @@ impl Client {
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;
-        Ok(Client { stream, buffer: Vec::new(), timeout, headers: String::new() })
+        Ok(Client {
+            stream,
+            buffer: Vec::new(),
+            timeout,
+            headers: String::new(),
+            received: 0,
+            last_head: String::new(),
+        })
     }
 
     /// Sends `name: value` with every request (e.g. a bearer token).
@@ -51,8 +62,19 @@ impl Client {
 
     /// `method path` with `body` (sent with Content-Length when not empty): the status and the body.
     pub(crate) fn request(&mut self, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+        self.request_with(method, path, "", body)
+    }
+
+    /// [`Client::request`] with `extra` header lines (each ending in CRLF) for this request only.
+    pub(crate) fn request_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        extra: &str,
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>)> {
         let deadline = Instant::now() + self.timeout;
-        let headers = &self.headers;
+        let headers = format!("{}{extra}", self.headers);
         let mut request =
             format!("{method} {path} HTTP/1.1\r\nHost: bench\r\n{headers}Content-Length: {}\r\n\r\n", body.len())
                 .into_bytes();
@@ -69,18 +91,19 @@ impl Client {
         };
         let head = std::str::from_utf8(&self.buffer[..head_end]).context("a non-ASCII response head")?;
         let status = head.get(9..12).and_then(|s| s.parse().ok()).context("a malformed status line")?;
-        let length: usize = head
-            .split("\r\n")
-            .find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
-            })
-            .context("a response without Content-Length")?;
+        let length = head.split("\r\n").find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok())?
+        });
+        // A 304 has no body, and so no Content-Length.
+        let length = if status == 304 { 0 } else { length.context("a response without Content-Length")? };
+        self.last_head = head.to_owned();
         while self.buffer.len() < head_end + length {
             self.fill(deadline)?;
         }
         let body = self.buffer[head_end..head_end + length].to_vec();
         self.buffer.drain(..head_end + length);
+        self.received += (head_end + length) as u64;
         Ok((status, body))
     }
 

@@ -28,6 +28,7 @@ pub fn main(args: TestArgs) -> Result<ExitCode> {
         deps::ensure_tool(tool)?;
     }
     deps::ensure_moto()?;
+    deps::ensure_redbot()?;
     if let Some(reason) = kvm::unavailable_reason() {
         eprintln!("note: x86_64 boot tests will be skipped: {reason}");
     }

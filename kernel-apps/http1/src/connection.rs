@@ -345,7 +345,15 @@ impl Connection {
 fn must_close(request: &RequestHead<'_>, response: &Response) -> bool {
     !request.keep_alive
         || request.content != Content::None
-        || !matches!(response.status, Status::Ok | Status::NotFound | Status::MethodNotAllowed)
+        || !matches!(
+            response.status,
+            Status::Ok
+                | Status::NotFound
+                | Status::MethodNotAllowed
+                | Status::NotModified
+                | Status::PartialContent
+                | Status::RangeNotSatisfiable
+        )
 }
 
 #[cfg(test)]

@@ -94,15 +94,18 @@
 extern crate alloc;
 
 pub mod connection;
+pub mod date;
 pub mod reader;
+pub mod representation;
 pub mod request;
 pub mod response;
 pub mod site;
+pub mod site_index;
 
 pub use connection::{Connection, MAX_QUEUED_RESPONSES};
 pub use reader::{Next, Request, RequestReader};
 pub use request::{
     Content, Headers, MAX_HEAD_LEN, MAX_HEADERS, Method, Parsed, RequestError, RequestHead, Version, parse_request,
 };
-pub use response::{Response, Status, write_head};
-pub use site::{StaticSite, content_type};
+pub use response::{ContentRange, Meta, Response, Status, write_head};
+pub use site::{SiteFile, StaticSite, content_type};

@@ -20,6 +20,10 @@ pub enum Status {
     Ok,
     /// 201: the content was stored (an appliance that takes uploads).
     Created,
+    /// 206: one range of the file follows (`Content-Range`).
+    PartialContent,
+    /// 304: the client's copy is current (a conditional request); no body.
+    NotModified,
     /// 400: the request is malformed.
     BadRequest,
     /// 404: the site has no such path.
@@ -30,6 +34,8 @@ pub enum Status {
     RequestTimeout,
     /// 413: the request has content, and this server takes none.
     ContentTooLarge,
+    /// 416: the requested range lies outside the file (`Content-Range: bytes */LEN`).
+    RangeNotSatisfiable,
     /// 414: the request line is too long.
     UriTooLong,
     /// 431: the request head is too large.
@@ -50,6 +56,9 @@ impl Status {
         match self {
             Self::Ok => 200,
             Self::Created => 201,
+            Self::PartialContent => 206,
+            Self::NotModified => 304,
+            Self::RangeNotSatisfiable => 416,
             Self::BadRequest => 400,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
@@ -69,6 +78,9 @@ impl Status {
         match self {
             Self::Ok => "OK",
             Self::Created => "Created",
+            Self::PartialContent => "Partial Content",
+            Self::NotModified => "Not Modified",
+            Self::RangeNotSatisfiable => "Range Not Satisfiable",
             Self::BadRequest => "Bad Request",
             Self::NotFound => "Not Found",
             Self::MethodNotAllowed => "Method Not Allowed",
@@ -88,6 +100,9 @@ impl Status {
         match self {
             Self::Ok => b"200 OK\n",
             Self::Created => b"201 Created\n",
+            Self::PartialContent => b"206 Partial Content\n",
+            Self::NotModified => b"",
+            Self::RangeNotSatisfiable => b"416 Range Not Satisfiable\n",
             Self::BadRequest => b"400 Bad Request\n",
             Self::NotFound => b"404 Not Found\n",
             Self::MethodNotAllowed => b"405 Method Not Allowed\n",
@@ -114,17 +129,65 @@ pub struct Response {
     pub content_type: &'static str,
     /// The body; also for HEAD, where only its length is sent.
     pub body: &'static [u8],
+    /// What an origin says about the representation: dates, validators, caching, encoding, range.
+    pub meta: Meta,
+}
+
+/// The headers an origin sends about a representation (RFC 9110, 9111), each left out when `None`.
+/// Values are written verbatim, so they must be valid field values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// `Date`: the wall clock now, seconds since the Unix epoch (only when the clock is trustworthy).
+    pub date: Option<u64>,
+    /// `Last-Modified`, seconds since the Unix epoch.
+    pub last_modified: Option<u64>,
+    /// `ETag`: a strong entity tag, with its quotes.
+    pub etag: Option<&'static str>,
+    /// `Cache-Control`.
+    pub cache_control: Option<&'static str>,
+    /// `Content-Encoding` of the body (`gzip`).
+    pub content_encoding: Option<&'static str>,
+    /// `Vary: Accept-Encoding`: the body depends on the request's `Accept-Encoding`.
+    pub vary_accept_encoding: bool,
+    /// `Accept-Ranges: bytes`.
+    pub accept_ranges: bool,
+    /// `Content-Range`.
+    pub content_range: Option<ContentRange>,
+}
+
+/// A `Content-Range` field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContentRange {
+    /// `bytes FIRST-LAST/LEN` (206): the body is bytes `first..=last` of `len`.
+    Part {
+        /// The first byte sent.
+        first: usize,
+        /// The last byte sent (inclusive).
+        last: usize,
+        /// The whole representation's length.
+        len: usize,
+    },
+    /// `bytes */LEN` (416): no range of the request lies inside the `len` bytes.
+    Unsatisfied {
+        /// The whole representation's length.
+        len: usize,
+    },
 }
 
 impl Response {
     /// A 200 response with `body`.
     pub const fn ok(content_type: &'static str, body: &'static [u8]) -> Self {
-        Self { status: Status::Ok, content_type, body }
+        Self { status: Status::Ok, content_type, body, meta: Meta::NONE }
     }
 
     /// An error response: `status` with a one-line `text/plain` body such as `404 Not Found\n`.
     pub const fn error(status: Status) -> Self {
-        Self { status, content_type: TEXT_PLAIN, body: status.error_body() }
+        Self { status, content_type: TEXT_PLAIN, body: status.error_body(), meta: Meta::NONE }
+    }
+
+    /// This response with `meta`.
+    pub const fn with_meta(self, meta: Meta) -> Self {
+        Self { meta, ..self }
     }
 
     /// Appends the status line and headers to `out`, ending with the empty line; the body, if it
@@ -134,7 +197,73 @@ impl Response {
     pub fn write_head(&self, out: &mut Vec<u8>, version: Version, close: bool) {
         let allow: &[(&str, &str)] = &[("Allow", ALLOW)];
         let fields = if self.status == Status::MethodNotAllowed { allow } else { &[] };
-        write_head(out, self.status, self.content_type, self.body.len(), fields, version, close);
+        // A 304 describes the representation the client has, so it carries no content headers.
+        let content = (self.status != Status::NotModified).then_some((self.content_type, self.body.len()));
+        write_head_with(out, self.status, content, fields, &self.meta, version, close);
+    }
+}
+
+impl Meta {
+    /// No origin headers.
+    pub const NONE: Meta = Meta {
+        date: None,
+        last_modified: None,
+        etag: None,
+        cache_control: None,
+        content_encoding: None,
+        vary_accept_encoding: false,
+        accept_ranges: false,
+        content_range: None,
+    };
+
+    /// Appends the fields that are set.
+    fn write(&self, out: &mut Vec<u8>) {
+        let mut field = |name: &str, value: &[u8]| {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        };
+        if let Some(date) = self.date {
+            field("Date", &crate::date::format(date));
+        }
+        if let Some(modified) = self.last_modified {
+            field("Last-Modified", &crate::date::format(modified));
+        }
+        if let Some(etag) = self.etag {
+            field("ETag", etag.as_bytes());
+        }
+        if let Some(cache_control) = self.cache_control {
+            field("Cache-Control", cache_control.as_bytes());
+        }
+        if let Some(encoding) = self.content_encoding {
+            field("Content-Encoding", encoding.as_bytes());
+        }
+        if self.vary_accept_encoding {
+            field("Vary", b"Accept-Encoding");
+        }
+        if self.accept_ranges {
+            field("Accept-Ranges", b"bytes");
+        }
+        if let Some(range) = self.content_range {
+            let mut value = Vec::with_capacity(48);
+            value.extend_from_slice(b"bytes ");
+            let len = match range {
+                ContentRange::Part { first, last, len } => {
+                    push_decimal(&mut value, first);
+                    value.push(b'-');
+                    push_decimal(&mut value, last);
+                    len
+                }
+                ContentRange::Unsatisfied { len } => {
+                    value.push(b'*');
+                    len
+                }
+            };
+            value.push(b'/');
+            push_decimal(&mut value, len);
+            field("Content-Range", &value);
+        }
     }
 }
 
@@ -151,17 +280,35 @@ pub fn write_head(
     version: Version,
     close: bool,
 ) {
+    write_head_with(out, status, Some((content_type, content_length)), fields, &Meta::NONE, version, close);
+}
+
+/// [`write_head`] with the origin's fields (`meta`), and without `Content-Type` and
+/// `Content-Length` when `content` is `None` (a 304).
+fn write_head_with(
+    out: &mut Vec<u8>,
+    status: Status,
+    content: Option<(&str, usize)>,
+    fields: &[(&str, &str)],
+    meta: &Meta,
+    version: Version,
+    close: bool,
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(out, usize::from(status.code()));
     out.push(b' ');
     out.extend_from_slice(status.reason().as_bytes());
     out.extend_from_slice(b"\r\nServer: ");
     out.extend_from_slice(SERVER.as_bytes());
-    out.extend_from_slice(b"\r\nContent-Type: ");
-    out.extend_from_slice(content_type.as_bytes());
-    out.extend_from_slice(b"\r\nContent-Length: ");
-    push_decimal(out, content_length);
     out.extend_from_slice(b"\r\n");
+    if let Some((content_type, content_length)) = content {
+        out.extend_from_slice(b"Content-Type: ");
+        out.extend_from_slice(content_type.as_bytes());
+        out.extend_from_slice(b"\r\nContent-Length: ");
+        push_decimal(out, content_length);
+        out.extend_from_slice(b"\r\n");
+    }
+    meta.write(out);
     for (name, value) in fields {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");

@@ -24,11 +24,13 @@
 
 extern crate alloc;
 
-use alloc::{boxed::Box, format, string::String, vec::Vec};
+use alloc::{boxed::Box, string::String, vec::Vec};
 
 use http1::{Connection, StaticSite};
 use net::{Duration, Instant, IpConfig, ListenOptions, Net, StreamState, TcpError, TcpStream};
 use runtime::{Context, ExitCode, println};
+
+mod site;
 
 runtime::entry!(main);
 
@@ -66,7 +68,7 @@ fn main(ctx: &mut Context) -> ExitCode {
             return BAD_ARGUMENTS;
         }
     };
-    let site: &'static StaticSite = Box::leak(Box::new(site(ctx)));
+    let site: &'static StaticSite = Box::leak(Box::new(site::load(ctx)));
     let mut net = match Net::open(config) {
         Ok(net) => net,
         Err(error) => {
@@ -109,17 +111,6 @@ fn timeout_arg(args: &[String]) -> Result<Duration, &str> {
         }
     }
     Ok(timeout)
-}
-
-/// The site from the image's data bundle: every file under its path with a leading `/`.
-fn site(ctx: &Context) -> StaticSite {
-    let Some(bundle) = ctx.data() else {
-        println!("httpd: the image has no data part (manifest key `data`): serving only /healthz");
-        return StaticSite::new(&[]);
-    };
-    let files: Vec<(&'static str, &'static [u8])> =
-        bundle.iter().map(|(path, bytes)| (&*Box::leak(format!("/{path}").into_boxed_str()), bytes)).collect();
-    StaticSite::new(Box::leak(files.into_boxed_slice()))
 }
 
 /// One client connection: the TCP stream and the HTTP state.

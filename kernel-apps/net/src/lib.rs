@@ -60,6 +60,7 @@ mod config;
 #[cfg(target_os = "none")]
 mod device;
 pub mod sim;
+pub mod sntp;
 mod stack;
 mod tcp;
 mod udp;

@@ -45,6 +45,7 @@ pub mod args;
 pub mod fault;
 pub mod page_guard;
 pub mod tsc;
+pub mod wallclock;
 // The boot contract's formats, where the runtime's own code and its appliances have always found them.
 pub use boot_contract::{atags, board, bundle, devicetree, exit, fdt, pvh};
 

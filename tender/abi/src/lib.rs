@@ -71,7 +71,7 @@
 
 /// The ABI version in [`BootInfo::abi_version`]; also the version in the kernel's [`ELF_NOTE_NAME`]
 /// note, so a tender refuses a kernel built for another version before running it.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// The tender's exit status when it could not start the guest (bad image, untrusted key, no KVM).
 pub const EXIT_TENDER_FAILURE: u8 = 125;
@@ -198,7 +198,16 @@ pub struct BootInfo {
     /// guest's TSC; the host's TSC where it cannot (PVM nested KVM). aarch64: 0 (the virtual
     /// counter is the guest's own).
     pub tsc_at_creation: u64,
+    /// The host's wall-clock time (`CLOCK_REALTIME`, nanoseconds since the Unix epoch) when the
+    /// guest's clock read zero (read with [`BootInfo::tsc_at_creation`]); 0 if the host's clock
+    /// could not be read. The guest's wall clock is this plus its monotonic clock, give or take
+    /// [`WALL_CLOCK_UNCERTAINTY_NS`]. Added in ABI version 3.
+    pub wall_clock_at_creation_ns: u64,
 }
+
+/// How far [`BootInfo::wall_clock_at_creation_ns`] may be from the guest's zero: the tender reads
+/// the host's clock and the guest's counter back to back, well within this.
+pub const WALL_CLOCK_UNCERTAINTY_NS: u64 = 10_000_000;
 
 /// [`BootInfo::flags`]: a network interface is attached.
 pub const FLAG_NET: u32 = 1 << 0;
@@ -351,7 +360,7 @@ mod tests {
     #[test]
     fn layouts_are_fixed() {
         // These sizes are the ABI: a change here must bump ABI_VERSION.
-        assert_eq!(size_of::<BootInfo>(), 112);
+        assert_eq!(size_of::<BootInfo>(), 120);
         assert_eq!(size_of::<ConsoleWrite>(), 16);
         assert_eq!(size_of::<Exit>(), 8);
         assert_eq!(size_of::<Poll>(), 16);

@@ -72,7 +72,11 @@ mod kvm {
         let mut init = kvm_vcpu_init::default();
         vm.get_preferred_target(&mut init).context("KVM_ARM_PREFERRED_TARGET")?;
         vcpu.vcpu_init(&init).context("KVM_ARM_VCPU_INIT")?;
-        Ok(crate::layout::GuestClock::default())
+        // The virtual counter starts at zero with the vCPU, so the guest's zero is now.
+        Ok(crate::layout::GuestClock {
+            wall_clock_at_creation_ns: crate::layout::host_wall_clock_ns(),
+            ..Default::default()
+        })
     }
 
     pub fn set_entry(vcpu: &VcpuFd, entry: u64, boot_info: u64) -> Result<()> {

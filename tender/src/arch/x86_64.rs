@@ -134,7 +134,11 @@ pub fn init_vcpu(kvm: &Kvm, _vm: &VmFd, vcpu: &VcpuFd) -> Result<GuestClock> {
     let tsc = Msrs::from_entries(&[kvm_msr_entry { index: MSR_TSC, data: 0, ..Default::default() }])
         .context("building the TSC MSR list")?;
     let _ = vcpu.set_msrs(&tsc);
-    Ok(GuestClock { tsc_khz: tsc_khz(vcpu, &cpuid)?, tsc_at_creation: guest_tsc_now(vcpu) })
+    let tsc_khz = tsc_khz(vcpu, &cpuid)?;
+    // Back to back, so the guest's zero and the host's time name the same moment.
+    let tsc_at_creation = guest_tsc_now(vcpu);
+    let wall_clock_at_creation_ns = crate::layout::host_wall_clock_ns();
+    Ok(GuestClock { tsc_khz, tsc_at_creation, wall_clock_at_creation_ns })
 }
 
 /// The guest's TSC as KVM reads it (`IA32_TIME_STAMP_COUNTER`), or the host's if KVM will not say:

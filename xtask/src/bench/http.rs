@@ -10,6 +10,11 @@
 //! - **idle CPU**: the QEMU process's CPU time (user + system, from /proc) over 10 s in which the
 //!   appliance serves nothing, as a share of one core.
 //! - **image**: the kernel and the signed image (kernel, site and manifest).
+//! - **revalidation**: a cache-like client that fetches each file of the site once (gzip accepted)
+//!   and then revalidates it `--revalidations` times with `If-None-Match`; the bytes on the wire
+//!   against the same requests sent unconditionally without compression, the share of
+//!   revalidations answered 304 (target: all), and each HTML/CSS file's gzip size against its
+//!   plain size (target: at most 40%).
 //!
 //! The client is a minimal HTTP/1.1 one over `std::net`, so what is measured is the appliance and
 //! QEMU, not a client library.
@@ -46,6 +51,9 @@ pub struct HttpArgs {
     /// Seconds of idleness over which QEMU's CPU use is measured.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_secs: u64,
+    /// Revalidations of each site file in the revalidation test.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub revalidations: u32,
     /// Only this architecture (default: both).
     #[arg(long, value_name = "ARCH")]
     pub arch: Option<Arch>,
@@ -133,6 +141,8 @@ fn bench_arch(arch: Arch, args: &HttpArgs) -> Result<()> {
         ms(p99),
         latencies.len()
     );
+
+    revalidation(arch, port, args.revalidations).context("the revalidation test")?;
 
     // Let the load's connections finish closing and the stack's timers run out.
     thread::sleep(Duration::from_secs(2));
@@ -225,6 +235,74 @@ fn load(port: u16, connections: u32, requests: u32, expected: &[u8]) -> Result<(
     let rate = latencies.len() as f64 / began.elapsed().as_secs_f64();
     latencies.sort();
     Ok((rate, latencies))
+}
+
+/// The site's files, by URL path.
+fn site_files() -> Result<Vec<(String, Vec<u8>)>> {
+    let dir = images::build::workspace_root().join("kernel-apps/httpd/site");
+    let mut files = Vec::new();
+    for entry in fs::read_dir(&dir)? {
+        let entry = entry?;
+        files.push((format!("/{}", entry.file_name().to_string_lossy()), fs::read(entry.path())?));
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The value of header `name` in a response head.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.split("\r\n").find_map(|line| {
+        let (field, value) = line.split_once(':')?;
+        field.eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
+/// The revalidation-heavy load (see the module docs).
+fn revalidation(arch: Arch, port: u16, revalidations: u32) -> Result<()> {
+    let files = site_files()?;
+    let mut cache = Client::connect(port)?.with_header("Accept-Encoding", "gzip");
+    let mut naive = Client::connect(port)?;
+    let (mut not_modified, mut asked) = (0u32, 0u32);
+    let mut ratios = Vec::new();
+    for (path, bytes) in &files {
+        let (status, body) = cache.get(path)?;
+        ensure!(status == 200, "GET {path} answered {status}");
+        let etag = header(&cache.last_head, "etag").with_context(|| format!("GET {path}: no ETag"))?.to_owned();
+        if path.ends_with(".html") || path.ends_with(".css") {
+            ratios.push((path.clone(), body.len(), bytes.len()));
+        }
+        for _ in 0..revalidations {
+            let (status, _) = cache.request_with("GET", path, &format!("If-None-Match: {etag}\r\n"), &[])?;
+            asked += 1;
+            not_modified += u32::from(status == 304);
+        }
+        for _ in 0..=revalidations {
+            let (status, body) = naive.get(path)?;
+            ensure!(status == 200 && body == *bytes, "GET {path}: a wrong answer");
+        }
+    }
+    let saved = 1.0 - cache.received as f64 / naive.received as f64;
+    println!(
+        "{arch}: revalidation: {} requests, {} bytes on the wire vs {} unconditional and uncompressed ({:.1}% saved)",
+        asked as usize + files.len(),
+        cache.received,
+        naive.received,
+        saved * 100.0
+    );
+    let verdict = |met: bool| if met { "met" } else { "MISSED" };
+    println!(
+        "{arch}: revalidation: 304 for {not_modified} of {asked} revalidations (target: all: {})",
+        verdict(not_modified == asked)
+    );
+    for (path, wire, plain) in ratios {
+        let share = wire as f64 / plain as f64;
+        println!(
+            "{arch}: gzip: {path}: {wire} of {plain} bytes on the wire ({:.0}%; target <= 40%: {})",
+            share * 100.0,
+            verdict(share <= 0.40)
+        );
+    }
+    Ok(())
 }
 
 /// CPU time (user + system) the process has used, from /proc (in USER_HZ = 100 ticks/s).

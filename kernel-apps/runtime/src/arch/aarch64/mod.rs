@@ -48,6 +48,7 @@ mod gic;
 pub(crate) mod irq;
 mod mmu;
 mod pl011;
+mod pl031;
 mod platform;
 mod power;
 mod start;
@@ -297,6 +298,9 @@ extern "C" fn mast_aarch64_start(dtb: usize, entry_ticks: u64, entry_el: u64) ->
     power::set_psci(psci);
     timer::init(platform.timer_hz);
     let entry = Instant::from_nanos(timer::ticks_to_ns(entry_ticks));
+    if let Some(rtc) = platform.rtc {
+        pl031::set_wall_clock(rtc);
+    }
 
     // The image, and on the Pis everything below it in its RAM region: the firmware's spin table
     // (cores 1-3 poll it) and ATAGs. On `virt` the 2 MiB below the image hold only QEMU's boot

@@ -73,6 +73,8 @@ pub(super) struct Platform {
     pub(super) timer_hz: Option<u64>,
     /// The initrd (`/chosen/linux,initrd-start` to `-end`): the appliance's data bundle.
     pub(super) initrd: Option<Region>,
+    /// The PL031 real-time clock's registers, if the tree has one the boot map covers.
+    pub(super) rtc: Option<usize>,
 }
 
 /// The top of what the identity map reaches.
@@ -103,6 +105,7 @@ pub(super) fn without_tree(board: &Board, atags: Option<Atags<'static>>) -> Plat
         devices: GigabyteSet::default(),
         timer_hz: None,
         initrd,
+        rtc: None,
     }
 }
 
@@ -119,6 +122,7 @@ pub(super) fn discover(fdt: &Fdt<'static>, board: &Board) -> Platform {
     let mut psci = None;
     let mut timer_hz = None;
     let mut first_pl011 = None;
+    let mut rtc = None;
     fdt.reservations().for_each(|r| reserved.push(r));
 
     for node in fdt.root().children() {
@@ -151,6 +155,9 @@ pub(super) fn discover(fdt: &Fdt<'static>, board: &Board) -> Platform {
                 timer_hz = node.property("clock-frequency").and_then(|p| p.as_u64());
             } else if name == "arm,pl011" && first_pl011.is_none() && node.is_enabled() {
                 first_pl011 = Some(node);
+            } else if name == "arm,pl031" && board.tree_addresses_usable && node.is_enabled() {
+                // Mapped with the other top-level devices above.
+                rtc = node.reg().next().filter(|r| r.end() <= MAPPED_END).and_then(|r| usize::try_from(r.address).ok());
             }
         }
     }
@@ -175,7 +182,7 @@ pub(super) fn discover(fdt: &Fdt<'static>, board: &Board) -> Platform {
     if let Some(initrd) = initrd {
         reserved.push(initrd);
     }
-    Platform { name: machine_name(fdt, board), cmdline, uart, psci, ram, reserved, devices, timer_hz, initrd }
+    Platform { name: machine_name(fdt, board), cmdline, uart, psci, ram, reserved, devices, timer_hz, initrd, rtc }
 }
 
 /// The machine in words: QEMU's `virt` calls itself `linux,dummy-virt`, which reads badly; other

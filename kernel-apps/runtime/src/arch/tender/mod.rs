@@ -181,6 +181,21 @@ fn check(address: u64) -> Result<abi::BootInfo, BootProblem> {
     Ok(info)
 }
 
+/// Sets the wall clock from the host's time the tender wrote at VM creation, when the guest's clock
+/// read zero (0: the tender did not know it).
+fn set_wall_clock(info: &abi::BootInfo) {
+    use crate::wallclock::{self, Sample, Source};
+    if info.wall_clock_at_creation_ns == 0 {
+        return;
+    }
+    wallclock::set(Sample {
+        unix: core::time::Duration::from_nanos(info.wall_clock_at_creation_ns),
+        monotonic: core::time::Duration::ZERO,
+        uncertainty: core::time::Duration::from_nanos(abi::WALL_CLOCK_UNCERTAINTY_NS),
+        source: Source::Tender,
+    });
+}
+
 /// Bytes in RAM at a physical (= virtual) address.
 fn ram_bytes(address: u64, len: u64) -> &'static [u8] {
     // SAFETY: callers pass ranges `check` found inside RAM (the command line, the data part),
@@ -203,6 +218,7 @@ extern "C" fn tender_start(boot_info: u64, entry_ticks: u64) -> ! {
     };
     let clock = CLOCK.call_once(|| cpu::clock(&info));
     let entry = Instant::from_nanos(clock.nanos_at(entry_ticks));
+    set_wall_clock(&info);
 
     let cmdline_bytes = ram_bytes(info.cmdline_addr, info.cmdline_len);
     let cmdline = match core::str::from_utf8(cmdline_bytes) {

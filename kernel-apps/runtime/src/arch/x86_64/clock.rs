@@ -116,6 +116,11 @@ pub(super) fn init(hypervisor: Hypervisor) {
     }
 }
 
+/// Whether the clock is kvmclock, whose zero KVM's wall clock is given at (see `kvm_wall`).
+pub(super) fn is_kvmclock() -> bool {
+    SOURCE.load(Ordering::Relaxed) == SOURCE_KVMCLOCK
+}
+
 /// Nanoseconds since reset (see the module docs for what "reset" means without kvmclock).
 pub(crate) fn now_ns() -> u64 {
     nanos_at(rdtsc())
@@ -177,7 +182,7 @@ fn rdtsc() -> u64 {
 ///
 /// # Safety
 /// The MSR must exist and the value must be one the caller is entitled to set.
-unsafe fn wrmsr(msr: u32, value: u64) {
+pub(super) unsafe fn wrmsr(msr: u32, value: u64) {
     // SAFETY: the caller vouches for the MSR and value; `wrmsr` touches nothing else.
     unsafe {
         core::arch::asm!(

@@ -40,6 +40,7 @@ mod idt;
 mod io;
 #[cfg(feature = "virtio")]
 pub(crate) mod irq;
+mod kvm_wall;
 mod segments;
 mod serial;
 mod user;
@@ -59,6 +60,8 @@ use crate::time::Instant;
 
 /// The I/O port of QEMU's `isa-debug-exit` device, as the runtime expects it configured.
 const DEBUG_EXIT_PORT: u16 = 0xf4;
+/// How long [`exit`] waits for QEMU to act on the debug exit before falling back.
+const EXIT_GRACE_NS: u64 = 500_000_000;
 /// Everything above this is unmapped (see [`boot`]).
 const IDENTITY_MAP_END: u64 = 1 << 32;
 /// The heap never starts below 1 MiB: the area below holds the firmware's tables and data.
@@ -83,6 +86,14 @@ pub(crate) fn exit(status: ExitCode) -> ! {
         unsafe { io::outl(DEBUG_EXIT_PORT, status as u32) };
     }
     user::privileged(at_cpl0, u64::from(status.0));
+    // QEMU 9.1 and later act on the debug exit asynchronously (a shutdown request, not `exit()`),
+    // so the CPU runs on for a moment: wait for it before concluding that there is no device,
+    // lest the fallback's message land on the console after the status line.
+    // (Without a clock, which reads 0, there is nothing to wait with.)
+    let asked = clock::now_ns();
+    while asked != 0 && clock::now_ns().saturating_sub(asked) < EXIT_GRACE_NS {
+        core::hint::spin_loop();
+    }
     emergency_print(format_args!(
         "mast: no isa-debug-exit device at port {DEBUG_EXIT_PORT:#x}; resetting the CPU \
          (QEMU needs -no-reboot to stop here)\n"
@@ -127,6 +138,7 @@ extern "C" fn start(start_info_paddr: u32) -> ! {
     serial::init();
     idt::init();
     clock::init(clock::hypervisor());
+    kvm_wall::request();
     user::enter(start_at_cpl3, u64::from(start_info_paddr), 0)
 }
 
@@ -137,6 +149,7 @@ extern "C" fn start_at_cpl3(start_info_paddr: u64, _: u64) -> ! {
     // SAFETY: the boot code wrote this before anything else ran and nothing writes it again.
     let entry_tsc = unsafe { (&raw const boot::mast_boot_tsc).read() };
     let entry = Instant::from_nanos(clock::nanos_at(entry_tsc));
+    kvm_wall::set_wall_clock();
 
     let platform = match hypervisor {
         clock::Hypervisor::Kvm => "pvh-kvm",
