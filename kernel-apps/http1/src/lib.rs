@@ -39,6 +39,9 @@
 //! - The request line is exactly `METHOD SP target SP HTTP/x.y`, with single spaces. Methods are
 //!   case-sensitive tokens: `GET` and `HEAD` are served; `POST`, `PUT`, `DELETE`, `OPTIONS`,
 //!   `PATCH`, `TRACE` and `CONNECT` get 405 with `Allow: GET, HEAD`; any other token gets 501.
+//!   A byte that no request line can hold there (a control byte, a non-token byte in the method,
+//!   anything but `HTTP/d.d` as the version) is a 400 as soon as it arrives, without waiting
+//!   for the line to end: binary garbage is refused at once, not after a timeout.
 //! - The target is visible ASCII. Origin form (`/path?query`) and absolute form
 //!   (`http://host/path`) are accepted; the query is ignored for the lookup, and `%XX` escapes
 //!   in the path are decoded. A GET or HEAD of any other form (`*`, `host:port`) is a 400.
