@@ -105,8 +105,8 @@ fn args(args: &[String]) -> Result<(Endpoint, usize), String> {
     for arg in args {
         if let Some(value) = arg.strip_prefix("origin=") {
             let parsed = value.split_once(':').and_then(|(ip, port)| {
-                let ip: core::net::Ipv4Addr = ip.parse().ok()?;
-                Some((Ipv4Address::from(ip), port.parse::<u16>().ok().filter(|p| *p > 0)?))
+                let ip: Ipv4Address = ip.parse().ok()?;
+                Some((ip, port.parse::<u16>().ok().filter(|p| *p > 0)?))
             });
             origin = Some(parsed.ok_or_else(|| format!("boot argument {arg:?}: expected origin=A.B.C.D:PORT"))?);
         } else if let Some(value) = arg.strip_prefix("cache_kib=") {

@@ -2,8 +2,9 @@
 //! appliances that speak to another server (the `cache` appliance's origin fetches).
 //!
 //! [`ResponseReader`] takes the bytes of one response in reads of any size and says when it is
-//! complete ([`Fetched::Complete`]) or why it never will be ([`FetchError`]). It is as strict as
-//! the server side, because a cache that stores a misframed response serves it to everyone:
+//! complete ([`ResponseReader::finish`] gives the [`Fetched`] response) or why it never will be
+//! ([`FetchError`]). It is as strict as the server side, because a cache that stores a
+//! misframed response serves it to everyone:
 //! - the status line is `HTTP/1.x DDD reason`; header fields as for requests (token names, no
 //!   folding, no control characters); lines end with CRLF;
 //! - the body is framed by RFC 9112 §6.3: none for HEAD, 1xx, 204 and 304; `chunked` (the only
