@@ -382,6 +382,17 @@ impl<'a> Fdt<'a> {
         self.blob.len()
     }
 
+    /// The bytes the tree actually uses: the header and its three blocks, up to the end of the last
+    /// one. Loaders pad blobs (QEMU to 1 MiB); a copy of this many bytes, with its header's total
+    /// size set to it, is the same tree.
+    pub fn used_size(&self) -> usize {
+        let base = self.blob.as_ptr() as usize;
+        let end = |block: &[u8]| block.as_ptr() as usize - base + block.len();
+        // The reservation block ends with a 16-byte all-zero entry that `reservations` leaves out.
+        let reservations_end = end(self.reservations) + 16;
+        end(self.structure).max(end(self.strings.as_bytes())).max(reservations_end).max(HEADER_SIZE)
+    }
+
     /// The physical id of the CPU the boot loader booted on, from the header.
     pub fn boot_cpu_id(&self) -> u32 {
         self.boot_cpu
@@ -1051,6 +1062,29 @@ mod tests {
         for len in 0..QEMU_VIRT.len() {
             assert!(Fdt::new(&QEMU_VIRT[..len]).is_err(), "accepted {len} bytes");
         }
+    }
+
+    #[test]
+    fn a_copy_of_the_used_bytes_is_the_same_tree() {
+        // The test blob is packed; pad it to 1 MiB as QEMU hands it over.
+        let mut padded = QEMU_VIRT.to_vec();
+        padded.resize(1 << 20, 0);
+        padded[4..8].copy_from_slice(&(1u32 << 20).to_be_bytes());
+        let fdt = Fdt::new(&padded).expect("valid");
+        let used = fdt.used_size();
+        assert_eq!(used, QEMU_VIRT.len(), "the packed blob is exactly the used bytes");
+        let mut copy = padded[..used].to_vec();
+        copy[4..8].copy_from_slice(&u32::try_from(used).expect("small").to_be_bytes());
+        let copy = Fdt::new(&copy).expect("the used bytes are a whole tree");
+        assert_eq!(copy.used_size(), used);
+        let bootargs =
+            |fdt: &Fdt<'_>| fdt.find_node("/chosen").and_then(|c| c.property("bootargs")?.as_str().map(String::from));
+        assert_eq!(bootargs(&copy), bootargs(&fdt));
+        assert_eq!(copy.nodes().count(), fdt.nodes().count());
+        // One byte fewer cuts a block short.
+        let mut short = QEMU_VIRT[..used - 1].to_vec();
+        short[4..8].copy_from_slice(&u32::try_from(used - 1).expect("small").to_be_bytes());
+        assert!(Fdt::new(&short).is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The Mast image artifact: one signed, content-addressed file per appliance build.
 //!
-//! # Layout (format version 1)
+//! # Layout (format version 2)
 //! ```text
 //! magic     8 bytes   89 4d 41 53 54 0d 0a 1a  ("\x89MAST\r\n\x1a")
 //! version   u32 LE    1
@@ -38,7 +38,8 @@ use crate::{
 };
 
 pub const MAGIC: [u8; 8] = *b"\x89MAST\r\n\x1a";
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: the manifest records the board (`Manifest::board`).
+pub const FORMAT_VERSION: u32 = 2;
 const PREAMBLE_LEN: usize = 16;
 const MAX_HEADER_LEN: u64 = 16 << 20;
 const SIGNATURE_DOMAIN: &[u8] = b"mast-image-v1\0";
@@ -538,9 +539,13 @@ mod tests {
 
     #[test]
     fn an_unknown_format_version_is_named() {
-        let (mut image, _) = image();
-        image[8] = 2;
-        assert_eq!(verify(&image, &trusted()).map(|_| ()), Err(VerifyError::UnsupportedVersion { found: 2 }));
+        // Version 1 (before the manifest recorded the board) and a future one.
+        for version in [1u8, 3] {
+            let (mut image, _) = image();
+            image[8] = version;
+            let found = u32::from(version);
+            assert_eq!(verify(&image, &trusted()).map(|_| ()), Err(VerifyError::UnsupportedVersion { found }));
+        }
     }
 
     #[test]

@@ -324,6 +324,13 @@ pub fn build_image(
     if let Some(data) = &data {
         parts.push((DATA_PART, data));
     }
+    // The board travels in the signed manifest, so a bare image says what it boots on.
+    let board = match platform {
+        Platform::Qemu => board.or((arch == Arch::Aarch64).then_some(boot_contract::board::VIRT)),
+        Platform::Tender => None,
+    };
+    let mut manifest = manifest;
+    manifest.board = board.map(|b| b.name.to_owned());
     let signed = artifact::build(arch, &manifest, &parts, &key);
     let (id, signer, ..) = artifact::read_unverified(&signed).expect("an image just built is well-formed");
     let artifact_path = image_dir.join(format!("{app}.mast"));
@@ -331,10 +338,7 @@ pub fn build_image(
     Ok(Built {
         artifact: artifact_path,
         kernel: kernel_path,
-        board: match platform {
-            Platform::Qemu => board.or((arch == Arch::Aarch64).then_some(boot_contract::board::VIRT)),
-            Platform::Tender => None,
-        },
+        board,
         platform,
         boot_file,
         elf: elf_path,

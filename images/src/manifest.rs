@@ -43,6 +43,10 @@ pub struct Manifest {
     /// A directory of data files, relative to the appliance's crate, packed into the image's
     /// `data` part and handed to the appliance at boot (see `boot_contract::bundle`).
     pub data: Option<String>,
+    /// The board the image's kernel was built for (`boot_contract::board` names: `virt`, `rpi3`,
+    /// `rpi4`): set by the build for aarch64 QEMU kernels, which run only at their board's link
+    /// address and with its console; `None` in a manifest file and for x86_64 and tender kernels.
+    pub board: Option<String>,
 }
 
 /// A device an appliance is given, named by its role.
@@ -439,6 +443,7 @@ fn validate(file: &str, raw: RawManifest) -> Result<Manifest, ManifestError> {
         args: raw.args,
         restart: RestartPolicy { when, max_restarts: raw.restart.max_restarts, backoff_ms: raw.restart.backoff_ms },
         data: raw.data,
+        board: None,
     })
 }
 

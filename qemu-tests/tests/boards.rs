@@ -114,6 +114,16 @@ fn crash_reports_a_fault(pi: Pi, test: &str) {
         .unwrap_or_else(|failure| panic!("{failure}"));
 }
 
+on_each_pi!(crash_reports_a_stack_overflow);
+/// The Pis' image sits in the first 2 MiB block, beside firmware memory; its stack's guard page is
+/// a level-3 mapping there, and an overflow is a report with status 102.
+fn crash_reports_a_stack_overflow(pi: Pi, test: &str) {
+    let Some(machine) = pi.boot("crash", test) else { return };
+    let run = common::run(&machine.args(&["overflow"]));
+    run.check(Exit::Status(ExitCode::CPU_EXCEPTION.0), "probably a stack overflow")
+        .unwrap_or_else(|failure| panic!("{failure}"));
+}
+
 on_each_pi!(appliance_status_reaches_the_host);
 fn appliance_status_reaches_the_host(pi: Pi, test: &str) {
     let Some(machine) = pi.boot("crash", test) else { return };

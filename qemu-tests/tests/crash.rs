@@ -62,6 +62,20 @@ fn stack_overflow_is_reported_on_x86_64() {
     assert!(text.contains("page fault") && text.contains("cs=0x33"), "report lacks the fault at CPL 3:\n{text}");
 }
 
+/// aarch64's stack lies above a guard page (a level-3 mapping in a 1 GiB-block map), and faults
+/// are reported on a separate exception stack, so an overflow is a report, not silent corruption.
+#[test]
+fn stack_overflow_is_reported_on_aarch64() {
+    let Some(run) = crash(Arch::Aarch64, &["overflow"], "stack_overflow_is_reported_on_aarch64") else { return };
+    run.check(Exit::Status(ExitCode::CPU_EXCEPTION.0), "probably a stack overflow")
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    let text = run.console_text().to_lowercase();
+    assert!(
+        text.contains("data abort") && text.contains("translation fault, level 3"),
+        "report lacks the fault on the level-3 guard page:\n{text}"
+    );
+}
+
 #[test]
 fn appliance_status_reaches_the_host_on_both_arches() {
     for arch in Arch::ALL {

@@ -7,7 +7,10 @@ use qemu::{Exit, Machine};
 
 fn hello_prints_its_arguments(arch: Arch, test: &str) {
     let Some(image) = common::image_for("hello", arch, test) else { return };
-    let run = common::run(&Machine::new(arch, image).args(&["one", "two words", "ünïcode"]));
+    // aarch64: 16 MiB, the size the heap check below is about.
+    let machine = Machine::new(arch, image);
+    let machine = if arch == Arch::Aarch64 { machine.memory_mib(16) } else { machine };
+    let run = common::run(&machine.args(&["one", "two words", "ünïcode"]));
     run.check(Exit::Status(0), "Hello from Mast").unwrap_or_else(|failure| panic!("{failure}"));
     let args = r#"args: ["one", "two words", "ünïcode"]"#;
     assert!(run.time_of(args).is_some(), "expected {args:?} on the console:\n{}", run.console_text());
@@ -19,6 +22,24 @@ fn hello_prints_its_arguments(arch: Arch, test: &str) {
         .unwrap_or_else(|| panic!("unreadable boot line {boot:?}"));
     assert!(main_us > 0 && main_us < 60_000_000, "implausible reset -> main time in {boot:?}");
     assert_eq!(run.console.last().map(|l| l.text.as_str()), Some("mast: exit status 0"));
+    if arch == Arch::Aarch64 {
+        heap_covers_ram_but_the_image(&boot);
+    }
+}
+
+/// On aarch64 `virt` the heap is all of RAM but the image (code, data, stacks, page tables) and the
+/// device tree's used bytes copied next to it: QEMU's padded tree at half of RAM and the 2 MiB
+/// below the image are reclaimed. A 16 MiB guest must keep at least 14 MiB free.
+fn heap_covers_ram_but_the_image(boot: &str) {
+    let number_before = |unit: &str| -> u64 {
+        let (head, _) = boot.split_once(unit).unwrap_or_else(|| panic!("no {unit:?} in {boot:?}"));
+        head.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("unreadable {boot:?}"))
+    };
+    let ram_kib = number_before(" MiB, heap free") * 1024;
+    let free_kib = number_before(" KiB");
+    assert_eq!(ram_kib, 16 * 1024, "the machine has 16 MiB: {boot:?}");
+    assert!(free_kib >= 14 * 1024, "heap free {free_kib} KiB of {ram_kib} KiB RAM: under 14 MiB ({boot:?})");
+    assert!(free_kib < ram_kib, "more heap than RAM: {boot:?}");
 }
 
 #[test]

@@ -132,30 +132,25 @@ impl Machine {
     /// The machine a verified image asks for: its kernel, its data bundle as the initial ramdisk,
     /// its manifest's memory and boot arguments. Both files are unpacked into `dir`.
     ///
-    /// An aarch64 kernel linked for the Raspberry Pis (`text_offset` 0x80000, see
-    /// `boot_contract::board`) boots on `raspi3b`, with that machine's fixed 1 GiB; others on `virt`.
-    /// (A `--board rpi4` image boots there too, but its console is the Pi 4's UART, which
-    /// `raspi3b` does not have: nothing is printed.)
+    /// An aarch64 kernel boots on the machine of the board its manifest names (`rpi3`: `raspi3b`,
+    /// `rpi4`: `raspi4b`, each with its fixed RAM; `virt`: `virt`). An image whose manifest names
+    /// no board (built before the board travelled in it) boots on `raspi3b` if its kernel is linked
+    /// for the Pis (`text_offset` 0x80000, see `boot_contract::board`), else on `virt`.
     pub fn for_image(image: &images::artifact::VerifiedImage, dir: &Path) -> std::io::Result<Machine> {
+        use boot_contract::board::{self, BoardKind};
         let manifest = image.manifest();
         let kernel = image.unpack_kernel(dir)?;
         let text_offset = images::kernel::validate(image.arch(), image.kernel()).map_or(0, |info| info.text_offset);
-        let mut machine = if image.arch() == Arch::Aarch64 && text_offset == boot_contract::board::RPI3.link_address {
-            Machine::raspi3b(kernel)
-        } else {
-            Machine::new(image.arch(), kernel).memory_mib(manifest.memory_mib)
+        let board = manifest.board.as_deref().and_then(board::Board::named).map(|b| b.kind);
+        let pi_kernel = text_offset == board::RPI3.link_address;
+        let mut machine = match (image.arch(), board) {
+            (Arch::Aarch64, Some(BoardKind::Rpi4)) => Machine::raspi4b(kernel),
+            (Arch::Aarch64, Some(BoardKind::Rpi3)) => Machine::raspi3b(kernel),
+            (Arch::Aarch64, None) if pi_kernel => Machine::raspi3b(kernel),
+            _ => Machine::new(image.arch(), kernel).memory_mib(manifest.memory_mib),
         };
         machine.initrd = image.unpack_data(dir)?;
         Ok(machine.args(&manifest.args))
-    }
-
-    /// This machine as a Raspberry Pi 4 (`raspi4b`) with its fixed 2 GiB, keeping kernel, ramdisk and
-    /// command line: for a `--board rpi4` kernel, which [`Machine::for_image`] cannot tell from a
-    /// Pi 3's (both load at 0x80000).
-    pub fn as_raspi4b(mut self) -> Machine {
-        self.aarch64_machine = Aarch64Machine::Raspi4b;
-        self.memory_mib = RASPI4B_MEMORY_MIB;
-        self
     }
 
     /// Sets the kernel command line (the appliance's arguments).

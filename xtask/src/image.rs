@@ -62,8 +62,13 @@ pub struct BuildArgs {
 
 #[derive(Debug, Args)]
 pub struct SdcardArgs {
-    /// The appliance: a crate in kernel-apps/.
-    pub app: String,
+    /// The appliance: a crate in kernel-apps/, built for --board.
+    #[arg(required_unless_present = "image", conflicts_with = "image")]
+    pub app: Option<String>,
+    /// Put this signed image (.mast) on the card instead of building one. It must verify, and its
+    /// kernel must have been built for --board.
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
     /// The board: rpi3 or rpi4.
     #[arg(long, value_name = "BOARD", value_parser = parse_board)]
     pub board: build::Board,
@@ -191,24 +196,46 @@ fn sdcard(args: SdcardArgs) -> Result<ExitCode> {
     let firmware = sdcard::firmware_files(&args.board)?;
     let root = build::workspace_root();
     let profile = if args.release { Profile::Release } else { Profile::Dev };
-    let built = build::build_for_board(&root, &args.app, Arch::Aarch64, Some(args.board), profile)?;
-    if let Some(warning) = &built.key_warning {
-        eprintln!("{warning}");
-    }
+    let artifact_path = match (&args.image, &args.app) {
+        (Some(image), _) => image.clone(),
+        (None, Some(app)) => {
+            let built = build::build_for_board(&root, app, Arch::Aarch64, Some(args.board), profile)?;
+            if let Some(warning) = &built.key_warning {
+                eprintln!("{warning}");
+            }
+            built.artifact
+        }
+        (None, None) => bail!("name an appliance or --image"),
+    };
     // The card gets the kernel from the verified image, like everything else that boots.
     let trusted = KeyConfig::for_workspace(&root).trusted()?;
-    let verified = artifact::verify_file(&built.artifact, &trusted)?;
-    let mast = std::fs::read(&built.artifact).with_context(|| format!("reading {}", built.artifact.display()))?;
-    let manifest_path = root.join("images").join(format!("{}.toml", args.app));
-    let manifest = std::fs::read(&manifest_path).with_context(|| format!("reading {}", manifest_path.display()))?;
+    let verified = artifact::verify_file(&artifact_path, &trusted)?;
+    let app = verified.manifest().name.clone();
+    let built_for = verified.manifest().board.as_deref();
+    if built_for != Some(args.board.name) {
+        bail!(
+            "{} holds a kernel built for {}, not board {}: the firmware would load it and nothing would run; \
+             build it with --board {}",
+            artifact_path.display(),
+            built_for.map_or_else(|| format!("{} (no board recorded)", verified.arch()), |b| format!("board {b}")),
+            args.board.name,
+            args.board.name
+        );
+    }
+    let mast = std::fs::read(&artifact_path).with_context(|| format!("reading {}", artifact_path.display()))?;
     let cmdline: Vec<String> = verified.manifest().args.iter().map(|a| quote_arg(a)).collect();
     let mut files: sdcard::CardFiles = vec![
-        ("config.txt".into(), sdcard::config_txt(&args.board, &args.app).into_bytes()),
+        ("config.txt".into(), sdcard::config_txt(&args.board, &app).into_bytes()),
         (build::PI_KERNEL_FILE.into(), verified.kernel().to_vec()),
         ("cmdline.txt".into(), format!("{}\n", cmdline.join(" ")).into_bytes()),
-        (format!("{}.mast", args.app), mast),
-        ("mast-manifest.toml".into(), manifest),
+        (format!("{app}.mast"), mast),
     ];
+    // The manifest file, when the card is made from the source tree.
+    let manifest_path = root.join("images").join(format!("{app}.toml"));
+    if args.app.is_some() {
+        let manifest = std::fs::read(&manifest_path).with_context(|| format!("reading {}", manifest_path.display()))?;
+        files.push(("mast-manifest.toml".into(), manifest));
+    }
     if let Some(dir) = &args.firmware {
         sdcard::add_firmware(&args.board, dir, &mut files)?;
     }
@@ -340,6 +367,10 @@ impl Inspection {
             "platform",
             self.platform.map_or("unknown (damaged or unrecognised kernel)".to_owned(), |p| p.to_string()),
         );
+        if let Some(board) = &m.board {
+            let description = boot_contract::board::ALL.iter().find(|b| b.name == board).map(|b| b.description);
+            line("board", description.map_or(board.clone(), |d| format!("{board} ({d})")));
+        }
         line("signer", format!("{} ({})", self.signer, if self.signer_trusted { "trusted" } else { "NOT trusted" }));
         line("format", format!("version {}", self.format_version));
         line(

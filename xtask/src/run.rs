@@ -26,8 +26,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "ARCH")]
     pub arch: Option<Arch>,
     /// The aarch64 board to build for: virt (the default), rpi3 (booted on QEMU raspi3b) or rpi4
-    /// (QEMU raspi4b, QEMU 9 and later). Images for the Pis (--image) boot on raspi3b.
-    #[arg(long, value_name = "BOARD", value_parser = crate::image::parse_board, conflicts_with = "image")]
+    /// (QEMU raspi4b, QEMU 9 and later). With --image, the board the image must have been built
+    /// for (an image boots on its own board's machine; a kernel for another board is refused).
+    #[arg(long, value_name = "BOARD", value_parser = crate::image::parse_board)]
     pub board: Option<build::Board>,
     /// The machine: qemu (the default) or tender (Mast's KVM monitor, x86_64: `cargo build -p
     /// tender`, then the tender boots the image; no network, which needs a tap: run the tender by
@@ -93,15 +94,15 @@ pub fn main(args: RunArgs) -> Result<ExitCode> {
         bail!("x86_64 appliances run under KVM, and {reason}");
     }
     let manifest = verified.manifest();
-    let mut machine = Machine::for_image(&verified, &build::workspace_root().join("target/images/verified"))
+    check_board(&image, manifest, args.board)?;
+    let machine = Machine::for_image(&verified, &build::workspace_root().join("target/images/verified"))
         .context("unpacking the verified image")?;
-    // The image cannot say it is a Pi 4's (it loads where a Pi 3's does), but --board can.
-    if args.board.is_some_and(|b| b.kind == boot_contract::board::BoardKind::Rpi4) {
-        if let Some(reason) = qemu::version::raspi4b_unavailable_reason() {
-            bail!("a Raspberry Pi 4 image cannot boot here: {reason}");
-        }
-        machine = machine.as_raspi4b();
+    if machine.aarch64_machine == qemu::Aarch64Machine::Raspi4b
+        && let Some(reason) = qemu::version::raspi4b_unavailable_reason()
+    {
+        bail!("a Raspberry Pi 4 image cannot boot here: {reason}");
     }
+    let mut machine = machine;
     if !args.args.is_empty() {
         machine = machine.args(&args.args);
     }
@@ -195,6 +196,27 @@ fn create_volume(file: &std::path::Path, mib: u64) -> Result<()> {
         }
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(error) => Err(error).with_context(|| format!("creating the volume {}", file.display())),
+    }
+}
+
+/// Refuses an image whose kernel was built for another board than `--board` names: it would load
+/// at the wrong address or talk to a UART that is not there, and print nothing.
+fn check_board(image: &std::path::Path, manifest: &Manifest, wanted: Option<build::Board>) -> Result<()> {
+    let Some(wanted) = wanted else { return Ok(()) };
+    match manifest.board.as_deref() {
+        Some(board) if board == wanted.name => Ok(()),
+        Some(board) => bail!(
+            "{} holds a kernel built for board {board}, not {}: build it with --board {}",
+            image.display(),
+            wanted.name,
+            wanted.name
+        ),
+        None => bail!(
+            "{} does not say which board its kernel was built for (an x86_64 or tender image, or one \
+             built before images recorded it): rebuild it with --board {}",
+            image.display(),
+            wanted.name
+        ),
     }
 }
 

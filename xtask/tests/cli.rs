@@ -113,8 +113,9 @@ fn unknown_appliances_and_arches_are_explained() {
     let out = xtask(&["image", "build", "nope", "--arch", "aarch64"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr)
-            .contains(r#"unknown appliance "nope"; the appliances are: cache, crash, hello, hostile, httpd, kvlog"#),
+        text(&out.stderr).contains(
+            r#"unknown appliance "nope"; the appliances are: cache, crash, hello, hostile, httpd, kvlog, pump"#
+        ),
         "{}",
         text(&out.stderr)
     );
@@ -127,7 +128,10 @@ fn unknown_appliances_and_arches_are_explained() {
 fn image_list_names_every_appliance() {
     let out = xtask(&["image", "list"]);
     assert!(out.status.success());
-    assert_eq!(text(&out.stdout).lines().collect::<Vec<_>>(), ["cache", "crash", "hello", "hostile", "httpd", "kvlog"]);
+    assert_eq!(
+        text(&out.stdout).lines().collect::<Vec<_>>(),
+        ["cache", "crash", "hello", "hostile", "httpd", "kvlog", "pump"]
+    );
 }
 
 /// Both Pis build.
@@ -144,6 +148,13 @@ fn image_build_for_a_pi_writes_kernel8_img_loaded_at_0x80000() {
         assert_eq!(&kernel[56..60], b"ARM\x64", "kernel8.img is not an arm64 Image");
         assert_eq!(kernel[8..16], 0x8_0000u64.to_le_bytes(), "text_offset must place the image at 0x80000");
         assert_eq!(&kernel[64..68], b"MAST", "the Mast header must follow the arm64 header");
+        // The board travels in the signed manifest, and inspect shows it.
+        let out = xtask(&["image", "inspect", &path]);
+        assert!(out.status.success(), "stderr:\n{}", text(&out.stderr));
+        let board_line = text(&out.stdout).lines().find(|l| l.starts_with("board ")).map(str::to_owned);
+        assert!(board_line.as_deref().is_some_and(|l| l.contains(board)), "no board line:\n{}", text(&out.stdout));
+        let out = xtask(&["image", "inspect", "--json", &path]);
+        assert!(text(&out.stdout).contains(&format!("\"board\": \"{board}\"")), "{}", text(&out.stdout));
     }
 }
 
@@ -179,6 +190,24 @@ fn image_sdcard_writes_a_fat_card_and_names_the_firmware() {
     let out = xtask(&["image", "sdcard", "hello", "--board", "virt", "-o", card_arg]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("SD cards are for the Raspberry Pis"), "{}", text(&out.stderr));
+
+    // A Pi 3 image on a Pi 4 card is refused, and no card is written.
+    let pi3_image = images::build::image_dir(
+        &images::build::workspace_root(),
+        images::Arch::Aarch64,
+        Some(boot_contract::board::RPI3),
+        images::build::Profile::Release,
+    )
+    .join("hello.mast");
+    let other = dir.path().join("other.img");
+    let other_arg = other.to_str().expect("UTF-8 temp path");
+    let pi3_arg = pi3_image.to_str().expect("UTF-8 path");
+    let out = xtask(&["image", "sdcard", "--image", pi3_arg, "--board", "rpi4", "-o", other_arg]);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("built for board rpi3, not board rpi4"), "{}", text(&out.stderr));
+    assert!(!other.exists(), "a refused card must not be written");
+    let out = xtask(&["image", "sdcard", "--image", pi3_arg, "--board", "rpi3", "-o", other_arg]);
+    assert!(out.status.success(), "stderr:\n{}", text(&out.stderr));
 }
 
 #[test]
@@ -200,6 +229,11 @@ fn run_boots_a_pi_image_on_raspi3b() {
     let out = xtask(&["run", "--image", image.to_str().expect("UTF-8 path")]);
     assert_eq!(out.status.code(), Some(0), "stderr:\n{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("Hello from Mast on Raspberry Pi 3"), "{}", text(&out.stdout));
+    // A kernel built for another board than --board names is refused before anything boots.
+    let out = xtask(&["run", "--image", image.to_str().expect("UTF-8 path"), "--board", "rpi4"]);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("built for board rpi3, not rpi4"), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("qemu-system"), "nothing may boot:\n{}", text(&out.stderr));
 }
 
 /// `--board rpi4` boots on `raspi4b` where QEMU has it (QEMU 9 and later), and otherwise says why
@@ -219,4 +253,17 @@ fn run_boots_a_pi_4_image_on_raspi4b() {
     assert!(stdout.contains("Hello from Mast on Raspberry Pi 4 (BCM2711)!"), "{stdout}");
     assert!(stdout.contains(r#"args: ["pi4"]"#), "{stdout}");
     assert!(stderr.contains("-machine raspi4b") && stderr.contains("-m 2048M"), "{stderr}");
+    // The image says it is a Pi 4's (its manifest's board): --image boots it on raspi4b.
+    let image = images::build::image_dir(
+        &images::build::workspace_root(),
+        images::Arch::Aarch64,
+        Some(boot_contract::board::RPI4),
+        images::build::Profile::Release,
+    )
+    .join("hello.mast");
+    let out = xtask(&["run", "--image", image.to_str().expect("UTF-8 path"), "--", "alone"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("Hello from Mast on Raspberry Pi 4 (BCM2711)!"), "{stdout}");
+    assert!(stderr.contains("-machine raspi4b"), "{stderr}");
 }

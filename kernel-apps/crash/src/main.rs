@@ -3,7 +3,7 @@
 //! - no argument or `panic`: panics (status 101, message and location on the console);
 //! - `fault`: reads unmapped memory, so the CPU raises an exception (status 102, fault report);
 //! - `overflow`: recurses until the stack runs into its guard page (status 102, a report naming a
-//!   stack overflow, where the platform has guard pages: QEMU on both architectures);
+//!   stack overflow, on every platform: QEMU `virt`, `microvm`, the Pis and the tender);
 //! - `exit N`: returns status N.
 #![no_std]
 #![no_main]

@@ -8,7 +8,8 @@
 //! one record that was being written. Any copy of the volume taken at any moment (a crash, a
 //! `kill -9` of the VM, a snapshot of the volume file taken while the VM writes, provided the copy
 //! is prefix-consistent) recovers to "every record acknowledged before the copy, in order, and
-//! possibly the one in flight": recovery keeps the longest valid prefix.
+//! possibly the one in flight". Damage inside the log costs only the damaged records (see
+//! Recovery).
 //!
 //! # On-disk format (version 1)
 //! All integers little-endian; the volume is a sequence of 512-byte sectors.
@@ -37,13 +38,26 @@
 //! again (the superblock is written once, when an all-zero volume is formatted).
 //!
 //! # Recovery
-//! At start the log is read from sector 8 on. The first record that is missing or invalid (wrong
-//! magic, a sequence number other than the next one, another volume's id, a previous-record CRC
-//! that is not the last record's, impossible lengths, running past the end of the volume, or a CRC
-//! mismatch: a torn or never-finished write) ends the log; the next append goes there. The volume
-//! id keeps a record left over from an earlier format of the same disk from being taken for one
-//! of this log's; the chain of CRCs does the same for records that lay behind a damaged one
-//! (damage in the middle of the log, which no crash causes), once a new record has replaced it.
+//! At start the log is read from sector 8 on, record by record along the chain. At a record that
+//! is missing or invalid (wrong magic, a sequence number other than the next one, another volume's
+//! id, a previous-record CRC that is not the last record's, impossible lengths, running past the
+//! end of the volume, or a CRC mismatch), recovery never discards a valid record behind it:
+//! - **bounded damage**: the damaged record's header is this log's next one, and the record its
+//!   length points at is the next record, chained to the damaged record's CRC. The damaged record
+//!   is lost ([`Store::lost`]; reading it is an error) and recovery goes on behind it.
+//! - **the end**: no valid record of this volume with a later sequence number lies behind it
+//!   before 130 blank sectors in a row (more than the largest record, 129 sectors) or the end of
+//!   the volume. The log ends there (a torn or never-finished write, or a truncated copy); the
+//!   next append goes there.
+//! - **unbounded damage**: a valid record lies behind damage recovery cannot bound. Everything
+//!   before the damage is readable and appends are refused ([`AppendError::Damaged`]) until an
+//!   operator reopens with [`Recovery::Resync`] (the appliance argument `recover=resync`), which
+//!   counts the records between as lost and goes on from the valid one.
+//!
+//! [`Store::damage_report`] says which records were lost. The volume id keeps a record left over
+//! from an earlier format of the same disk from being taken for one of this log's; the chain of
+//! CRCs does the same for records that lay behind a damaged one once a new record has replaced it
+//! (which only an older kvlog did: it appended over the first damaged record).
 //!
 //! # Limits (memory is bounded)
 //! The index lives in RAM: 4 bytes per record (its sector; at most [`MAX_RECORDS`] records) and,
@@ -66,4 +80,6 @@ pub mod format;
 pub mod store;
 
 pub use format::{MAX_KEY_LEN, MAX_VALUE_LEN, SECTOR_SIZE, valid_key};
-pub use store::{AppendError, Disk, DiskError, MAX_KEYS, MAX_RECORDS, OpenError, Record, Stats, Store};
+pub use store::{
+    AppendError, Disk, DiskError, MAX_KEYS, MAX_RECORDS, OpenError, Record, Recovery, Stats, Store, UnboundedDamage,
+};

@@ -10,7 +10,7 @@ extern crate alloc;
 use alloc::{format, string::String, vec::Vec};
 
 use http1::{Method, Next, RequestReader, Status, Version, write_head};
-use kvlog::{AppendError, Disk, DiskError, MAX_VALUE_LEN, Store, valid_key};
+use kvlog::{AppendError, Disk, DiskError, MAX_VALUE_LEN, Recovery, Store, valid_key};
 use net::{
     Instant, IpConfig, Net, Platform, Stack,
     serve::{ServeOptions, Server, Service, State},
@@ -81,7 +81,7 @@ fn main(ctx: &mut Context) -> ExitCode {
     let volume_id = u64::try_from(runtime::time::Instant::now().since_reset().as_nanos()).unwrap_or(u64::MAX)
         ^ 0x6b76_6c6f_6700_0000;
     let started = runtime::time::Instant::now();
-    let store = match Store::open(Volume(disk), volume_id) {
+    let store = match Store::open_with(Volume(disk), volume_id, Recovery::from_args(ctx.args())) {
         Ok(store) => store,
         Err(error) => {
             println!("kvlog: volume of {} KiB: {error}", sectors * SECTOR_SIZE as u64 / 1024);
@@ -95,7 +95,7 @@ fn main(ctx: &mut Context) -> ExitCode {
         stats.records,
         stats.bytes,
         started.elapsed().as_micros(),
-        if store.recovered_torn() { "; the log ended at a torn or damaged record, which was dropped" } else { "" }
+        store.damage_report().unwrap_or_default()
     );
     let net = match Net::open(config) {
         Ok(net) => net,
@@ -312,6 +312,10 @@ fn route(store: &mut Store<Volume>, method: Method, path: &str, query: Option<&s
             Err(AppendError::TooLarge) => Reply::error(Status::ContentTooLarge, "a value is at most 65536 bytes"),
             Err(AppendError::Full) => Reply::error(Status::InsufficientStorage, "the volume or the index is full"),
             Err(AppendError::Disk) => Reply::error(Status::InternalServerError, "the disk failed; nothing was stored"),
+            Err(AppendError::Damaged) => Reply::error(
+                Status::InsufficientStorage,
+                "the log is damaged behind valid records; appends wait for an operator (see the boot line)",
+            ),
         };
     }
     let is_known = path == "/healthz" || path == "/stats" || path.starts_with("/log/") || path.starts_with("/latest/");

@@ -15,6 +15,9 @@ pub(crate) struct BootInfo {
     pub ram_bytes: usize,
     /// Free RAM for the heap: excludes the image, stack, page tables and boot data.
     pub heap: Range<usize>,
+    /// A second, smaller free region for the heap, disjoint from `heap` (empty if none): free RAM
+    /// on the other side of the image.
+    pub more_heap: Range<usize>,
     /// The clock when the first instruction of the appliance ran.
     pub entry: Instant,
     /// The data bundle the loader placed in RAM (the initrd), outside `heap` and never written.
@@ -84,8 +87,12 @@ pub(crate) fn start(info: BootInfo) -> ! {
         println!("mast: no free RAM for the heap");
         power_off(ExitCode::BOOT_FAILURE);
     }
-    // SAFETY: the architecture built `info.heap` to exclude everything still in use (see BootInfo).
-    unsafe { heap::init(info.heap.clone()) };
+    // SAFETY: the architecture built `info.heap` and `info.more_heap` to exclude everything still in
+    // use, and disjoint (see BootInfo). The larger goes first.
+    unsafe {
+        heap::add(info.heap.clone());
+        heap::add(info.more_heap.clone());
+    }
 
     let data = match info.data.map(Bundle::parse).transpose() {
         Ok(data) => data,

@@ -1,9 +1,11 @@
 //! Exception vectors: every exception becomes a readable report and status 102.
 //!
 //! VBAR_EL1 points at a table of 16 entries (synchronous, IRQ, FIQ, SError, for each of four
-//! origins). Each entry saves x0..x30, ELR and SPSR on the current stack and calls
-//! [`mast_aarch64_exception`] with the entry's index, so a fault deep in a call chain reports with
-//! the stack it had. The report names the exception in words (see [`crate::fault::aarch64`]) and
+//! origins). The runtime runs on SP_EL0, so an exception switches to SP_EL1, the exception stack
+//! (see `start`); each entry saves x0..x30, ELR and SPSR there and calls
+//! [`mast_aarch64_exception`] with the entry's index. A stack overflow therefore still gets a
+//! report: it faults on the guard page below SP_EL0's stack, and the report, taken on the other
+//! stack, says so. The report names the exception in words (see [`crate::fault::aarch64`]) and
 //! shows ESR, ELR, FAR, SPSR, LR and SP; then the machine powers off with
 //! [`ExitCode::CPU_EXCEPTION`].
 //!
@@ -13,8 +15,9 @@
 //!
 //! # Not supported
 //! - Interrupts: the runtime keeps them masked, so an IRQ or FIQ here is reported as unexpected.
-//! - Recovering from faults, and faults that leave no usable stack (there is no separate exception
-//!   stack and no guard page).
+//! - Recovering from faults, and overflowing the 16 KiB exception stack (it has no guard page).
+//! - Frames larger than the 4 KiB guard page: a function that moves SP past the guard in one step
+//!   (a local array of several KiB) can skip it.
 //! - Returning into code that uses FP/SIMD registers: the return path (only for the semihosting
 //!   probe, which is a function call) restores general-purpose registers only.
 
@@ -37,7 +40,10 @@ pub(super) struct Frame {
 const FRAME_SIZE: usize = core::mem::size_of::<Frame>();
 const _: () = assert!(FRAME_SIZE.is_multiple_of(16) && FRAME_SIZE == 272);
 
-/// The vector for synchronous exceptions from EL1 on SP_EL1, which is how the runtime always runs.
+/// The vector for synchronous exceptions from EL1 on SP_EL0, which is how the runtime runs.
+const VECTOR_CURRENT_EL_SP0_SYNC: u64 = 0;
+/// The vector for synchronous exceptions from EL1 on SP_EL1: the exception handler itself (its
+/// power-off tries the semihosting probe too).
 const VECTOR_CURRENT_EL_SYNC: u64 = 4;
 /// ESR exception class "unknown reason": what an undefined instruction such as `hlt` raises.
 const CLASS_UNKNOWN: u8 = 0x00;
@@ -131,7 +137,7 @@ static UNEXPECTED: AtomicU8 = AtomicU8::new(0);
 #[unsafe(no_mangle)]
 extern "C" fn mast_aarch64_exception(vector: u64, frame: &mut Frame) {
     let esr = fault::Syndrome(read_sysreg!("esr_el1"));
-    if vector == VECTOR_CURRENT_EL_SYNC
+    if (vector == VECTOR_CURRENT_EL_SP0_SYNC || vector == VECTOR_CURRENT_EL_SYNC)
         && esr.class() == CLASS_UNKNOWN
         && frame.elr == power::semihosting_trap_address()
     {
@@ -147,16 +153,22 @@ extern "C" fn mast_aarch64_exception(vector: u64, frame: &mut Frame) {
         _ => power::wait_forever(),
     }
     let (kind, origin) = fault::vector(vector);
-    // The stack pointer before the vector entry pushed the frame (for exceptions taken from EL1,
-    // the only level the runtime runs at).
-    let sp = frame as *const Frame as usize + FRAME_SIZE;
+    // The stack pointer the exception interrupted: SP_EL0 for the runtime's code, else (a fault in
+    // this handler) SP_EL1 before the vector entry pushed the frame.
+    let sp = if vector < 4 { read_sysreg!("sp_el0") as usize } else { frame as *const Frame as usize + FRAME_SIZE };
     console::emergency_print(format_args!("\nmast: CPU exception: {kind} {origin}\n"));
     if fault::vector_has_syndrome(vector) {
         console::emergency_print(format_args!("  {esr}\n"));
     } else {
         console::emergency_print(format_args!("  an interrupt, but the runtime keeps them masked\n"));
     }
-    let far_note = if fault::vector_has_syndrome(vector) && esr.far_valid() { "" } else { " (not valid)" };
+    let far_valid = fault::vector_has_syndrome(vector) && esr.far_valid();
+    let far_note = if far_valid { "" } else { " (not valid)" };
+    if far_valid && super::stack_guard().contains(&far) {
+        console::emergency_print(format_args!(
+            "  FAR={far:#x}: probably a stack overflow (the address is in the stack guard page)\n"
+        ));
+    }
     console::emergency_print(format_args!(
         "  ESR={:#x} ELR={:#x} FAR={far:#x}{far_note}\n  SPSR={:#x} LR={:#x} SP={sp:#x}\n",
         esr.0, frame.elr, frame.spsr, frame.x[30],

@@ -20,13 +20,14 @@
 //!
 //! # Not supported
 //! - More than [`L2_TABLES`] - 1 mixed gigabytes besides the image's (the rest stay unmapped, and
-//!   boot says so); 4 KiB pages (level 3).
+//!   boot says so); 4 KiB pages (level 3) anywhere but in the 2 MiB block holding the stack guard
+//!   page, which the boot code maps with one level-3 table so the guard page can stay unmapped.
 //! - A device tree's own devices inside a gigabyte with RAM: the tree's devices are tracked per
 //!   gigabyte, so only the board's fixed windows are placed at 2 MiB granularity.
 //! - RAM or devices above 512 GiB are not mapped.
 //! - Upper-half (TTBR1) addresses: their walks are disabled.
-//! - Separate permissions: everything is read-write and (except devices) executable; there are no
-//!   guard pages.
+//! - Separate permissions: everything is read-write and (except devices) executable; the one
+//!   guard page is the stack's (below the 128 KiB stack; the exception stack has none).
 
 use core::arch::asm;
 
@@ -65,6 +66,9 @@ pub(super) const MAIR: u64 = (0x00 << (8 * ATTR_DEVICE_NGNRNE)) | (0xff << (8 * 
 /// Low bits of a 1 GiB block of RAM: cacheable, inner shareable, not executable at EL0.
 pub(super) const NORMAL_BLOCK: u64 =
     DESC_BLOCK | (ATTR_NORMAL_WB << DESC_ATTR_INDEX_SHIFT) | DESC_INNER_SHAREABLE | DESC_ACCESS_FLAG | DESC_UXN;
+/// Low bits of a level-3 page (4 KiB) of RAM: the block's attributes, with bits 1:0 = 0b11 as a
+/// level-3 page descriptor has them.
+pub(super) const NORMAL_PAGE: u64 = NORMAL_BLOCK | DESC_TABLE;
 /// Low bits of a 1 GiB block of devices: never executable, so the CPU cannot fetch instructions
 /// (even speculatively) from device registers.
 pub(super) const DEVICE_BLOCK: u64 =

@@ -3,7 +3,8 @@
 //!
 //! Boot flow: [`start`] (assembly: header, secondary cores parked, EL2 → EL1, FP/SIMD, provisional
 //! MMU, stack, `.bss`, vectors) → [`mast_aarch64_start`] (board, device tree or ATAGs, full
-//! identity map, console, clock, PSCI, heap) → [`crate::boot::start`].
+//! identity map, console, clock, PSCI, the device tree moved next to the image, heap) →
+//! [`crate::boot::start`].
 //!
 //! What differs per board is in [`crate::board`]: the build chooses one ([`BUILD_BOARD`], from the
 //! runtime's `board-*` feature), the device tree's root `compatible` refines it at run time. The
@@ -73,6 +74,7 @@ use crate::{
 };
 
 use mmu::GigabyteSet;
+use platform::Platform;
 use power::Conduit;
 
 #[cfg(all(feature = "board-rpi3", feature = "board-rpi4"))]
@@ -91,6 +93,14 @@ unsafe extern "C" {
     static __mast_start: u8;
     /// One past the last byte the image uses: code, data, `.bss`, stack and page table.
     static __mast_end: u8;
+    /// The page below the stack, which the boot code leaves unmapped (see `start`).
+    static __mast_stack_guard: u8;
+}
+
+/// The stack's guard page, for the fault report.
+fn stack_guard() -> core::ops::Range<u64> {
+    let guard = &raw const __mast_stack_guard as u64;
+    guard..guard + 4096
 }
 
 /// Bytes of ATAGs read at most: QEMU's list (memory, initrd, a command line) is far smaller.
@@ -179,6 +189,61 @@ fn atags_at(address: usize) -> Option<atags::Atags<'static>> {
     atags::parse(bytes)
 }
 
+/// Moves the device tree's used bytes (QEMU pads its tree to 1 MiB and puts it at half of RAM) to
+/// the first page past the image and returns the copy, which boot keeps for the appliance's life;
+/// reserves the copy's pages, or the tree where it lies if the pages past the image are not free
+/// RAM the boot map covers. The platform's strings that point into the tree move with it.
+fn keep_device_tree(fdt: Fdt<'static>, dtb: usize, platform: &mut Platform) -> Fdt<'static> {
+    let old = Region { address: dtb as u64, size: fdt.total_size() as u64 };
+    let used = fdt.used_size();
+    let image_start = &raw const __mast_start as u64;
+    let target = Region { address: &raw const __mast_end as u64, size: (used as u64).next_multiple_of(HEAP_ALIGN) };
+    let overlaps = |r: &Region| r.address < target.end() && target.address < r.end();
+    let fits = platform.ram.as_slice().iter().any(|r| r.contains(target.address) && target.end() <= r.end())
+        && target.end() <= boot_mapped_end(image_start as usize) as u64
+        && !platform.reserved.as_slice().iter().any(overlaps)
+        && u32::try_from(used).is_ok();
+    if !fits {
+        platform.reserved.push(old);
+        return fdt;
+    }
+    // Where the strings boot keeps lie in the tree, as (offset, length), taken before the move.
+    let offset_of = |s: &str| {
+        let at = (s.as_ptr() as usize).checked_sub(dtb)?;
+        (at + s.len() <= used).then_some((at, s.len()))
+    };
+    let cmdline_at = platform.cmdline.map(offset_of);
+    let name_at = offset_of(platform.name);
+    // SAFETY: both ranges are RAM the boot map covers as Normal memory: the tree was validated
+    // there, and the target was checked above to be free RAM below the boot map's end (no
+    // reservation, initrd or image overlaps it). `copy` allows the two to overlap. Nothing reads
+    // the old tree after this: the `fdt` borrow is dropped, and the platform's strings that point
+    // into it are replaced below before anyone reads them.
+    let blob = unsafe {
+        core::ptr::copy(dtb as *const u8, target.address as *mut u8, used);
+        // The copy's total size is what it uses (checked to fit a u32 above); the header field is
+        // big-endian at byte 4.
+        (target.address as *mut u8).add(4).cast::<[u8; 4]>().write_unaligned((used as u32).to_be_bytes());
+        slice::from_raw_parts(target.address as *const u8, used)
+    };
+    let copy = match Fdt::new(blob) {
+        Ok(copy) => copy,
+        Err(why) => {
+            println!("mast: the device tree's copy next to the image does not read back: {why}");
+            boot::power_off(ExitCode::BOOT_FAILURE)
+        }
+    };
+    let rebase = |at: (usize, usize)| blob.get(at.0..at.0 + at.1).and_then(|b| core::str::from_utf8(b).ok());
+    if let Some(Some(at)) = cmdline_at {
+        platform.cmdline = rebase(at);
+    }
+    if let Some(at) = name_at {
+        platform.name = rebase(at).unwrap_or(BUILD_BOARD.description);
+    }
+    platform.reserved.push(target);
+    copy
+}
+
 /// Boots on the fallback console to say why there is no device tree, then powers off.
 fn fail_without_device_tree(address: usize, why: DeviceTreeError) -> ! {
     let uart = BUILD_BOARD.uart;
@@ -215,11 +280,6 @@ extern "C" fn mast_aarch64_start(dtb: usize, entry_ticks: u64, entry_el: u64) ->
             (BUILD_BOARD, None, platform::without_tree(&BUILD_BOARD, atags))
         }
     };
-    #[cfg(feature = "virtio")]
-    if let Some(fdt) = fdt {
-        devices::remember(fdt);
-    }
-
     let unmapped = mmu::map(platform.ram.as_slice(), &platform.devices, board.devices);
     pl011::init(platform.uart);
     if let Some(why) = unusable {
@@ -238,15 +298,26 @@ extern "C" fn mast_aarch64_start(dtb: usize, entry_ticks: u64, entry_el: u64) ->
     timer::init(platform.timer_hz);
     let entry = Instant::from_nanos(timer::ticks_to_ns(entry_ticks));
 
-    // The image and everything below it in its RAM region (QEMU's boot stub, firmware data), and the
-    // device tree, which the command line and platform name point into.
+    // The image, and on the Pis everything below it in its RAM region: the firmware's spin table
+    // (cores 1-3 poll it) and ATAGs. On `virt` the 2 MiB below the image hold only QEMU's boot
+    // stub, which has done its job (PSCI keeps the other cores off), so they go to the heap.
     let (image_start, image_end) = (&raw const __mast_start as u64, &raw const __mast_end as u64);
-    let ram_regions = platform.ram.as_slice();
-    let below = ram_regions.iter().find(|r| r.contains(image_start)).map_or(image_start, |r| r.address);
+    let ram = platform.ram;
+    let ram_regions = ram.as_slice();
+    let below = match board.kind {
+        BoardKind::Virt => image_start,
+        _ => ram_regions.iter().find(|r| r.contains(image_start)).map_or(image_start, |r| r.address),
+    };
     platform.reserved.push(Region { address: below, size: image_end - below });
-    if let Some(fdt) = &fdt {
-        platform.reserved.push(Region { address: dtb as u64, size: fdt.total_size() as u64 });
+    // The device tree, which the command line, the machine's name and (later) the device questions
+    // read: moved next to the image, so its old place joins the heap.
+    let fdt = fdt.map(|fdt| keep_device_tree(fdt, dtb, &mut platform));
+    #[cfg(feature = "virtio")]
+    if let Some(fdt) = fdt {
+        devices::remember(fdt);
     }
+    #[cfg(not(feature = "virtio"))]
+    let _ = fdt;
 
     if ram_regions.is_empty() {
         println!("mast: the device tree lists no RAM");
@@ -261,8 +332,18 @@ extern "C" fn mast_aarch64_start(dtb: usize, entry_ticks: u64, entry_el: u64) ->
         println!("mast: ignoring /chosen/bootargs: it is not UTF-8");
         ""
     });
-    let heap = fdt::largest_free_span(ram_regions, platform.reserved.as_slice(), HEAP_ALIGN)
-        .map_or(0..0, |r| r.address as usize..r.end() as usize);
+    // The heap: the largest free span, and the next largest beside it (on `virt`, the image splits
+    // RAM in two).
+    let span = |r: Region| r.address as usize..r.end() as usize;
+    let largest = fdt::largest_free_span(ram_regions, platform.reserved.as_slice(), HEAP_ALIGN);
+    let heap = largest.map_or(0..0, span);
+    let more_heap = largest
+        .and_then(|largest| {
+            platform.reserved.push(largest);
+            let listed = platform.reserved.dropped == 0;
+            fdt::largest_free_span(ram_regions, platform.reserved.as_slice(), HEAP_ALIGN).filter(|_| listed)
+        })
+        .map_or(0..0, span);
     let ram_bytes = ram_regions.iter().fold(0u64, |sum, r| sum.saturating_add(r.size));
     let data =
         platform.initrd.filter(|d| ram_regions.iter().any(|r| r.contains(d.address) && d.end() <= r.end())).map(|d| {
@@ -272,5 +353,13 @@ extern "C" fn mast_aarch64_start(dtb: usize, entry_ticks: u64, entry_el: u64) ->
             unsafe { core::slice::from_raw_parts(d.address as *const u8, d.size as usize) }
         });
 
-    boot::start(BootInfo { platform: platform.name, cmdline, ram_bytes: ram_bytes as usize, heap, entry, data })
+    boot::start(BootInfo {
+        platform: platform.name,
+        cmdline,
+        ram_bytes: ram_bytes as usize,
+        heap,
+        more_heap,
+        entry,
+        data,
+    })
 }

@@ -22,6 +22,7 @@ use super::{
 };
 
 /// A fixed-capacity list of regions: boot gathers them before the heap exists.
+#[derive(Clone, Copy)]
 pub(super) struct RegionList<const N: usize> {
     regions: [Region; N],
     len: usize,

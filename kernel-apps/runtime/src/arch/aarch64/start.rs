@@ -14,7 +14,8 @@
 //!    device tree, as normal write-back memory) and turns on the MMU and caches, so no Rust code ever
 //!    runs with the MMU off (where all data accesses are Device memory: exclusives, and on real
 //!    hardware unaligned accesses, fault there);
-//! 6. sets the stack, zeroes `.bss`, installs the exception vectors and calls
+//! 6. sets the stacks (SP_EL1 for exceptions, SP_EL0 for everything else), zeroes `.bss`, installs
+//!    the exception vectors and calls
 //!    [`super::mast_aarch64_start`], which parses the device tree and completes the map.
 //!
 //! Secondary CPUs are never started by the runtime. The Pi firmware and QEMU `raspi3b` (7.2) hold
@@ -28,7 +29,10 @@
 //! memory up to the board's `ram_limit` and nothing above it, because on the Raspberry Pi 3 that
 //! gigabyte also holds the peripherals (0x3f00_0000), which must never be mapped as Normal memory.
 //! The device tree's gigabyte, if another, is one Normal block, and only if it lies wholly below
-//! `ram_limit`; a tree elsewhere is not read (`mod.rs` checks the same bounds).
+//! `ram_limit`; a tree elsewhere is not read (`mod.rs` checks the same bounds). The 2 MiB block
+//! holding the stack's guard page is a level-3 table of 4 KiB pages with the guard page left out,
+//! so a stack overflow faults (and is reported from the separate exception stack) instead of
+//! running into `.bss`.
 
 use super::{BUILD_BOARD, mmu};
 
@@ -141,10 +145,10 @@ _start:
     // table are adjacent pages.
     adrp    x22, __mast_l1_table
     mov     x0, x22
-    add     x1, x22, #8192
+    add     x1, x22, #{boot_tables_bytes}
     bl      .Lmast_dcache_invalidate
     mov     x0, x22
-    add     x1, x22, #8192
+    add     x1, x22, #{boot_tables_bytes}
 .Lmast_zero_table:
     stp     xzr, xzr, [x0], #16
     cmp     x0, x1
@@ -152,7 +156,7 @@ _start:
     ldr     x3, ={normal_block}
     adr     x0, _start
     lsr     x9, x0, #30                 // x9: the image's gigabyte
-    add     x5, x22, #4096              // the boot level-2 table...
+    add     x5, x22, #8192              // the boot level-2 table...
     orr     x4, x5, #{table_desc}
     str     x4, [x22, x9, lsl #3]       // ...maps the image's gigabyte
     lsl     x6, x9, #30                 // x6: the 2 MiB block's address
@@ -168,6 +172,27 @@ _start:
     cmp     x8, #{entries}
     b.lo    .Lmast_fill_l2
 .Lmast_l2_done:
+    // The stack guard: the 2 MiB block holding it becomes a level-3 table of 4 KiB pages, Normal
+    // memory like the block it replaces, except the guard page itself, which stays invalid, so the
+    // first store below the stack faults.
+    add     x10, x22, #4096             // x10: the level-3 table
+    adrp    x11, __mast_stack_guard     // x11: the guard page (page-aligned)
+    lsr     x12, x11, #21
+    lsl     x12, x12, #21               // x12: the page to map, from the block's base
+    ubfx    x13, x11, #21, #9           // x13: the block's index in the level-2 table
+    ldr     x14, ={normal_page}
+    mov     x8, #0
+.Lmast_fill_l3:
+    orr     x4, x12, x14
+    cmp     x12, x11
+    csel    x4, xzr, x4, eq
+    str     x4, [x10, x8, lsl #3]
+    add     x12, x12, #4096
+    add     x8, x8, #1
+    cmp     x8, #{entries}
+    b.lo    .Lmast_fill_l3
+    orr     x4, x10, #{table_desc}
+    str     x4, [x5, x13, lsl #3]
     cbz     x19, .Lmast_table_done
     lsr     x2, x19, #30                // the device tree's gigabyte, if the table reaches it
     cmp     x2, x9                      // (and it is not the image's, mapped above)
@@ -184,7 +209,7 @@ _start:
 .Lmast_table_done:
     dsb     sy
     mov     x0, x22
-    add     x1, x22, #8192
+    add     x1, x22, #{boot_tables_bytes}
     bl      .Lmast_dcache_invalidate
 
     ldr     x0, ={mair}
@@ -209,11 +234,18 @@ _start:
     dsb     nsh
     isb
 
-    // Rust from here on: stack, zeroed .bss (zeroed through the cache, so no stale line can hide
-    // the zeroes), exception vectors.
+    // Rust from here on: stacks, zeroed .bss (zeroed through the cache, so no stale line can hide
+    // the zeroes), exception vectors. Exceptions run on their own stack (SP_EL1) and everything
+    // else on SP_EL0, so an overflow into the guard page, which leaves SP_EL0 unusable, is still
+    // reported.
+    adrp    x0, __mast_exception_stack_top
+    add     x0, x0, :lo12:__mast_exception_stack_top
+    mov     sp, x0                      // SPSel is 1: this is SP_EL1
+    msr     spsel, #0
+    isb
     adrp    x0, __mast_stack_top
     add     x0, x0, :lo12:__mast_stack_top
-    mov     sp, x0
+    mov     sp, x0                      // SP_EL0
     adrp    x0, __mast_bss_start
     add     x0, x0, :lo12:__mast_bss_start
     adrp    x1, __mast_bss_end
@@ -266,13 +298,17 @@ _start:
     ret
     .ltorg
 
-    // The level-1 translation table (512 entries of 1 GiB each) and, right behind it, the level-2
-    // tables (512 entries of 2 MiB each): the first maps the image's gigabyte (written whole by the
-    // code above), the others are handed out by `mmu::map` for gigabytes mixing RAM and devices.
+    // The level-1 translation table (512 entries of 1 GiB each), the level-3 table of the stack
+    // guard's 2 MiB block, and the level-2 tables (512 entries of 2 MiB each): the first maps the
+    // image's gigabyte (written whole by the code above), the others are handed out by `mmu::map`
+    // for gigabytes mixing RAM and devices. The first three are adjacent: the code above clears and
+    // invalidates them as one range.
     .section .mast.pagetables, "aw", %nobits
     .balign 4096
     .global __mast_l1_table
 __mast_l1_table:
+    .space  4096
+__mast_l3_table:
     .space  4096
     .global __mast_l2_tables
 __mast_l2_tables:
@@ -288,6 +324,8 @@ __mast_l2_tables:
     spsr_el1h = const SPSR_EL1H_MASKED,
     cpacr_fpen = const CPACR_FPEN,
     normal_block = const mmu::NORMAL_BLOCK,
+    normal_page = const mmu::NORMAL_PAGE,
+    boot_tables_bytes = const 3 * 4096,
     entries = const mmu::ENTRIES,
     text_offset = const TEXT_OFFSET,
     table_desc = const mmu::DESC_TABLE,

@@ -222,6 +222,7 @@ extern "C" fn tender_start(boot_info: u64, entry_ticks: u64) -> ! {
         cmdline,
         ram_bytes: info.ram_size as usize,
         heap: info.free_start as usize..info.free_end as usize,
+        more_heap: 0..0,
         entry,
         data,
     })

@@ -190,6 +190,7 @@ extern "C" fn start_at_cpl3(start_info_paddr: u64, _: u64) -> ! {
         cmdline,
         ram_bytes: ram_bytes as usize,
         heap: heap.start as usize..heap.end as usize,
+        more_heap: 0..0,
         entry,
         data: data.map(|d| phys_bytes(d.start, (d.end - d.start) as usize)),
     })

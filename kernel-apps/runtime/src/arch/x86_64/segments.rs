@@ -3,8 +3,8 @@
 //! guard page. [`super::idt`] and [`super::user`] rely on exactly this layout, so it is defined
 //! once; the tender's port includes this file as its own `segments` module.
 //!
-//! The guard pages are unmapped only where the entry's page tables leave them out (QEMU's do;
-//! the tender maps all RAM, so there an overflow is not caught).
+//! The guard pages are unmapped by each entry: QEMU's page tables leave them out, and on the
+//! tender, which maps all RAM, the runtime takes them out of the tender's map at boot.
 
 /// Size of the boot stack. Its pages are not zeroed or touched until used, so a generous size
 /// costs nothing at boot.

@@ -10,8 +10,8 @@
 //!
 //! The symbols and selectors here are the ones [`super::idt`] and [`super::user`] (shared with the
 //! QEMU port) expect: a GDT with user segments at 0x28 and 0x30, and a kernel stack for TSS.RSP0.
-//! The tender maps every page of RAM, so the guard pages below the stacks are not unmapped here:
-//! a stack overflow is not detected.
+//! The tender maps every page of RAM; [`super::guard`] takes the guard pages below the stacks out
+//! of its map before anything else runs, so a stack overflow is a fault report.
 
 use super::segments::CODE_SELECTOR;
 

@@ -1,11 +1,13 @@
-//! The tender's x86_64 half: the 64-bit entry ([`boot`]), the QEMU port's exception vectors
-//! ([`idt`]) and drop to CPL 3 ([`user`], both shared source), the hypercall store and the TSC.
+//! The tender's x86_64 half: the 64-bit entry ([`boot`]), the stacks' guard pages ([`guard`]), the
+//! QEMU port's exception vectors ([`idt`]) and drop to CPL 3 ([`user`], both shared source), the
+//! hypercall store and the TSC.
 //!
 //! After installing the vectors the runtime runs at CPL 3, where PVM (nested KVM) runs guest code
 //! natively instead of emulating it; hypercalls are then stores to the tender's window, which
 //! works at any privilege level (the identity map is user-accessible).
 
 mod boot;
+mod guard;
 #[path = "../../x86_64/idt.rs"]
 mod idt;
 #[path = "../../x86_64/segments.rs"]
@@ -20,10 +22,11 @@ use core::arch::x86_64::_rdtsc;
 use super::abi;
 use crate::{exit::ExitCode, tsc::PvclockSnapshot};
 
-/// Called by [`boot`] on the boot stack with the GDT loaded: installs the exception vectors first,
-/// so that everything after them reports its faults, then continues in the shared tender code at
-/// CPL 3.
+/// Called by [`boot`] on the boot stack with the GDT loaded: unmaps the stacks' guard pages and
+/// installs the exception vectors first, so that everything after them reports its faults (stack
+/// overflows included), then continues in the shared tender code at CPL 3.
 extern "C" fn start(boot_info: u64, entry_tsc: u64) -> ! {
+    guard::unmap_stack_guards();
     idt::init();
     user::enter(start_at_cpl3, boot_info, entry_tsc)
 }
