@@ -255,6 +255,16 @@ fn serves_the_site(arch: Arch, test: &str) {
     reader.stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").expect("sending");
     assert_eq!(reader.response(false).header("connection"), Some("close"));
     assert!(reader.closed_within(IO_TIMEOUT), "the server must close after Connection: close");
+
+    // Bytes that can never begin a request line get their 400 at once, not after the 10 s
+    // request timeout this boot runs with: 1,000 bytes of \x00\xff and no line end.
+    let started = Instant::now();
+    let (response, mut reader) = exchange(&httpd, &b"\x00\xff".repeat(500));
+    assert_eq!(response.status, 400, "binary garbage is a bad request line");
+    assert_eq!(response.header("connection"), Some("close"));
+    assert!(reader.closed_within(IO_TIMEOUT), "the connection closes after the 400");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "the 400 took {took:?}: it must not wait for the 10 s timeout");
     httpd.assert_alive();
 }
 

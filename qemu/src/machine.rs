@@ -66,6 +66,8 @@ pub struct Machine {
     /// TCP ports forwarded from the host's 127.0.0.1 to the guest, as (host, guest) pairs (see
     /// [`Machine::forward_tcp`]).
     pub tcp_forwards: Vec<(u16, u16)>,
+    /// UDP ports forwarded from the host's loopback to the guest: (host, guest).
+    pub udp_forwards: Vec<(u16, u16)>,
     /// A raw disk image attached as the first virtio-blk device (see [`Machine::volume`]).
     pub volume: Option<PathBuf>,
 }
@@ -106,6 +108,7 @@ impl Machine {
             initrd: None,
             network: false,
             tcp_forwards: Vec::new(),
+            udp_forwards: Vec::new(),
             volume: None,
         }
     }

@@ -29,14 +29,24 @@ impl Machine {
         self
     }
 
+    /// Forwards UDP datagrams to `127.0.0.1:host_port` on the host to `guest_port` in the guest
+    /// (replies come back to the sender), giving the VM a user-mode network if it has none yet.
+    pub fn forward_udp(mut self, host_port: u16, guest_port: u16) -> Machine {
+        self.udp_forwards.push((host_port, guest_port));
+        self
+    }
+
     /// The `-netdev` value for the user-mode network, if the VM has one.
     pub(crate) fn netdev_arg(&self) -> Option<String> {
-        if !self.network && self.tcp_forwards.is_empty() {
+        if !self.network && self.tcp_forwards.is_empty() && self.udp_forwards.is_empty() {
             return None;
         }
         let mut netdev = String::from("user,id=mastnet0");
         for (host, guest) in &self.tcp_forwards {
             netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+        }
+        for (host, guest) in &self.udp_forwards {
+            netdev.push_str(&format!(",hostfwd=udp:127.0.0.1:{host}-:{guest}"));
         }
         Some(netdev)
     }

@@ -11,6 +11,7 @@ mod http_client;
 mod image;
 mod keygen;
 mod lint;
+mod new;
 mod run;
 mod test;
 
@@ -44,6 +45,9 @@ enum Command {
     /// Clippy (warnings denied) on the host crates and on every appliance for both bare-metal
     /// targets and platforms, then rustdoc (broken intra-doc links denied), as CI runs them.
     Lint(lint::LintArgs),
+    /// A new appliance (crate, manifest, boot test) that builds, boots and passes its test at
+    /// once: `cargo xtask new NAME --template http|tcp|udp`.
+    New(new::NewArgs),
     /// Install or check what the tests need (QEMU), then run the whole test suite.
     Test(test::TestArgs),
 }
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(args),
         Command::Bench(command) => bench::main(command),
         Command::Lint(args) => lint::main(args),
+        Command::New(args) => new::main(args),
         Command::Test(args) => test::main(args),
     };
     match result {

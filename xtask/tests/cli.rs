@@ -113,8 +113,9 @@ fn unknown_appliances_and_arches_are_explained() {
     let out = xtask(&["image", "build", "nope", "--arch", "aarch64"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr)
-            .contains(r#"unknown appliance "nope"; the appliances are: crash, hello, hostile, httpd, kvlog, pump"#),
+        text(&out.stderr).contains(
+            r#"unknown appliance "nope"; the appliances are: cache, crash, hello, hostile, httpd, kvlog, pump"#
+        ),
         "{}",
         text(&out.stderr)
     );
@@ -127,7 +128,10 @@ fn unknown_appliances_and_arches_are_explained() {
 fn image_list_names_every_appliance() {
     let out = xtask(&["image", "list"]);
     assert!(out.status.success());
-    assert_eq!(text(&out.stdout).lines().collect::<Vec<_>>(), ["crash", "hello", "hostile", "httpd", "kvlog", "pump"]);
+    assert_eq!(
+        text(&out.stdout).lines().collect::<Vec<_>>(),
+        ["cache", "crash", "hello", "hostile", "httpd", "kvlog", "pump"]
+    );
 }
 
 /// Both Pis build.

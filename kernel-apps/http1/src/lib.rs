@@ -1,4 +1,5 @@
-//! A sans-IO HTTP/1.1 server engine: the protocol half of Mast's `httpd` appliance.
+//! A sans-IO HTTP/1.1 engine: the protocol half of Mast's `httpd` appliance, and of the
+//! `cache` appliance's origin fetches.
 //!
 //! The crate turns the bytes a client sends on one TCP connection into the bytes to send back, and
 //! says when to close. It never touches a socket or a clock: the appliance owns the I/O (smoltcp
@@ -12,6 +13,9 @@
 //!   the policy that picks a response for each request ([`StaticSite::respond`]).
 //! - [`connection`]: [`Connection`], the per-connection state machine that ties them together:
 //!   bytes in, bytes out, and when to close. This is what the appliance drives.
+//! - [`client`]: the client side, for appliances that fetch from another server (`cache`):
+//!   [`write_request`] and [`ResponseReader`], which frames one response (`Content-Length`,
+//!   chunked, or until close) as strictly as the server side frames requests.
 //! - [`reader`]: [`RequestReader`], for appliances that take request content (`POST` with
 //!   `Content-Length`, as `kvlog` does) and answer with their own logic: it frames one request
 //!   (head and content) at a time; the appliance writes responses with [`write_head`].
@@ -39,6 +43,9 @@
 //! - The request line is exactly `METHOD SP target SP HTTP/x.y`, with single spaces. Methods are
 //!   case-sensitive tokens: `GET` and `HEAD` are served; `POST`, `PUT`, `DELETE`, `OPTIONS`,
 //!   `PATCH`, `TRACE` and `CONNECT` get 405 with `Allow: GET, HEAD`; any other token gets 501.
+//!   A byte that no request line can hold there (a control byte, a non-token byte in the method,
+//!   anything but `HTTP/d.d` as the version) is a 400 as soon as it arrives, without waiting
+//!   for the line to end: binary garbage is refused at once, not after a timeout.
 //! - The target is visible ASCII. Origin form (`/path?query`) and absolute form
 //!   (`http://host/path`) are accepted; the query is ignored for the lookup, and `%XX` escapes
 //!   in the path are decoded. A GET or HEAD of any other form (`*`, `host:port`) is a 400.
@@ -93,6 +100,7 @@
 
 extern crate alloc;
 
+pub mod client;
 pub mod connection;
 pub mod date;
 pub mod reader;
@@ -102,6 +110,7 @@ pub mod response;
 pub mod site;
 pub mod site_index;
 
+pub use client::{FetchError, Fetched, ResponseReader, write_request};
 pub use connection::{Connection, MAX_QUEUED_RESPONSES};
 pub use reader::{Next, Request, RequestReader};
 pub use request::{

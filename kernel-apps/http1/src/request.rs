@@ -279,7 +279,8 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<'_>> {
 
 /// Finds where a request head ends in a buffer that only grows at its end, resuming where the
 /// previous call stopped so that no byte is examined twice. Along the way it refuses bad line
-/// endings and oversized heads, and checks the request line as soon as it ends.
+/// endings and oversized heads, refuses a request line at its first byte that no request line
+/// can contain, and checks the whole request line as soon as it ends.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Scanner {
     /// How many bytes have been examined.
@@ -288,6 +289,44 @@ pub(crate) struct Scanner {
     line_start: usize,
     /// How many non-empty lines have ended: the request line, then header fields.
     lines: usize,
+    /// Where the request line being received is, while it has not ended.
+    request_line: LinePrefix,
+}
+
+/// How much of `METHOD SP target SP HTTP/d.d` has arrived, so that a byte which can never be
+/// part of a request line is refused when it arrives rather than when (if ever) the line ends: a
+/// client sending binary garbage gets its 400 at once instead of holding the connection until a
+/// timeout.
+#[derive(Clone, Copy, Debug, Default)]
+struct LinePrefix {
+    /// 0: the method, 1: the target, 2: the version.
+    part: u8,
+    /// Bytes of the current part so far.
+    len: usize,
+}
+
+impl LinePrefix {
+    /// Takes the next byte of a request line (not its CR). `false` when no request line can
+    /// continue so.
+    fn accept(&mut self, byte: u8) -> bool {
+        let ok = match (self.part, byte) {
+            (0 | 1, b' ') if self.len > 0 => {
+                self.part += 1;
+                self.len = 0;
+                return true;
+            }
+            (0, _) => is_tchar(byte),
+            (1, _) => (0x21..=0x7e).contains(&byte),
+            (_, _) => match self.len {
+                0..=4 => b"HTTP/".get(self.len) == Some(&byte),
+                5 | 7 => byte.is_ascii_digit(),
+                6 => byte == b'.',
+                _ => false,
+            },
+        };
+        self.len += 1;
+        ok
+    }
 }
 
 impl Scanner {
@@ -305,10 +344,17 @@ impl Scanner {
             match (after_cr, byte) {
                 (true, b'\n') => {}
                 (true, _) | (false, b'\n') => return Err(RequestError::BadLineEnding),
-                (false, _) => continue,
+                (false, b'\r') => continue,
+                (false, _) => {
+                    if self.lines == 0 && !self.request_line.accept(byte) {
+                        return Err(RequestError::BadRequestLine);
+                    }
+                    continue;
+                }
             }
             let line = buf.get(self.line_start..line_end).unwrap_or_default();
             self.line_start = self.pos;
+            self.request_line = LinePrefix::default();
             if line.is_empty() {
                 if self.lines > 0 {
                     return Ok(Some(self.pos));
@@ -439,7 +485,12 @@ fn parse_content_length(value: &str) -> Result<u64> {
 
 /// Whether `bytes` is a token (RFC 9110 §5.6.2): one or more `tchar`.
 fn is_token(bytes: &[u8]) -> bool {
-    !bytes.is_empty() && bytes.iter().all(|&byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
+    !bytes.is_empty() && bytes.iter().all(|&byte| is_tchar(byte))
+}
+
+/// Whether `byte` is a `tchar` (RFC 9110 §5.6.2).
+fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 #[cfg(test)]
@@ -561,6 +612,31 @@ mod tests {
         for (buf, expected) in cases {
             assert_eq!(error(buf), expected, "{:?}", String::from_utf8_lossy(buf));
         }
+    }
+
+    #[test]
+    fn refuses_impossible_request_lines_at_their_first_bad_byte() {
+        // Without a line end: each is refused on the byte that no request line can hold.
+        let cases: [&[u8]; 8] = [
+            b"\x00",
+            b"\xff\x00\xff",
+            b"\r\n\x16\x03\x01", // a TLS ClientHello after an empty line
+            b"GET /a\x00",
+            b"GET / X",
+            b"GET / HTTP/1.1x",
+            b"GET / HTTP/1.1 ",
+            b"GET  /",
+        ];
+        for buf in cases {
+            assert_eq!(error(buf), RequestError::BadRequestLine, "{:?}", String::from_utf8_lossy(buf));
+        }
+        // Every prefix of a valid request line is still a valid beginning.
+        let line = b"GET /path?q=1 HTTP/1.1";
+        for end in 0..=line.len() {
+            assert_eq!(parse_request(&line[..end]), Ok(Parsed::Incomplete), "{end}");
+        }
+        let garbage: Vec<u8> = b"\x00\xff".repeat(500);
+        assert_eq!(error(&garbage), RequestError::BadRequestLine);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The event loop: TCP connections (`net`), HTTP framing (`http1::RequestReader`), the routes,
-//! and the log on the disk.
+//! The appliance: the log on the disk, its routes, and HTTP framing (`http1::RequestReader`),
+//! as a `net::serve` service; the event loop, connection pool and timeouts are `net::serve`'s.
 //!
 //! Requests are answered one at a time per connection, in order; an append blocks the loop
 //! until its record is on the disk and flushed (see `runtime::virtio::block` for why blocking is
@@ -11,7 +11,10 @@ use alloc::{format, string::String, vec::Vec};
 
 use http1::{Method, Next, RequestReader, Status, Version, write_head};
 use kvlog::{AppendError, Disk, DiskError, MAX_VALUE_LEN, Recovery, Store, valid_key};
-use net::{Duration, Instant, IpConfig, ListenOptions, Net, StreamState, TcpError, TcpStream};
+use net::{
+    Instant, IpConfig, Net, Platform, Stack,
+    serve::{ServeOptions, Server, Service, State},
+};
 use runtime::{
     Context, ExitCode,
     block::{BlockDevice, SECTOR_SIZE},
@@ -20,15 +23,10 @@ use runtime::{
 
 runtime::entry!(main);
 
-const PORT: u16 = 8080;
-/// Connections at once: each may hold a request of up to 64 KiB and its response.
-const MAX_CONNECTIONS: usize = 16;
-const RX_BUFFER: usize = 8192;
-const TX_BUFFER: usize = 8192;
-const TCP_TIMEOUT: Duration = Duration::from_secs(30);
-/// A connection idle this long is closed; a request that makes no progress this long gets 408.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
-
+/// Port 8080; 16 connections at once, each of which may hold a request of up to 64 KiB and its
+/// response; a 10 s idle and request timeout.
+const OPTIONS: ServeOptions =
+    ServeOptions { max_connections: 16, rx_buffer: 8192, tx_buffer: 8192, ..ServeOptions::new("kvlog", "http", 8080) };
 const BAD_ARGUMENTS: ExitCode = ExitCode(2);
 const NO_NETWORK: ExitCode = ExitCode(3);
 const NO_DISK: ExitCode = ExitCode(4);
@@ -99,200 +97,130 @@ fn main(ctx: &mut Context) -> ExitCode {
         started.elapsed().as_micros(),
         store.damage_report().unwrap_or_default()
     );
-    let mut net = match Net::open(config) {
+    let net = match Net::open(config) {
         Ok(net) => net,
         Err(error) => {
             println!("kvlog: {error}");
             return NO_NETWORK;
         }
     };
-    let options = ListenOptions {
-        max_connections: MAX_CONNECTIONS,
-        rx_buffer: RX_BUFFER,
-        tx_buffer: TX_BUFFER,
-        timeout: Some(TCP_TIMEOUT),
-        keep_alive: None,
-        nodelay: true,
-    };
-    let listener = match net.tcp_listen(PORT, &options) {
-        Ok(listener) => listener,
+    match Server::tcp(net, &OPTIONS, Kvlog { store }) {
+        Ok(server) => server.run(),
         Err(error) => {
-            println!("kvlog: cannot listen on port {PORT}: {error}");
-            return NO_NETWORK;
+            println!("kvlog: cannot listen on port {}: {error}", OPTIONS.port);
+            NO_NETWORK
         }
-    };
-    Server { net, listener, store, clients: Vec::with_capacity(MAX_CONNECTIONS), announced: None }.run()
+    }
 }
 
+/// The log as a service.
+struct Kvlog {
+    store: Store<Volume>,
+}
+
+/// One client: the request being framed, and the response being sent.
 struct Client {
-    stream: TcpStream,
     reader: RequestReader,
     /// The response being sent, and how much of it has been.
     output: Vec<u8>,
     sent: usize,
     /// After the output: close.
     closing: bool,
-    last_progress: Instant,
+    /// The client sent everything: answer what is complete, then close.
+    input_ended: bool,
 }
 
-enum Verdict {
-    Keep,
-    Close,
-    Abort,
-}
-
-struct Server {
-    net: Net,
-    listener: net::TcpListener,
-    store: Store<Volume>,
-    clients: Vec<Client>,
-    announced: Option<net::Ipv4Cidr>,
-}
-
-impl Server {
-    fn run(mut self) -> ! {
-        loop {
-            self.net.poll();
-            self.announce();
-            let now = self.net.now();
-            while let Some(stream) = self.net.tcp_accept(&self.listener) {
-                self.clients.push(Client {
-                    stream,
-                    reader: RequestReader::new(MAX_VALUE_LEN),
-                    output: Vec::new(),
-                    sent: 0,
-                    closing: false,
-                    last_progress: now,
-                });
-            }
-            let mut next_deadline = None;
-            let mut index = 0;
-            while index < self.clients.len() {
-                let verdict = match self.clients.get_mut(index) {
-                    Some(client) => service(&mut self.net, &mut self.store, client, now),
-                    None => break,
-                };
-                match verdict {
-                    Verdict::Keep => {
-                        if let Some(client) = self.clients.get(index) {
-                            next_deadline = net::earliest(next_deadline, Some(client.last_progress + CLIENT_TIMEOUT));
-                        }
-                        index += 1;
-                    }
-                    Verdict::Close => self.net.tcp_close(self.clients.swap_remove(index).stream),
-                    Verdict::Abort => self.net.tcp_abort(self.clients.swap_remove(index).stream),
-                }
-            }
-            self.net.wait(next_deadline);
-            // The disk's interrupt wakes this loop too (a completion that came after the driver
-            // stopped waiting for it); lower it, or the next wait would return at once.
-            self.store.disk_mut().ack_interrupt();
+impl Kvlog {
+    /// Answers the request the reader holds, if it is complete and nothing is being sent.
+    fn answer_ready(&mut self, client: &mut Client) {
+        if !client.output.is_empty() || client.closing {
+            return;
         }
-    }
-
-    fn announce(&mut self) {
-        let address = self.net.ipv4_address();
-        if address != self.announced {
-            match address {
-                Some(cidr) => println!("kvlog: listening on http://{}:{PORT}/", cidr.address()),
-                None => println!("kvlog: lost the address; waiting for DHCP"),
+        match client.reader.next() {
+            Next::Request(request) => {
+                answer(&mut self.store, request, &mut client.output, &mut client.closing);
+                client.reader.consume();
             }
-            self.announced = address;
+            Next::Refused(status) => {
+                let body = format!("{} {}\n", status.code(), status.reason());
+                respond(client, status, TEXT, &[], body.as_bytes(), Version::Http11, true, false);
+            }
+            Next::Incomplete => client.closing |= client.input_ended,
         }
     }
 }
 
-fn service(net: &mut Net, store: &mut Store<Volume>, client: &mut Client, now: Instant) -> Verdict {
-    if let Some(verdict) = pump(net, store, client, now) {
-        return verdict;
-    }
-    if net.tcp_state(&client.stream) == StreamState::Closed {
-        return Verdict::Abort;
-    }
-    if now >= client.last_progress + CLIENT_TIMEOUT {
-        if client.closing || client.output.len() > client.sent || !client.reader.has_partial_request() {
-            // Idle, or not reading what it is sent.
-            return if client.output.len() > client.sent { Verdict::Abort } else { Verdict::Close };
-        }
-        respond(client, Status::RequestTimeout, TEXT, &[], b"408 Request Timeout\n", Version::Http11, true, false);
-        client.last_progress = now;
-        if let Some(verdict) = pump(net, store, client, now) {
-            return verdict;
-        }
-    }
-    Verdict::Keep
-}
+impl Service for Kvlog {
+    type Conn = Client;
 
-/// Moves bytes until nothing progresses; `Some` when the connection is over.
-fn pump(net: &mut Net, store: &mut Store<Volume>, client: &mut Client, now: Instant) -> Option<Verdict> {
-    loop {
-        let mut progressed = false;
-        if client.output.is_empty() && !client.closing {
-            match client.reader.next() {
-                Next::Request(request) => {
-                    answer(store, request, &mut client.output, &mut client.closing);
-                    client.reader.consume();
-                    progressed = true;
-                }
-                Next::Refused(status) => {
-                    let body = format!("{} {}\n", status.code(), status.reason());
-                    respond(client, status, TEXT, &[], body.as_bytes(), Version::Http11, true, false);
-                    progressed = true;
-                }
-                Next::Incomplete => {}
-            }
+    fn open(&mut self) -> Client {
+        Client {
+            reader: RequestReader::new(MAX_VALUE_LEN),
+            output: Vec::new(),
+            sent: 0,
+            closing: false,
+            input_ended: false,
         }
-        let reader = &mut client.reader;
-        let closing = client.closing;
-        match net.tcp_recv_with(&client.stream, |data| if closing { data.len() } else { reader.receive(data) }) {
-            Ok(0) => {}
-            Ok(_) => {
-                progressed = true;
-                if client.reader.take_continue() {
-                    // The client (curl, for large values) waits for this before sending the value.
-                    client.output.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-                }
-            }
-            Err(TcpError::Finished) => {
-                // The client sent everything: answer what is complete, then close.
-                if client.output.is_empty() && !matches!(client.reader.next(), Next::Request(_)) {
-                    return Some(Verdict::Close);
-                }
-            }
-            Err(_) => return Some(Verdict::Abort),
+    }
+
+    fn receive(&mut self, client: &mut Client, data: &[u8]) -> usize {
+        if client.closing {
+            return data.len();
         }
-        if client.sent < client.output.len() {
-            let pending = client.output.get(client.sent..).unwrap_or_default();
-            let mut offset = 0;
-            let sent = net.tcp_send_with(&client.stream, |space| {
-                let rest = pending.get(offset..).unwrap_or_default();
-                let n = rest.len().min(space.len());
-                space[..n].copy_from_slice(&rest[..n]);
-                offset += n;
-                n
-            });
-            match sent {
-                Ok(0) => {}
-                Ok(n) => {
-                    client.sent += n;
-                    progressed = true;
-                }
-                Err(_) => return Some(Verdict::Abort),
-            }
-            if client.sent >= client.output.len() {
-                client.output = Vec::new();
-                client.sent = 0;
-            }
+        let taken = client.reader.receive(data);
+        if taken > 0 && client.reader.take_continue() {
+            // The client (curl, for large values) waits for this before sending the value.
+            client.output.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        if progressed {
-            client.last_progress = now;
+        self.answer_ready(client);
+        taken
+    }
+
+    fn end_of_input(&mut self, client: &mut Client) {
+        client.input_ended = true;
+        self.answer_ready(client);
+    }
+
+    fn has_output(&self, client: &Client) -> bool {
+        client.sent < client.output.len()
+    }
+
+    fn send(&mut self, client: &mut Client, buf: &mut [u8]) -> usize {
+        let pending = client.output.get(client.sent..).unwrap_or_default();
+        let n = pending.len().min(buf.len());
+        buf[..n].copy_from_slice(&pending[..n]);
+        client.sent += n;
+        if client.sent >= client.output.len() {
+            client.output = Vec::new();
+            client.sent = 0;
+            // The next request may be complete already (pipelined, or after a 100 Continue).
+            self.answer_ready(client);
         }
-        if client.closing && client.output.is_empty() {
-            return Some(Verdict::Close);
+        n
+    }
+
+    fn state(&self, client: &Client) -> State {
+        if client.closing {
+            State::Closing
+        } else if client.output.is_empty() && !client.reader.has_partial_request() {
+            State::Idle
+        } else {
+            State::Busy
         }
-        if !progressed {
-            return None;
+    }
+
+    fn timeout(&mut self, client: &mut Client) {
+        if client.reader.has_partial_request() && client.output.is_empty() {
+            respond(client, Status::RequestTimeout, TEXT, &[], b"408 Request Timeout\n", Version::Http11, true, false);
         }
+        client.closing = true;
+    }
+
+    fn poll<P: Platform>(&mut self, _stack: &mut Stack<P>) -> Option<Instant> {
+        // The disk's interrupt wakes the loop too (a completion that came after the driver
+        // stopped waiting for it); lower it, or the next wait would return at once.
+        self.store.disk_mut().ack_interrupt();
+        None
     }
 }
 

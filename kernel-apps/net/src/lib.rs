@@ -34,6 +34,10 @@
 //!   [`Duration`]) and passes the earliest ([`earliest`]) to [`Stack::wait`], which also wakes for
 //!   the stack's own timers. Nothing runs behind the appliance's back: after `wait` returns, the
 //!   loop polls and checks its deadlines.
+//! - [`serve`]: the event loop itself, shared by every network appliance: a [`serve::Service`]
+//!   (per-connection state, fed bytes, producing bytes) or [`serve::DatagramService`] on a port,
+//!   with the pool, deadlines and closing policy in one place. Appliances use this rather than
+//!   writing the loop below themselves.
 //! - [`Platform`]: what the stack needs from the machine (a smoltcp device, a clock, a way to
 //!   sleep). `Net` is the stack over the runtime's network device (`runtime::netdev`), which
 //!   sleeps in the runtime's event-loop wait; [`sim::Simulated`] is a stack over any smoltcp device with a
@@ -59,6 +63,7 @@ extern crate alloc;
 mod config;
 #[cfg(target_os = "none")]
 mod device;
+pub mod serve;
 pub mod sim;
 pub mod sntp;
 mod stack;
@@ -75,6 +80,18 @@ pub use tcp::{
     ConnectError, ConnectOptions, ListenError, ListenOptions, StreamState, TcpError, TcpListener, TcpStream,
 };
 pub use udp::{BindError, UdpError, UdpOptions, UdpSocket};
+
+/// A console line: the runtime's console on an appliance, standard error on the host.
+#[cfg(target_os = "none")]
+pub(crate) fn log(line: core::fmt::Arguments<'_>) {
+    runtime::println!("{line}");
+}
+
+/// A console line: the runtime's console on an appliance, standard error on the host.
+#[cfg(not(target_os = "none"))]
+pub(crate) fn log(line: core::fmt::Arguments<'_>) {
+    std::eprintln!("{line}");
+}
 
 /// An IPv4 address and port.
 pub type Endpoint = (Ipv4Address, u16);

@@ -2,6 +2,8 @@
 // Each test binary compiles its own copy and uses only some of these.
 #![allow(dead_code)]
 
+pub mod booted;
+
 use std::{path::PathBuf, time::Duration};
 
 use images::Arch;
