@@ -344,7 +344,7 @@ proptest! {
             let (mut offset, mut i) = (0, 0);
             while offset < bytes.len() {
                 let size = sizes.get(i % sizes.len().max(1)).copied().unwrap_or(1).max(1);
-                let taken = reader.receive(&bytes[offset..bytes.len().min(offset + size)]);
+                let taken = reader.receive(&bytes[offset..bytes.len().min(offset.saturating_add(size))]);
                 if taken == 0 {
                     break;
                 }
