@@ -290,6 +290,14 @@ pub const PROTOC: Tool = Tool {
     why: "etcd-client's build script runs it to build rack-manager",
 };
 
+/// nginx: the `cache` appliance's tests and bench use it as the origin.
+pub const NGINX: Tool =
+    Tool { binary: "nginx", package: "nginx", why: "the cache appliance is tested against nginx as its origin" };
+
+/// wrk: the `cache` appliance's tests and bench load it with it.
+pub const WRK: Tool =
+    Tool { binary: "wrk", package: "wrk", why: "the cache appliance's tests and bench drive it with wrk" };
+
 /// What to do about a tool.
 #[derive(Debug, PartialEq, Eq)]
 enum Step {

@@ -114,7 +114,7 @@ fn unknown_appliances_and_arches_are_explained() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr)
-            .contains(r#"unknown appliance "nope"; the appliances are: crash, hello, hostile, httpd, kvlog"#),
+            .contains(r#"unknown appliance "nope"; the appliances are: cache, crash, hello, hostile, httpd, kvlog"#),
         "{}",
         text(&out.stderr)
     );
@@ -127,7 +127,7 @@ fn unknown_appliances_and_arches_are_explained() {
 fn image_list_names_every_appliance() {
     let out = xtask(&["image", "list"]);
     assert!(out.status.success());
-    assert_eq!(text(&out.stdout).lines().collect::<Vec<_>>(), ["crash", "hello", "hostile", "httpd", "kvlog"]);
+    assert_eq!(text(&out.stdout).lines().collect::<Vec<_>>(), ["cache", "crash", "hello", "hostile", "httpd", "kvlog"]);
 }
 
 /// Both Pis build.

@@ -1,4 +1,5 @@
-//! A sans-IO HTTP/1.1 server engine: the protocol half of Mast's `httpd` appliance.
+//! A sans-IO HTTP/1.1 engine: the protocol half of Mast's `httpd` appliance, and of the
+//! `cache` appliance's origin fetches.
 //!
 //! The crate turns the bytes a client sends on one TCP connection into the bytes to send back, and
 //! says when to close. It never touches a socket or a clock: the appliance owns the I/O (smoltcp
@@ -12,6 +13,9 @@
 //!   the policy that picks a response for each request ([`StaticSite::respond`]).
 //! - [`connection`]: [`Connection`], the per-connection state machine that ties them together:
 //!   bytes in, bytes out, and when to close. This is what the appliance drives.
+//! - [`client`]: the client side, for appliances that fetch from another server (`cache`):
+//!   [`write_request`] and [`ResponseReader`], which frames one response (`Content-Length`,
+//!   chunked, or until close) as strictly as the server side frames requests.
 //! - [`reader`]: [`RequestReader`], for appliances that take request content (`POST` with
 //!   `Content-Length`, as `kvlog` does) and answer with their own logic: it frames one request
 //!   (head and content) at a time; the appliance writes responses with [`write_head`].
@@ -96,12 +100,14 @@
 
 extern crate alloc;
 
+pub mod client;
 pub mod connection;
 pub mod reader;
 pub mod request;
 pub mod response;
 pub mod site;
 
+pub use client::{FetchError, Fetched, ResponseReader, write_request};
 pub use connection::{Connection, MAX_QUEUED_RESPONSES};
 pub use reader::{Next, Request, RequestReader};
 pub use request::{

@@ -317,3 +317,43 @@ proptest! {
         prop_assert_eq!(got, contents);
     }
 }
+
+/// A response an origin could send: a valid one, cut and mutated at random.
+fn origin_responses() -> impl Strategy<Value = Vec<u8>> {
+    let valid = select(vec![
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello".to_vec(),
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(),
+        b"HTTP/1.0 404 Not Found\r\n\r\nnope".to_vec(),
+    ]);
+    (valid, vec((any::<usize>(), any::<u8>()), 0..4), any::<usize>()).prop_map(|(mut bytes, flips, cut)| {
+        for (at, byte) in flips {
+            let len = bytes.len();
+            bytes[at % len] = byte;
+        }
+        bytes.truncate(cut % (bytes.len() + 1));
+        bytes
+    })
+}
+
+proptest! {
+    /// However an origin's response is split, it reads the same, and a mutated one never panics.
+    #[test]
+    fn responses_read_the_same_however_split(bytes in origin_responses(), sizes in read_sizes()) {
+        let read = |sizes: &[usize]| {
+            let mut reader = http1::ResponseReader::new(64, false);
+            let (mut offset, mut i) = (0, 0);
+            while offset < bytes.len() {
+                let size = sizes.get(i % sizes.len().max(1)).copied().unwrap_or(1).max(1);
+                let taken = reader.receive(&bytes[offset..bytes.len().min(offset + size)]);
+                if taken == 0 {
+                    break;
+                }
+                offset += taken;
+                i += 1;
+            }
+            reader.end_of_input();
+            reader.finish()
+        };
+        prop_assert_eq!(read(&sizes), read(&[usize::MAX]));
+    }
+}

@@ -114,6 +114,7 @@ impl Booted {
             }
         }
         let _ = child.kill();
+        let _ = child.wait();
         panic!("{test}: {app} never said it listens on the tender; console:\n{}", seen.join("\n"));
     }
 

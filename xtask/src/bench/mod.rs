@@ -3,6 +3,7 @@
 //! units).
 
 mod boot;
+mod cache;
 mod control_plane;
 mod density;
 mod failover;
@@ -31,6 +32,9 @@ pub enum BenchCommand {
     Http(http::HttpArgs),
     /// kvlog per architecture: append and read latency on a virtio-blk volume, recovery time, image size.
     Kvlog(kvlog::KvlogArgs),
+    /// The cache appliance in front of nginx: hit throughput and latency (wrk), misses vs straight
+    /// to the origin, memory at the store's limit, image size.
+    Cache(cache::CacheArgs),
     /// N idle httpd under the tender, each on its own tap: memory (RSS, PSS, host), starts/s, idle CPU.
     Density(density::DensityArgs),
     /// httpd v1 then v2 (one HTML file changed) from rack A to rack B through S3: bytes moved,
@@ -51,6 +55,7 @@ pub fn main(command: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Placement(args) => placement::main(args),
         BenchCommand::Http(args) => http::main(args),
         BenchCommand::Kvlog(args) => kvlog::main(args),
+        BenchCommand::Cache(args) => cache::main(args),
         BenchCommand::Density(args) => density::main(args),
         BenchCommand::Replication(args) => replication::main(args),
         BenchCommand::ControlPlane(args) => control_plane::main(args),
