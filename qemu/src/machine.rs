@@ -241,6 +241,11 @@ impl Machine {
         command.arg("-m").arg(format!("{}M", self.memory_mib));
         command.args(common);
         command.args(["-smp", cpus]);
+        // Every machine with virtio-mmio gets an entropy source (`runtime::entropy`): virtio-rng
+        // backed by QEMU's built-in `getrandom` backend. The Pis have no virtio.
+        if !(self.arch == Arch::Aarch64 && self.aarch64_machine.is_raspi()) {
+            command.args(["-object", "rng-builtin,id=mastrng0", "-device", "virtio-rng-device,rng=mastrng0"]);
+        }
         command.arg("-kernel").arg(&self.kernel);
         if let Some(initrd) = &self.initrd {
             command.arg("-initrd").arg(initrd);
@@ -360,6 +365,17 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    #[test]
+    fn virt_and_microvm_have_an_entropy_source_and_the_pis_none() {
+        let rng = "-object rng-builtin,id=mastrng0 -device virtio-rng-device,rng=mastrng0";
+        for arch in [Arch::Aarch64, Arch::X86_64] {
+            let line = words(&Machine::new(arch, "/k")).join(" ");
+            assert!(line.contains(rng), "{line}");
+        }
+        let line = words(&Machine::raspi3b("/kernel8.img")).join(" ");
+        assert!(!line.contains("virtio-rng"), "{line}");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::mem::{align_of, size_of};
 
 use anyhow::{Context, Result};
-use tender_abi::{BlockIo, BootInfo, ConsoleWrite, Exit, Hypercall, NetAttach, Poll};
+use tender_abi::{BlockIo, BootInfo, ConsoleWrite, Exit, Hypercall, NetAttach, Poll, Random};
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::violation::Violation;
@@ -33,6 +33,8 @@ unsafe impl ByteValued for Abi<Poll> {}
 unsafe impl ByteValued for Abi<NetAttach> {}
 // SAFETY: as above: three u64s, an i32 and a u32.
 unsafe impl ByteValued for Abi<BlockIo> {}
+// SAFETY: as above: two u64s, an i32 and a u32.
+unsafe impl ByteValued for Abi<Random> {}
 
 /// The guest's RAM: `size` bytes at guest-physical `base`.
 #[derive(Debug)]

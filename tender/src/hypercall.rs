@@ -14,7 +14,7 @@ use std::{
 
 use tender_abi::{
     BlockIo, ConsoleWrite, Exit, Hypercall, NET_MAX_FRAME, NET_RING_SLOTS, NetAttach, NetRing, NetRings, NetSlot,
-    PAGE_SIZE, POLL_FOREVER, Poll, RESULT_INVALID, RESULT_NO_DEVICE, RESULT_OK,
+    PAGE_SIZE, POLL_FOREVER, Poll, RANDOM_MAX, RESULT_INVALID, RESULT_IO_ERROR, RESULT_NO_DEVICE, RESULT_OK, Random,
 };
 use vm_memory::{Bytes, GuestAddress};
 
@@ -69,6 +69,7 @@ pub fn handle(
         Hypercall::Poll => poll(ram, devices, stats, arg),
         Hypercall::NetAttach => net_attach(ram, devices, arg),
         Hypercall::BlockRead | Hypercall::BlockWrite | Hypercall::BlockFlush => block_io(ram, devices, call, arg),
+        Hypercall::Random => random(ram, arg),
     }
     .map(|outcome| outcome.unwrap_or(Outcome::Continue))
 }
@@ -276,6 +277,41 @@ fn block_io(ram: &Ram, devices: &Devices, call: Hypercall, arg: u64) -> Result<O
     Ok(None)
 }
 
+/// Fills the guest's buffer from the host's `getrandom` (the kernel's CSPRNG, never blocking once
+/// the host has booted). The bytes pass through a buffer of the tender's so that a failed call
+/// leaves the guest's untouched.
+fn random(ram: &Ram, arg: u64) -> Result<Option<Outcome>, Violation> {
+    let call = Hypercall::Random;
+    let mut args: Random = ram.read_args(call, arg)?;
+    args.result = if args.len == 0 || args.len > RANDOM_MAX {
+        RESULT_INVALID
+    } else {
+        if !ram.contains(args.addr, args.len) {
+            return Err(Violation::Buffer { call, what: "random buffer", addr: args.addr, len: args.len });
+        }
+        let mut bytes = [0u8; RANDOM_MAX as usize];
+        let wanted = &mut bytes[..args.len as usize];
+        match host_random(wanted) {
+            Ok(()) if ram.write_bytes(args.addr, wanted).is_ok() => RESULT_OK,
+            _ => RESULT_IO_ERROR,
+        }
+    };
+    ram.write_args(call, arg, args)?;
+    Ok(None)
+}
+
+/// `buf.len()` bytes from the host kernel's `getrandom(2)`; up to 256 bytes it never returns fewer.
+fn host_random(buf: &mut [u8]) -> std::io::Result<()> {
+    // SAFETY: the pointer and length describe `buf`, a live, writable slice; flags 0 (the urandom
+    // pool, blocking only before the host's pool is first initialised).
+    let got = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    match usize::try_from(got) {
+        Ok(n) if n == buf.len() => Ok(()),
+        Ok(_) => Err(std::io::Error::other("getrandom returned fewer bytes than asked")),
+        Err(_) => Err(std::io::Error::last_os_error()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,6 +380,28 @@ mod tests {
         let poll = Poll { timeout_ns: 1, rx_ready: 7, _reserved: 0 };
         assert_eq!(call(&ram, &mut devices, &mut stats, Hypercall::Poll, poll), Ok(Outcome::Continue));
         assert_eq!(ram.read_args::<Poll>(Hypercall::Poll, 0x1000).expect("reads").rx_ready, 0);
+    }
+
+    #[test]
+    fn random_fills_the_buffer_and_refuses_bad_lengths() {
+        let (ram, mut devices, mut stats) = setup();
+        let ask = |len| Random { addr: 0x2000, len, result: 1, _reserved: 0 };
+        assert_eq!(call(&ram, &mut devices, &mut stats, Hypercall::Random, ask(32)), Ok(Outcome::Continue));
+        assert_eq!(ram.read_args::<Random>(Hypercall::Random, 0x1000).expect("reads").result, RESULT_OK);
+        let mut first = [0u8; 32];
+        ram.memory.read_slice(&mut first, GuestAddress(0x2000)).expect("inside");
+        assert_ne!(first, [0u8; 32], "32 random bytes are not all zero");
+        call(&ram, &mut devices, &mut stats, Hypercall::Random, ask(32)).expect("a second call");
+        let mut second = [0u8; 32];
+        ram.memory.read_slice(&mut second, GuestAddress(0x2000)).expect("inside");
+        assert_ne!(first, second, "two calls give different bytes");
+        for len in [0, RANDOM_MAX + 1, u64::MAX] {
+            call(&ram, &mut devices, &mut stats, Hypercall::Random, ask(len)).expect("not a violation");
+            assert_eq!(ram.read_args::<Random>(Hypercall::Random, 0x1000).expect("reads").result, RESULT_INVALID);
+        }
+        let outside = Random { addr: (1 << 20) - 8, len: 16, result: 0, _reserved: 0 };
+        let result = call(&ram, &mut devices, &mut stats, Hypercall::Random, outside);
+        assert!(matches!(result, Err(Violation::Buffer { .. })), "{result:?}");
     }
 
     proptest::proptest! {

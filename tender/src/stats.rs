@@ -17,7 +17,7 @@ pub enum ExitReason {
 
 const REASONS: [(ExitReason, &str); 3] =
     [(ExitReason::Hypercall, "hypercall"), (ExitReason::Interrupted, "interrupted"), (ExitReason::Fatal, "fatal")];
-const CALLS: [Hypercall; 7] = [
+const CALLS: [Hypercall; 8] = [
     Hypercall::ConsoleWrite,
     Hypercall::Exit,
     Hypercall::Poll,
@@ -25,6 +25,7 @@ const CALLS: [Hypercall; 7] = [
     Hypercall::BlockRead,
     Hypercall::BlockWrite,
     Hypercall::BlockFlush,
+    Hypercall::Random,
 ];
 
 /// The counters. Fixed arrays: counting never allocates.
@@ -36,7 +37,7 @@ pub struct Stats {
     pub first_console: Option<Instant>,
     pub ended: Option<Instant>,
     exits: [u64; REASONS.len()],
-    calls: [u64; 8],
+    calls: [u64; 10],
     pub frames_sent: u64,
     pub frames_received: u64,
     pub frames_dropped: u64,
@@ -51,7 +52,7 @@ impl Stats {
             first_console: None,
             ended: None,
             exits: [0; REASONS.len()],
-            calls: [0; 8],
+            calls: [0; 10],
             frames_sent: 0,
             frames_received: 0,
             frames_dropped: 0,

@@ -47,6 +47,32 @@ fn hello_greets_echoes_its_arguments_and_exits_0() {
     assert!(exits < 10, "{exits} VM exits to print {} bytes:\n{}", run.stdout.len(), run.stderr);
 }
 
+/// The `Random` hypercall reaches the host's `getrandom` through the sandbox, and two boots seed
+/// different CSPRNG streams.
+#[test]
+fn random_gets_different_streams_from_the_host_on_each_boot() {
+    if !common::kvm("random_gets_different_streams_from_the_host_on_each_boot") {
+        return;
+    }
+    let image = common::tender_image("random");
+    let line = || {
+        let run = common::run(common::tender().arg("--stats").arg(&image.artifact));
+        run.expect_status(0);
+        assert!(run.stderr.contains("Random 2"), "one call for the bytes, one for the seed:\n{}", run.stderr);
+        let line = run.stdout.lines().find_map(|l| l.trim_end().strip_prefix("random: source tender direct "));
+        line.unwrap_or_else(|| panic!("no random line:\n{}", run.stdout)).to_owned()
+    };
+    let (first, second) = (line(), line());
+    for line in [&first, &second] {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert!(
+            matches!(words.as_slice(), [direct, "stream", stream] if direct.len() == 32 && stream.len() == 32),
+            "{line}"
+        );
+    }
+    assert_ne!(first, second, "two boots on the tender gave the same bytes");
+}
+
 #[test]
 fn hello_without_arguments_gets_the_manifest_ones() {
     if !common::kvm("hello_without_arguments_gets_the_manifest_ones") {

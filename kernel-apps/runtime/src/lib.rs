@@ -11,8 +11,8 @@
 //! - shared modules (`console`, `time`, heap, boot, panic): the same on every architecture.
 //! - with the `virtio` feature (network appliances only): `event` (the event loop's
 //!   interrupt-driven sleep), `netdev` (the platform's network device), `block` (the disk API
-//!   appliances use) and, on QEMU, `virtio` (device discovery, the DMA `Hal`, the virtio-net and
-//!   virtio-blk drivers); their hardware halves are `arch::*::{irq, gic, dma, devices}`, or
+//!   appliances use), `entropy` (random bytes and a seeded CSPRNG) and, on QEMU, `virtio` (device
+//!   discovery, the DMA `Hal`, the virtio-net, virtio-blk and virtio-rng drivers); their hardware halves are `arch::*::{irq, gic, dma, devices}`, or
 //!   `arch::tender` on the tender.
 //! - pure modules ([`args`], [`atags`], [`board`], [`devicetree`], [`exit`], [`fdt`], [`fault`],
 //!   [`page_guard`], [`pvh`], [`tsc`]): no hardware access, unit-tested on the host.
@@ -57,6 +57,8 @@ pub mod block;
 mod boot;
 #[cfg(target_os = "none")]
 pub mod console;
+#[cfg(all(target_os = "none", feature = "virtio"))]
+pub mod entropy;
 #[cfg(all(target_os = "none", feature = "virtio"))]
 pub mod event;
 #[cfg(target_os = "none")]

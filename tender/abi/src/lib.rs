@@ -130,6 +130,9 @@ pub enum Hypercall {
     BlockWrite = 6,
     /// [`BlockIo`] (only `result` is used): make every completed write durable.
     BlockFlush = 7,
+    /// [`Random`]: fill a guest buffer with bytes from the host's `getrandom` (the platform's
+    /// entropy source; the guest seeds its own CSPRNG from it).
+    Random = 9,
 }
 
 impl Hypercall {
@@ -143,6 +146,7 @@ impl Hypercall {
             5 => Hypercall::BlockRead,
             6 => Hypercall::BlockWrite,
             7 => Hypercall::BlockFlush,
+            9 => Hypercall::Random,
             _ => return None,
         })
     }
@@ -278,6 +282,26 @@ pub struct BlockIo {
     pub _reserved: u32,
 }
 
+/// [`Hypercall::Random`]: `len` bytes of entropy into guest-physical `addr`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Random {
+    /// Guest-physical address of the buffer.
+    pub addr: u64,
+    /// Bytes wanted: 1 to [`RANDOM_MAX`].
+    pub len: u64,
+    /// Out: [`RESULT_OK`] (the buffer is full), [`RESULT_INVALID`] (`len` is 0 or over
+    /// [`RANDOM_MAX`]) or [`RESULT_IO_ERROR`] (the host's `getrandom` failed; the buffer is
+    /// untouched).
+    pub result: i32,
+    /// Zero.
+    pub _reserved: u32,
+}
+
+/// The most bytes one [`Hypercall::Random`] returns: Linux's `getrandom` never returns fewer than
+/// asked up to 256 bytes, so one call is one host system call; a seed is 32.
+pub const RANDOM_MAX: u64 = 256;
+
 /// The block device's sector size.
 pub const SECTOR_SIZE: u64 = 512;
 
@@ -366,6 +390,7 @@ mod tests {
         assert_eq!(size_of::<Poll>(), 16);
         assert_eq!(size_of::<NetAttach>(), 16);
         assert_eq!(size_of::<BlockIo>(), 32);
+        assert_eq!(size_of::<Random>(), 24);
         assert_eq!(size_of::<NetSlot>(), 2048);
         assert_eq!(size_of::<NetRing>(), 16 + 2048 * NET_RING_SLOTS);
         assert_eq!(align_of::<NetRings>(), 4);
@@ -383,6 +408,7 @@ mod tests {
         }
         assert_eq!(Hypercall::from_number(0), None);
         assert_eq!(Hypercall::from_number(8), None);
+        assert_eq!(Hypercall::from_number(9), Some(Hypercall::Random));
     }
 
     #[test]

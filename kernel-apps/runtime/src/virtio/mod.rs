@@ -1,5 +1,5 @@
 //! virtio devices on the MMIO transport: discovery, the [`Hal`] that `virtio-drivers` needs, and
-//! the drivers appliances use ([`net`], [`block`]).
+//! the drivers appliances use ([`net`], [`block`], and `rng` behind [`crate::entropy`]).
 //!
 //! # Discovery
 //! The architecture lists the platform's virtio-mmio register windows (`arch::virtio_slots`):
@@ -34,6 +34,7 @@
 
 pub mod block;
 pub mod net;
+pub(crate) mod rng;
 
 use alloc::alloc::{alloc_zeroed, dealloc};
 use core::{

@@ -46,6 +46,8 @@ pub mod block;
 mod console;
 #[cfg(feature = "virtio")]
 pub mod net;
+#[cfg(feature = "virtio")]
+pub(crate) mod random;
 
 pub(crate) use console::write as console_write;
 
