@@ -39,6 +39,7 @@ mod rack;
 mod reconcile;
 mod replication;
 mod store;
+mod trust;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -542,3 +542,18 @@ mod tests {
         assert_eq!(serde_json::to_string(&body).expect("json"), r#"{"error":{"code":"not_found","message":"no"}}"#);
     }
 }
+
+/// `POST /v1/trust`: trust images signed by `key` from now on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustRequest {
+    /// An Ed25519 public key, 64 hex digits.
+    pub key: String,
+}
+
+/// The answer to `POST /v1/trust` and `DELETE /v1/trust/<key>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustReply {
+    pub key: String,
+    /// False when the key was already trusted (add); removing an untrusted key is a 404.
+    pub changed: bool,
+}

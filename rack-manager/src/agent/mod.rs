@@ -22,7 +22,7 @@ use std::{
     time::Duration,
 };
 
-use images::{Arch, artifact, keys::TrustedKeys};
+use images::{Arch, artifact};
 use rack_api::{
     JoinRequest, LogChunk,
     agent::{LaunchRequest, Launched, RunRef, RunState, RunStats, VolumeRef},
@@ -86,7 +86,7 @@ pub trait HostAgent: Send + Sync {
 pub struct LocalAgent {
     launcher: Arc<dyn Launcher>,
     dir: DataDir,
-    trusted: TrustedKeys,
+    trusted: crate::trust::Trust,
     /// Where to fetch images this host does not have yet, unless a launch request says: the
     /// manager it joined, with this agent's credential (joined agents only).
     source: Option<Arc<server::ManagerLink>>,
@@ -105,7 +105,7 @@ impl LocalAgent {
     pub fn new(
         launcher: Arc<dyn Launcher>,
         dir: DataDir,
-        trusted: TrustedKeys,
+        trusted: crate::trust::Trust,
         source: Option<Arc<server::ManagerLink>>,
     ) -> LocalAgent {
         let launches = Launches::open(dir.launches_file());
@@ -141,14 +141,14 @@ impl LocalAgent {
                 .get_bytes(&format!("/images/{id}/blob"))
                 .map_err(|e| AgentError::Failed(format!("fetching image {id} from the manager: {e}")))?;
             // Verified before it is stored, so the image directory holds only good images.
-            artifact::verify(&bytes, &self.trusted)
+            artifact::verify(&bytes, &self.trusted.current())
                 .map_err(|e| AgentError::Failed(format!("image {id} from the manager was refused: {e}")))?;
             let aside = path.with_extension(format!("{}.tmp", std::process::id()));
             std::fs::write(&aside, &bytes)
                 .and_then(|()| std::fs::rename(&aside, &path))
                 .map_err(|e| AgentError::Failed(format!("storing image {id}: {e}")))?;
         }
-        artifact::verify_file(&path, &self.trusted).map_err(|e| AgentError::Failed(e.to_string()))
+        artifact::verify_file(&path, &self.trusted.current()).map_err(|e| AgentError::Failed(e.to_string()))
     }
 }
 

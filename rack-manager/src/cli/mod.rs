@@ -6,6 +6,7 @@
 mod output;
 mod peers;
 mod replicate;
+mod trust;
 
 use std::{
     io::Write,
@@ -45,6 +46,7 @@ Exit codes:
 const EXAMPLES: &str = "\
 Examples:
   rack-manager serve                               # manager + local host agent, data in ~/.local/share/mast-rack
+  rack-manager trust add KEY                       # accept images signed by KEY (a checkout's own key is trusted by serve)
   rack-manager image push target/images/aarch64/release/hello.mast
   rack-manager deploy hello --replicas 3 --arg world --restart on-failure
   rack-manager ps -a
@@ -134,6 +136,9 @@ enum Command {
     Rm { instances: Vec<String> },
     /// CPU and memory use of running instances.
     Stats,
+    /// Which image signing keys the rack accepts: add, list, remove (live, no restart).
+    #[command(subcommand)]
+    Trust(trust::TrustCommand),
     /// Replication of images and volumes to the cloud and peer racks.
     #[command(subcommand)]
     Replicate(replicate::ReplicateCommand),
@@ -155,6 +160,10 @@ struct ServeArgs {
     /// Trust images signed by this public key (64 hex digits); remembered in <data-dir>/trusted-keys.
     #[arg(long, value_name = "KEY")]
     trust: Vec<PublicKey>,
+    /// Do not trust the signing key of the Mast checkout `serve` is started from (by default,
+    /// started inside a checkout or from its target/, its .mast/signing.key is trusted).
+    #[arg(long)]
+    no_workspace_trust: bool,
     /// How the built-in agent starts instances.
     #[arg(long, value_enum, default_value = "qemu")]
     launcher: LauncherKind,
@@ -530,6 +539,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             listen: args.listen,
             trust: args.trust.clone(),
+            no_workspace_trust: args.no_workspace_trust,
             launcher: args.launcher,
             tender: args.tender.options(),
             no_local_agent: args.no_local_agent,
@@ -627,6 +637,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restart { instances } => lifecycle(&client(&cli, &data_dir)?, format, instances, "restart"),
         Command::Rm { instances } => lifecycle(&client(&cli, &data_dir)?, format, instances, "rm"),
         Command::Stats => output::stats(format, &client(&cli, &data_dir)?.get::<Stats>("/stats")?),
+        Command::Trust(command) => trust::run(&client(&cli, &data_dir)?, format, command),
         Command::Replicate(command) => replicate::run(&client(&cli, &data_dir)?, format, command),
         Command::Identity => peers::identity(format, &data_dir),
         Command::Peer(command @ peers::PeerCommand::Probe { .. }) => peers::probe(format, &data_dir, command),
@@ -645,7 +656,7 @@ fn agent(args: &AgentArgs, data_dir: &Path) -> anyhow::Result<()> {
     let manager = args.join.as_ref().or(args.manager_url.as_ref()).expect("clap requires one of them");
     let link =
         std::sync::Arc::new(crate::agent::server::ManagerLink::open(manager, dir.credentials_file(), join_token)?);
-    let trusted = dir.trusted_keys(&args.trust)?;
+    let trusted = crate::trust::Trust::open(&dir, &args.trust)?;
     let launcher = daemon::make_launcher(args.launcher, &args.tender.options(), &dir)?;
     let (memory_mib, vcpus) = daemon::capacity(args.memory_mib, args.vcpus);
     let identity = crate::peer::identity::Identity::load_or_create(&dir.agent_identity_dir(), None)

@@ -89,6 +89,16 @@ pub fn route(rack: &Rack, peer: Option<&Arc<Node>>, req: &Req) -> Result<Reply, 
         (Method::Get, ["instances", id, "logs"]) => {
             Ok(Reply::json(&rack.logs(id, req.query_u64("offset")?.unwrap_or(0))?))
         }
+        (Method::Get, ["trust"]) => Ok(Reply::json(&rack.trusted_keys())),
+        (Method::Post, ["trust"]) => {
+            let request: rack_api::TrustRequest = req.json("trust request")?;
+            let added = rack.trust_add(&request.key)?;
+            Ok(Reply::json(&rack_api::TrustReply { key: request.key.trim().to_owned(), changed: added }))
+        }
+        (Method::Delete, ["trust", key]) => {
+            rack.trust_remove(key)?;
+            Ok(Reply::json(&rack_api::TrustReply { key: (*key).to_owned(), changed: true }))
+        }
         (Method::Get, ["stats"]) => Ok(Reply::json(&rack.stats()?)),
         (Method::Get, ["replication"]) => {
             rack.replication.status().map(|s| Reply::json(&s)).map_err(HttpError::internal)

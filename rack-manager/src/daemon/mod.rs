@@ -61,6 +61,8 @@ pub struct ServeConfig {
     pub data_dir: std::path::PathBuf,
     pub listen: SocketAddr,
     pub trust: Vec<PublicKey>,
+    /// Do not trust the signing key of the checkout `serve` runs from.
+    pub no_workspace_trust: bool,
     pub launcher: LauncherKind,
     pub tender: TenderOptions,
     /// Run no built-in agent: only joined agents host instances.
@@ -123,7 +125,11 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let dir = DataDir::open(&config.data_dir)?;
     let _lock = dir.lock()?;
     let token = dir.token()?;
-    let trusted = dir.trusted_keys(&config.trust)?;
+    let trusted = crate::trust::Trust::open(&dir, &config.trust)?;
+    if !config.no_workspace_trust {
+        trust_workspace_key(&trusted);
+    }
+    print_trusted(&trusted);
     let (store, election): (Box<dyn StateStore>, _) = match &config.store {
         StoreChoice::Sqlite => {
             let store = SqliteStore::open(&dir.state_db())
@@ -141,7 +147,7 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     })?;
     let address = server.local_addr().context("the API listener's address")?;
     let url = format!("http://{address}");
-    let replication = Replication::open(&dir, trusted.clone(), &config.replication)?;
+    let replication = Replication::open(&dir, trusted.current(), &config.replication)?;
     let rack = Arc::new(Rack::new(RackParts {
         image_source: (!address.ip().is_unspecified()).then(|| url.clone()),
         replication: Arc::new(replication),
@@ -224,6 +230,39 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     });
     let error = http::serve(server, API_LIMITS, authenticate, api_body_limit, handler);
     anyhow::bail!("the API server stopped: {error}")
+}
+
+/// Started from a Mast checkout: trust the key its image builds are signed with, so the first
+/// push of a `cargo xtask image build` output works, and say so.
+fn trust_workspace_key(trusted: &crate::trust::Trust) {
+    let Some(root) = crate::trust::checkout_root() else { return };
+    match crate::trust::workspace_key(&root) {
+        Ok((key, file)) => match trusted.add(key) {
+            Ok(true) => eprintln!(
+                "rack-manager: started from the checkout {}: now trusting its signing key {key} ({}); \
+                 --no-workspace-trust to not, `rack-manager trust rm {key}` to undo",
+                root.display(),
+                file.display()
+            ),
+            Ok(false) => {}
+            Err(e) => eprintln!("rack-manager: warning: cannot trust the workspace's signing key: {e:#}"),
+        },
+        Err(e) => eprintln!("rack-manager: warning: {e:#}"),
+    }
+}
+
+/// The keys images must be signed with, at start: the first thing a refused push asks.
+fn print_trusted(trusted: &crate::trust::Trust) {
+    let keys = trusted.current();
+    if keys.keys().is_empty() {
+        eprintln!(
+            "rack-manager: trusting no image signing keys yet: every push is refused until \
+             `rack-manager trust add KEY` (or serve --trust KEY)"
+        );
+    }
+    for key in keys.keys() {
+        eprintln!("rack-manager: trusting images signed by {key}");
+    }
 }
 
 /// The manager's API listener. Connections: the CLI, agents, peers' replication and a bench

@@ -63,13 +63,12 @@ impl Rack {
     /// agents boot from, its chunks for replication, and its record. Pushing an image the rack
     /// has changes nothing.
     pub fn push_image(&self, bytes: &[u8]) -> Result<Image> {
-        let verified = artifact::verify(bytes, &self.trusted).map_err(|e| match e {
+        let verified = artifact::verify(bytes, &self.trusted.current()).map_err(|e| match e {
             VerifyError::UntrustedKey { signer, .. } => RackError::refused(
                 "untrusted_image",
                 format!("the image is signed by {signer}, which this rack does not trust"),
                 format!(
-                    "if you trust that key, restart the manager with `--trust {signer}` or add it to {}",
-                    self.dir.trusted_keys_file().display()
+                    "if you trust that key: `rack-manager trust add {signer}` (no restart needed), then push again"
                 ),
             ),
             other => RackError::refused(
@@ -145,7 +144,8 @@ impl Rack {
         let before = replicator.stats().bytes_fetched;
         let bytes = replicator.assemble(&ImageId(raw)).map_err(|e| format!("assembling image {id}: {e}"))?;
         // Every chunk was checked on its way in; the whole file is checked again like any push.
-        artifact::verify(&bytes, &self.trusted).map_err(|e| format!("the assembled image {id} was refused: {e}"))?;
+        artifact::verify(&bytes, &self.trusted.current())
+            .map_err(|e| format!("the assembled image {id} was refused: {e}"))?;
         let aside = path.with_extension(format!("{}.tmp", std::process::id()));
         std::fs::write(&aside, &bytes)
             .and_then(|()| std::fs::rename(&aside, &path))

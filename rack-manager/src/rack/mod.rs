@@ -17,6 +17,7 @@
 //! | [`deployments`] | plan and deploy (also for a takeover, with a volume seed) |
 //! | [`instances`] | list, stop/start/restart, remove, logs, stats; fencing deployments |
 //! | [`image_store`] | the content-addressed image store the rack replicates |
+//! | `trust` | the trusted keys: list, add, remove, live |
 //! | [`place`] | placement as one call: which host each new replica goes to (on the `placement` engine) |
 
 pub mod deployments;
@@ -26,6 +27,7 @@ pub mod image_store;
 pub mod images;
 pub mod instances;
 pub mod place;
+mod trust;
 
 use std::{
     collections::HashMap,
@@ -33,7 +35,6 @@ use std::{
     time::Duration,
 };
 
-use ::images::keys::TrustedKeys;
 use rack_api::{Deployment, Image, Instance};
 
 pub use self::error::{ErrorKind, RackError, Result};
@@ -48,7 +49,7 @@ pub struct Rack {
     store: Mutex<Box<dyn StateStore>>,
     agents: RwLock<HashMap<String, Arc<dyn HostAgent>>>,
     pub dir: DataDir,
-    pub trusted: TrustedKeys,
+    pub trusted: crate::trust::Trust,
     /// The admin token: the manager's own; per-agent credentials are derived from it
     /// ([`crate::credentials`]) and it never leaves the manager.
     pub token: String,
@@ -74,7 +75,7 @@ impl std::fmt::Debug for Rack {
 pub struct RackParts {
     pub store: Box<dyn StateStore>,
     pub dir: DataDir,
-    pub trusted: TrustedKeys,
+    pub trusted: crate::trust::Trust,
     pub token: String,
     pub image_source: Option<String>,
     pub election: Option<Election>,
