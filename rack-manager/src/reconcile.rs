@@ -249,6 +249,12 @@ fn launch(rack: &Rack, record: &mut InstanceRecord, deployment: &Deployment, ima
             record.next_start_ms = None;
             record.message = None;
         }
+        Err(crate::agent::AgentError::Impossible(e)) => {
+            // Retrying cannot help (another platform's image): fail at once, saying why.
+            record.pid = None;
+            record.state = InstanceState::Failed;
+            record.message = Some(format!("cannot run here, not retried: {e}"));
+        }
         Err(e) => {
             // A launch that fails counts as a failed run: retried with backoff, then given up.
             record.pid = None;

@@ -112,7 +112,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("a temp dir");
         let dir = DataDir::open(tmp.path()).expect("opens");
         let trust = Trust::open(&dir, &[]).expect("opens");
-        let key = PublicKey([7; 32]);
+        let key = images::keys::SigningKey::from_seed([7; 32]).public();
         assert!(trust.add(key).expect("adds"));
         assert!(!trust.add(key).expect("again"), "already trusted");
         assert!(Trust::open(&dir, &[]).expect("reopens").current().contains(&key), "kept in the file");

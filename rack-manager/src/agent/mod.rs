@@ -31,7 +31,7 @@ use rack_api::{
 use crate::{
     client::Client,
     datadir::DataDir,
-    launcher::{LaunchSpec, Launcher},
+    launcher::{LaunchError, LaunchSpec, Launcher},
 };
 
 /// The most console history one request returns: the bounded window `logs` shows.
@@ -66,6 +66,10 @@ pub enum AgentError {
     Unreachable(String),
     #[error("{0}")]
     NotLaunchedHere(String),
+    /// A launch that cannot succeed however often it is retried: an image built for another
+    /// platform or architecture than this host's launcher boots.
+    #[error("{0}")]
+    Impossible(String),
 }
 
 /// The manager's view of one host.
@@ -185,7 +189,12 @@ impl HostAgent for LocalAgent {
             log: self.dir.console_log(&request.instance),
             diagnostics: self.dir.instance_dir(&request.instance).join("launcher.stderr"),
         };
-        let launched = self.launcher.launch(&spec).map_err(|e| AgentError::Failed(e.to_string()))?;
+        let launched = self.launcher.launch(&spec).map_err(|e| match e {
+            LaunchError::WrongPlatform(_) | LaunchError::UnsupportedArch { .. } => {
+                AgentError::Impossible(e.to_string())
+            }
+            e => AgentError::Failed(e.to_string()),
+        })?;
         if let (Some(pid), Some(start_ticks)) = (launched.pid, launched.start_ticks) {
             // Recorded before the manager hears of the run, so it can always be stopped.
             self.launches.add(Launch { instance: request.instance.clone(), pid, start_ticks })?;
@@ -428,6 +437,9 @@ impl RemoteAgent {
                     match serde_json::from_str::<rack_api::ErrorBody>(&message) {
                         Ok(body) if status == 403 && body.error.code == "not_launched_here" => {
                             AgentError::NotLaunchedHere(body.error.message)
+                        }
+                        Ok(body) if body.error.code == "launch_impossible" => {
+                            AgentError::Impossible(body.error.message)
                         }
                         Ok(body) => AgentError::Failed(body.error.message),
                         Err(_) => AgentError::Failed(message),

@@ -403,6 +403,7 @@ enum ImageCommand {
 struct Sizing {
     /// Image name or id prefix.
     image: String,
+    /// How many instances to run (each on the least loaded host that can take it).
     #[arg(long, short = 'n', default_value_t = 1)]
     replicas: u32,
     /// Guest RAM per instance in MiB [default: the manifest's].
@@ -411,6 +412,12 @@ struct Sizing {
     /// vCPUs per instance [default: the manifest's].
     #[arg(long)]
     vcpus: Option<u32>,
+    /// Of the images with this name, the one built for this architecture (x86_64, aarch64).
+    #[arg(long, value_name = "ARCH")]
+    arch: Option<String>,
+    /// Of the images with this name, the one built for this platform (qemu, tender).
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
 }
 
 impl Sizing {
@@ -422,6 +429,8 @@ impl Sizing {
             vcpus: self.vcpus,
             args,
             restart,
+            arch: self.arch.clone(),
+            platform: self.platform.clone(),
         }
     }
 }
@@ -604,6 +613,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
                         eprintln!("pushing {} ({} bytes)…", file.display(), bytes.len());
                         let image: Image = client.post_raw("/images", "application/octet-stream", &bytes)?;
+                        warn_if_unrunnable(&client, &image);
                         pushed.push(image);
                     }
                     output::images(format, &pushed)
@@ -760,6 +770,29 @@ fn deploy(client: &Client, format: output::Format, args: &DeployArgs) -> anyhow:
         bail!("{} instance(s) failed: {}", failed.len(), why.join("; "));
     }
     Ok(())
+}
+
+/// After a push: says at once when no host of the rack can run the image, with the build that
+/// one could (`plan` and `deploy` refuse it the same way).
+fn warn_if_unrunnable(client: &Client, image: &Image) {
+    let Ok(hosts) = client.get::<Vec<Host>>("/hosts") else { return };
+    if hosts.is_empty() || hosts.iter().any(|h| rack_api::can_run(&h.launcher, &h.arches, &image.arch, &image.platform))
+    {
+        return;
+    }
+    let host = &hosts[0];
+    let platform = if host.launcher == "tender" { "tender" } else { "qemu" };
+    let arch = host.arches.iter().find(|a| a.as_str() == std::env::consts::ARCH).or(host.arches.first());
+    eprintln!(
+        "warning: no host of this rack can run {} ({} on {}): the hosts run {}",
+        image.name,
+        image.arch,
+        if image.platform.is_empty() { "an unknown platform" } else { &image.platform },
+        hosts.iter().map(|h| format!("{} ({})", h.launcher, h.arches.join("+"))).collect::<Vec<_>>().join(", ")
+    );
+    if let Some(arch) = arch {
+        eprintln!("  hint: build one it can run: {}", rack_api::build_command(&image.name, arch, platform));
+    }
 }
 
 fn lifecycle(client: &Client, format: output::Format, ids: &[String], action: &str) -> anyhow::Result<()> {

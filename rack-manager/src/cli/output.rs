@@ -35,6 +35,11 @@ pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// A platform for a table: `-` when unknown (an image learned from a peer, not yet fetched).
+fn platform(name: &str) -> String {
+    if name.is_empty() { "-".into() } else { name.to_owned() }
+}
+
 fn ago(ms: u64) -> String {
     let seconds = crate::clock::now_ms().saturating_sub(ms) / 1000;
     match seconds {
@@ -100,6 +105,7 @@ pub fn images(format: Format, images: &[Image]) -> anyhow::Result<()> {
                 i.name.clone(),
                 i.version.clone(),
                 i.arch.clone(),
+                platform(&i.platform),
                 rack_api::short_id(&i.id).to_owned(),
                 format!("{:.1} KiB", i.size as f64 / 1024.0),
                 i.memory_mib.to_string(),
@@ -107,7 +113,7 @@ pub fn images(format: Format, images: &[Image]) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    table(&["NAME", "VERSION", "ARCH", "ID", "SIZE", "MEM MiB", "PUSHED"], &rows);
+    table(&["NAME", "VERSION", "ARCH", "PLATFORM", "ID", "SIZE", "MEM MiB", "PUSHED"], &rows);
     Ok(())
 }
 
@@ -119,6 +125,7 @@ pub fn image(format: Format, image: &Image) -> anyhow::Result<()> {
     println!("description: {}", image.description);
     println!("id:          {}", image.id);
     println!("arch:        {}", image.arch);
+    println!("platform:    {}", platform(&image.platform));
     println!("signer:      {}", image.signer);
     println!("size:        {} bytes", image.size);
     println!("memory:      {} MiB, {} vCPU", image.memory_mib, image.vcpus);
@@ -139,10 +146,12 @@ pub fn plan(format: Format, plan: &Plan) -> anyhow::Result<()> {
         return print_json(plan);
     }
     println!(
-        "{} replica(s) of {} ({}), {} MiB each, would go to:",
+        "{} replica(s) of {} ({}, {} on {}), {} MiB each, would go to:",
         plan.hosts.len(),
         plan.image_name,
         rack_api::short_id(&plan.image_id),
+        plan.arch,
+        platform(&plan.platform),
         plan.memory_mib
     );
     let mut counts: Vec<(String, usize)> = Vec::new();
@@ -170,22 +179,44 @@ pub fn instances(format: Format, instances: &[Instance], quiet: bool) -> anyhow:
     let rows: Vec<Vec<String>> = instances
         .iter()
         .map(|i| {
-            let ports: Vec<String> = i.ports.iter().map(|p| p.endpoint()).collect();
+            // A port or an uptime is shown only while it is true: not for a stopped instance.
+            let live = i.state == rack_api::InstanceState::Running;
+            let ports: Vec<String> = if live { i.ports.iter().map(|p| p.endpoint()).collect() } else { Vec::new() };
             vec![
                 i.id.clone(),
+                i.deployment.clone(),
                 i.image_name.clone(),
+                if i.arch.is_empty() { "-".into() } else { i.arch.clone() },
+                platform(&i.platform),
                 i.host.clone(),
                 i.state.as_str().into(),
                 i.pid.map_or("-".into(), |p| p.to_string()),
                 i.restarts.to_string(),
                 i.exit_status.map_or("-".into(), |s| s.to_string()),
                 if ports.is_empty() { "-".into() } else { ports.join(",") },
-                i.started_ms.map_or("-".into(), ago),
+                i.started_ms.filter(|_| live).map_or("-".into(), ago),
                 i.message.clone().unwrap_or_default(),
             ]
         })
         .collect();
-    table(&["ID", "IMAGE", "HOST", "STATE", "PID", "RESTARTS", "EXIT", "PORTS", "UP", "MESSAGE"], &rows);
+    table(
+        &[
+            "ID",
+            "DEPLOYMENT",
+            "IMAGE",
+            "ARCH",
+            "PLATFORM",
+            "HOST",
+            "STATE",
+            "PID",
+            "RESTARTS",
+            "EXIT",
+            "PORTS",
+            "UP",
+            "MESSAGE",
+        ],
+        &rows,
+    );
     Ok(())
 }
 

@@ -231,5 +231,6 @@ pub fn image_record(header: &VerifiedHeader, size: u64) -> Image {
             backoff_ms: manifest.restart.backoff_ms,
         },
         pushed_ms: now_ms(),
+        platform: String::new(),
     }
 }

@@ -169,8 +169,14 @@ impl Rack {
 }
 
 /// The API's view of an instance.
-pub fn instance_view(record: &InstanceRecord, deployments: &HashMap<String, Deployment>) -> Instance {
+/// Its image's architecture and platform come from `images` (by id).
+pub fn instance_view(
+    record: &InstanceRecord,
+    deployments: &HashMap<String, Deployment>,
+    images: &HashMap<String, Image>,
+) -> Instance {
     let deployment = deployments.get(&record.deployment);
+    let image = deployment.and_then(|d| images.get(&d.image_id));
     Instance {
         id: record.id.clone(),
         deployment: record.deployment.clone(),
@@ -187,6 +193,8 @@ pub fn instance_view(record: &InstanceRecord, deployments: &HashMap<String, Depl
         created_ms: record.created_ms,
         started_ms: record.started_ms,
         message: record.message.clone(),
+        arch: image.map(|i| i.arch.clone()).unwrap_or_default(),
+        platform: image.map(|i| i.platform.clone()).unwrap_or_default(),
     }
 }
 

@@ -101,6 +101,7 @@ fn image(id: &str, name: &str, pushed_ms: u64) -> Image {
         listen: vec![ListenPort { port: 8080, protocol: "tcp".into() }],
         restart: RestartPolicy { when: RestartWhen::Never, max_restarts: 0, backoff_ms: 0 },
         pushed_ms,
+        platform: "qemu".into(),
     }
 }
 
