@@ -591,3 +591,17 @@ pub struct TrustReply {
     /// False when the key was already trusted (add); removing an untrusted key is a 404.
     pub changed: bool,
 }
+
+/// A deployment and its instances: `GET /v1/deployments/<id or name>`, and what
+/// `POST /v1/deployments/<id or name>/scale` leaves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentStatus {
+    pub deployment: Deployment,
+    pub instances: Vec<Instance>,
+}
+
+/// `POST /v1/deployments/<id or name>/scale`: run exactly `replicas` instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleRequest {
+    pub replicas: u32,
+}

@@ -6,6 +6,7 @@
 mod output;
 mod peers;
 mod replicate;
+mod targets;
 mod trust;
 
 use std::{
@@ -119,21 +120,53 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
-    /// Show an instance's console output (the last 64 KiB of its log).
+    /// Show console output (the last 64 KiB of each log) of instances or a deployment's.
+    #[command(
+        after_help = "Examples:\n  rack-manager logs httpd-1 -f\n  rack-manager logs httpd      # every instance of the deployment, each under a header"
+    )]
     Logs {
+        /// An instance id (`httpd-1`), or a deployment: its id (`d1`) or its image's name (`httpd`).
+        #[arg(value_name = "INSTANCE|DEPLOYMENT")]
         instance: String,
-        /// Keep printing new output until the instance stops.
+        /// Keep printing new output until the instance stops (one instance only).
         #[arg(short, long)]
         follow: bool,
     },
     /// Stop instances (they stay listed; `start` starts them again).
-    Stop { instances: Vec<String> },
+    Stop {
+        /// Instance ids (`httpd-1`), or deployments by id (`d1`) or image name (`httpd`).
+        #[arg(required = true, value_name = "INSTANCE|DEPLOYMENT")]
+        instances: Vec<String>,
+    },
     /// Start stopped, exited or failed instances.
-    Start { instances: Vec<String> },
+    Start {
+        /// Instance ids (`httpd-1`), or deployments by id (`d1`) or image name (`httpd`).
+        #[arg(required = true, value_name = "INSTANCE|DEPLOYMENT")]
+        instances: Vec<String>,
+    },
     /// Restart instances.
-    Restart { instances: Vec<String> },
-    /// Stop and remove instances.
-    Rm { instances: Vec<String> },
+    Restart {
+        /// Instance ids (`httpd-1`), or deployments by id (`d1`) or image name (`httpd`).
+        #[arg(required = true, value_name = "INSTANCE|DEPLOYMENT")]
+        instances: Vec<String>,
+    },
+    /// Stop and remove instances (a deployment goes with its last instance).
+    Rm {
+        /// Instance ids (`httpd-1`), or deployments by id (`d1`) or image name (`httpd`).
+        #[arg(required = true, value_name = "INSTANCE|DEPLOYMENT")]
+        instances: Vec<String>,
+    },
+    /// Run exactly N instances of a deployment: new ones are placed like a deploy's, surplus
+    /// ones (not running first, then the newest) are removed.
+    #[command(after_help = "Examples:\n  rack-manager scale d1 --replicas 5\n  rack-manager scale httpd -n 1")]
+    Scale {
+        /// The deployment: its id (`d1`) or its image's name (`httpd`).
+        #[arg(value_name = "DEPLOYMENT")]
+        deployment: String,
+        /// How many instances it should have (at least 1; `rm` removes a deployment).
+        #[arg(long, short = 'n', value_name = "N")]
+        replicas: u32,
+    },
     /// CPU and memory use of running instances.
     Stats,
     /// Which image signing keys the rack accepts: add, list, remove (live, no restart).
@@ -641,11 +674,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let instances: Vec<Instance> = client(&cli, &data_dir)?.get(&format!("/instances?all={all}"))?;
             output::instances(format, &instances, *quiet)
         }
-        Command::Logs { instance, follow } => logs(&client(&cli, &data_dir)?, instance, *follow),
-        Command::Stop { instances } => lifecycle(&client(&cli, &data_dir)?, format, instances, "stop"),
-        Command::Start { instances } => lifecycle(&client(&cli, &data_dir)?, format, instances, "start"),
-        Command::Restart { instances } => lifecycle(&client(&cli, &data_dir)?, format, instances, "restart"),
-        Command::Rm { instances } => lifecycle(&client(&cli, &data_dir)?, format, instances, "rm"),
+        Command::Logs { instance, follow } => logs(&client(&cli, &data_dir)?, format, instance, *follow),
+        Command::Stop { instances } => targets::lifecycle(&client(&cli, &data_dir)?, format, instances, "stop"),
+        Command::Start { instances } => targets::lifecycle(&client(&cli, &data_dir)?, format, instances, "start"),
+        Command::Restart { instances } => targets::lifecycle(&client(&cli, &data_dir)?, format, instances, "restart"),
+        Command::Rm { instances } => targets::lifecycle(&client(&cli, &data_dir)?, format, instances, "rm"),
+        Command::Scale { deployment, replicas } => {
+            targets::scale(&client(&cli, &data_dir)?, format, deployment, *replicas)
+        }
         Command::Stats => output::stats(format, &client(&cli, &data_dir)?.get::<Stats>("/stats")?),
         Command::Trust(command) => trust::run(&client(&cli, &data_dir)?, format, command),
         Command::Replicate(command) => replicate::run(&client(&cli, &data_dir)?, format, command),
@@ -795,31 +831,27 @@ fn warn_if_unrunnable(client: &Client, image: &Image) {
     }
 }
 
-fn lifecycle(client: &Client, format: output::Format, ids: &[String], action: &str) -> anyhow::Result<()> {
-    if ids.is_empty() {
-        bail!("name at least one instance (see `rack-manager ps -a`)");
+fn logs(client: &Client, format: output::Format, name: &str, follow: bool) -> anyhow::Result<()> {
+    let ids = targets::resolve(client, &[name.to_owned()])?;
+    if follow && ids.len() > 1 {
+        bail!("{name} has {} instances and --follow follows one: name one of {}", ids.len(), ids.join(", "));
     }
-    let mut done = Vec::new();
-    for id in ids {
-        let instance: Instance = if action == "rm" {
-            client.delete(&format!("/instances/{id}"))?
-        } else {
-            client.post(&format!("/instances/{id}/{action}"), &())?
-        };
-        done.push(instance);
+    if format == output::Format::Json {
+        // One chunk per instance, the API's own type.
+        let chunks: Vec<LogChunk> =
+            ids.iter().map(|id| client.get(&format!("/instances/{id}/logs?offset=0"))).collect::<Result<_, _>>()?;
+        return output::print_json(&chunks);
     }
-    match format {
-        output::Format::Json => output::print_json(&done),
-        output::Format::Table => {
-            for instance in &done {
-                println!("{}", instance.id);
-            }
-            Ok(())
+    for id in &ids {
+        if ids.len() > 1 {
+            println!("==> {id} <==");
         }
+        follow_log(client, id, follow)?;
     }
+    Ok(())
 }
 
-fn logs(client: &Client, instance: &str, follow: bool) -> anyhow::Result<()> {
+fn follow_log(client: &Client, instance: &str, follow: bool) -> anyhow::Result<()> {
     let mut offset = 0;
     let mut stdout = std::io::stdout();
     loop {

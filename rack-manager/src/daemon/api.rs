@@ -72,6 +72,12 @@ pub fn route(rack: &Rack, peer: Option<&Arc<Node>>, req: &Req) -> Result<Reply, 
         (Method::Post, ["deployments"]) => {
             Ok(Reply::json_status(201, &rack.deploy(&req.json::<DeployRequest>("deploy request")?)?))
         }
+        (Method::Get, ["deployments"]) => Ok(Reply::json(&rack.deployments()?)),
+        (Method::Get, ["deployments", reference]) => Ok(Reply::json(&rack.deployment(reference)?)),
+        (Method::Post, ["deployments", reference, "scale"]) => {
+            let request: rack_api::ScaleRequest = req.json("scale request")?;
+            Ok(Reply::json(&rack.scale(reference, request.replicas)?))
+        }
         (Method::Post, ["plan"]) => Ok(Reply::json(&rack.plan(&req.json::<DeployRequest>("deploy request")?)?)),
         (Method::Get, ["instances"]) => {
             Ok(Reply::json(&rack.instances(req.query.get("all").is_some_and(|v| v != "false"))?))

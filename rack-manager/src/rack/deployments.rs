@@ -25,15 +25,15 @@ pub const MAX_REPLICAS: u32 = 100_000;
 /// A placed deploy request: where each replica goes, the image, and the settings resolved
 /// against the image's manifest.
 #[derive(Debug)]
-struct Placed {
-    plan: Plan,
-    image: Image,
-    memory_mib: u32,
-    vcpus: u32,
+pub(super) struct Placed {
+    pub(super) plan: Plan,
+    pub(super) image: Image,
+    pub(super) memory_mib: u32,
+    pub(super) vcpus: u32,
 }
 
 /// Checks a deploy request and places it, changing nothing.
-fn place(store: &dyn StateStore, request: &DeployRequest) -> Result<Placed> {
+pub(super) fn place(store: &dyn StateStore, request: &DeployRequest) -> Result<Placed> {
     if request.replicas == 0 || request.replicas > MAX_REPLICAS {
         return Err(RackError::invalid(
             format!("{} replicas is not a number this rack deploys", request.replicas),

@@ -18,6 +18,7 @@
 //! | [`instances`] | list, stop/start/restart, remove, logs, stats; fencing deployments |
 //! | [`image_store`] | the content-addressed image store the rack replicates |
 //! | `trust` | the trusted keys: list, add, remove, live |
+//! | [`scale`] | deployments by id or name; scaling one |
 //! | [`place`] | placement as one call: which host each new replica goes to (on the `placement` engine) |
 
 pub mod deployments;
@@ -27,6 +28,7 @@ pub mod image_store;
 pub mod images;
 pub mod instances;
 pub mod place;
+pub mod scale;
 mod trust;
 
 use std::{

@@ -382,6 +382,34 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
+    fn add_instances(&mut self, deployment: &str, instances: &[InstanceRecord]) -> Result<()> {
+        let tx = self.db.transaction()?;
+        let exists: bool =
+            tx.query_row("SELECT COUNT(*) > 0 FROM deployments WHERE id = ?1", params![deployment], |row| row.get(0))?;
+        if !exists {
+            return Err(StoreError::Conflict(format!("deployment {deployment} is gone: nothing was written")));
+        }
+        for instance in instances {
+            let taken: bool =
+                tx.query_row("SELECT COUNT(*) > 0 FROM instances WHERE id = ?1", params![instance.id], |row| {
+                    row.get(0)
+                })?;
+            if taken {
+                return Err(StoreError::Conflict(format!(
+                    "instance {} already exists: nothing was written",
+                    instance.id
+                )));
+            }
+            write_instance(&tx, instance)?;
+        }
+        tx.execute(
+            "UPDATE deployments SET replicas = (SELECT COUNT(*) FROM instances WHERE deployment = ?1) WHERE id = ?1",
+            params![deployment],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     fn deployments(&self) -> Result<Vec<Deployment>> {
         let mut statement = self.db.prepare(
             "SELECT id, image_id, image_name, replicas, memory_mib, vcpus, args, restart, created_ms \
