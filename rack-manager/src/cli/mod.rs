@@ -39,10 +39,14 @@ Exit codes:
   1  the operation failed (e.g. a deployed instance could not start), or an unexpected error
   2  bad command-line usage
   3  the manager cannot be reached (is `rack-manager serve` running? is --manager right?)
-  4  the manager refused the token (set RACK_TOKEN or --token-file, or run on the manager's host)
+  4  no usable token: the manager refused it, or it cannot be read (set RACK_TOKEN or --token-file,
+     run on the manager's host, or join the group that may read it: see docs/operating.md)
   5  the manager refused the request: bad input, unknown name, conflict, untrusted image,
      impossible placement (the message says which, and state is unchanged)
   6  the manager failed while handling the request";
+
+/// The heading of the options only the CLI's client commands use (not `serve` or `agent`).
+const CLIENT_OPTIONS: &str = "Client options (commands that talk to a manager)";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -65,22 +69,29 @@ Examples:
 #[derive(Debug, Parser)]
 #[command(name = "rack-manager", version, after_help = format!("{EXAMPLES}\n\n{EXIT_CODES}"))]
 pub struct Cli {
-    /// The data directory: state, images, logs, token [env: RACK_DATA_DIR; default
-    /// ~/.local/share/mast-rack].
+    /// The data directory: state, images, logs, token (the manager's; the CLI reads its address
+    /// and token there) [env: RACK_DATA_DIR; default ~/.local/share/mast-rack].
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// The manager's URL, e.g. http://127.0.0.1:7878 [default: read from <data-dir>/address].
-    #[arg(long, global = true, env = "RACK_MANAGER", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "RACK_MANAGER",
+        hide_env_values = true,
+        value_name = "URL",
+        help_heading = CLIENT_OPTIONS
+    )]
     manager: Option<String>,
     /// A file holding the manager's admin token, mode 0600 [default: RACK_TOKEN, else
     /// <data-dir>/token].
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", help_heading = CLIENT_OPTIONS)]
     token_file: Option<PathBuf>,
     /// Removed: a token on the command line is visible to every user in `ps`.
     #[arg(long, global = true, hide = true, value_name = "TOKEN")]
     token: Option<String>,
-    /// Output format.
-    #[arg(short, long, global = true, value_enum, default_value = "table")]
+    /// Output format: tables for people, JSON (the API's own types, errors included) for scripts.
+    #[arg(short, long, global = true, value_enum, default_value = "table", help_heading = CLIENT_OPTIONS)]
     output: output::Format,
     #[command(subcommand)]
     command: Command,
@@ -346,12 +357,15 @@ struct AgentArgs {
     /// Trust images signed by this public key; remembered in <data-dir>/trusted-keys.
     #[arg(long, value_name = "KEY")]
     trust: Vec<PublicKey>,
+    /// How this agent starts instances.
     #[arg(long, value_enum, default_value = "qemu")]
     launcher: LauncherKind,
     #[command(flatten)]
     tender: TenderArgs,
+    /// Memory this host offers to instances, in MiB [default: as `serve --memory-mib`].
     #[arg(long)]
     memory_mib: Option<u64>,
+    /// vCPUs this host offers [default: as `serve --vcpus`].
     #[arg(long)]
     vcpus: Option<u32>,
     /// The rack's etcd (when its manager runs --store etcd): the agent keeps its host's liveness
@@ -374,7 +388,7 @@ struct AgentArgs {
 #[derive(Debug, Args)]
 struct TenderArgs {
     /// With --launcher tender: the `tender` binary [default: next to rack-manager].
-    #[arg(long, env = "MAST_TENDER", value_name = "PATH")]
+    #[arg(long, env = "MAST_TENDER", hide_env_values = true, value_name = "PATH")]
     tender: Option<PathBuf>,
     /// With --launcher tender: each instance gets a /30 of this range and a tap `mt<n>` on this
     /// host; guests are reached at their own address.
@@ -392,6 +406,7 @@ impl TenderArgs {
 enum HostCommand {
     /// Add a host whose agent is running (`rack-manager agent --manager-url …`) at ADDRESS.
     Add {
+        /// The name the host gets in `host ls` and `ps`.
         name: String,
         /// The address the agent printed: https://HOST:PORT#sha256=<certificate fingerprint>.
         address: String,
@@ -411,24 +426,37 @@ enum HostCommand {
     /// List hosts with their capacity and use.
     Ls,
     /// Move a host's instances to other hosts and take no new ones.
-    Drain { name: String },
+    Drain {
+        /// The host's name, as `host ls` shows it.
+        name: String,
+    },
     /// Forget a host that has no instances.
-    Rm { name: String },
+    Rm {
+        /// The host's name, as `host ls` shows it.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum ImageCommand {
     /// Upload images; only images signed by a key the rack trusts are accepted.
     Push {
-        #[arg(required = true)]
+        /// `.mast` files, as `cargo xtask image build` prints them.
+        #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
     /// List images.
     Ls,
     /// Show one image (by name or id prefix) in full.
-    Inspect { image: String },
+    Inspect {
+        /// An image name or id prefix (6+ hex digits).
+        image: String,
+    },
     /// Remove an image no deployment uses.
-    Rm { image: String },
+    Rm {
+        /// An image name or id prefix (6+ hex digits).
+        image: String,
+    },
 }
 
 /// What to place and how big: shared by `deploy` and its dry run, `plan`.
@@ -496,24 +524,75 @@ fn parse_restart(text: &str) -> Result<RestartWhen, String> {
 
 /// Exit codes (see [`EXIT_CODES`]).
 const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
 const EXIT_UNREACHABLE: u8 = 3;
 const EXIT_UNAUTHORIZED: u8 = 4;
 const EXIT_REFUSED: u8 = 5;
 const EXIT_MANAGER_ERROR: u8 = 6;
 
+/// The token could not be read (missing, unreadable, too open): exit 4, like a refused one.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+struct TokenError(anyhow::Error);
+
+/// Whether the raw arguments ask for JSON output (`-o json`, `--output json`, `-ojson`,
+/// `--output=json`), so that even a usage error clap reports comes as JSON.
+fn wants_json(args: &[std::ffi::OsString]) -> bool {
+    let args: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
+    args.windows(2).any(|w| matches!(w, ["-o" | "--output", "json"]))
+        || args.iter().any(|a| matches!(*a, "-ojson" | "--output=json"))
+}
+
+/// Prints an error the way `-o` asks: `error: …` on stderr, or the API's error body as JSON on
+/// stdout (where scripts read), with a stable `code`.
+fn report(json: bool, code: &str, error: &anyhow::Error) {
+    if !json {
+        eprintln!("error: {error:#}");
+        return;
+    }
+    let body = match error.downcast_ref::<ClientError>() {
+        Some(ClientError::Api { body, .. }) => body.clone(),
+        _ => {
+            let text = format!("{error:#}");
+            let (message, hint) = match text.split_once("\n  hint: ") {
+                Some((message, hint)) => (message.to_owned(), Some(hint.to_owned())),
+                None => (text, None),
+            };
+            rack_api::ErrorBody { error: rack_api::ApiError { code: code.to_owned(), message, hint } }
+        }
+    };
+    if output::print_json(&body).is_err() {
+        eprintln!("error: {error:#}");
+    }
+}
+
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let json = wants_json(&args);
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) if json && e.use_stderr() => {
+            let message = e.to_string();
+            let message = message.trim().trim_start_matches("error: ").lines().next().unwrap_or("bad usage");
+            report(true, "usage", &anyhow::anyhow!("{message}\n  hint: see `rack-manager --help`"));
+            return ExitCode::from(EXIT_USAGE);
+        }
+        // Help and version (exit 0), or a usage error as clap prints it (exit 2).
+        Err(e) => e.exit(),
+    };
+    let json = cli.output == output::Format::Json;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
-            let code = match error.downcast_ref::<ClientError>() {
-                Some(ClientError::Unreachable { .. } | ClientError::NoManager(_)) => EXIT_UNREACHABLE,
-                Some(ClientError::Api { status: 401 | 403, .. }) => EXIT_UNAUTHORIZED,
-                Some(ClientError::Api { status, .. }) if *status < 500 => EXIT_REFUSED,
-                Some(ClientError::Api { .. } | ClientError::Decode { .. }) => EXIT_MANAGER_ERROR,
-                None => EXIT_FAILED,
+            let (code, name) = match error.downcast_ref::<ClientError>() {
+                Some(ClientError::Unreachable { .. } | ClientError::NoManager(_)) => (EXIT_UNREACHABLE, "unreachable"),
+                Some(ClientError::Api { status: 401 | 403, .. }) => (EXIT_UNAUTHORIZED, "unauthorized"),
+                Some(ClientError::Api { status, .. }) if *status < 500 => (EXIT_REFUSED, "refused"),
+                Some(ClientError::Api { .. } | ClientError::Decode { .. }) => (EXIT_MANAGER_ERROR, "manager_error"),
+                None if error.downcast_ref::<TokenError>().is_some() => (EXIT_UNAUTHORIZED, "no_token"),
+                None => (EXIT_FAILED, "failed"),
             };
+            report(json, name, &error);
             ExitCode::from(code)
         }
     }
@@ -543,7 +622,7 @@ fn client(cli: &Cli, data_dir: &Path) -> anyhow::Result<Client> {
             )))
         })?,
     };
-    let token = admin_token(cli, &dir)?;
+    let token = admin_token(cli, &dir).map_err(|e| anyhow::Error::new(TokenError(e)))?;
     Ok(Client::new(&manager, &token, Duration::from_secs(30)))
 }
 
@@ -878,6 +957,40 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    /// Every argument and option a user can give has help text, in every subcommand.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !arg.is_hide_set() && !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let mut command = Cli::command();
+        command.build();
+        walk(&command, "rack-manager", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+    }
+
+    /// `serve --help` keeps the client's options apart, and env lines name the variable only.
+    #[test]
+    fn serve_help_separates_client_options_and_reads_env_properly() {
+        let mut command = Cli::command();
+        command.build();
+        let serve = command.find_subcommand_mut("serve").expect("serve").render_long_help().to_string();
+        let client_section = serve.split(super::CLIENT_OPTIONS).nth(1).expect("a client section");
+        assert!(client_section.contains("--manager"), "{serve}");
+        let before = serve.split(super::CLIENT_OPTIONS).next().expect("text");
+        assert!(!before.contains("--manager") && !before.contains("--token-file"), "{serve}");
+        assert!(!serve.contains("=]"), "env lines show a value placeholder: {serve}");
     }
 
     #[test]
