@@ -26,6 +26,7 @@
 #![allow(rustdoc::invalid_html_tags)]
 
 mod agent;
+mod capacity;
 mod cli;
 mod client;
 mod clock;

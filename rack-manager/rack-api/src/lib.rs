@@ -119,6 +119,9 @@ pub struct Host {
     pub instances: u32,
     /// Memory those instances reserve, in MiB.
     pub memory_used_mib: u64,
+    /// vCPUs those instances reserve.
+    #[serde(default)]
+    pub vcpus_used: u32,
 }
 
 /// An agent announcing itself to the manager (`rack-manager agent --join`).

@@ -219,12 +219,8 @@ struct ServeArgs {
     /// The name of this host in `host ls`.
     #[arg(long, default_value = "local")]
     host_name: String,
-    /// Memory this host offers to instances, in MiB [default: half of the machine's].
-    #[arg(long)]
-    memory_mib: Option<u64>,
-    /// vCPUs this host offers [default: 32 per core; idle appliances sleep].
-    #[arg(long)]
-    vcpus: Option<u32>,
+    #[command(flatten)]
+    capacity: crate::capacity::CapacityArgs,
     /// Run no agent here: only hosts that join run instances.
     #[arg(long)]
     no_local_agent: bool,
@@ -362,12 +358,8 @@ struct AgentArgs {
     launcher: LauncherKind,
     #[command(flatten)]
     tender: TenderArgs,
-    /// Memory this host offers to instances, in MiB [default: as `serve --memory-mib`].
-    #[arg(long)]
-    memory_mib: Option<u64>,
-    /// vCPUs this host offers [default: as `serve --vcpus`].
-    #[arg(long)]
-    vcpus: Option<u32>,
+    #[command(flatten)]
+    capacity: crate::capacity::CapacityArgs,
     /// The rack's etcd (when its manager runs --store etcd): the agent keeps its host's liveness
     /// key there on its own lease, so every manager sees the host down once the agent dies.
     #[arg(long, value_delimiter = ',', value_name = "URLS")]
@@ -665,8 +657,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tender: args.tender.options(),
             no_local_agent: args.no_local_agent,
             host_name: args.host_name.clone(),
-            memory_mib: args.memory_mib,
-            vcpus: args.vcpus,
+            capacity: args.capacity.clone(),
             sim_hosts: args.sim_hosts,
             replication: args.replication.clone(),
             peer: crate::peer::PeerArgs { rack_name: args.store.rack.clone(), ..args.peer.clone() },
@@ -783,7 +774,9 @@ fn agent(args: &AgentArgs, data_dir: &Path) -> anyhow::Result<()> {
         std::sync::Arc::new(crate::agent::server::ManagerLink::open(manager, dir.credentials_file(), join_token)?);
     let trusted = crate::trust::Trust::open(&dir, &args.trust)?;
     let launcher = daemon::make_launcher(args.launcher, &args.tender.options(), &dir)?;
-    let (memory_mib, vcpus) = daemon::capacity(args.memory_mib, args.vcpus);
+    let offer = args.capacity.offer(args.launcher);
+    let (memory_mib, vcpus) = (offer.memory_mib, offer.vcpus);
+    eprintln!("rack-manager: this host offers instances {}", offer.explanation);
     let identity = crate::peer::identity::Identity::load_or_create(&dir.agent_identity_dir(), None)
         .context("the agent's TLS identity")?;
     let tls = crate::peer::tls::server_config_without_client_auth(&identity)?;

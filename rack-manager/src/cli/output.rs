@@ -74,12 +74,15 @@ pub fn hosts(format: Format, hosts: &[Host]) -> anyhow::Result<()> {
                 if h.arches.is_empty() { "-".into() } else { h.arches.join(",") },
                 h.instances.to_string(),
                 format!("{}/{}", h.memory_used_mib, h.memory_mib),
-                h.vcpus.to_string(),
+                format!("{}/{}", h.vcpus_used, h.vcpus),
                 h.address.clone().unwrap_or_else(|| "(built in)".into()),
             ]
         })
         .collect();
     table(&["NAME", "STATE", "LAUNCHER", "ARCHES", "INSTANCES", "MEMORY MiB", "VCPUS", "AGENT"], &rows);
+    if !hosts.is_empty() {
+        println!("(MEMORY MiB and VCPUS: reserved by instances / offered; `serve --help` on overcommit)");
+    }
     Ok(())
 }
 

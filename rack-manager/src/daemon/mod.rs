@@ -68,33 +68,11 @@ pub struct ServeConfig {
     /// Run no built-in agent: only joined agents host instances.
     pub no_local_agent: bool,
     pub host_name: String,
-    pub memory_mib: Option<u64>,
-    pub vcpus: Option<u32>,
+    pub capacity: crate::capacity::CapacityArgs,
     /// With the sim launcher: this many simulated hosts instead of one.
     pub sim_hosts: u32,
     pub replication: crate::rack::image_store::ReplicationArgs,
     pub peer: crate::peer::PeerArgs,
-}
-
-/// Memory this machine offers to instances by default: half of it.
-fn default_memory_mib() -> u64 {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let kib: u64 = meminfo
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(2 << 20);
-    kib / 1024 / 2
-}
-
-/// vCPUs this machine offers by default: appliances sleep when idle, so 32 per core.
-fn default_vcpus() -> u32 {
-    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1) * 32
-}
-
-/// What this host offers, from flags or defaults.
-pub fn capacity(memory_mib: Option<u64>, vcpus: Option<u32>) -> (u64, u32) {
-    (memory_mib.unwrap_or_else(default_memory_mib), vcpus.unwrap_or_else(default_vcpus))
 }
 
 /// What the tender launcher is told on the command line.
@@ -160,7 +138,9 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
 
     if !config.no_local_agent {
         let launcher = make_launcher(config.launcher, &config.tender, &dir)?;
-        let (memory_mib, vcpus) = capacity(config.memory_mib, config.vcpus);
+        let offer = config.capacity.offer(config.launcher);
+        let (memory_mib, vcpus) = (offer.memory_mib, offer.vcpus);
+        eprintln!("rack-manager: this host offers instances {}", offer.explanation);
         let agent: Arc<dyn HostAgent> = Arc::new(LocalAgent::new(launcher.clone(), dir.clone(), trusted.clone(), None));
         let names: Vec<String> = if config.launcher == LauncherKind::Sim && config.sim_hosts > 0 {
             (1..=config.sim_hosts).map(|i| format!("sim-{i:04}")).collect()
