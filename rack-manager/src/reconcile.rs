@@ -237,6 +237,7 @@ fn launch(rack: &Rack, record: &mut InstanceRecord, deployment: &Deployment, ima
         listen: image.map(|i| i.listen.clone()).unwrap_or_default(),
         image_source: rack.image_source.clone(),
         deployment: Some(deployment.id.clone()),
+        previous_ports: record.ports.clone(),
     };
     match agent.launch(&request) {
         Ok(launched) => {

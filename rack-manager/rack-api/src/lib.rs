@@ -493,6 +493,10 @@ pub mod agent {
         /// (`volumes/<deployment>/<instance>.img`), if its image declares one (`[[block]]`).
         #[serde(default)]
         pub deployment: Option<String>,
+        /// The ports its previous run was reached at: a restart keeps them where they are free,
+        /// so an address someone was given stays true.
+        #[serde(default)]
+        pub previous_ports: Vec<super::PortForward>,
     }
 
     /// Which volume to delete: that of `instance` of `deployment` (the instance was removed).

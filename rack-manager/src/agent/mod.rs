@@ -188,6 +188,7 @@ impl HostAgent for LocalAgent {
             listen: request.listen.clone(),
             log: self.dir.console_log(&request.instance),
             diagnostics: self.dir.instance_dir(&request.instance).join("launcher.stderr"),
+            previous_ports: request.previous_ports.clone(),
         };
         let launched = self.launcher.launch(&spec).map_err(|e| match e {
             LaunchError::WrongPlatform(_) | LaunchError::UnsupportedArch { .. } => {

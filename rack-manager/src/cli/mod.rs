@@ -3,14 +3,15 @@
 //! Output is a table for people by default and JSON with `-o json` for scripts. Progress of long
 //! operations goes to stderr, so stdout stays clean for pipes.
 
+mod logs;
 mod output;
 mod peers;
 mod replicate;
+mod stats;
 mod targets;
 mod trust;
 
 use std::{
-    io::Write,
     net::SocketAddr,
     path::{Path, PathBuf},
     process::ExitCode,
@@ -22,8 +23,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use images::keys::PublicKey;
 use rack_api::{
-    DeployRequest, DeployResponse, DrainResponse, Host, Image, Instance, InstanceState, JoinRequest, LogChunk, Plan,
-    RestartWhen, Stats,
+    DeployRequest, DeployResponse, DrainResponse, Host, Image, Instance, InstanceState, JoinRequest, Plan, RestartWhen,
 };
 
 use crate::{
@@ -178,8 +178,11 @@ enum Command {
         #[arg(long, short = 'n', value_name = "N")]
         replicas: u32,
     },
-    /// CPU and memory use of running instances.
-    Stats,
+    /// CPU (now, over --interval) and memory of running instances, with host totals.
+    #[command(
+        after_help = "Examples:\n  rack-manager stats\n  rack-manager stats httpd --watch        # one deployment, refreshed every second"
+    )]
+    Stats(stats::StatsArgs),
     /// Which image signing keys the rack accepts: add, list, remove (live, no restart).
     #[command(subcommand)]
     Trust(trust::TrustCommand),
@@ -744,7 +747,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let instances: Vec<Instance> = client(&cli, &data_dir)?.get(&format!("/instances?all={all}"))?;
             output::instances(format, &instances, *quiet)
         }
-        Command::Logs { instance, follow } => logs(&client(&cli, &data_dir)?, format, instance, *follow),
+        Command::Logs { instance, follow } => logs::run(&client(&cli, &data_dir)?, format, instance, *follow),
         Command::Stop { instances } => targets::lifecycle(&client(&cli, &data_dir)?, format, instances, "stop"),
         Command::Start { instances } => targets::lifecycle(&client(&cli, &data_dir)?, format, instances, "start"),
         Command::Restart { instances } => targets::lifecycle(&client(&cli, &data_dir)?, format, instances, "restart"),
@@ -752,7 +755,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scale { deployment, replicas } => {
             targets::scale(&client(&cli, &data_dir)?, format, deployment, *replicas)
         }
-        Command::Stats => output::stats(format, &client(&cli, &data_dir)?.get::<Stats>("/stats")?),
+        Command::Stats(args) => stats::run(&client(&cli, &data_dir)?, format, args),
         Command::Trust(command) => trust::run(&client(&cli, &data_dir)?, format, command),
         Command::Replicate(command) => replicate::run(&client(&cli, &data_dir)?, format, command),
         Command::Identity => peers::identity(format, &data_dir),
@@ -900,44 +903,6 @@ fn warn_if_unrunnable(client: &Client, image: &Image) {
     );
     if let Some(arch) = arch {
         eprintln!("  hint: build one it can run: {}", rack_api::build_command(&image.name, arch, platform));
-    }
-}
-
-fn logs(client: &Client, format: output::Format, name: &str, follow: bool) -> anyhow::Result<()> {
-    let ids = targets::resolve(client, &[name.to_owned()])?;
-    if follow && ids.len() > 1 {
-        bail!("{name} has {} instances and --follow follows one: name one of {}", ids.len(), ids.join(", "));
-    }
-    if format == output::Format::Json {
-        // One chunk per instance, the API's own type.
-        let chunks: Vec<LogChunk> =
-            ids.iter().map(|id| client.get(&format!("/instances/{id}/logs?offset=0"))).collect::<Result<_, _>>()?;
-        return output::print_json(&chunks);
-    }
-    for id in &ids {
-        if ids.len() > 1 {
-            println!("==> {id} <==");
-        }
-        follow_log(client, id, follow)?;
-    }
-    Ok(())
-}
-
-fn follow_log(client: &Client, instance: &str, follow: bool) -> anyhow::Result<()> {
-    let mut offset = 0;
-    let mut stdout = std::io::stdout();
-    loop {
-        let chunk: LogChunk = client.get(&format!("/instances/{instance}/logs?offset={offset}"))?;
-        if chunk.offset > offset {
-            eprintln!("[{} bytes of older output are outside the kept history]", chunk.offset - offset);
-        }
-        stdout.write_all(chunk.text.as_bytes()).context("writing to stdout")?;
-        stdout.flush().context("writing to stdout")?;
-        offset = chunk.next_offset;
-        if !follow || (!chunk.running && chunk.text.is_empty()) {
-            return Ok(());
-        }
-        thread::sleep(Duration::from_millis(200));
     }
 }
 

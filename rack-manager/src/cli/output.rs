@@ -1,7 +1,7 @@
 //! How the CLI prints things: aligned tables for people, JSON for scripts.
 
 use anyhow::Context;
-use rack_api::{DrainResponse, Host, Image, Instance, Plan, Stats};
+use rack_api::{DrainResponse, Host, Image, Instance, Plan};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -220,30 +220,5 @@ pub fn instances(format: Format, instances: &[Instance], quiet: bool) -> anyhow:
         ],
         &rows,
     );
-    Ok(())
-}
-
-pub fn stats(format: Format, stats: &Stats) -> anyhow::Result<()> {
-    if format == Format::Json {
-        return print_json(stats);
-    }
-    let rows: Vec<Vec<String>> = stats
-        .instances
-        .iter()
-        .map(|s| {
-            vec![
-                s.id.clone(),
-                s.host.clone(),
-                s.state.as_str().into(),
-                s.pid.map_or("-".into(), |p| p.to_string()),
-                s.cpu_ms.map_or("-".into(), |ms| format!("{:.2}s", ms as f64 / 1000.0)),
-                s.cpu_percent.map_or("-".into(), |p| format!("{p:.1}%")),
-                s.rss_bytes.map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64)),
-            ]
-        })
-        .collect();
-    table(&["ID", "HOST", "STATE", "PID", "CPU TIME", "AVG CPU", "RSS"], &rows);
-    let rss: u64 = stats.instances.iter().filter_map(|s| s.rss_bytes).sum();
-    println!("{} instance(s), {:.1} MiB resident in all", stats.instances.len(), rss as f64 / (1 << 20) as f64);
     Ok(())
 }
