@@ -35,6 +35,7 @@ mod daemon;
 mod datadir;
 mod http;
 mod launcher;
+mod logging;
 mod peer;
 mod rack;
 mod reconcile;

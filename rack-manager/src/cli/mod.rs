@@ -230,6 +230,8 @@ struct ServeArgs {
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
+    log: crate::logging::LogArgs,
+    #[command(flatten)]
     replication: crate::rack::image_store::ReplicationArgs,
     #[command(flatten)]
     peer: crate::peer::PeerArgs,
@@ -336,6 +338,8 @@ impl EtcdAccessArgs {
 
 #[derive(Debug, Args)]
 struct AgentArgs {
+    #[command(flatten)]
+    log: crate::logging::LogArgs,
     /// The manager's URL: the agent joins it as a host, and fetches images from it.
     #[arg(long, value_name = "URL", required_unless_present = "manager_url", conflicts_with = "manager_url")]
     join: Option<String>,
@@ -651,6 +655,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let format = cli.output;
     match &cli.command {
         Command::Serve(args) => daemon::serve(ServeConfig {
+            log: args.log.clone(),
             store: args.store.choice()?,
             data_dir,
             listen: args.listen,
@@ -766,6 +771,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn agent(args: &AgentArgs, data_dir: &Path) -> anyhow::Result<()> {
+    crate::logging::init(&args.log);
     let join_token = match &args.join_token_file {
         Some(path) => Some(crate::credentials::read_secret_file(path)?),
         None => std::env::var("RACK_JOIN_TOKEN").ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()),

@@ -57,6 +57,7 @@ pub enum StoreChoice {
 /// How `serve` was asked to run.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
+    pub log: crate::logging::LogArgs,
     pub store: StoreChoice,
     pub data_dir: std::path::PathBuf,
     pub listen: SocketAddr,
@@ -100,6 +101,7 @@ pub fn make_launcher(kind: LauncherKind, tender: &TenderOptions, dir: &DataDir) 
 
 /// Runs the daemon until it is killed.
 pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    crate::logging::init(&config.log);
     let dir = DataDir::open(&config.data_dir)?;
     let _lock = dir.lock()?;
     let token = dir.token()?;
@@ -140,7 +142,7 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
         let launcher = make_launcher(config.launcher, &config.tender, &dir)?;
         let offer = config.capacity.offer(config.launcher);
         let (memory_mib, vcpus) = (offer.memory_mib, offer.vcpus);
-        eprintln!("rack-manager: this host offers instances {}", offer.explanation);
+        tracing::info!(memory_mib, vcpus, "this host offers instances {}", offer.explanation);
         let agent: Arc<dyn HostAgent> = Arc::new(LocalAgent::new(launcher.clone(), dir.clone(), trusted.clone(), None));
         let names: Vec<String> = if config.launcher == LauncherKind::Sim && config.sim_hosts > 0 {
             (1..=config.sim_hosts).map(|i| format!("sim-{i:04}")).collect()
@@ -149,8 +151,8 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
         };
         let arches: Vec<String> = launcher.arches().iter().map(|a| a.name().to_owned()).collect();
         if arches.is_empty() {
-            eprintln!(
-                "rack-manager: warning: this host can boot nothing: install QEMU ({}) to run appliances here",
+            tracing::warn!(
+                "this host can boot nothing: install QEMU ({}) to run appliances here",
                 qemu::install_hint(images::Arch::Aarch64)
             );
         }
@@ -183,7 +185,8 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     // Before the reconciler's first pass: peers say which deployments they took over meanwhile.
     let peer = crate::peer::start(&rack, &config.peer)?;
     dir.write_address(&url)?;
-    eprintln!("rack-manager: serving the rack API on {url} (data directory {})", dir.root().display());
+    tracing::info!(url = %url, data_dir = %dir.root().display(), "serving the rack API on {url}");
+    crate::logging::on_shutdown_signal();
 
     if let Some(election) = &rack.election {
         election.campaign(&url);
@@ -218,16 +221,16 @@ fn trust_workspace_key(trusted: &crate::trust::Trust) {
     let Some(root) = crate::trust::checkout_root() else { return };
     match crate::trust::workspace_key(&root) {
         Ok((key, file)) => match trusted.add(key) {
-            Ok(true) => eprintln!(
-                "rack-manager: started from the checkout {}: now trusting its signing key {key} ({}); \
-                 --no-workspace-trust to not, `rack-manager trust rm {key}` to undo",
-                root.display(),
-                file.display()
+            Ok(true) => tracing::info!(
+                checkout = %root.display(),
+                key_file = %file.display(),
+                "started from a checkout: now trusting its signing key {key}; --no-workspace-trust to not, \
+                 `rack-manager trust rm {key}` to undo"
             ),
             Ok(false) => {}
-            Err(e) => eprintln!("rack-manager: warning: cannot trust the workspace's signing key: {e:#}"),
+            Err(e) => tracing::warn!("cannot trust the workspace's signing key: {e:#}"),
         },
-        Err(e) => eprintln!("rack-manager: warning: {e:#}"),
+        Err(e) => tracing::warn!("{e:#}"),
     }
 }
 
@@ -235,13 +238,13 @@ fn trust_workspace_key(trusted: &crate::trust::Trust) {
 fn print_trusted(trusted: &crate::trust::Trust) {
     let keys = trusted.current();
     if keys.keys().is_empty() {
-        eprintln!(
-            "rack-manager: trusting no image signing keys yet: every push is refused until \
-             `rack-manager trust add KEY` (or serve --trust KEY)"
+        tracing::warn!(
+            "trusting no image signing keys yet: every push is refused until `rack-manager trust add KEY` \
+             (or serve --trust KEY)"
         );
     }
     for key in keys.keys() {
-        eprintln!("rack-manager: trusting images signed by {key}");
+        tracing::info!("trusting images signed by {key}");
     }
 }
 

@@ -77,6 +77,18 @@ pub(super) fn place(store: &dyn StateStore, request: &DeployRequest) -> Result<P
     Ok(Placed { plan, image, memory_mib, vcpus })
 }
 
+/// `local×3, h2×2`: how many replicas went to each host, for the log.
+pub(super) fn spread(hosts: &[String]) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for host in hosts {
+        match counts.iter_mut().find(|(h, _)| h == host) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((host, 1)),
+        }
+    }
+    counts.iter().map(|(h, n)| format!("{h}×{n}")).collect::<Vec<_>>().join(", ")
+}
+
 /// The refusal for an image no host of the rack can run, with the build that one could.
 fn no_host_runs(image: &Image, hosts: &[HostRecord]) -> RackError {
     let offered: Vec<String> = hosts
@@ -172,6 +184,8 @@ impl Rack {
         }
         store.create_deployment(&deployment, &records)?;
         drop(store);
+        tracing::info!(deployment = %deployment.id, image = %image.name, image_id = short_id(&image.id), replicas = request.replicas, "deployed");
+        tracing::info!(deployment = %deployment.id, hosts = %spread(&plan.hosts), "placed");
         let deployments = HashMap::from([(deployment.id.clone(), deployment.clone())]);
         let images = HashMap::from([(image.id.clone(), image.clone())]);
         let instances = records.iter().map(|r| instance_view(r, &deployments, &images)).collect();

@@ -207,7 +207,7 @@ impl Rack {
         if let Some(agent) = self.agent(name) {
             for old in &old_runs {
                 if let Err(e) = agent.stop(&old.run_ref()) {
-                    eprintln!("rack-manager: stopping {} on drained host {name}: {e}", old.id);
+                    tracing::info!("stopping {} on drained host {name}: {e}", old.id);
                 }
             }
         }

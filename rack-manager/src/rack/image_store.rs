@@ -196,7 +196,7 @@ fn import_existing(replicator: &Replicator, images: &Path) {
         if let Ok(bytes) = std::fs::read(&path)
             && let Err(e) = replicator.import_image(&bytes)
         {
-            eprintln!("rack-manager: {} was not imported into the image store: {e}", path.display());
+            tracing::info!("{} was not imported into the image store: {e}", path.display());
         }
     }
 }

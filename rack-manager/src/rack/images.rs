@@ -228,8 +228,8 @@ impl Rack {
         std::fs::write(&aside, &bytes)
             .and_then(|()| std::fs::rename(&aside, &path))
             .map_err(|e| format!("storing image {id}: {e}"))?;
-        eprintln!(
-            "rack-manager: image {} assembled for launch in {:.2} s ({} bytes fetched)",
+        tracing::info!(
+            "image {} assembled for launch in {:.2} s ({} bytes fetched)",
             short_id(id),
             started.elapsed().as_secs_f64(),
             replicator.stats().bytes_fetched - before
@@ -248,14 +248,9 @@ impl Rack {
         let mut store = self.store();
         let known = store.images().map(|images| images.iter().any(|i| i.id == record.id)).unwrap_or(true);
         if !known && let Err(e) = store.put_image(&record) {
-            eprintln!("rack-manager: registering replicated image {id}: {e}");
+            tracing::info!("registering replicated image {id}: {e}");
         } else if !known {
-            eprintln!(
-                "rack-manager: learned image {} {} ({}) from {from}",
-                record.name,
-                record.version,
-                header.id.short()
-            );
+            tracing::info!("learned image {} {} ({}) from {from}", record.name, record.version, header.id.short());
         }
     }
 }

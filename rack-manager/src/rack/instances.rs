@@ -258,7 +258,7 @@ impl Rack {
             if old.state == InstanceState::Running
                 && let Err(e) = self.stop_run(&old)
             {
-                eprintln!("rack-manager: {e}");
+                tracing::info!("{e}");
             }
         }
         self.wake();

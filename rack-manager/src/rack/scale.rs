@@ -118,6 +118,7 @@ impl Rack {
                     ));
                 }
                 store.add_instances(&deployment.id, &records)?;
+                tracing::info!(deployment = %deployment.id, added = records.len(), hosts = %super::deployments::spread(&placed.plan.hosts), "scaled up");
             }
             // Not running first, then the newest.
             mine.sort_by_key(|i| (i.state == InstanceState::Running, std::cmp::Reverse(sequence(&i.id))));
@@ -125,6 +126,9 @@ impl Rack {
         };
         for id in &surplus {
             self.remove_instance(id)?;
+        }
+        if !surplus.is_empty() {
+            tracing::info!(deployment = reference, removed = ?surplus, "scaled down");
         }
         self.wake();
         let store = self.store();
