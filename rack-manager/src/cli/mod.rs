@@ -202,7 +202,7 @@ enum Command {
 #[derive(Debug, Args)]
 struct ServeArgs {
     /// Address for the API. Port 0 picks a free port; the URL is written to <data-dir>/address.
-    #[arg(long, default_value = "127.0.0.1:7878")]
+    #[arg(long, env = "RACK_LISTEN", hide_env_values = true, default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
     /// Trust images signed by this public key (64 hex digits); remembered in <data-dir>/trusted-keys.
     #[arg(long, value_name = "KEY")]
