@@ -653,6 +653,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
     let format = cli.output;
+    if !matches!(cli.command, Command::Serve(_) | Command::Agent(_)) {
+        // What the shared code logs (`identity` creating one, a peer probe) reaches the user too.
+        crate::logging::init(&crate::logging::LogArgs {
+            log_format: crate::logging::LogFormat::Human,
+            log_level: crate::logging::LogLevel::Info,
+        });
+    }
     match &cli.command {
         Command::Serve(args) => daemon::serve(ServeConfig {
             log: args.log.clone(),
