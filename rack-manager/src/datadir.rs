@@ -54,8 +54,8 @@ impl DataDir {
         let mode =
             fs::metadata(&self.root).with_context(|| format!("reading {}", self.root.display()))?.permissions().mode();
         if mode & 0o077 != 0 {
-            eprintln!(
-                "rack-manager: the data directory {} had mode {:04o}; making it 0700 (it holds tokens and images)",
+            tracing::info!(
+                "the data directory {} had mode {:04o}; making it 0700 (it holds tokens and images)",
                 self.root.display(),
                 mode & 0o777
             );

@@ -26,6 +26,7 @@
 #![allow(rustdoc::invalid_html_tags)]
 
 mod agent;
+mod capacity;
 mod cli;
 mod client;
 mod clock;
@@ -34,11 +35,13 @@ mod daemon;
 mod datadir;
 mod http;
 mod launcher;
+mod logging;
 mod peer;
 mod rack;
 mod reconcile;
 mod replication;
 mod store;
+mod trust;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -54,7 +54,7 @@ pub fn run(rack: &Rack) {
             if last_check.elapsed() >= HEALTH_CHECK {
                 last_check = std::time::Instant::now();
                 if let Err(e) = connect_joined_agents(rack) {
-                    eprintln!("rack-manager: reading hosts: {e}");
+                    tracing::info!("reading hosts: {e}");
                 }
             }
             rack.sleep(TICK);
@@ -63,11 +63,11 @@ pub fn run(rack: &Rack) {
         if last_check.elapsed() >= HEALTH_CHECK {
             last_check = std::time::Instant::now();
             if let Err(e) = check_hosts(rack) {
-                eprintln!("rack-manager: health check: {e}");
+                tracing::info!("health check: {e}");
             }
         }
         if let Err(e) = pass(rack) {
-            eprintln!("rack-manager: reconciler: {e}");
+            tracing::info!("reconciler: {e}");
         }
         rack.sleep(TICK);
     }
@@ -97,7 +97,7 @@ pub fn check_hosts(rack: &Rack) -> crate::store::Result<()> {
         let hosts = store.hosts()?;
         for (name, state) in changes {
             if hosts.iter().any(|h| h.name == name && h.state == state) {
-                eprintln!("rack-manager: host {name} is now {}", state.as_str());
+                tracing::info!("host {name} is now {}", state.as_str());
             }
         }
     }
@@ -139,8 +139,8 @@ fn warn_unsealed(name: &str, address: &str) {
         return;
     }
     warned.push(key);
-    eprintln!(
-        "rack-manager: host {name}: its record names {address} but carries no seal from this rack's managers (it \
+    tracing::info!(
+        "host {name}: its record names {address} but carries no seal from this rack's managers (it \
          was not written by a join, or before seals existed): not contacting it. If it is yours, join it again \
          (restart its agent with --join, or `rack-manager host add {name} {address}`); otherwise remove it \
          (`rack-manager host rm {name}`) and secure etcd (docs/rack-state.md)"
@@ -237,6 +237,7 @@ fn launch(rack: &Rack, record: &mut InstanceRecord, deployment: &Deployment, ima
         listen: image.map(|i| i.listen.clone()).unwrap_or_default(),
         image_source: rack.image_source.clone(),
         deployment: Some(deployment.id.clone()),
+        previous_ports: record.ports.clone(),
     };
     match agent.launch(&request) {
         Ok(launched) => {
@@ -248,9 +249,18 @@ fn launch(rack: &Rack, record: &mut InstanceRecord, deployment: &Deployment, ima
             record.started_ms = Some(now_ms());
             record.next_start_ms = None;
             record.message = None;
+            tracing::info!(instance = %record.id, deployment = %deployment.id, host = %record.host, pid = ?record.pid, ports = ?record.ports.iter().map(|p| p.endpoint()).collect::<Vec<_>>(), "launched");
+        }
+        Err(crate::agent::AgentError::Impossible(e)) => {
+            // Retrying cannot help (another platform's image): fail at once, saying why.
+            record.pid = None;
+            record.state = InstanceState::Failed;
+            record.message = Some(format!("cannot run here, not retried: {e}"));
+            tracing::warn!(instance = %record.id, host = %record.host, error = %e, "launch impossible, not retried");
         }
         Err(e) => {
             // A launch that fails counts as a failed run: retried with backoff, then given up.
+            tracing::warn!(instance = %record.id, host = %record.host, error = %e, "launch failed");
             record.pid = None;
             record.message = Some(format!("launch failed: {e}"));
             give_up_or_back_off(record, deployment, now_ms());
@@ -259,6 +269,7 @@ fn launch(rack: &Rack, record: &mut InstanceRecord, deployment: &Deployment, ima
 }
 
 fn exited(record: &mut InstanceRecord, deployment: &Deployment, status: Option<i32>, now: u64) {
+    tracing::info!(instance = %record.id, deployment = %deployment.id, host = %record.host, status = ?status, "exited");
     record.exit_status = status;
     record.pid = None;
     let failed = status != Some(0);
@@ -287,10 +298,12 @@ fn give_up_or_back_off(record: &mut InstanceRecord, deployment: &Deployment, now
         record.state = InstanceState::Failed;
         let why = record.message.take().unwrap_or_default();
         record.message = Some(format!("gave up after {max} consecutive restarts; last: {why}"));
+        tracing::warn!(instance = %record.id, deployment = %deployment.id, restarts = max, "gave up: {why}");
         return;
     }
     record.state = InstanceState::Backoff;
     record.next_start_ms = Some(now + backoff_ms(deployment.restart.backoff_ms, record.failures));
+    tracing::info!(instance = %record.id, failures = record.failures, backoff_ms = backoff_ms(deployment.restart.backoff_ms, record.failures), "restart scheduled");
 }
 
 #[cfg(test)]

@@ -54,11 +54,11 @@ pub fn run(rack: &Rack) {
             last_volumes = Instant::now();
             replication.register_volume_files();
             for (name, error) in replication.replicator.snapshot_all_volumes() {
-                eprintln!("rack-manager: snapshot of volume {name}: {error}");
+                tracing::info!("snapshot of volume {name}: {error}");
             }
         }
         if let Err(e) = replication.replicator.trickle_tick(Instant::now()) {
-            eprintln!("rack-manager: background image fetch: {e}");
+            tracing::info!("background image fetch: {e}");
         }
         std::thread::sleep(BACKGROUND_TICK);
     }
@@ -76,7 +76,7 @@ fn discover_racks(replicator: &Replicator, cloud: &S3Remote) {
                 }
             }
         }
-        Err(e) => eprintln!("rack-manager: listing racks in the cloud bucket: {e}"),
+        Err(e) => tracing::info!("listing racks in the cloud bucket: {e}"),
     }
 }
 
@@ -89,7 +89,7 @@ fn pull(rack: &Rack, reported: &mut HashSet<ImageId>) {
     let report = replicator.pull_metas_from(&remotes);
     for (id, why) in report.refused {
         if reported.insert(id) {
-            eprintln!("rack-manager: refused image {id}: {why}");
+            tracing::info!("refused image {id}: {why}");
         }
     }
     for id in report.new {
@@ -111,7 +111,7 @@ fn push_images(rack: &Rack, cloud: &Arc<S3Remote>) {
                 rack.replication.pushed.lock().unwrap_or_else(|p| p.into_inner()).insert(state.id);
             }
             Err(e) => {
-                eprintln!("rack-manager: pushing image {} to {}: {e}", state.id.short(), cloud.name());
+                tracing::info!("pushing image {} to {}: {e}", state.id.short(), cloud.name());
                 return;
             }
         }

@@ -81,7 +81,7 @@ fn bad_requests_are_refused_clearly_and_change_nothing() {
     std::fs::write(&foreign_path, foreign).expect("written");
     let output = rack.cli(&["image", "push", foreign_path.to_str().expect("utf-8")]);
     assert_refused(&output, 5, &format!("signed by {}", stranger.public()));
-    assert_refused(&output, 5, "--trust");
+    assert_refused(&output, 5, "rack-manager trust add");
 
     // Impossible placement.
     assert_refused(&rack.cli(&["deploy", "hello", "--replicas", "100000", "--mem", "65536"]), 5, "replicas fit");
@@ -111,7 +111,7 @@ fn bad_requests_are_refused_clearly_and_change_nothing() {
 
     // Unknown hosts and instances.
     assert_refused(&rack.cli(&["host", "drain", "nowhere"]), 5, "no host named \"nowhere\"");
-    assert_refused(&rack.cli(&["stop", "hello-99"]), 5, "no instance \"hello-99\"");
+    assert_refused(&rack.cli(&["stop", "hello-99"]), 5, "no instance or deployment named \"hello-99\"");
 
     // Nothing changed.
     assert!(rack.ps().is_empty(), "no instance was created");

@@ -47,8 +47,8 @@ fn deploy_httpd_and_fetch_its_page_through_the_forwarded_port() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(follower.try_wait().expect("waits").is_none(), "logs -f keeps following a running instance");
     let stats = rack.ok(&["stats", "-o", "json"]);
-    let stats: rack_api::Stats = serde_json::from_str(&stats).expect("json");
-    assert!(stats.instances[0].rss_bytes.is_some_and(|b| b > 1 << 20), "QEMU's RSS from /proc: {stats:?}");
+    let stats: serde_json::Value = serde_json::from_str(&stats).expect("json");
+    assert!(stats["instances"][0]["rss_bytes"].as_u64().is_some_and(|b| b > 1 << 20), "QEMU's RSS from /proc: {stats}");
     rack.ok(&["stop", &instances[0].id]);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while follower.try_wait().expect("waits").is_none() {

@@ -221,10 +221,11 @@ fn a_qemu_image_is_refused_with_the_reason() {
     rack.ok(&["image", "push", qemu_httpd.to_str().expect("utf-8 path")]);
     let bytes = std::fs::read(&qemu_httpd).expect("the QEMU image reads");
     let qemu_id = images::artifact::read_unverified(&bytes).expect("a well-formed image").0.to_string();
-    rack.ok(&["deploy", &qemu_id, "--detach"]);
-    let refused = rack.wait_for("the launch to fail", Duration::from_secs(30), |all| {
-        all.iter().any(|i| i.message.as_deref().is_some_and(|m| m.contains("built for QEMU")))
-    });
-    assert!(refused.iter().all(|i| i.pid.is_none()), "nothing was started: {refused:?}");
+    // Refused at deploy, before any launch, with the build a tender host runs.
+    let refused = rack.cli(&["deploy", &qemu_id, "--detach"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("no host of this rack can run httpd") && stderr.contains("--platform tender"), "{stderr}");
+    assert!(rack.ps().is_empty(), "nothing was placed");
     assert!(taps().is_empty(), "no tap was made for it: {:?}", taps());
 }

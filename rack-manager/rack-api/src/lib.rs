@@ -119,6 +119,9 @@ pub struct Host {
     pub instances: u32,
     /// Memory those instances reserve, in MiB.
     pub memory_used_mib: u64,
+    /// vCPUs those instances reserve.
+    #[serde(default)]
+    pub vcpus_used: u32,
 }
 
 /// An agent announcing itself to the manager (`rack-manager agent --join`).
@@ -247,6 +250,24 @@ pub struct Image {
     pub restart: RestartPolicy,
     /// Milliseconds since the Unix epoch.
     pub pushed_ms: u64,
+    /// What runs it: `qemu` or `tender` (from its kernel's notes); empty when not yet known (an
+    /// image learned from a peer before its kernel's chunks arrived).
+    #[serde(default)]
+    pub platform: String,
+}
+
+/// Whether a host whose launcher is `launcher` and that boots `arches` can run an image built
+/// for `arch` on `platform` (the simulated launcher runs anything of its arches; an image of
+/// unknown platform is left to the launch to check).
+pub fn can_run(launcher: &str, arches: &[String], arch: &str, platform: &str) -> bool {
+    let platform_ok = launcher == "sim" || platform.is_empty() || launcher == platform;
+    platform_ok && arches.iter().any(|a| a == arch)
+}
+
+/// The command that builds appliance `app` for `arch` on `platform`, as the hints say it.
+pub fn build_command(app: &str, arch: &str, platform: &str) -> String {
+    let platform = if platform == "tender" { " --platform tender" } else { "" };
+    format!("cargo xtask image build {app} --arch {arch}{platform} --release")
 }
 
 /// The first 12 hex digits of an image id, for tables and messages (the whole text if shorter).
@@ -271,6 +292,12 @@ pub struct DeployRequest {
     /// When to restart; the manifest's policy when absent.
     #[serde(default)]
     pub restart: Option<RestartWhen>,
+    /// Of the images named `image`, the one built for this architecture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    /// Of the images named `image`, the one built for this platform (`qemu`, `tender`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
 }
 
 /// A deployment: the desired state of a set of replicas.
@@ -302,6 +329,11 @@ pub struct Plan {
     pub memory_mib: u32,
     /// One host per replica, in replica order.
     pub hosts: Vec<String>,
+    /// The image's architecture and platform (what the hosts were chosen to run).
+    #[serde(default)]
+    pub arch: String,
+    #[serde(default)]
+    pub platform: String,
 }
 
 /// What an instance should be doing.
@@ -395,6 +427,11 @@ pub struct Instance {
     pub started_ms: Option<u64>,
     /// Why it is in its state, when that needs saying (a launch error, a restart limit).
     pub message: Option<String>,
+    /// Its image's architecture and platform (`qemu`, `tender`; empty when unknown).
+    #[serde(default)]
+    pub arch: String,
+    #[serde(default)]
+    pub platform: String,
 }
 
 /// Console output of an instance, from `offset` in its log file.
@@ -456,6 +493,10 @@ pub mod agent {
         /// (`volumes/<deployment>/<instance>.img`), if its image declares one (`[[block]]`).
         #[serde(default)]
         pub deployment: Option<String>,
+        /// The ports its previous run was reached at: a restart keeps them where they are free,
+        /// so an address someone was given stays true.
+        #[serde(default)]
+        pub previous_ports: Vec<super::PortForward>,
     }
 
     /// Which volume to delete: that of `instance` of `deployment` (the instance was removed).
@@ -541,4 +582,33 @@ mod tests {
         let body = ErrorBody { error: ApiError { code: "not_found".into(), message: "no".into(), hint: None } };
         assert_eq!(serde_json::to_string(&body).expect("json"), r#"{"error":{"code":"not_found","message":"no"}}"#);
     }
+}
+
+/// `POST /v1/trust`: trust images signed by `key` from now on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustRequest {
+    /// An Ed25519 public key, 64 hex digits.
+    pub key: String,
+}
+
+/// The answer to `POST /v1/trust` and `DELETE /v1/trust/<key>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustReply {
+    pub key: String,
+    /// False when the key was already trusted (add); removing an untrusted key is a 404.
+    pub changed: bool,
+}
+
+/// A deployment and its instances: `GET /v1/deployments/<id or name>`, and what
+/// `POST /v1/deployments/<id or name>/scale` leaves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentStatus {
+    pub deployment: Deployment,
+    pub instances: Vec<Instance>,
+}
+
+/// `POST /v1/deployments/<id or name>/scale`: run exactly `replicas` instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleRequest {
+    pub replicas: u32,
 }

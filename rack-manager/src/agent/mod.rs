@@ -22,7 +22,7 @@ use std::{
     time::Duration,
 };
 
-use images::{Arch, artifact, keys::TrustedKeys};
+use images::{Arch, artifact};
 use rack_api::{
     JoinRequest, LogChunk,
     agent::{LaunchRequest, Launched, RunRef, RunState, RunStats, VolumeRef},
@@ -31,7 +31,7 @@ use rack_api::{
 use crate::{
     client::Client,
     datadir::DataDir,
-    launcher::{LaunchSpec, Launcher},
+    launcher::{LaunchError, LaunchSpec, Launcher},
 };
 
 /// The most console history one request returns: the bounded window `logs` shows.
@@ -66,6 +66,10 @@ pub enum AgentError {
     Unreachable(String),
     #[error("{0}")]
     NotLaunchedHere(String),
+    /// A launch that cannot succeed however often it is retried: an image built for another
+    /// platform or architecture than this host's launcher boots.
+    #[error("{0}")]
+    Impossible(String),
 }
 
 /// The manager's view of one host.
@@ -86,7 +90,7 @@ pub trait HostAgent: Send + Sync {
 pub struct LocalAgent {
     launcher: Arc<dyn Launcher>,
     dir: DataDir,
-    trusted: TrustedKeys,
+    trusted: crate::trust::Trust,
     /// Where to fetch images this host does not have yet, unless a launch request says: the
     /// manager it joined, with this agent's credential (joined agents only).
     source: Option<Arc<server::ManagerLink>>,
@@ -105,7 +109,7 @@ impl LocalAgent {
     pub fn new(
         launcher: Arc<dyn Launcher>,
         dir: DataDir,
-        trusted: TrustedKeys,
+        trusted: crate::trust::Trust,
         source: Option<Arc<server::ManagerLink>>,
     ) -> LocalAgent {
         let launches = Launches::open(dir.launches_file());
@@ -141,14 +145,14 @@ impl LocalAgent {
                 .get_bytes(&format!("/images/{id}/blob"))
                 .map_err(|e| AgentError::Failed(format!("fetching image {id} from the manager: {e}")))?;
             // Verified before it is stored, so the image directory holds only good images.
-            artifact::verify(&bytes, &self.trusted)
+            artifact::verify(&bytes, &self.trusted.current())
                 .map_err(|e| AgentError::Failed(format!("image {id} from the manager was refused: {e}")))?;
             let aside = path.with_extension(format!("{}.tmp", std::process::id()));
             std::fs::write(&aside, &bytes)
                 .and_then(|()| std::fs::rename(&aside, &path))
                 .map_err(|e| AgentError::Failed(format!("storing image {id}: {e}")))?;
         }
-        artifact::verify_file(&path, &self.trusted).map_err(|e| AgentError::Failed(e.to_string()))
+        artifact::verify_file(&path, &self.trusted.current()).map_err(|e| AgentError::Failed(e.to_string()))
     }
 }
 
@@ -184,8 +188,14 @@ impl HostAgent for LocalAgent {
             listen: request.listen.clone(),
             log: self.dir.console_log(&request.instance),
             diagnostics: self.dir.instance_dir(&request.instance).join("launcher.stderr"),
+            previous_ports: request.previous_ports.clone(),
         };
-        let launched = self.launcher.launch(&spec).map_err(|e| AgentError::Failed(e.to_string()))?;
+        let launched = self.launcher.launch(&spec).map_err(|e| match e {
+            LaunchError::WrongPlatform(_) | LaunchError::UnsupportedArch { .. } => {
+                AgentError::Impossible(e.to_string())
+            }
+            e => AgentError::Failed(e.to_string()),
+        })?;
         if let (Some(pid), Some(start_ticks)) = (launched.pid, launched.start_ticks) {
             // Recorded before the manager hears of the run, so it can always be stopped.
             self.launches.add(Launch { instance: request.instance.clone(), pid, start_ticks })?;
@@ -428,6 +438,9 @@ impl RemoteAgent {
                     match serde_json::from_str::<rack_api::ErrorBody>(&message) {
                         Ok(body) if status == 403 && body.error.code == "not_launched_here" => {
                             AgentError::NotLaunchedHere(body.error.message)
+                        }
+                        Ok(body) if body.error.code == "launch_impossible" => {
+                            AgentError::Impossible(body.error.message)
                         }
                         Ok(body) => AgentError::Failed(body.error.message),
                         Err(_) => AgentError::Failed(message),

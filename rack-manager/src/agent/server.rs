@@ -180,6 +180,12 @@ fn failed(e: AgentError) -> HttpError {
             message,
             "an agent stops and reports only runs it launched itself (see <data-dir>/launches)",
         ),
+        AgentError::Impossible(message) => HttpError::new(
+            422,
+            "launch_impossible",
+            message,
+            "deploy an image built for this host's launcher and architecture",
+        ),
         e => HttpError::new(422, "agent_failed", e.to_string(), "see the agent's output on its host"),
     }
 }

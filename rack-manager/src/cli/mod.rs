@@ -3,12 +3,15 @@
 //! Output is a table for people by default and JSON with `-o json` for scripts. Progress of long
 //! operations goes to stderr, so stdout stays clean for pipes.
 
+mod logs;
 mod output;
 mod peers;
 mod replicate;
+mod stats;
+mod targets;
+mod trust;
 
 use std::{
-    io::Write,
     net::SocketAddr,
     path::{Path, PathBuf},
     process::ExitCode,
@@ -20,8 +23,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use images::keys::PublicKey;
 use rack_api::{
-    DeployRequest, DeployResponse, DrainResponse, Host, Image, Instance, InstanceState, JoinRequest, LogChunk, Plan,
-    RestartWhen, Stats,
+    DeployRequest, DeployResponse, DrainResponse, Host, Image, Instance, InstanceState, JoinRequest, Plan, RestartWhen,
 };
 
 use crate::{
@@ -37,14 +39,19 @@ Exit codes:
   1  the operation failed (e.g. a deployed instance could not start), or an unexpected error
   2  bad command-line usage
   3  the manager cannot be reached (is `rack-manager serve` running? is --manager right?)
-  4  the manager refused the token (set RACK_TOKEN or --token-file, or run on the manager's host)
+  4  no usable token: the manager refused it, or it cannot be read (set RACK_TOKEN or --token-file,
+     run on the manager's host, or join the group that may read it: see docs/operating.md)
   5  the manager refused the request: bad input, unknown name, conflict, untrusted image,
      impossible placement (the message says which, and state is unchanged)
   6  the manager failed while handling the request";
 
+/// The heading of the options only the CLI's client commands use (not `serve` or `agent`).
+const CLIENT_OPTIONS: &str = "Client options (commands that talk to a manager)";
+
 const EXAMPLES: &str = "\
 Examples:
   rack-manager serve                               # manager + local host agent, data in ~/.local/share/mast-rack
+  rack-manager trust add KEY                       # accept images signed by KEY (a checkout's own key is trusted by serve)
   rack-manager image push target/images/aarch64/release/hello.mast
   rack-manager deploy hello --replicas 3 --arg world --restart on-failure
   rack-manager ps -a
@@ -62,22 +69,29 @@ Examples:
 #[derive(Debug, Parser)]
 #[command(name = "rack-manager", version, after_help = format!("{EXAMPLES}\n\n{EXIT_CODES}"))]
 pub struct Cli {
-    /// The data directory: state, images, logs, token [env: RACK_DATA_DIR; default
-    /// ~/.local/share/mast-rack].
+    /// The data directory: state, images, logs, token (the manager's; the CLI reads its address
+    /// and token there) [env: RACK_DATA_DIR; default ~/.local/share/mast-rack].
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// The manager's URL, e.g. http://127.0.0.1:7878 [default: read from <data-dir>/address].
-    #[arg(long, global = true, env = "RACK_MANAGER", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "RACK_MANAGER",
+        hide_env_values = true,
+        value_name = "URL",
+        help_heading = CLIENT_OPTIONS
+    )]
     manager: Option<String>,
     /// A file holding the manager's admin token, mode 0600 [default: RACK_TOKEN, else
     /// <data-dir>/token].
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", help_heading = CLIENT_OPTIONS)]
     token_file: Option<PathBuf>,
     /// Removed: a token on the command line is visible to every user in `ps`.
     #[arg(long, global = true, hide = true, value_name = "TOKEN")]
     token: Option<String>,
-    /// Output format.
-    #[arg(short, long, global = true, value_enum, default_value = "table")]
+    /// Output format: tables for people, JSON (the API's own types, errors included) for scripts.
+    #[arg(short, long, global = true, value_enum, default_value = "table", help_heading = CLIENT_OPTIONS)]
     output: output::Format,
     #[command(subcommand)]
     command: Command,
@@ -117,23 +131,61 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
-    /// Show an instance's console output (the last 64 KiB of its log).
+    /// Show console output (the last 64 KiB of each log) of instances or a deployment's.
+    #[command(
+        after_help = "Examples:\n  rack-manager logs httpd-1 -f\n  rack-manager logs httpd      # every instance of the deployment, each under a header"
+    )]
     Logs {
+        /// An instance id (`httpd-1`), or a deployment: its id (`d1`) or its image's name (`httpd`).
+        #[arg(value_name = "INSTANCE|DEPLOYMENT")]
         instance: String,
-        /// Keep printing new output until the instance stops.
+        /// Keep printing new output until the instance stops (one instance only).
         #[arg(short, long)]
         follow: bool,
     },
     /// Stop instances (they stay listed; `start` starts them again).
-    Stop { instances: Vec<String> },
+    Stop {
+        /// Instance ids (`httpd-1`), or deployments by id (`d1`) or image name (`httpd`).
+        #[arg(required = true, value_name = "INSTANCE|DEPLOYMENT")]
+        instances: Vec<String>,
+    },
     /// Start stopped, exited or failed instances.
-    Start { instances: Vec<String> },
+    Start {
+        /// Instance ids (`httpd-1`), or deployments by id (`d1`) or image name (`httpd`).
+        #[arg(required = true, value_name = "INSTANCE|DEPLOYMENT")]
+        instances: Vec<String>,
+    },
     /// Restart instances.
-    Restart { instances: Vec<String> },
-    /// Stop and remove instances.
-    Rm { instances: Vec<String> },
-    /// CPU and memory use of running instances.
-    Stats,
+    Restart {
+        /// Instance ids (`httpd-1`), or deployments by id (`d1`) or image name (`httpd`).
+        #[arg(required = true, value_name = "INSTANCE|DEPLOYMENT")]
+        instances: Vec<String>,
+    },
+    /// Stop and remove instances (a deployment goes with its last instance).
+    Rm {
+        /// Instance ids (`httpd-1`), or deployments by id (`d1`) or image name (`httpd`).
+        #[arg(required = true, value_name = "INSTANCE|DEPLOYMENT")]
+        instances: Vec<String>,
+    },
+    /// Run exactly N instances of a deployment: new ones are placed like a deploy's, surplus
+    /// ones (not running first, then the newest) are removed.
+    #[command(after_help = "Examples:\n  rack-manager scale d1 --replicas 5\n  rack-manager scale httpd -n 1")]
+    Scale {
+        /// The deployment: its id (`d1`) or its image's name (`httpd`).
+        #[arg(value_name = "DEPLOYMENT")]
+        deployment: String,
+        /// How many instances it should have (at least 1; `rm` removes a deployment).
+        #[arg(long, short = 'n', value_name = "N")]
+        replicas: u32,
+    },
+    /// CPU (now, over --interval) and memory of running instances, with host totals.
+    #[command(
+        after_help = "Examples:\n  rack-manager stats\n  rack-manager stats httpd --watch        # one deployment, refreshed every second"
+    )]
+    Stats(stats::StatsArgs),
+    /// Which image signing keys the rack accepts: add, list, remove (live, no restart).
+    #[command(subcommand)]
+    Trust(trust::TrustCommand),
     /// Replication of images and volumes to the cloud and peer racks.
     #[command(subcommand)]
     Replicate(replicate::ReplicateCommand),
@@ -150,11 +202,15 @@ enum Command {
 #[derive(Debug, Args)]
 struct ServeArgs {
     /// Address for the API. Port 0 picks a free port; the URL is written to <data-dir>/address.
-    #[arg(long, default_value = "127.0.0.1:7878")]
+    #[arg(long, env = "RACK_LISTEN", hide_env_values = true, default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
     /// Trust images signed by this public key (64 hex digits); remembered in <data-dir>/trusted-keys.
     #[arg(long, value_name = "KEY")]
     trust: Vec<PublicKey>,
+    /// Do not trust the signing key of the Mast checkout `serve` is started from (by default,
+    /// started inside a checkout or from its target/, its .mast/signing.key is trusted).
+    #[arg(long)]
+    no_workspace_trust: bool,
     /// How the built-in agent starts instances.
     #[arg(long, value_enum, default_value = "qemu")]
     launcher: LauncherKind,
@@ -166,17 +222,15 @@ struct ServeArgs {
     /// The name of this host in `host ls`.
     #[arg(long, default_value = "local")]
     host_name: String,
-    /// Memory this host offers to instances, in MiB [default: half of the machine's].
-    #[arg(long)]
-    memory_mib: Option<u64>,
-    /// vCPUs this host offers [default: 32 per core; idle appliances sleep].
-    #[arg(long)]
-    vcpus: Option<u32>,
+    #[command(flatten)]
+    capacity: crate::capacity::CapacityArgs,
     /// Run no agent here: only hosts that join run instances.
     #[arg(long)]
     no_local_agent: bool,
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    log: crate::logging::LogArgs,
     #[command(flatten)]
     replication: crate::rack::image_store::ReplicationArgs,
     #[command(flatten)]
@@ -284,6 +338,8 @@ impl EtcdAccessArgs {
 
 #[derive(Debug, Args)]
 struct AgentArgs {
+    #[command(flatten)]
+    log: crate::logging::LogArgs,
     /// The manager's URL: the agent joins it as a host, and fetches images from it.
     #[arg(long, value_name = "URL", required_unless_present = "manager_url", conflicts_with = "manager_url")]
     join: Option<String>,
@@ -304,14 +360,13 @@ struct AgentArgs {
     /// Trust images signed by this public key; remembered in <data-dir>/trusted-keys.
     #[arg(long, value_name = "KEY")]
     trust: Vec<PublicKey>,
+    /// How this agent starts instances.
     #[arg(long, value_enum, default_value = "qemu")]
     launcher: LauncherKind,
     #[command(flatten)]
     tender: TenderArgs,
-    #[arg(long)]
-    memory_mib: Option<u64>,
-    #[arg(long)]
-    vcpus: Option<u32>,
+    #[command(flatten)]
+    capacity: crate::capacity::CapacityArgs,
     /// The rack's etcd (when its manager runs --store etcd): the agent keeps its host's liveness
     /// key there on its own lease, so every manager sees the host down once the agent dies.
     #[arg(long, value_delimiter = ',', value_name = "URLS")]
@@ -332,7 +387,7 @@ struct AgentArgs {
 #[derive(Debug, Args)]
 struct TenderArgs {
     /// With --launcher tender: the `tender` binary [default: next to rack-manager].
-    #[arg(long, env = "MAST_TENDER", value_name = "PATH")]
+    #[arg(long, env = "MAST_TENDER", hide_env_values = true, value_name = "PATH")]
     tender: Option<PathBuf>,
     /// With --launcher tender: each instance gets a /30 of this range and a tap `mt<n>` on this
     /// host; guests are reached at their own address.
@@ -350,6 +405,7 @@ impl TenderArgs {
 enum HostCommand {
     /// Add a host whose agent is running (`rack-manager agent --manager-url …`) at ADDRESS.
     Add {
+        /// The name the host gets in `host ls` and `ps`.
         name: String,
         /// The address the agent printed: https://HOST:PORT#sha256=<certificate fingerprint>.
         address: String,
@@ -369,24 +425,37 @@ enum HostCommand {
     /// List hosts with their capacity and use.
     Ls,
     /// Move a host's instances to other hosts and take no new ones.
-    Drain { name: String },
+    Drain {
+        /// The host's name, as `host ls` shows it.
+        name: String,
+    },
     /// Forget a host that has no instances.
-    Rm { name: String },
+    Rm {
+        /// The host's name, as `host ls` shows it.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum ImageCommand {
     /// Upload images; only images signed by a key the rack trusts are accepted.
     Push {
-        #[arg(required = true)]
+        /// `.mast` files, as `cargo xtask image build` prints them.
+        #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
     /// List images.
     Ls,
     /// Show one image (by name or id prefix) in full.
-    Inspect { image: String },
+    Inspect {
+        /// An image name or id prefix (6+ hex digits).
+        image: String,
+    },
     /// Remove an image no deployment uses.
-    Rm { image: String },
+    Rm {
+        /// An image name or id prefix (6+ hex digits).
+        image: String,
+    },
 }
 
 /// What to place and how big: shared by `deploy` and its dry run, `plan`.
@@ -394,6 +463,7 @@ enum ImageCommand {
 struct Sizing {
     /// Image name or id prefix.
     image: String,
+    /// How many instances to run (each on the least loaded host that can take it).
     #[arg(long, short = 'n', default_value_t = 1)]
     replicas: u32,
     /// Guest RAM per instance in MiB [default: the manifest's].
@@ -402,6 +472,12 @@ struct Sizing {
     /// vCPUs per instance [default: the manifest's].
     #[arg(long)]
     vcpus: Option<u32>,
+    /// Of the images with this name, the one built for this architecture (x86_64, aarch64).
+    #[arg(long, value_name = "ARCH")]
+    arch: Option<String>,
+    /// Of the images with this name, the one built for this platform (qemu, tender).
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
 }
 
 impl Sizing {
@@ -413,6 +489,8 @@ impl Sizing {
             vcpus: self.vcpus,
             args,
             restart,
+            arch: self.arch.clone(),
+            platform: self.platform.clone(),
         }
     }
 }
@@ -445,24 +523,75 @@ fn parse_restart(text: &str) -> Result<RestartWhen, String> {
 
 /// Exit codes (see [`EXIT_CODES`]).
 const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
 const EXIT_UNREACHABLE: u8 = 3;
 const EXIT_UNAUTHORIZED: u8 = 4;
 const EXIT_REFUSED: u8 = 5;
 const EXIT_MANAGER_ERROR: u8 = 6;
 
+/// The token could not be read (missing, unreadable, too open): exit 4, like a refused one.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+struct TokenError(anyhow::Error);
+
+/// Whether the raw arguments ask for JSON output (`-o json`, `--output json`, `-ojson`,
+/// `--output=json`), so that even a usage error clap reports comes as JSON.
+fn wants_json(args: &[std::ffi::OsString]) -> bool {
+    let args: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
+    args.windows(2).any(|w| matches!(w, ["-o" | "--output", "json"]))
+        || args.iter().any(|a| matches!(*a, "-ojson" | "--output=json"))
+}
+
+/// Prints an error the way `-o` asks: `error: …` on stderr, or the API's error body as JSON on
+/// stdout (where scripts read), with a stable `code`.
+fn report(json: bool, code: &str, error: &anyhow::Error) {
+    if !json {
+        eprintln!("error: {error:#}");
+        return;
+    }
+    let body = match error.downcast_ref::<ClientError>() {
+        Some(ClientError::Api { body, .. }) => body.clone(),
+        _ => {
+            let text = format!("{error:#}");
+            let (message, hint) = match text.split_once("\n  hint: ") {
+                Some((message, hint)) => (message.to_owned(), Some(hint.to_owned())),
+                None => (text, None),
+            };
+            rack_api::ErrorBody { error: rack_api::ApiError { code: code.to_owned(), message, hint } }
+        }
+    };
+    if output::print_json(&body).is_err() {
+        eprintln!("error: {error:#}");
+    }
+}
+
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let json = wants_json(&args);
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) if json && e.use_stderr() => {
+            let message = e.to_string();
+            let message = message.trim().trim_start_matches("error: ").lines().next().unwrap_or("bad usage");
+            report(true, "usage", &anyhow::anyhow!("{message}\n  hint: see `rack-manager --help`"));
+            return ExitCode::from(EXIT_USAGE);
+        }
+        // Help and version (exit 0), or a usage error as clap prints it (exit 2).
+        Err(e) => e.exit(),
+    };
+    let json = cli.output == output::Format::Json;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
-            let code = match error.downcast_ref::<ClientError>() {
-                Some(ClientError::Unreachable { .. } | ClientError::NoManager(_)) => EXIT_UNREACHABLE,
-                Some(ClientError::Api { status: 401 | 403, .. }) => EXIT_UNAUTHORIZED,
-                Some(ClientError::Api { status, .. }) if *status < 500 => EXIT_REFUSED,
-                Some(ClientError::Api { .. } | ClientError::Decode { .. }) => EXIT_MANAGER_ERROR,
-                None => EXIT_FAILED,
+            let (code, name) = match error.downcast_ref::<ClientError>() {
+                Some(ClientError::Unreachable { .. } | ClientError::NoManager(_)) => (EXIT_UNREACHABLE, "unreachable"),
+                Some(ClientError::Api { status: 401 | 403, .. }) => (EXIT_UNAUTHORIZED, "unauthorized"),
+                Some(ClientError::Api { status, .. }) if *status < 500 => (EXIT_REFUSED, "refused"),
+                Some(ClientError::Api { .. } | ClientError::Decode { .. }) => (EXIT_MANAGER_ERROR, "manager_error"),
+                None if error.downcast_ref::<TokenError>().is_some() => (EXIT_UNAUTHORIZED, "no_token"),
+                None => (EXIT_FAILED, "failed"),
             };
+            report(json, name, &error);
             ExitCode::from(code)
         }
     }
@@ -492,7 +621,7 @@ fn client(cli: &Cli, data_dir: &Path) -> anyhow::Result<Client> {
             )))
         })?,
     };
-    let token = admin_token(cli, &dir)?;
+    let token = admin_token(cli, &dir).map_err(|e| anyhow::Error::new(TokenError(e)))?;
     Ok(Client::new(&manager, &token, Duration::from_secs(30)))
 }
 
@@ -524,18 +653,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
     let format = cli.output;
+    if !matches!(cli.command, Command::Serve(_) | Command::Agent(_)) {
+        // What the shared code logs (`identity` creating one, a peer probe) reaches the user too.
+        crate::logging::init(&crate::logging::LogArgs {
+            log_format: crate::logging::LogFormat::Human,
+            log_level: crate::logging::LogLevel::Info,
+        });
+    }
     match &cli.command {
         Command::Serve(args) => daemon::serve(ServeConfig {
+            log: args.log.clone(),
             store: args.store.choice()?,
             data_dir,
             listen: args.listen,
             trust: args.trust.clone(),
+            no_workspace_trust: args.no_workspace_trust,
             launcher: args.launcher,
             tender: args.tender.options(),
             no_local_agent: args.no_local_agent,
             host_name: args.host_name.clone(),
-            memory_mib: args.memory_mib,
-            vcpus: args.vcpus,
+            capacity: args.capacity.clone(),
             sim_hosts: args.sim_hosts,
             replication: args.replication.clone(),
             peer: crate::peer::PeerArgs { rack_name: args.store.rack.clone(), ..args.peer.clone() },
@@ -594,6 +731,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
                         eprintln!("pushing {} ({} bytes)…", file.display(), bytes.len());
                         let image: Image = client.post_raw("/images", "application/octet-stream", &bytes)?;
+                        warn_if_unrunnable(&client, &image);
                         pushed.push(image);
                     }
                     output::images(format, &pushed)
@@ -621,12 +759,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let instances: Vec<Instance> = client(&cli, &data_dir)?.get(&format!("/instances?all={all}"))?;
             output::instances(format, &instances, *quiet)
         }
-        Command::Logs { instance, follow } => logs(&client(&cli, &data_dir)?, instance, *follow),
-        Command::Stop { instances } => lifecycle(&client(&cli, &data_dir)?, format, instances, "stop"),
-        Command::Start { instances } => lifecycle(&client(&cli, &data_dir)?, format, instances, "start"),
-        Command::Restart { instances } => lifecycle(&client(&cli, &data_dir)?, format, instances, "restart"),
-        Command::Rm { instances } => lifecycle(&client(&cli, &data_dir)?, format, instances, "rm"),
-        Command::Stats => output::stats(format, &client(&cli, &data_dir)?.get::<Stats>("/stats")?),
+        Command::Logs { instance, follow } => logs::run(&client(&cli, &data_dir)?, format, instance, *follow),
+        Command::Stop { instances } => targets::lifecycle(&client(&cli, &data_dir)?, format, instances, "stop"),
+        Command::Start { instances } => targets::lifecycle(&client(&cli, &data_dir)?, format, instances, "start"),
+        Command::Restart { instances } => targets::lifecycle(&client(&cli, &data_dir)?, format, instances, "restart"),
+        Command::Rm { instances } => targets::lifecycle(&client(&cli, &data_dir)?, format, instances, "rm"),
+        Command::Scale { deployment, replicas } => {
+            targets::scale(&client(&cli, &data_dir)?, format, deployment, *replicas)
+        }
+        Command::Stats(args) => stats::run(&client(&cli, &data_dir)?, format, args),
+        Command::Trust(command) => trust::run(&client(&cli, &data_dir)?, format, command),
         Command::Replicate(command) => replicate::run(&client(&cli, &data_dir)?, format, command),
         Command::Identity => peers::identity(format, &data_dir),
         Command::Peer(command @ peers::PeerCommand::Probe { .. }) => peers::probe(format, &data_dir, command),
@@ -636,6 +778,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn agent(args: &AgentArgs, data_dir: &Path) -> anyhow::Result<()> {
+    crate::logging::init(&args.log);
     let join_token = match &args.join_token_file {
         Some(path) => Some(crate::credentials::read_secret_file(path)?),
         None => std::env::var("RACK_JOIN_TOKEN").ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()),
@@ -645,9 +788,11 @@ fn agent(args: &AgentArgs, data_dir: &Path) -> anyhow::Result<()> {
     let manager = args.join.as_ref().or(args.manager_url.as_ref()).expect("clap requires one of them");
     let link =
         std::sync::Arc::new(crate::agent::server::ManagerLink::open(manager, dir.credentials_file(), join_token)?);
-    let trusted = dir.trusted_keys(&args.trust)?;
+    let trusted = crate::trust::Trust::open(&dir, &args.trust)?;
     let launcher = daemon::make_launcher(args.launcher, &args.tender.options(), &dir)?;
-    let (memory_mib, vcpus) = daemon::capacity(args.memory_mib, args.vcpus);
+    let offer = args.capacity.offer(args.launcher);
+    let (memory_mib, vcpus) = (offer.memory_mib, offer.vcpus);
+    eprintln!("rack-manager: this host offers instances {}", offer.explanation);
     let identity = crate::peer::identity::Identity::load_or_create(&dir.agent_identity_dir(), None)
         .context("the agent's TLS identity")?;
     let tls = crate::peer::tls::server_config_without_client_auth(&identity)?;
@@ -751,45 +896,26 @@ fn deploy(client: &Client, format: output::Format, args: &DeployArgs) -> anyhow:
     Ok(())
 }
 
-fn lifecycle(client: &Client, format: output::Format, ids: &[String], action: &str) -> anyhow::Result<()> {
-    if ids.is_empty() {
-        bail!("name at least one instance (see `rack-manager ps -a`)");
+/// After a push: says at once when no host of the rack can run the image, with the build that
+/// one could (`plan` and `deploy` refuse it the same way).
+fn warn_if_unrunnable(client: &Client, image: &Image) {
+    let Ok(hosts) = client.get::<Vec<Host>>("/hosts") else { return };
+    if hosts.is_empty() || hosts.iter().any(|h| rack_api::can_run(&h.launcher, &h.arches, &image.arch, &image.platform))
+    {
+        return;
     }
-    let mut done = Vec::new();
-    for id in ids {
-        let instance: Instance = if action == "rm" {
-            client.delete(&format!("/instances/{id}"))?
-        } else {
-            client.post(&format!("/instances/{id}/{action}"), &())?
-        };
-        done.push(instance);
-    }
-    match format {
-        output::Format::Json => output::print_json(&done),
-        output::Format::Table => {
-            for instance in &done {
-                println!("{}", instance.id);
-            }
-            Ok(())
-        }
-    }
-}
-
-fn logs(client: &Client, instance: &str, follow: bool) -> anyhow::Result<()> {
-    let mut offset = 0;
-    let mut stdout = std::io::stdout();
-    loop {
-        let chunk: LogChunk = client.get(&format!("/instances/{instance}/logs?offset={offset}"))?;
-        if chunk.offset > offset {
-            eprintln!("[{} bytes of older output are outside the kept history]", chunk.offset - offset);
-        }
-        stdout.write_all(chunk.text.as_bytes()).context("writing to stdout")?;
-        stdout.flush().context("writing to stdout")?;
-        offset = chunk.next_offset;
-        if !follow || (!chunk.running && chunk.text.is_empty()) {
-            return Ok(());
-        }
-        thread::sleep(Duration::from_millis(200));
+    let host = &hosts[0];
+    let platform = if host.launcher == "tender" { "tender" } else { "qemu" };
+    let arch = host.arches.iter().find(|a| a.as_str() == std::env::consts::ARCH).or(host.arches.first());
+    eprintln!(
+        "warning: no host of this rack can run {} ({} on {}): the hosts run {}",
+        image.name,
+        image.arch,
+        if image.platform.is_empty() { "an unknown platform" } else { &image.platform },
+        hosts.iter().map(|h| format!("{} ({})", h.launcher, h.arches.join("+"))).collect::<Vec<_>>().join(", ")
+    );
+    if let Some(arch) = arch {
+        eprintln!("  hint: build one it can run: {}", rack_api::build_command(&image.name, arch, platform));
     }
 }
 
@@ -802,6 +928,40 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    /// Every argument and option a user can give has help text, in every subcommand.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !arg.is_hide_set() && !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let mut command = Cli::command();
+        command.build();
+        walk(&command, "rack-manager", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+    }
+
+    /// `serve --help` keeps the client's options apart, and env lines name the variable only.
+    #[test]
+    fn serve_help_separates_client_options_and_reads_env_properly() {
+        let mut command = Cli::command();
+        command.build();
+        let serve = command.find_subcommand_mut("serve").expect("serve").render_long_help().to_string();
+        let client_section = serve.split(super::CLIENT_OPTIONS).nth(1).expect("a client section");
+        assert!(client_section.contains("--manager"), "{serve}");
+        let before = serve.split(super::CLIENT_OPTIONS).next().expect("text");
+        assert!(!before.contains("--manager") && !before.contains("--token-file"), "{serve}");
+        assert!(!serve.contains("=]"), "env lines show a value placeholder: {serve}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! How the CLI prints things: aligned tables for people, JSON for scripts.
 
 use anyhow::Context;
-use rack_api::{DrainResponse, Host, Image, Instance, Plan, Stats};
+use rack_api::{DrainResponse, Host, Image, Instance, Plan};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -33,6 +33,11 @@ pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) {
     for row in rows {
         line(row.clone());
     }
+}
+
+/// A platform for a table: `-` when unknown (an image learned from a peer, not yet fetched).
+fn platform(name: &str) -> String {
+    if name.is_empty() { "-".into() } else { name.to_owned() }
 }
 
 fn ago(ms: u64) -> String {
@@ -69,12 +74,15 @@ pub fn hosts(format: Format, hosts: &[Host]) -> anyhow::Result<()> {
                 if h.arches.is_empty() { "-".into() } else { h.arches.join(",") },
                 h.instances.to_string(),
                 format!("{}/{}", h.memory_used_mib, h.memory_mib),
-                h.vcpus.to_string(),
+                format!("{}/{}", h.vcpus_used, h.vcpus),
                 h.address.clone().unwrap_or_else(|| "(built in)".into()),
             ]
         })
         .collect();
     table(&["NAME", "STATE", "LAUNCHER", "ARCHES", "INSTANCES", "MEMORY MiB", "VCPUS", "AGENT"], &rows);
+    if !hosts.is_empty() {
+        println!("(MEMORY MiB and VCPUS: reserved by instances / offered; `serve --help` on overcommit)");
+    }
     Ok(())
 }
 
@@ -100,6 +108,7 @@ pub fn images(format: Format, images: &[Image]) -> anyhow::Result<()> {
                 i.name.clone(),
                 i.version.clone(),
                 i.arch.clone(),
+                platform(&i.platform),
                 rack_api::short_id(&i.id).to_owned(),
                 format!("{:.1} KiB", i.size as f64 / 1024.0),
                 i.memory_mib.to_string(),
@@ -107,7 +116,7 @@ pub fn images(format: Format, images: &[Image]) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    table(&["NAME", "VERSION", "ARCH", "ID", "SIZE", "MEM MiB", "PUSHED"], &rows);
+    table(&["NAME", "VERSION", "ARCH", "PLATFORM", "ID", "SIZE", "MEM MiB", "PUSHED"], &rows);
     Ok(())
 }
 
@@ -119,6 +128,7 @@ pub fn image(format: Format, image: &Image) -> anyhow::Result<()> {
     println!("description: {}", image.description);
     println!("id:          {}", image.id);
     println!("arch:        {}", image.arch);
+    println!("platform:    {}", platform(&image.platform));
     println!("signer:      {}", image.signer);
     println!("size:        {} bytes", image.size);
     println!("memory:      {} MiB, {} vCPU", image.memory_mib, image.vcpus);
@@ -139,10 +149,12 @@ pub fn plan(format: Format, plan: &Plan) -> anyhow::Result<()> {
         return print_json(plan);
     }
     println!(
-        "{} replica(s) of {} ({}), {} MiB each, would go to:",
+        "{} replica(s) of {} ({}, {} on {}), {} MiB each, would go to:",
         plan.hosts.len(),
         plan.image_name,
         rack_api::short_id(&plan.image_id),
+        plan.arch,
+        platform(&plan.platform),
         plan.memory_mib
     );
     let mut counts: Vec<(String, usize)> = Vec::new();
@@ -170,46 +182,43 @@ pub fn instances(format: Format, instances: &[Instance], quiet: bool) -> anyhow:
     let rows: Vec<Vec<String>> = instances
         .iter()
         .map(|i| {
-            let ports: Vec<String> = i.ports.iter().map(|p| p.endpoint()).collect();
+            // A port or an uptime is shown only while it is true: not for a stopped instance.
+            let live = i.state == rack_api::InstanceState::Running;
+            let ports: Vec<String> = if live { i.ports.iter().map(|p| p.endpoint()).collect() } else { Vec::new() };
             vec![
                 i.id.clone(),
+                i.deployment.clone(),
                 i.image_name.clone(),
+                if i.arch.is_empty() { "-".into() } else { i.arch.clone() },
+                platform(&i.platform),
                 i.host.clone(),
                 i.state.as_str().into(),
                 i.pid.map_or("-".into(), |p| p.to_string()),
                 i.restarts.to_string(),
                 i.exit_status.map_or("-".into(), |s| s.to_string()),
                 if ports.is_empty() { "-".into() } else { ports.join(",") },
-                i.started_ms.map_or("-".into(), ago),
+                i.started_ms.filter(|_| live).map_or("-".into(), ago),
                 i.message.clone().unwrap_or_default(),
             ]
         })
         .collect();
-    table(&["ID", "IMAGE", "HOST", "STATE", "PID", "RESTARTS", "EXIT", "PORTS", "UP", "MESSAGE"], &rows);
-    Ok(())
-}
-
-pub fn stats(format: Format, stats: &Stats) -> anyhow::Result<()> {
-    if format == Format::Json {
-        return print_json(stats);
-    }
-    let rows: Vec<Vec<String>> = stats
-        .instances
-        .iter()
-        .map(|s| {
-            vec![
-                s.id.clone(),
-                s.host.clone(),
-                s.state.as_str().into(),
-                s.pid.map_or("-".into(), |p| p.to_string()),
-                s.cpu_ms.map_or("-".into(), |ms| format!("{:.2}s", ms as f64 / 1000.0)),
-                s.cpu_percent.map_or("-".into(), |p| format!("{p:.1}%")),
-                s.rss_bytes.map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64)),
-            ]
-        })
-        .collect();
-    table(&["ID", "HOST", "STATE", "PID", "CPU TIME", "AVG CPU", "RSS"], &rows);
-    let rss: u64 = stats.instances.iter().filter_map(|s| s.rss_bytes).sum();
-    println!("{} instance(s), {:.1} MiB resident in all", stats.instances.len(), rss as f64 / (1 << 20) as f64);
+    table(
+        &[
+            "ID",
+            "DEPLOYMENT",
+            "IMAGE",
+            "ARCH",
+            "PLATFORM",
+            "HOST",
+            "STATE",
+            "PID",
+            "RESTARTS",
+            "EXIT",
+            "PORTS",
+            "UP",
+            "MESSAGE",
+        ],
+        &rows,
+    );
     Ok(())
 }

@@ -46,6 +46,7 @@ pub enum PeerCommand {
     Probe {
         /// https://HOST:PORT of the rack to probe.
         url: String,
+        /// SHA-256 of its certificate (64 hex digits), as its `rack-manager identity` prints it.
         #[arg(long, value_parser = check_fingerprint)]
         fingerprint: String,
     },

@@ -72,6 +72,12 @@ pub fn route(rack: &Rack, peer: Option<&Arc<Node>>, req: &Req) -> Result<Reply, 
         (Method::Post, ["deployments"]) => {
             Ok(Reply::json_status(201, &rack.deploy(&req.json::<DeployRequest>("deploy request")?)?))
         }
+        (Method::Get, ["deployments"]) => Ok(Reply::json(&rack.deployments()?)),
+        (Method::Get, ["deployments", reference]) => Ok(Reply::json(&rack.deployment(reference)?)),
+        (Method::Post, ["deployments", reference, "scale"]) => {
+            let request: rack_api::ScaleRequest = req.json("scale request")?;
+            Ok(Reply::json(&rack.scale(reference, request.replicas)?))
+        }
         (Method::Post, ["plan"]) => Ok(Reply::json(&rack.plan(&req.json::<DeployRequest>("deploy request")?)?)),
         (Method::Get, ["instances"]) => {
             Ok(Reply::json(&rack.instances(req.query.get("all").is_some_and(|v| v != "false"))?))
@@ -88,6 +94,16 @@ pub fn route(rack: &Rack, peer: Option<&Arc<Node>>, req: &Req) -> Result<Reply, 
         (Method::Delete, ["instances", id]) => Ok(Reply::json(&rack.remove_instance(id)?)),
         (Method::Get, ["instances", id, "logs"]) => {
             Ok(Reply::json(&rack.logs(id, req.query_u64("offset")?.unwrap_or(0))?))
+        }
+        (Method::Get, ["trust"]) => Ok(Reply::json(&rack.trusted_keys())),
+        (Method::Post, ["trust"]) => {
+            let request: rack_api::TrustRequest = req.json("trust request")?;
+            let added = rack.trust_add(&request.key)?;
+            Ok(Reply::json(&rack_api::TrustReply { key: request.key.trim().to_owned(), changed: added }))
+        }
+        (Method::Delete, ["trust", key]) => {
+            rack.trust_remove(key)?;
+            Ok(Reply::json(&rack_api::TrustReply { key: (*key).to_owned(), changed: true }))
         }
         (Method::Get, ["stats"]) => Ok(Reply::json(&rack.stats()?)),
         (Method::Get, ["replication"]) => {

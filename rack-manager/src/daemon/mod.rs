@@ -57,42 +57,23 @@ pub enum StoreChoice {
 /// How `serve` was asked to run.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
+    pub log: crate::logging::LogArgs,
     pub store: StoreChoice,
     pub data_dir: std::path::PathBuf,
     pub listen: SocketAddr,
     pub trust: Vec<PublicKey>,
+    /// Do not trust the signing key of the checkout `serve` runs from.
+    pub no_workspace_trust: bool,
     pub launcher: LauncherKind,
     pub tender: TenderOptions,
     /// Run no built-in agent: only joined agents host instances.
     pub no_local_agent: bool,
     pub host_name: String,
-    pub memory_mib: Option<u64>,
-    pub vcpus: Option<u32>,
+    pub capacity: crate::capacity::CapacityArgs,
     /// With the sim launcher: this many simulated hosts instead of one.
     pub sim_hosts: u32,
     pub replication: crate::rack::image_store::ReplicationArgs,
     pub peer: crate::peer::PeerArgs,
-}
-
-/// Memory this machine offers to instances by default: half of it.
-fn default_memory_mib() -> u64 {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let kib: u64 = meminfo
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(2 << 20);
-    kib / 1024 / 2
-}
-
-/// vCPUs this machine offers by default: appliances sleep when idle, so 32 per core.
-fn default_vcpus() -> u32 {
-    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1) * 32
-}
-
-/// What this host offers, from flags or defaults.
-pub fn capacity(memory_mib: Option<u64>, vcpus: Option<u32>) -> (u64, u32) {
-    (memory_mib.unwrap_or_else(default_memory_mib), vcpus.unwrap_or_else(default_vcpus))
 }
 
 /// What the tender launcher is told on the command line.
@@ -120,10 +101,15 @@ pub fn make_launcher(kind: LauncherKind, tender: &TenderOptions, dir: &DataDir) 
 
 /// Runs the daemon until it is killed.
 pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    crate::logging::init(&config.log);
     let dir = DataDir::open(&config.data_dir)?;
     let _lock = dir.lock()?;
     let token = dir.token()?;
-    let trusted = dir.trusted_keys(&config.trust)?;
+    let trusted = crate::trust::Trust::open(&dir, &config.trust)?;
+    if !config.no_workspace_trust {
+        trust_workspace_key(&trusted);
+    }
+    print_trusted(&trusted);
     let (store, election): (Box<dyn StateStore>, _) = match &config.store {
         StoreChoice::Sqlite => {
             let store = SqliteStore::open(&dir.state_db())
@@ -141,7 +127,7 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     })?;
     let address = server.local_addr().context("the API listener's address")?;
     let url = format!("http://{address}");
-    let replication = Replication::open(&dir, trusted.clone(), &config.replication)?;
+    let replication = Replication::open(&dir, trusted.current(), &config.replication)?;
     let rack = Arc::new(Rack::new(RackParts {
         image_source: (!address.ip().is_unspecified()).then(|| url.clone()),
         replication: Arc::new(replication),
@@ -154,7 +140,9 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
 
     if !config.no_local_agent {
         let launcher = make_launcher(config.launcher, &config.tender, &dir)?;
-        let (memory_mib, vcpus) = capacity(config.memory_mib, config.vcpus);
+        let offer = config.capacity.offer(config.launcher);
+        let (memory_mib, vcpus) = (offer.memory_mib, offer.vcpus);
+        tracing::info!(memory_mib, vcpus, "this host offers instances {}", offer.explanation);
         let agent: Arc<dyn HostAgent> = Arc::new(LocalAgent::new(launcher.clone(), dir.clone(), trusted.clone(), None));
         let names: Vec<String> = if config.launcher == LauncherKind::Sim && config.sim_hosts > 0 {
             (1..=config.sim_hosts).map(|i| format!("sim-{i:04}")).collect()
@@ -163,8 +151,8 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
         };
         let arches: Vec<String> = launcher.arches().iter().map(|a| a.name().to_owned()).collect();
         if arches.is_empty() {
-            eprintln!(
-                "rack-manager: warning: this host can boot nothing: install QEMU ({}) to run appliances here",
+            tracing::warn!(
+                "this host can boot nothing: install QEMU ({}) to run appliances here",
                 qemu::install_hint(images::Arch::Aarch64)
             );
         }
@@ -197,7 +185,8 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     // Before the reconciler's first pass: peers say which deployments they took over meanwhile.
     let peer = crate::peer::start(&rack, &config.peer)?;
     dir.write_address(&url)?;
-    eprintln!("rack-manager: serving the rack API on {url} (data directory {})", dir.root().display());
+    tracing::info!(url = %url, data_dir = %dir.root().display(), "serving the rack API on {url}");
+    crate::logging::on_shutdown_signal();
 
     if let Some(election) = &rack.election {
         election.campaign(&url);
@@ -224,6 +213,39 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     });
     let error = http::serve(server, API_LIMITS, authenticate, api_body_limit, handler);
     anyhow::bail!("the API server stopped: {error}")
+}
+
+/// Started from a Mast checkout: trust the key its image builds are signed with, so the first
+/// push of a `cargo xtask image build` output works, and say so.
+fn trust_workspace_key(trusted: &crate::trust::Trust) {
+    let Some(root) = crate::trust::checkout_root() else { return };
+    match crate::trust::workspace_key(&root) {
+        Ok((key, file)) => match trusted.add(key) {
+            Ok(true) => tracing::info!(
+                checkout = %root.display(),
+                key_file = %file.display(),
+                "started from a checkout: now trusting its signing key {key}; --no-workspace-trust to not, \
+                 `rack-manager trust rm {key}` to undo"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("cannot trust the workspace's signing key: {e:#}"),
+        },
+        Err(e) => tracing::warn!("{e:#}"),
+    }
+}
+
+/// The keys images must be signed with, at start: the first thing a refused push asks.
+fn print_trusted(trusted: &crate::trust::Trust) {
+    let keys = trusted.current();
+    if keys.keys().is_empty() {
+        tracing::warn!(
+            "trusting no image signing keys yet: every push is refused until `rack-manager trust add KEY` \
+             (or serve --trust KEY)"
+        );
+    }
+    for key in keys.keys() {
+        tracing::info!("trusting images signed by {key}");
+    }
 }
 
 /// The manager's API listener. Connections: the CLI, agents, peers' replication and a bench

@@ -168,7 +168,7 @@ pub fn spawn_tls(
         let listener = match async_listener(listener) {
             Ok(listener) => listener,
             Err(e) => {
-                eprintln!("rack-manager: the peer listener failed: {e}");
+                tracing::info!("the peer listener failed: {e}");
                 return;
             }
         };
@@ -226,7 +226,7 @@ async fn tls_loop(
                     // Gave up on: nothing worth a line per socket of a flood.
                     Err(_) => return,
                     Ok(Err(e)) => {
-                        eprintln!("rack-manager: TLS connection: refused {remote} in the TLS handshake: {e}");
+                        tracing::info!("TLS connection: refused {remote} in the TLS handshake: {e}");
                         return;
                     }
                 };
@@ -237,7 +237,7 @@ async fn tls_loop(
                 let peer = match (gate.peer_of)(tls.get_ref().1, remote) {
                     Ok(peer) => peer,
                     Err(why) => {
-                        eprintln!("rack-manager: peer connection: {why}");
+                        tracing::info!("peer connection: {why}");
                         return;
                     }
                 };
@@ -307,6 +307,11 @@ async fn answer(
 ) -> Result<Answer, Infallible> {
     let method = Method::from(request.method());
     let (segments, query) = split_url(request.uri().path_and_query().map_or("/", |p| p.as_str()));
+    // `GET /healthz` needs no credential (monitors, systemd, load balancers) and reveals only
+    // that this listener serves; its body, if any, is never read.
+    if method == Method::Get && segments.len() == 1 && segments[0] == "healthz" {
+        return Ok(build(200, "text/plain", &[], b"ok\n".to_vec(), true));
+    }
     let caller = match &site.authenticate {
         Some(authenticate) => {
             let bearer = request

@@ -51,6 +51,9 @@ pub struct LaunchSpec {
     /// The instance's volume, a raw disk image attached as its virtio-blk device, if its image
     /// declares one (`[[block]]`).
     pub volume: Option<PathBuf>,
+    /// The host ports the instance's previous run forwarded, per guest port: taken again when
+    /// free, so `ps` shows the same address across restarts.
+    pub previous_ports: Vec<rack_api::PortForward>,
 }
 
 /// Why a run could not be started.

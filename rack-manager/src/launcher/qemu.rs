@@ -58,6 +58,18 @@ struct PortPicker {
 }
 
 impl PortPicker {
+    /// `previous` again when it can be bound now (the run that had it is gone), else a new one.
+    fn pick_preferring(&self, previous: Option<u16>) -> io::Result<u16> {
+        if let Some(port) = previous.filter(|p| *p != 0)
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            let mut handed_out = self.handed_out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            handed_out.insert(port, Instant::now());
+            return Ok(port);
+        }
+        self.pick()
+    }
+
     fn pick(&self) -> io::Result<u16> {
         let mut handed_out = self.handed_out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let now = Instant::now();
@@ -129,10 +141,15 @@ impl Launcher for QemuLauncher {
         machine.volume = spec.volume.clone();
         // Each TCP port the manifest listens on is forwarded from a free port on the host's
         // loopback ([`PortPicker`]). Another process could still take the port before QEMU binds
-        // it; QEMU then exits at once, and the restart policy decides (a restart picks new ports).
+        // it; QEMU then exits at once, and the restart policy decides. A restart takes the
+        // previous run's port again when it is free, so the address `ps` showed stays true.
         let mut ports = Vec::new();
         for listen in spec.listen.iter().filter(|l| l.protocol == "tcp") {
-            let host_port = self.ports.pick().map_err(|e| LaunchError::Spawn(format!("no free host port: {e}")))?;
+            let previous = spec.previous_ports.iter().find(|p| p.guest_port == listen.port && p.address.is_none());
+            let host_port = self
+                .ports
+                .pick_preferring(previous.map(|p| p.host_port))
+                .map_err(|e| LaunchError::Spawn(format!("no free host port: {e}")))?;
             machine = machine.forward_tcp(host_port, listen.port);
             ports.push(PortForward {
                 host_port,

@@ -138,7 +138,7 @@ impl TenderLauncher {
         if ip::interfaces().is_ok_and(|names| names.contains(&tap))
             && let Err(e) = ip::delete_tap(&tap)
         {
-            eprintln!("rack-manager: deleting the tap {tap} of {instance}: {e}");
+            tracing::info!("deleting the tap {tap} of {instance}: {e}");
         }
     }
 }

@@ -74,21 +74,21 @@ fn check(node: &Node) {
             if let Err(reason) = verdict {
                 // Recorded (and logged) when the reason is new, not at every check.
                 if existing.and_then(|t| t.message) != Some(reason.clone()) {
-                    eprintln!("rack-manager: not taking over {} from down rack {peer}: {reason}", plan.deployment);
+                    tracing::warn!("not taking over {} from down rack {peer}: {reason}", plan.deployment);
                     let refused = Takeover {
                         state: REFUSED.into(),
                         message: Some(reason),
                         ..new_takeover(node, peer, last, expired, plan, None, 0)
                     };
                     if let Err(error) = record(node, refused) {
-                        eprintln!("rack-manager: recording a refused takeover: {error:#}");
+                        tracing::warn!("recording a refused takeover: {error:#}");
                     }
                 }
                 continue;
             }
             let snapshot = state.snapshots.get(&plan.deployment).copied();
             if let Err(error) = take_over(node, peer, last, expired, plan, snapshot) {
-                eprintln!("rack-manager: taking over {} from {peer}: {error:#}", plan.deployment);
+                tracing::info!("taking over {} from {peer}: {error:#}", plan.deployment);
             }
         }
     }
@@ -119,7 +119,7 @@ fn forget_refusals(node: &Node, peer: &str) {
     next.retain(|t| !(t.peer == peer && t.state == REFUSED));
     match node.save_takeovers(&next) {
         Ok(()) => *takeovers = next,
-        Err(error) => eprintln!("rack-manager: forgetting refused takeovers: {error:#}"),
+        Err(error) => tracing::warn!("forgetting refused takeovers: {error:#}"),
     }
 }
 
@@ -185,6 +185,8 @@ fn take_over(
         vcpus: Some(plan.vcpus),
         args: Some(plan.args.clone()),
         restart: Some(plan.restart),
+        arch: None,
+        platform: None,
     };
     // The restored snapshot becomes the new instance's volume before the deployment is stored,
     // so the instance's first boot already finds the peer's data.
@@ -209,10 +211,7 @@ fn take_over(
             takeover.message = Some(format!("deploying here failed: {}", error.message));
         }
     }
-    eprintln!(
-        "rack-manager: took over deployment {} ({}) from down rack {peer}, epoch {epoch}",
-        plan.deployment, plan.image_name
-    );
+    tracing::warn!(peer = %peer, deployment = %plan.deployment, image = %plan.image_name, epoch, state = %takeover.state, "failover: took over a deployment from a down rack");
     record(node, takeover)
 }
 
@@ -242,7 +241,7 @@ pub fn release(node: &Node, peer: &str, deployment: &str) -> anyhow::Result<Take
     next.retain(|t| !(t.peer == peer && t.deployment == deployment));
     node.save_takeovers(&next)?;
     *takeovers = next;
-    eprintln!("rack-manager: handed deployment {deployment} back to rack {peer}");
+    tracing::info!(peer = %peer, deployment = %deployment, "failover: handed a deployment back to its rack");
     Ok(takeover)
 }
 
@@ -276,7 +275,7 @@ fn note_serving(node: &Node) {
             takeover.recovery_ms = Some(started.saturating_sub(takeover.lease_expired_ms));
             takeover.state = "running".into();
             if let Err(error) = record(node, takeover) {
-                eprintln!("rack-manager: recording a takeover: {error:#}");
+                tracing::info!("recording a takeover: {error:#}");
             }
         }
     }

@@ -435,8 +435,8 @@ pub fn start(rack: &Arc<Rack>, args: &PeerArgs) -> anyhow::Result<Option<Arc<Nod
     fs::write(&aside, format!("{}\n", node.url))
         .and_then(|()| fs::rename(&aside, dir.join("address")))
         .context("writing the peer address")?;
-    eprintln!(
-        "rack-manager: rack {} serves peers on {} (certificate fingerprint {})",
+    tracing::info!(
+        "rack {} serves peers on {} (certificate fingerprint {})",
         node.identity.name,
         node.url,
         hex::encode(node.identity.fingerprint())

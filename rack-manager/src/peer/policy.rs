@@ -226,6 +226,7 @@ mod tests {
             listen: Vec::new(),
             restart: rack_api::RestartPolicy { when: rack_api::RestartWhen::Always, max_restarts: 0, backoff_ms: 0 },
             pushed_ms: 0,
+            platform: "qemu".into(),
         }
     }
 

@@ -132,7 +132,7 @@ fn heartbeat(node: &Node, peer: &str, body: &[u8]) -> Answer {
         ));
     }
     if let Some(error) = beat.plans.iter().find_map(|p| policy::check_plan(p).err()) {
-        eprintln!("rack-manager: refused a heartbeat of rack {peer}: {error}");
+        tracing::info!("refused a heartbeat of rack {peer}: {error}");
         return Err(wire::Response::error(400, format!("refused: {error}")));
     }
     let me = node.identity.name.clone();

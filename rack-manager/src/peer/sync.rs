@@ -56,7 +56,7 @@ pub fn spawn(node: Arc<Node>) {
                 }
                 let reachable = node.runtime().get(&peer.name).is_some_and(|r| r.last_error.is_none());
                 if reachable && let Err(error) = replicate(&node, &peer) {
-                    eprintln!("rack-manager: replicating from peer {}: {error:#}", peer.name);
+                    tracing::info!("replicating from peer {}: {error:#}", peer.name);
                 }
             }
             thread::sleep(node.heartbeat.max(Duration::from_millis(500)));
@@ -151,8 +151,8 @@ fn fence(node: &Node, peer: &str, reply: &HeartbeatReply) {
                     Ok(()) => notice.deployment.clone(),
                     Err(_) => "(an invalid name)".to_owned(),
                 };
-                eprintln!(
-                    "rack-manager: ignoring rack {peer}'s notice that it took over deployment {shown}: that deployment \
+                tracing::info!(
+                    "ignoring rack {peer}'s notice that it took over deployment {shown}: that deployment \
                      does not fail over to {peer} here"
                 );
             }
@@ -172,9 +172,9 @@ fn fence(node: &Node, peer: &str, reply: &HeartbeatReply) {
     match node.rack.fence(&fenced) {
         Ok(0) => {}
         Ok(count) => {
-            eprintln!("rack-manager: {count} instance(s) stay stopped: rack {peer} took their deployments over")
+            tracing::info!("{count} instance(s) stay stopped: rack {peer} took their deployments over")
         }
-        Err(error) => eprintln!("rack-manager: recording the takeover by {peer}: {error}"),
+        Err(error) => tracing::info!("recording the takeover by {peer}: {error}"),
     }
 }
 
@@ -207,7 +207,7 @@ fn replicate(node: &Node, peer: &PeerEntry) -> anyhow::Result<()> {
             continue;
         }
         if let Err(error) = learn_image(node, &peer.name, &remote, &id) {
-            eprintln!("rack-manager: image {id} from peer {}: {error:#}", peer.name);
+            tracing::info!("image {id} from peer {}: {error:#}", peer.name);
         }
     }
     Ok(())
@@ -260,7 +260,7 @@ pub fn register_remotes(node: &Arc<Node>) {
         let client = match node.client(peer, Duration::from_secs(60)) {
             Ok(client) => client,
             Err(error) => {
-                eprintln!("rack-manager: peer {}: {error:#}", peer.name);
+                tracing::info!("peer {}: {error:#}", peer.name);
                 continue;
             }
         };

@@ -6,12 +6,17 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use rack_api::{DeployRequest, DeployResponse, Deployment, HostState, Image, Plan, RestartPolicy};
+use rack_api::{DeployRequest, DeployResponse, Deployment, HostState, Image, Plan, RestartPolicy, short_id};
 
-use super::{Rack, RackError, Result, hosts::candidates, images::find_image_preferring, instance_view, place};
+use super::{
+    Rack, RackError, Result,
+    hosts::candidates,
+    images::{Selector, build_label, select_image},
+    instance_view, place,
+};
 use crate::{
     clock::now_ms,
-    store::{InstanceRecord, StateStore},
+    store::{HostRecord, InstanceRecord, StateStore},
 };
 
 /// The most replicas one deployment may ask for.
@@ -20,24 +25,30 @@ pub const MAX_REPLICAS: u32 = 100_000;
 /// A placed deploy request: where each replica goes, the image, and the settings resolved
 /// against the image's manifest.
 #[derive(Debug)]
-struct Placed {
-    plan: Plan,
-    image: Image,
-    memory_mib: u32,
-    vcpus: u32,
+pub(super) struct Placed {
+    pub(super) plan: Plan,
+    pub(super) image: Image,
+    pub(super) memory_mib: u32,
+    pub(super) vcpus: u32,
 }
 
 /// Checks a deploy request and places it, changing nothing.
-fn place(store: &dyn StateStore, request: &DeployRequest) -> Result<Placed> {
+pub(super) fn place(store: &dyn StateStore, request: &DeployRequest) -> Result<Placed> {
     if request.replicas == 0 || request.replicas > MAX_REPLICAS {
         return Err(RackError::invalid(
             format!("{} replicas is not a number this rack deploys", request.replicas),
             format!("ask for 1 to {MAX_REPLICAS}"),
         ));
     }
-    let ready_arches: Vec<String> =
-        store.hosts()?.into_iter().filter(|h| h.state == HostState::Ready).flat_map(|h| h.arches).collect();
-    let image = find_image_preferring(store, &request.image, &ready_arches)?;
+    let all_hosts = store.hosts()?;
+    let ready: Vec<HostRecord> = all_hosts.iter().filter(|h| h.state == HostState::Ready).cloned().collect();
+    let selector =
+        Selector { reference: &request.image, arch: request.arch.as_deref(), platform: request.platform.as_deref() };
+    let image = select_image(store, &selector, Some(&ready))?;
+    let runs_it = |h: &&HostRecord| rack_api::can_run(&h.launcher, &h.arches, &image.arch, &image.platform);
+    if !all_hosts.is_empty() && !all_hosts.iter().any(|h| runs_it(&h)) {
+        return Err(no_host_runs(&image, &all_hosts));
+    }
     let memory_mib = request.memory_mib.unwrap_or(image.memory_mib);
     if memory_mib < image.memory_mib {
         return Err(RackError::invalid(
@@ -49,12 +60,70 @@ fn place(store: &dyn StateStore, request: &DeployRequest) -> Result<Placed> {
     if vcpus == 0 || vcpus > 255 {
         return Err(RackError::invalid(format!("{vcpus} vCPUs is not possible"), "give --vcpus 1 to 255"));
     }
-    let hosts = candidates(store, &image.name, "")?;
+    let able: Vec<&str> = ready.iter().filter(runs_it).map(|h| h.name.as_str()).collect();
+    let mut hosts = candidates(store, &image.name, "")?;
+    hosts.retain(|c| able.contains(&c.name.as_str()));
     let placement_request = place::Request { arch: image.arch.clone(), replicas: request.replicas, memory_mib, vcpus };
     let placed =
         place::place(&hosts, &placement_request).map_err(|e| RackError::refused("no_placement", e.message, e.hint))?;
-    let plan = Plan { image_id: image.id.clone(), image_name: image.name.clone(), memory_mib, hosts: placed };
+    let plan = Plan {
+        image_id: image.id.clone(),
+        image_name: image.name.clone(),
+        memory_mib,
+        hosts: placed,
+        arch: image.arch.clone(),
+        platform: image.platform.clone(),
+    };
     Ok(Placed { plan, image, memory_mib, vcpus })
+}
+
+/// `local×3, h2×2`: how many replicas went to each host, for the log.
+pub(super) fn spread(hosts: &[String]) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for host in hosts {
+        match counts.iter_mut().find(|(h, _)| h == host) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((host, 1)),
+        }
+    }
+    counts.iter().map(|(h, n)| format!("{h}×{n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The refusal for an image no host of the rack can run, with the build that one could.
+fn no_host_runs(image: &Image, hosts: &[HostRecord]) -> RackError {
+    let offered: Vec<String> = hosts
+        .iter()
+        .map(|h| {
+            format!(
+                "{} ({} on {})",
+                h.name,
+                h.launcher,
+                if h.arches.is_empty() { "nothing".to_owned() } else { h.arches.join("+") }
+            )
+        })
+        .collect();
+    let host = &hosts[0];
+    let platform = if host.launcher == "tender" { "tender" } else { "qemu" };
+    // The host's own architecture first: on QEMU, x86_64 runs under KVM, aarch64 under TCG.
+    let arch = host.arches.iter().find(|a| a.as_str() == std::env::consts::ARCH).or(host.arches.first());
+    let hint = match arch {
+        Some(arch) => format!(
+            "build it for this rack, push it, and deploy again: `{}` (then `rack-manager image push` the .mast it prints)",
+            rack_api::build_command(&image.name, arch, platform)
+        ),
+        None => "no host can boot anything: install QEMU on a host, or add a host that can".to_owned(),
+    };
+    RackError::refused(
+        "no_host_can_run",
+        format!(
+            "no host of this rack can run {} ({}, {}): the hosts are {}",
+            image.name,
+            short_id(&image.id),
+            build_label(&image.arch, &image.platform),
+            offered.join(", ")
+        ),
+        hint,
+    )
 }
 
 impl Rack {
@@ -115,8 +184,11 @@ impl Rack {
         }
         store.create_deployment(&deployment, &records)?;
         drop(store);
+        tracing::info!(deployment = %deployment.id, image = %image.name, image_id = short_id(&image.id), replicas = request.replicas, "deployed");
+        tracing::info!(deployment = %deployment.id, hosts = %spread(&plan.hosts), "placed");
         let deployments = HashMap::from([(deployment.id.clone(), deployment.clone())]);
-        let instances = records.iter().map(|r| instance_view(r, &deployments)).collect();
+        let images = HashMap::from([(image.id.clone(), image.clone())]);
+        let instances = records.iter().map(|r| instance_view(r, &deployments, &images)).collect();
         self.wake();
         Ok((DeployResponse { deployment, instances }, seeded))
     }

@@ -20,6 +20,7 @@ pub(super) const RETRIES: usize = 8;
 /// Every host with what its instances use.
 pub fn hosts(store: &dyn StateStore) -> Result<Vec<Host>> {
     let instances = store.instances()?;
+    let deployments = deployments_by_id(store)?;
     Ok(store
         .hosts()?
         .into_iter()
@@ -28,6 +29,11 @@ pub fn hosts(store: &dyn StateStore) -> Result<Vec<Host>> {
             Host {
                 instances: placed.len() as u32,
                 memory_used_mib: placed.iter().filter(|i| reserves(i)).map(|i| u64::from(i.memory_mib)).sum(),
+                vcpus_used: placed
+                    .iter()
+                    .filter(|i| reserves(i))
+                    .map(|i| deployments.get(&i.deployment).map_or(1, |d| d.vcpus))
+                    .sum(),
                 name: h.name,
                 address: h.address,
                 launcher: h.launcher,
@@ -201,7 +207,7 @@ impl Rack {
         if let Some(agent) = self.agent(name) {
             for old in &old_runs {
                 if let Err(e) = agent.stop(&old.run_ref()) {
-                    eprintln!("rack-manager: stopping {} on drained host {name}: {e}", old.id);
+                    tracing::info!("stopping {} on drained host {name}: {e}", old.id);
                 }
             }
         }

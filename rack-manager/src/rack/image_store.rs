@@ -27,7 +27,7 @@ pub struct ReplicationArgs {
     /// Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the usual AWS
     /// sources); `rack` names this rack's namespace in the bucket [default: the host's name].
     /// See docs/replication.md for AWS and MinIO examples.
-    #[arg(long, env = "RACK_CLOUD", value_name = "URL")]
+    #[arg(long, env = "RACK_CLOUD", hide_env_values = true, value_name = "URL")]
     pub cloud: Option<String>,
     /// Cap on background transfers of image chunks (the fetch from remotes and the push to the
     /// cloud share it), in bytes per second (0: no cap). Launches are not held back by it.
@@ -196,7 +196,7 @@ fn import_existing(replicator: &Replicator, images: &Path) {
         if let Ok(bytes) = std::fs::read(&path)
             && let Err(e) = replicator.import_image(&bytes)
         {
-            eprintln!("rack-manager: {} was not imported into the image store: {e}", path.display());
+            tracing::info!("{} was not imported into the image store: {e}", path.display());
         }
     }
 }
@@ -231,5 +231,6 @@ pub fn image_record(header: &VerifiedHeader, size: u64) -> Image {
             backoff_ms: manifest.restart.backoff_ms,
         },
         pushed_ms: now_ms(),
+        platform: String::new(),
     }
 }

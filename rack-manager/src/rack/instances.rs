@@ -28,22 +28,24 @@ impl Rack {
     pub fn instances(&self, all: bool) -> Result<Vec<Instance>> {
         let store = self.store();
         let deployments = deployments_by_id(&**store)?;
+        let images = super::images_by_id(&**store)?;
         Ok(store
             .instances()?
             .iter()
             .filter(|i| all || i.state.is_active())
-            .map(|i| instance_view(i, &deployments))
+            .map(|i| instance_view(i, &deployments, &images))
             .collect())
     }
 
     pub fn instance(&self, id: &str) -> Result<Instance> {
         let store = self.store();
         let record = record(&**store, id)?;
-        Ok(instance_view(&record, &deployments_by_id(&**store)?))
+        Ok(instance_view(&record, &deployments_by_id(&**store)?, &super::images_by_id(&**store)?))
     }
 
     fn view(&self, record: &InstanceRecord) -> Result<Instance> {
-        Ok(instance_view(record, &deployments_by_id(&**self.store())?))
+        let store = self.store();
+        Ok(instance_view(record, &deployments_by_id(&**store)?, &super::images_by_id(&**store)?))
     }
 
     /// Reads instance `id`, lets `change` edit a copy, and writes it only if the stored record
@@ -256,7 +258,7 @@ impl Rack {
             if old.state == InstanceState::Running
                 && let Err(e) = self.stop_run(&old)
             {
-                eprintln!("rack-manager: {e}");
+                tracing::info!("{e}");
             }
         }
         self.wake();

@@ -17,6 +17,8 @@
 //! | [`deployments`] | plan and deploy (also for a takeover, with a volume seed) |
 //! | [`instances`] | list, stop/start/restart, remove, logs, stats; fencing deployments |
 //! | [`image_store`] | the content-addressed image store the rack replicates |
+//! | `trust` | the trusted keys: list, add, remove, live |
+//! | [`scale`] | deployments by id or name; scaling one |
 //! | [`place`] | placement as one call: which host each new replica goes to (on the `placement` engine) |
 
 pub mod deployments;
@@ -26,6 +28,8 @@ pub mod image_store;
 pub mod images;
 pub mod instances;
 pub mod place;
+pub mod scale;
+mod trust;
 
 use std::{
     collections::HashMap,
@@ -33,7 +37,6 @@ use std::{
     time::Duration,
 };
 
-use ::images::keys::TrustedKeys;
 use rack_api::{Deployment, Image, Instance};
 
 pub use self::error::{ErrorKind, RackError, Result};
@@ -48,7 +51,7 @@ pub struct Rack {
     store: Mutex<Box<dyn StateStore>>,
     agents: RwLock<HashMap<String, Arc<dyn HostAgent>>>,
     pub dir: DataDir,
-    pub trusted: TrustedKeys,
+    pub trusted: crate::trust::Trust,
     /// The admin token: the manager's own; per-agent credentials are derived from it
     /// ([`crate::credentials`]) and it never leaves the manager.
     pub token: String,
@@ -74,7 +77,7 @@ impl std::fmt::Debug for Rack {
 pub struct RackParts {
     pub store: Box<dyn StateStore>,
     pub dir: DataDir,
-    pub trusted: TrustedKeys,
+    pub trusted: crate::trust::Trust,
     pub token: String,
     pub image_source: Option<String>,
     pub election: Option<Election>,
@@ -168,8 +171,14 @@ impl Rack {
 }
 
 /// The API's view of an instance.
-pub fn instance_view(record: &InstanceRecord, deployments: &HashMap<String, Deployment>) -> Instance {
+/// Its image's architecture and platform come from `images` (by id).
+pub fn instance_view(
+    record: &InstanceRecord,
+    deployments: &HashMap<String, Deployment>,
+    images: &HashMap<String, Image>,
+) -> Instance {
     let deployment = deployments.get(&record.deployment);
+    let image = deployment.and_then(|d| images.get(&d.image_id));
     Instance {
         id: record.id.clone(),
         deployment: record.deployment.clone(),
@@ -186,6 +195,8 @@ pub fn instance_view(record: &InstanceRecord, deployments: &HashMap<String, Depl
         created_ms: record.created_ms,
         started_ms: record.started_ms,
         message: record.message.clone(),
+        arch: image.map(|i| i.arch.clone()).unwrap_or_default(),
+        platform: image.map(|i| i.platform.clone()).unwrap_or_default(),
     }
 }
 

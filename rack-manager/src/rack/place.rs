@@ -72,8 +72,29 @@ pub const POWER_BUDGET_MW: u32 = 1_000_000;
 
 /// The hint for a request no host architecture matches.
 const ARCH_HINT: &str = "add a host that can (x86_64 needs KVM), or push the image built for another architecture";
-/// The hint for replicas that do not fit on the hosts there are.
-const ROOM_HINT: &str = "deploy fewer replicas, give each less memory (--mem), or add hosts";
+/// The hint for replicas that do not fit on the hosts there are: it names the limit that bound
+/// (memory or vCPUs), with how many each would allow, and the flags that change it.
+fn room_hint(hosts: &[&Candidate], request: &Request) -> String {
+    let by_memory: u64 = hosts.iter().map(|c| c.free_memory_mib / u64::from(request.memory_mib.max(1))).sum();
+    let by_vcpus: u64 = hosts.iter().map(|c| c.free_vcpus / u64::from(request.vcpus.max(1))).sum();
+    let free_memory: u64 = hosts.iter().map(|c| c.free_memory_mib).sum();
+    let free_vcpus: u64 = hosts.iter().map(|c| c.free_vcpus).sum();
+    if by_vcpus < by_memory {
+        format!(
+            "vCPUs are the limit: {free_vcpus} free, room for {by_vcpus} at {} each (memory would allow {by_memory}); \
+             offer more (`serve --vcpu-overcommit N` or `--vcpus N`, see `host ls`), ask fewer per instance \
+             (--vcpus), deploy fewer replicas, or add hosts",
+            request.vcpus
+        )
+    } else {
+        format!(
+            "memory is the limit: {free_memory} MiB free, room for {by_memory} at {} MiB each (vCPUs would allow \
+             {by_vcpus}); offer more (`serve --memory-overcommit F` or `--memory-mib N`, see `host ls`), give each \
+             less (--mem, not below the manifest's), deploy fewer replicas, or add hosts",
+            request.memory_mib
+        )
+    }
+}
 
 /// The instance slots a host gets: room for every instance this call could put there (its
 /// placeholders and all the replicas). Candidates carry no slot limit, so slots never bind.
@@ -140,7 +161,7 @@ pub fn place(hosts: &[Candidate], request: &Request) -> Result<Vec<String>, Plac
         // No host can take even one replica: one request is enough to learn why, where a request
         // per replica would cost the engine a search per replica.
         let plan = cluster.place(vec![replica(0, 0)], Heuristic::default());
-        return Err(unplaced(request, 0, plan.unplaced.first().map(|u| &u.reason)));
+        return Err(unplaced(request, 0, plan.unplaced.first().map(|u| &u.reason), &usable));
     }
 
     // Placeholders: the `k`-th instance of the appliance on a host is a member of round `k`. They
@@ -186,7 +207,7 @@ pub fn place(hosts: &[Candidate], request: &Request) -> Result<Vec<String>, Plac
             break;
         }
         if plan.assignments.is_empty() {
-            return Err(unplaced(request, count, plan.unplaced.first().map(|u| &u.reason)));
+            return Err(unplaced(request, count, plan.unplaced.first().map(|u| &u.reason), &usable));
         }
         // What strict rounds could not place goes into further rounds over the hosts left.
         let spread = cluster.hosts().filter(|h| has_room(h, &demand)).count().max(1);
@@ -201,15 +222,15 @@ pub fn place(hosts: &[Candidate], request: &Request) -> Result<Vec<String>, Plac
 }
 
 /// The error for replicas left unplaced, in the engine's words.
-fn unplaced(request: &Request, count: u32, reason: Option<&Unplaceable>) -> PlaceError {
+fn unplaced(request: &Request, count: u32, reason: Option<&Unplaceable>, hosts: &[&Candidate]) -> PlaceError {
     let why = reason.map_or_else(|| "the placement engine gave no reason".to_owned(), ToString::to_string);
     let hint = match reason {
-        Some(Unplaceable::NoArch { .. }) => ARCH_HINT,
-        _ => ROOM_HINT,
+        Some(Unplaceable::NoArch { .. }) => ARCH_HINT.to_owned(),
+        _ => room_hint(hosts, request),
     };
     let message =
         if request.replicas == 1 { why } else { format!("only {count} of {} replicas fit: {why}", request.replicas) };
-    PlaceError { message, hint: hint.into() }
+    PlaceError { message, hint }
 }
 
 #[cfg(test)]

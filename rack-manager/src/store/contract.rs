@@ -101,6 +101,7 @@ fn image(id: &str, name: &str, pushed_ms: u64) -> Image {
         listen: vec![ListenPort { port: 8080, protocol: "tcp".into() }],
         restart: RestartPolicy { when: RestartWhen::Never, max_restarts: 0, backoff_ms: 0 },
         pushed_ms,
+        platform: "qemu".into(),
     }
 }
 
@@ -147,6 +148,17 @@ fn a_deployment_with_a_duplicate_id_is_not_half_written(backend: &Backend) {
     assert!(store.create_deployment(&deployment("d1"), &[instance("z", "d1")]).is_err());
     assert!(store.instance("z").expect("reads").is_none());
     assert_eq!(store.instances().expect("lists").len(), 1);
+}
+
+fn instances_added_to_a_deployment_count_as_its_replicas(backend: &Backend) {
+    let mut store = backend.open();
+    store.create_deployment(&deployment("d1"), &[instance("a", "d1")]).expect("created");
+    store.add_instances("d1", &[instance("b", "d1"), instance("c", "d1")]).expect("added");
+    assert_eq!(store.deployments().expect("lists")[0].replicas, 3);
+    assert!(store.add_instances("d1", &[instance("a", "d1")]).is_err(), "an existing id is refused");
+    assert!(store.add_instances("d9", &[instance("z", "d9")]).is_err(), "a missing deployment is refused");
+    assert!(store.instance("z").expect("reads").is_none());
+    assert_eq!(store.instances().expect("lists").len(), 3);
 }
 
 fn sequences_never_repeat(backend: &Backend) {
@@ -239,6 +251,7 @@ contract!(
     state_survives_reopening,
     removing_the_last_instance_removes_its_deployment,
     a_deployment_with_a_duplicate_id_is_not_half_written,
+    instances_added_to_a_deployment_count_as_its_replicas,
     sequences_never_repeat,
     hosts_and_images_round_trip,
     a_join_seal_survives_every_host_write,

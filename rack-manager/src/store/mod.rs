@@ -194,6 +194,9 @@ pub trait StateStore: Send {
     /// Records a deployment and its instances together.
     fn create_deployment(&mut self, deployment: &Deployment, instances: &[InstanceRecord]) -> Result<()>;
     fn deployments(&self) -> Result<Vec<Deployment>>;
+    /// Adds new instances to the existing deployment `deployment` (`scale` up), all or none;
+    /// a conflict if the deployment is gone or an instance id exists.
+    fn add_instances(&mut self, deployment: &str, instances: &[InstanceRecord]) -> Result<()>;
 
     fn instances(&self) -> Result<Vec<InstanceRecord>>;
     fn instance(&self, id: &str) -> Result<Option<InstanceRecord>>;

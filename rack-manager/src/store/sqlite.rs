@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS images (
     args TEXT NOT NULL,
     listen TEXT NOT NULL,
     restart TEXT NOT NULL,
-    pushed_ms INTEGER NOT NULL
+    pushed_ms INTEGER NOT NULL,
+    platform TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS deployments (
     id TEXT PRIMARY KEY,
@@ -96,6 +97,14 @@ impl SqliteStore {
             })?;
         if !sealed {
             db.execute_batch("ALTER TABLE hosts ADD COLUMN join_seal TEXT")?;
+        }
+        // Images pushed before the platform was recorded: unknown ('').
+        let has_platform: bool =
+            db.query_row("SELECT COUNT(*) > 0 FROM pragma_table_info('images') WHERE name = 'platform'", [], |row| {
+                row.get(0)
+            })?;
+        if !has_platform {
+            db.execute_batch("ALTER TABLE images ADD COLUMN platform TEXT NOT NULL DEFAULT ''")?;
         }
         Ok(SqliteStore { db })
     }
@@ -162,6 +171,7 @@ fn image_from_row(row: &Row) -> rusqlite::Result<RawImage> {
             listen: Vec::new(),
             restart: placeholder,
             pushed_ms: row.get::<_, i64>(12)? as u64,
+            platform: row.get(13)?,
         },
         row.get(9)?,
         row.get(10)?,
@@ -305,8 +315,8 @@ impl StateStore for SqliteStore {
     fn put_image(&mut self, i: &Image) -> Result<()> {
         self.db.execute(
             "INSERT OR REPLACE INTO images \
-             (id, name, version, description, arch, signer, size, memory_mib, vcpus, args, listen, restart, pushed_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+             (id, name, version, description, arch, signer, size, memory_mib, vcpus, args, listen, restart, pushed_ms, \
+             platform) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
                 i.id,
                 i.name,
@@ -320,7 +330,8 @@ impl StateStore for SqliteStore {
                 json(&i.args),
                 json(&i.listen),
                 json(&i.restart),
-                i.pushed_ms as i64
+                i.pushed_ms as i64,
+                i.platform
             ],
         )?;
         Ok(())
@@ -329,7 +340,7 @@ impl StateStore for SqliteStore {
     fn images(&self) -> Result<Vec<Image>> {
         let mut statement = self.db.prepare(
             "SELECT id, name, version, description, arch, signer, size, memory_mib, vcpus, args, listen, restart, \
-             pushed_ms FROM images ORDER BY name, pushed_ms",
+             pushed_ms, platform FROM images ORDER BY name, pushed_ms",
         )?;
         let rows = statement.query_map([], image_from_row)?;
         let mut images = Vec::new();
@@ -367,6 +378,34 @@ impl StateStore for SqliteStore {
         for instance in instances {
             write_instance(&tx, instance)?;
         }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn add_instances(&mut self, deployment: &str, instances: &[InstanceRecord]) -> Result<()> {
+        let tx = self.db.transaction()?;
+        let exists: bool =
+            tx.query_row("SELECT COUNT(*) > 0 FROM deployments WHERE id = ?1", params![deployment], |row| row.get(0))?;
+        if !exists {
+            return Err(StoreError::Conflict(format!("deployment {deployment} is gone: nothing was written")));
+        }
+        for instance in instances {
+            let taken: bool =
+                tx.query_row("SELECT COUNT(*) > 0 FROM instances WHERE id = ?1", params![instance.id], |row| {
+                    row.get(0)
+                })?;
+            if taken {
+                return Err(StoreError::Conflict(format!(
+                    "instance {} already exists: nothing was written",
+                    instance.id
+                )));
+            }
+            write_instance(&tx, instance)?;
+        }
+        tx.execute(
+            "UPDATE deployments SET replicas = (SELECT COUNT(*) FROM instances WHERE deployment = ?1) WHERE id = ?1",
+            params![deployment],
+        )?;
         tx.commit()?;
         Ok(())
     }

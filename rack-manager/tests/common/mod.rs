@@ -101,6 +101,23 @@ impl Rack {
         Rack::start_under(&[], extra)
     }
 
+    /// Starts `rack-manager serve` with only `extra` arguments: no `--trust`, as an operator who
+    /// read only the quick start would.
+    pub fn start_bare(extra: &[&str]) -> Rack {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut serve_args = vec!["serve".to_owned(), "--listen".into(), "127.0.0.1:0".into()];
+        serve_args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let mut rack =
+            Rack { dir, daemon: None, agents: Vec::new(), agent_args: Vec::new(), serve_args, wrapper: Vec::new() };
+        rack.start_daemon();
+        rack
+    }
+
+    /// The daemon's stderr so far.
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("daemon.stderr")).unwrap_or_default()
+    }
+
     /// Like [`Rack::start`], with the daemon started under `wrapper` (its program and arguments,
     /// e.g. `ip netns exec NAME`, which execs the daemon in place: the pid stays the daemon's).
     pub fn start_under(wrapper: &[&str], extra: &[&str]) -> Rack {

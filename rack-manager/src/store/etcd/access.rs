@@ -148,8 +148,8 @@ impl EtcdAccess {
         }
         if let Some(user) = &self.user {
             if https == 0 {
-                eprintln!(
-                    "rack-manager: warning: etcd user {}'s password goes to {} without TLS: anyone on the path can \
+                tracing::warn!(
+                    "etcd user {}'s password goes to {} without TLS: anyone on the path can \
                      read it; use https:// endpoints and --etcd-cacert",
                     user.name,
                     endpoints.join(",")

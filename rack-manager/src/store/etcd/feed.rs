@@ -20,7 +20,7 @@ pub async fn run(client: Client, prefix: String, mut revision: i64, sender: mpsc
         match watch_once(&client, &prefix, &mut revision, &sender).await {
             Ok(Flow::ReceiverGone) => return,
             Ok(Flow::Reconnect) => {}
-            Err(e) => eprintln!("rack-manager: etcd watch from revision {revision}: {e}; resuming"),
+            Err(e) => tracing::info!("etcd watch from revision {revision}: {e}; resuming"),
         }
         tokio::time::sleep(RETRY).await;
     }

@@ -384,6 +384,31 @@ impl StateStore for EtcdStore {
         Ok(())
     }
 
+    fn add_instances(&mut self, deployment: &str, instances: &[InstanceRecord]) -> Result<()> {
+        let deployment_key = self.key("deployments", deployment);
+        let (Some(current), revision) = self.read::<Deployment>(&deployment_key)? else {
+            return Err(StoreError::Conflict(format!("deployment {deployment} is gone: nothing was written")));
+        };
+        let count = self.list::<InstanceRecord>("instances")?.iter().filter(|i| i.deployment == deployment).count();
+        let grown = Deployment { replicas: (count + instances.len()) as u32, ..current };
+        // The deployment unchanged since read (removals change it too) and every instance key
+        // new, in one transaction, so `replicas` stays the count.
+        let mut compares = vec![Compare::mod_revision(deployment_key.as_str(), CompareOp::Equal, revision)];
+        let mut keys: Vec<(String, String)> =
+            instances.iter().map(|i| (self.key("instances", &i.id), json(i))).collect();
+        compares.extend(keys.iter().map(|(key, _)| Compare::create_revision(key.as_str(), CompareOp::Equal, 0)));
+        compares.extend(self.fence()?);
+        keys.push((deployment_key, json(&grown)));
+        let puts: Vec<TxnOp> = keys.into_iter().map(|(key, value)| TxnOp::put(key, value, None)).collect();
+        if !self.txn("adding instances", Txn::new().when(compares).and_then(puts))? {
+            return Err(StoreError::Conflict(format!(
+                "deployment {deployment} changed, one of its new instances already exists, or this manager is no \
+                 longer the rack's scheduler: nothing was written"
+            )));
+        }
+        Ok(())
+    }
+
     fn deployments(&self) -> Result<Vec<Deployment>> {
         let mut deployments: Vec<Deployment> = self.list("deployments")?;
         deployments.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));

@@ -93,7 +93,7 @@ impl Session {
         state.valid_until = None;
         if state.leading {
             state.leading = false;
-            eprintln!("rack-manager: lost the etcd lease: no longer the scheduler of rack {}", self.rack);
+            tracing::info!("lost the etcd lease: no longer the scheduler of rack {}", self.rack);
         }
     }
 }
@@ -102,7 +102,7 @@ impl Session {
 async fn keep(session: Arc<Session>, client: Client, prefix: String) {
     loop {
         if let Err(e) = keep_one(&session, &client, &prefix).await {
-            eprintln!("rack-manager: etcd lease: {e}; retrying");
+            tracing::info!("etcd lease: {e}; retrying");
         }
         session.lost();
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -170,7 +170,7 @@ async fn keep_one(session: &Session, client: &Client, prefix: &str) -> Result<()
             }
         }
         if let Some(e) = last_error.take().filter(|_| Instant::now() + TICK >= alive_until) {
-            eprintln!("rack-manager: etcd lease {lease:x}: renewal failing ({e})");
+            tracing::info!("etcd lease {lease:x}: renewal failing ({e})");
         }
         tokio::time::sleep(TICK).await;
     }
@@ -221,9 +221,9 @@ async fn campaign(
         session.state().leading = ours;
         if ours {
             let url = me.split_once(' ').map_or(me, |(url, _)| url);
-            eprintln!("rack-manager: this manager is now the scheduler of rack {} ({url})", session.rack);
+            tracing::info!("this manager is now the scheduler of rack {} ({url})", session.rack);
         } else {
-            eprintln!("rack-manager: no longer the scheduler of rack {}", session.rack);
+            tracing::info!("no longer the scheduler of rack {}", session.rack);
         }
     }
     Ok(())
@@ -284,8 +284,8 @@ impl Election {
                     let Some(key) = &self.seal else { return Some(value) };
                     let url = key.open_scheduler(&value).map(str::to_owned);
                     if url.is_none() {
-                        eprintln!(
-                            "rack-manager: the rack's scheduler key holds {value:?}, which no manager of this rack \
+                        tracing::info!(
+                            "the rack's scheduler key holds {value:?}, which no manager of this rack \
                              sealed: not naming it (secure etcd: docs/rack-state.md)"
                         );
                     }
