@@ -26,6 +26,7 @@
 #![allow(rustdoc::invalid_html_tags)]
 
 mod agent;
+mod api_tokens;
 mod cli;
 mod client;
 mod clock;

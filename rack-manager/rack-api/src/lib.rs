@@ -9,8 +9,9 @@
 //! `Authorization: Bearer <credential>` ([`AUTH_HEADER`], [`AUTH_SCHEME`]), and the credential
 //! decides what the caller may do: the admin token (generated at the manager's first start) allows
 //! every route of the manager's API; a one-use join token only `POST /v1/hosts`; an agent's own
-//! credential (from its [`JoinReply`]) only fetching image blobs and joining again as itself; and
-//! the manager reaches each agent with a token for that agent alone.
+//! credential (from its [`JoinReply`]) only fetching image blobs and joining again as itself; a
+//! scoped token ([`tokens`]) what its scope allows; and the manager reaches each agent with a
+//! token for that agent alone.
 //!
 //! Errors are an HTTP status (4xx: the request is at fault and state is unchanged; 5xx: the
 //! manager is) with an [`ErrorBody`]: a stable machine-readable `code`, a sentence saying what is
@@ -43,12 +44,14 @@
 //! | `DELETE /v1/peers/{name}` | | `{"removed": name}` |
 //! | `POST /v1/failover/plans` | [`peers::SetPlanRequest`] | [`peers::SetPlanRequest`] |
 //! | `GET /v1/failover/plan` | | [`peers::PlanView`] |
+//! | `POST /v1/tokens`, `GET /v1/tokens`, `DELETE /v1/tokens/{id}` | [`tokens::CreateTokenRequest`] | [`tokens::CreatedToken`], `Vec<`[`tokens::TokenInfo`]`>`, [`tokens::TokenInfo`] |
 //! | `GET /v1/failover/status` | | `Vec<`[`peers::Takeover`]`>` |
 //! | `POST /v1/failover/release/{peer}/{deployment}` | | [`peers::Takeover`] |
 #![forbid(unsafe_code)]
 
 pub mod peers;
 pub mod replication;
+pub mod tokens;
 
 use serde::{Deserialize, Serialize};
 

@@ -6,6 +6,7 @@
 mod output;
 mod peers;
 mod replicate;
+mod tokens;
 
 use std::{
     io::Write,
@@ -145,6 +146,9 @@ enum Command {
     /// Failover between peer racks: the plan, and what this rack has taken over.
     #[command(subcommand)]
     Failover(peers::FailoverCommand),
+    /// Scoped API tokens: read-only (Prometheus, the dashboard), deploy, admin.
+    #[command(subcommand)]
+    Token(tokens::TokenCommand),
 }
 
 #[derive(Debug, Args)]
@@ -632,6 +636,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Peer(command @ peers::PeerCommand::Probe { .. }) => peers::probe(format, &data_dir, command),
         Command::Peer(command) => peers::peer(&client(&cli, &data_dir)?, format, &data_dir, command),
         Command::Failover(command) => peers::failover(&client(&cli, &data_dir)?, format, command),
+        Command::Token(command) => tokens::run(&client(&cli, &data_dir)?, format, command),
     }
 }
 

@@ -35,7 +35,7 @@ pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-fn ago(ms: u64) -> String {
+pub(super) fn ago(ms: u64) -> String {
     let seconds = crate::clock::now_ms().saturating_sub(ms) / 1000;
     match seconds {
         0..60 => format!("{seconds}s"),

@@ -89,6 +89,20 @@ pub fn route(rack: &Rack, peer: Option<&Arc<Node>>, req: &Req) -> Result<Reply, 
         (Method::Get, ["instances", id, "logs"]) => {
             Ok(Reply::json(&rack.logs(id, req.query_u64("offset")?.unwrap_or(0))?))
         }
+        (Method::Post, ["tokens"]) => {
+            let request: rack_api::tokens::CreateTokenRequest = req.json("token request")?;
+            let created = rack
+                .api_tokens
+                .create(request.scope, request.name.as_deref())
+                .map_err(|e| HttpError::bad_request(format!("{e:#}"), ""))?;
+            Ok(Reply::json_status(201, &created))
+        }
+        (Method::Get, ["tokens"]) => Ok(Reply::json(&rack.api_tokens.list())),
+        (Method::Delete, ["tokens", id]) => match rack.api_tokens.revoke(id) {
+            Ok(Some(info)) => Ok(Reply::json(&info)),
+            Ok(None) => Err(HttpError::not_found(format!("no token {id:?}"), "see `rack-manager token ls`")),
+            Err(e) => Err(HttpError::internal(format!("{e:#}"))),
+        },
         (Method::Get, ["stats"]) => Ok(Reply::json(&rack.stats()?)),
         (Method::Get, ["replication"]) => {
             rack.replication.status().map(|s| Reply::json(&s)).map_err(HttpError::internal)

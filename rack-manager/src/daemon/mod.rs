@@ -220,7 +220,7 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let handler = Arc::new(move |req: &http::Req| api::route(&handler_rack, peer.as_ref(), req));
     let auth_rack = rack.clone();
     let authenticate = Arc::new(move |bearer: Option<&str>| {
-        crate::credentials::authenticate(&auth_rack.token, &auth_rack.join_tokens, bearer)
+        crate::credentials::authenticate(&auth_rack.token, &auth_rack.join_tokens, &auth_rack.api_tokens, bearer)
     });
     let error = http::serve(server, API_LIMITS, authenticate, api_body_limit, handler);
     anyhow::bail!("the API server stopped: {error}")

@@ -54,6 +54,8 @@ pub struct Rack {
     pub token: String,
     /// Join tokens minted here (`host join-token`), one-use.
     pub join_tokens: crate::credentials::JoinTokens,
+    /// Scoped tokens minted here (`token create`).
+    pub api_tokens: crate::api_tokens::ApiTokens,
     /// The URL agents can fetch images from: the API's, unless it listens on every interface
     /// (0.0.0.0), where agents use the URL they joined with.
     pub image_source: Option<String>,
@@ -93,6 +95,7 @@ impl Rack {
             store: Mutex::new(parts.store),
             agents: RwLock::new(HashMap::new()),
             join_tokens: crate::credentials::JoinTokens::new(parts.dir.join_tokens_file()),
+            api_tokens: crate::api_tokens::ApiTokens::new(parts.dir.api_tokens_file()),
             dir: parts.dir,
             trusted: parts.trusted,
             token: parts.token,
