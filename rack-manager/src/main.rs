@@ -35,6 +35,7 @@ mod daemon;
 mod datadir;
 mod http;
 mod launcher;
+mod metrics;
 mod peer;
 mod rack;
 mod reconcile;

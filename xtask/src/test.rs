@@ -24,7 +24,7 @@ pub fn main(args: TestArgs) -> Result<ExitCode> {
     for arch in Arch::ALL {
         deps::ensure_qemu(arch)?;
     }
-    for tool in [deps::PROTOC, deps::ETCD] {
+    for tool in [deps::PROTOC, deps::ETCD, deps::PROMETHEUS, deps::CHROMIUM, deps::CHROMEDRIVER] {
         deps::ensure_tool(tool)?;
     }
     deps::ensure_moto()?;

@@ -29,6 +29,12 @@ impl From<RackError> for HttpError {
 /// Answers one request of the rack API; `peer` is the rack's peering, when it has any.
 pub fn route(rack: &Rack, peer: Option<&Arc<Node>>, req: &Req) -> Result<Reply, HttpError> {
     let segments: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    if let (Method::Get | Method::Head, ["metrics"]) = (&req.method, segments.as_slice()) {
+        crate::credentials::authorize(&req.caller, &req.method, &["metrics"])?;
+        let snapshot = crate::metrics::Snapshot::read(rack, peer)?;
+        let body = crate::metrics::render(&snapshot).into_bytes();
+        return Ok(Reply { status: 200, content_type: crate::metrics::CONTENT_TYPE, headers: Vec::new(), body });
+    }
     let Some(("v1", rest)) = segments.split_first().map(|(first, rest)| (*first, rest)) else {
         return Err(HttpError::not_found(
             format!("/{} is not an API path", segments.join("/")),

@@ -217,7 +217,14 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let replicating = rack.clone();
     std::thread::spawn(move || crate::replication::run(&replicating));
     let handler_rack = rack.clone();
-    let handler = Arc::new(move |req: &http::Req| api::route(&handler_rack, peer.as_ref(), req));
+    let handler = Arc::new(move |req: &http::Req| {
+        let started = std::time::Instant::now();
+        let answer = api::route(&handler_rack, peer.as_ref(), req);
+        let status = answer.as_ref().map_or_else(|e| e.status, |r| r.status);
+        let route = crate::metrics::api::route_of(&req.segments);
+        crate::metrics::api::observe(&req.method, route, status, started.elapsed());
+        answer
+    });
     let auth_rack = rack.clone();
     let authenticate = Arc::new(move |bearer: Option<&str>| {
         crate::credentials::authenticate(&auth_rack.token, &auth_rack.join_tokens, &auth_rack.api_tokens, bearer)
