@@ -138,3 +138,22 @@ fn a_real_prometheus_scrapes_the_rack_with_a_read_only_token() {
     let first_starts = query(&prometheus, "mast_instance_start_latency_seconds_count", |v| v == 3.0);
     assert_eq!(first_starts, 3.0, "three instances started once each");
 }
+
+#[test]
+fn an_agent_serves_its_hosts_metrics_to_its_metrics_token_only() {
+    let mut rack = Rack::start(&["--no-local-agent"]);
+    let token_file = rack.data_dir().join("agent-metrics.token");
+    rack.ok(&["token", "create", "--read-only", "--out", token_file.to_str().expect("utf-8")]);
+    let token = std::fs::read_to_string(&token_file).expect("token written").trim().to_owned();
+    let flag = token_file.to_str().expect("utf-8");
+    rack.add_agent("edge-1", &["--launcher", "sim", "--vcpus", "6", "--metrics-token-file", flag]);
+    let hosts = rack.wait_for_hosts(1);
+    let address = hosts[0].address.clone().expect("a joined agent's address");
+    let (status, text) = common::agent_call(&address, "GET", "/metrics", Some(&token), "");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains(r#"mast_agent_vcpus{host="edge-1"} 6"#), "{text}");
+    assert_eq!(common::agent_call(&address, "GET", "/metrics", None, "").0, 401, "no token");
+    assert_eq!(common::agent_call(&address, "GET", "/metrics", Some("mast-00-wrong"), "").0, 401);
+    // The metrics token reads metrics and nothing else of the agent's API.
+    assert_eq!(common::agent_call(&address, "GET", "/v1/agent/info", Some(&token), "").0, 401);
+}

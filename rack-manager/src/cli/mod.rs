@@ -299,6 +299,11 @@ struct AgentArgs {
     /// first join [env: RACK_JOIN_TOKEN]; not needed once the agent has joined.
     #[arg(long, value_name = "PATH")]
     join_token_file: Option<PathBuf>,
+    /// A file (mode 0600) holding the token Prometheus presents to this agent's `GET /metrics`
+    /// (e.g. a read-only token from `rack-manager token create --read-only --out FILE`); it
+    /// reads the metrics and nothing else.
+    #[arg(long, value_name = "PATH")]
+    metrics_token_file: Option<PathBuf>,
     /// Address this agent listens on (HTTPS); the manager must be able to reach it.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
@@ -695,7 +700,8 @@ fn agent(args: &AgentArgs, data_dir: &Path) -> anyhow::Result<()> {
         }
     };
     let agent = LocalAgent::new(launcher, dir, trusted, Some(link.clone()));
-    crate::agent::server::run(agent, listener, tls, link, args.join.is_some(), join)
+    let metrics_token = args.metrics_token_file.as_deref().map(crate::credentials::read_secret_file).transpose()?;
+    crate::agent::server::run(agent, listener, tls, link, args.join.is_some(), join, metrics_token)
 }
 
 fn deploy(client: &Client, format: output::Format, args: &DeployArgs) -> anyhow::Result<()> {

@@ -7,6 +7,7 @@
 //! `deployment` and `host` labels; a removed instance's series disappear with it. The names and
 //! their meaning are in docs/dashboard.md ("Metrics").
 
+pub mod agent;
 pub mod api;
 
 use std::sync::Arc;
