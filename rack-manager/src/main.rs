@@ -37,6 +37,7 @@ mod http;
 mod launcher;
 mod metrics;
 mod peer;
+mod power;
 mod rack;
 mod reconcile;
 mod replication;

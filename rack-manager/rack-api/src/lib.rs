@@ -37,6 +37,8 @@
 //! | `DELETE /v1/instances/{id}` | | [`Instance`] |
 //! | `GET /v1/instances/{id}/logs?offset=N` | | [`LogChunk`] |
 //! | `GET /v1/stats` | | [`Stats`] |
+//! | `GET /v1/power` | | [`power::RackPower`] |
+//! | `POST /v1/hosts/{name}/power` | [`power::PowerModel`] | [`power::PowerModel`] |
 //! | `GET /v1/replication` | | [`replication::ReplicationStatus`] |
 //! | `GET /v1/identity` | | [`peers::IdentityView`] |
 //! | `GET /v1/peers` | | `Vec<`[`peers::PeerView`]`>` |
@@ -50,6 +52,7 @@
 #![forbid(unsafe_code)]
 
 pub mod peers;
+pub mod power;
 pub mod replication;
 pub mod tokens;
 
@@ -433,6 +436,9 @@ pub struct InstanceStats {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     pub instances: Vec<InstanceStats>,
+    /// The rack's estimated draw and each deployment's energy ([`power`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power: Option<power::RackPower>,
 }
 
 /// The agent protocol: what the manager asks a host agent to do (`/v1/agent/...`).

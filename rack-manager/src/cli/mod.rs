@@ -5,6 +5,7 @@
 
 mod output;
 mod peers;
+mod power;
 mod replicate;
 mod tokens;
 
@@ -179,6 +180,10 @@ struct ServeArgs {
     /// Run no agent here: only hosts that join run instances.
     #[arg(long)]
     no_local_agent: bool,
+    /// The most the rack may draw, in watts, if every reserved vCPU were busy: a deploy that
+    /// would pass it is refused with the numbers (hosts' models: `host power`; docs/dashboard.md).
+    #[arg(long, value_name = "WATTS", value_parser = parse_watts)]
+    power_budget_w: Option<f64>,
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
@@ -362,6 +367,18 @@ enum HostCommand {
         name: String,
         /// The address the agent printed: https://HOST:PORT#sha256=<certificate fingerprint>.
         address: String,
+        /// The host's power model: idle=W,core=W[,budget=W] [default: idle=20,core=8, no budget].
+        #[arg(long, value_name = "MODEL")]
+        power: Option<rack_api::power::PowerModel>,
+    },
+    /// Set a host's power model: watts idle, per busy core, and an optional budget.
+    #[command(
+        after_help = "Examples:\n  rack-manager host power local idle=35,core=12\n  rack-manager host power edge-2 idle=8,core=4,budget=40   # a Pi-class board on a 40 W supply\n\nUnset keys keep the defaults (idle=20, core=8); `stats` and /metrics show the estimates."
+    )]
+    Power {
+        name: String,
+        /// idle=W,core=W[,budget=W]
+        model: rack_api::power::PowerModel,
     },
     /// Mint a one-use join token for a new agent (`agent --join-token-file`).
     #[command(
@@ -446,6 +463,13 @@ struct DeployArgs {
     /// Peer racks that may run this deployment when this rack is down, in order of preference.
     #[arg(long, value_delimiter = ',', value_name = "RACK,...")]
     failover_to: Vec<String>,
+}
+
+fn parse_watts(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|w| w.is_finite() && *w > 0.0)
+        .ok_or_else(|| format!("{text:?} is not a positive number of watts"))
 }
 
 fn parse_restart(text: &str) -> Result<RestartWhen, String> {
@@ -546,6 +570,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             memory_mib: args.memory_mib,
             vcpus: args.vcpus,
             sim_hosts: args.sim_hosts,
+            power_budget_w: args.power_budget_w,
             replication: args.replication.clone(),
             peer: crate::peer::PeerArgs { rack_name: args.store.rack.clone(), ..args.peer.clone() },
         }),
@@ -553,10 +578,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Host(command) => {
             let client = client(&cli, &data_dir)?;
             match command {
-                HostCommand::Add { name, address } => {
+                HostCommand::Add { name, address, power } => {
                     let request = rack_api::AddHostRequest { name: name.clone(), address: address.clone() };
                     let host: Host = client.post("/hosts/add", &request)?;
+                    if let Some(model) = power {
+                        let _: rack_api::power::PowerModel = client.post(&format!("/hosts/{name}/power"), model)?;
+                    }
                     output::hosts(format, &[host])
+                }
+                HostCommand::Power { name, model } => {
+                    let set: rack_api::power::PowerModel = client.post(&format!("/hosts/{name}/power"), model)?;
+                    let budget = set.budget_w.map_or_else(|| "no budget".to_owned(), |b| format!("budget {b} W"));
+                    output::done(
+                        format,
+                        &set,
+                        &format!("host {name}: {} W idle, {} W per busy core, {budget}", set.idle_w, set.core_w),
+                    )
                 }
                 HostCommand::Ls => output::hosts(format, &client.get::<Vec<Host>>("/hosts")?),
                 HostCommand::JoinToken { ttl, out } => {
@@ -635,7 +672,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Start { instances } => lifecycle(&client(&cli, &data_dir)?, format, instances, "start"),
         Command::Restart { instances } => lifecycle(&client(&cli, &data_dir)?, format, instances, "restart"),
         Command::Rm { instances } => lifecycle(&client(&cli, &data_dir)?, format, instances, "rm"),
-        Command::Stats => output::stats(format, &client(&cli, &data_dir)?.get::<Stats>("/stats")?),
+        Command::Stats => {
+            let stats = client(&cli, &data_dir)?.get::<Stats>("/stats")?;
+            output::stats(format, &stats)?;
+            if let (output::Format::Table, Some(report)) = (format, &stats.power) {
+                power::print(report);
+            }
+            Ok(())
+        }
         Command::Replicate(command) => replicate::run(&client(&cli, &data_dir)?, format, command),
         Command::Identity => peers::identity(format, &data_dir),
         Command::Peer(command @ peers::PeerCommand::Probe { .. }) => peers::probe(format, &data_dir, command),

@@ -109,7 +109,15 @@ pub fn route(rack: &Rack, peer: Option<&Arc<Node>>, req: &Req) -> Result<Reply, 
             Ok(None) => Err(HttpError::not_found(format!("no token {id:?}"), "see `rack-manager token ls`")),
             Err(e) => Err(HttpError::internal(format!("{e:#}"))),
         },
-        (Method::Get, ["stats"]) => Ok(Reply::json(&rack.stats()?)),
+        (Method::Get, ["stats"]) => {
+            let mut stats = rack.stats()?;
+            stats.power = Some(rack.power(Some(&stats))?);
+            Ok(Reply::json(&stats))
+        }
+        (Method::Get, ["power"]) => Ok(Reply::json(&rack.power(None)?)),
+        (Method::Post, ["hosts", name, "power"]) => {
+            Ok(Reply::json(&rack.set_power(name, req.json::<rack_api::power::PowerModel>("power model")?)?))
+        }
         (Method::Get, ["replication"]) => {
             rack.replication.status().map(|s| Reply::json(&s)).map_err(HttpError::internal)
         }

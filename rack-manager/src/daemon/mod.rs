@@ -70,6 +70,8 @@ pub struct ServeConfig {
     pub vcpus: Option<u32>,
     /// With the sim launcher: this many simulated hosts instead of one.
     pub sim_hosts: u32,
+    /// `--power-budget-w`: the rack's worst-case draw may not pass it.
+    pub power_budget_w: Option<f64>,
     pub replication: crate::rack::image_store::ReplicationArgs,
     pub peer: crate::peer::PeerArgs,
 }
@@ -151,6 +153,7 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
         trusted: trusted.clone(),
         token: token.clone(),
     }));
+    rack.power.set_rack_budget(config.power_budget_w);
 
     if !config.no_local_agent {
         let launcher = make_launcher(config.launcher, &config.tender, &dir)?;

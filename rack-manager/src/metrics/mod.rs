@@ -40,14 +40,17 @@ pub struct Snapshot {
     pub replication: Option<rack_api::replication::ReplicationStatus>,
     pub peers: Vec<rack_api::peers::PeerView>,
     pub takeovers: Vec<rack_api::peers::Takeover>,
+    pub power: Option<rack_api::power::RackPower>,
 }
 
 impl Snapshot {
     pub fn read(rack: &Rack, peer: Option<&Arc<Node>>) -> crate::rack::Result<Snapshot> {
+        let stats = rack.stats()?;
         Ok(Snapshot {
+            power: Some(rack.power(Some(&stats))?),
             hosts: rack.hosts()?,
             instances: rack.instances(true)?,
-            stats: rack.stats()?,
+            stats,
             replication: rack.replication.status().ok(),
             peers: peer.map(|n| crate::daemon::peers_api::peers(n)).unwrap_or_default(),
             takeovers: peer.map(|n| n.takeovers().clone()).unwrap_or_default(),
@@ -68,6 +71,9 @@ pub fn render(snapshot: &Snapshot) -> String {
         replication(&mut registry, status);
     }
     peers(&mut registry, &snapshot.peers, &snapshot.takeovers);
+    if let Some(report) = &snapshot.power {
+        power(&mut registry, report);
+    }
     api::register(&mut registry);
     let mut text = String::with_capacity(256 * (snapshot.instances.len() + 64));
     encode(&mut text, &registry).expect("writing to a String cannot fail");
@@ -216,6 +222,67 @@ fn replication(registry: &mut Registry, status: &rack_api::replication::Replicat
     );
 }
 
+fn power(registry: &mut Registry, report: &rack_api::power::RackPower) {
+    let host_watts = FloatGauges::default();
+    let host_worst = FloatGauges::default();
+    let host_budget = FloatGauges::default();
+    let busy = FloatGauges::default();
+    for h in &report.hosts {
+        let l = labels(&[("host", &h.host)]);
+        host_watts.get_or_create(&l).set(h.watts);
+        host_worst.get_or_create(&l).set(h.worst_case_w);
+        busy.get_or_create(&l).set(h.busy_cores);
+        if let Some(budget) = h.model.budget_w {
+            host_budget.get_or_create(&l).set(budget);
+        }
+    }
+    let energy = FloatGauges::default();
+    let deployment_watts = FloatGauges::default();
+    for d in &report.deployments {
+        let l = labels(&[("deployment", &d.deployment), ("image", &d.image_name)]);
+        energy.get_or_create(&l).set(d.wh);
+        deployment_watts.get_or_create(&l).set(d.watts);
+    }
+    let rack = FloatGauges::default();
+    rack.get_or_create(&Vec::new()).set(report.watts);
+    let rack_worst = FloatGauges::default();
+    rack_worst.get_or_create(&Vec::new()).set(report.worst_case_w);
+    let watts = Unit::Other("watts".into());
+    registry.register_with_unit(
+        "host_power",
+        "Estimated draw of a host now (idle + busy cores)",
+        watts.clone(),
+        host_watts,
+    );
+    registry.register_with_unit(
+        "host_power_worst_case",
+        "A host's draw if every reserved vCPU were busy",
+        watts.clone(),
+        host_worst,
+    );
+    registry.register_with_unit("host_power_budget", "A host's power budget", watts.clone(), host_budget);
+    registry.register("host_busy_cores", "Cores a host's instances keep busy", busy);
+    registry.register_with_unit("rack_power", "Estimated draw of the whole rack now", watts.clone(), rack);
+    registry.register_with_unit(
+        "rack_power_worst_case",
+        "The rack's draw if every reserved vCPU were busy",
+        watts.clone(),
+        rack_worst,
+    );
+    if let Some(budget) = report.budget_w {
+        let g = FloatGauges::default();
+        g.get_or_create(&Vec::new()).set(budget);
+        registry.register_with_unit("rack_power_budget", "serve --power-budget-w", watts.clone(), g);
+    }
+    registry.register_with_unit("deployment_power", "A deployment's share of the draw now", watts, deployment_watts);
+    registry.register_with_unit(
+        "deployment_energy",
+        "Energy of a deployment's CPU time in its instances' current runs",
+        Unit::Other("watt_hours".into()),
+        energy,
+    );
+}
+
 fn peers(registry: &mut Registry, peers: &[rack_api::peers::PeerView], takeovers: &[rack_api::peers::Takeover]) {
     let up = IntGauges::default();
     let reachable = IntGauges::default();
@@ -279,10 +346,12 @@ mod tests {
                     cpu_percent: None,
                     rss_bytes: Some(4096),
                 }],
+                power: None,
             },
             replication: None,
             peers: Vec::new(),
             takeovers: Vec::new(),
+            power: None,
         };
         let text = render(&snapshot);
         assert!(text.contains(r#"mast_instances{deployment="d1",state="running"} 1"#), "{text}");
