@@ -44,6 +44,10 @@ pub enum Caller {
     Join(String),
     /// A scoped token minted with `token create`.
     Token(rack_api::tokens::TokenInfo),
+    /// A dashboard session (its cookie), signed in with an operator's credential of `scope`.
+    /// `csrf_ok`: the request also carried the session's CSRF token in its header; without it
+    /// the session only reads (a forged cross-site form or link cannot change anything).
+    Session { scope: Scope, name: String, csrf: String, csrf_ok: bool },
     /// No credential was needed (the agent's `invite`, before it has joined).
     Anonymous,
 }
@@ -54,6 +58,7 @@ impl Caller {
         match self {
             Caller::Admin => Some(Scope::Admin),
             Caller::Token(info) => Some(info.scope),
+            Caller::Session { scope, .. } => Some(*scope),
             Caller::Agent { .. } | Caller::Join(_) | Caller::Anonymous => None,
         }
     }
@@ -152,6 +157,8 @@ pub fn authorize(caller: &Caller, method: &Method, rest: &[&str]) -> Result<(), 
     let allowed = match caller {
         Caller::Admin => true,
         Caller::Token(info) => scope_allows(info.scope, method, rest),
+        Caller::Session { scope, csrf_ok: true, .. } => scope_allows(*scope, method, rest),
+        Caller::Session { csrf_ok: false, .. } => scope_allows(Scope::ReadOnly, method, rest),
         Caller::Agent { .. } => {
             matches!((method, rest), (Method::Post, ["hosts"]) | (Method::Get, ["images", _, "blob"]))
         }
@@ -162,6 +169,9 @@ pub fn authorize(caller: &Caller, method: &Method, rest: &[&str]) -> Result<(), 
         return Ok(());
     }
     let hint = match caller.scope() {
+        _ if matches!(caller, Caller::Session { csrf_ok: false, .. }) => {
+            "the dashboard's changes carry its CSRF token: reload the page (a request from another site is refused)"
+        }
         Some(Scope::ReadOnly) => "this token is read-only; a deploy or admin token may (`rack-manager token create`)",
         Some(Scope::Deploy) => {
             "a deploy token pushes, deploys and runs instances; hosts, peers, join tokens and tokens need an admin token"
@@ -216,7 +226,7 @@ pub fn admit(joins: &JoinTokens, caller: &Caller, join: &rack_api::JoinRequest) 
             "a new host, or a host with a new certificate, joins with a new join token",
         )),
         Caller::Join(token) if joins.consume(token) => Ok(fingerprint),
-        Caller::Join(_) | Caller::Token(_) | Caller::Anonymous => Err(HttpError::new(
+        Caller::Join(_) | Caller::Token(_) | Caller::Session { .. } | Caller::Anonymous => Err(HttpError::new(
             401,
             "unauthorized",
             "the join token is unknown, used or expired",

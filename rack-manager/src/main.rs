@@ -32,6 +32,7 @@ mod client;
 mod clock;
 mod credentials;
 mod daemon;
+mod dashboard;
 mod datadir;
 mod http;
 mod launcher;
