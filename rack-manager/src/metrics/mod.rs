@@ -46,10 +46,15 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn read(rack: &Rack, peer: Option<&Arc<Node>>) -> crate::rack::Result<Snapshot> {
         let stats = rack.stats()?;
+        let hosts = rack.hosts()?;
+        let instances = rack.instances(true)?;
+        let deployments = rack.store().deployments()?;
+        // From what was just read: a second pass over the store would double a scrape's cost.
+        let power = rack.power.report(&hosts, &instances, &stats, &deployments);
         Ok(Snapshot {
-            power: Some(rack.power(Some(&stats))?),
-            hosts: rack.hosts()?,
-            instances: rack.instances(true)?,
+            power: Some(power),
+            hosts,
+            instances,
             stats,
             replication: rack.replication.status().ok(),
             peers: peer.map(|n| crate::daemon::peers_api::peers(n)).unwrap_or_default(),
@@ -151,7 +156,9 @@ fn instances(registry: &mut Registry, instances: &[Instance], stats: &Stats) {
             start.observe(started.saturating_sub(i.created_ms) as f64 / 1000.0);
         }
     }
-    let deployment_of = |id: &str| instances.iter().find(|i| i.id == id).map(|i| i.deployment.as_str());
+    let deployments: std::collections::HashMap<&str, &str> =
+        instances.iter().map(|i| (i.id.as_str(), i.deployment.as_str())).collect();
+    let deployment_of = |id: &str| deployments.get(id).copied();
     for s in &stats.instances {
         let id = labels(&[("instance", &s.id), ("deployment", deployment_of(&s.id).unwrap_or("")), ("host", &s.host)]);
         if let Some(ms) = s.cpu_ms {
