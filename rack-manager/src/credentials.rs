@@ -186,12 +186,12 @@ pub fn authorize(caller: &Caller, method: &Method, rest: &[&str]) -> Result<(), 
 /// and failover; anything not named here is admin-only, so a new route is closed until placed.
 pub fn scope_allows(scope: Scope, method: &Method, rest: &[&str]) -> bool {
     let reads = matches!(method, Method::Get | Method::Head) && !matches!(rest, ["tokens", ..]);
-    let deploys = match (method, rest) {
-        (Method::Post, ["images"] | ["plan"] | ["deployments", ..]) => true,
-        (Method::Delete, ["deployments", ..] | ["instances", _]) => true,
-        (Method::Post, ["instances", _, "stop" | "start" | "restart"]) => true,
-        _ => false,
-    };
+    let deploys = matches!(
+        (method, rest),
+        (Method::Post, ["images"] | ["plan"] | ["deployments", ..])
+            | (Method::Delete, ["deployments", ..] | ["instances", _])
+            | (Method::Post, ["instances", _, "stop" | "start" | "restart"])
+    );
     match scope {
         Scope::Admin => true,
         Scope::Deploy => reads || deploys,
