@@ -6,6 +6,7 @@
 //! | join token (`host join-token`) | an operator, then one agent | `POST /v1/hosts` once, before it expires |
 //! | agent credential | one agent (`<agent-data-dir>/credentials`) | fetch image blobs, re-join as that host with that certificate |
 //! | manager token for an agent | the manager, derived, never stored | every `/v1/agent/*` route of that one agent |
+//! | scoped token (`token create`, [`crate::api_tokens`]) | an operator, a dashboard user, Prometheus | what its scope allows ([`rack_api::tokens`]) |
 //!
 //! The manager stores no per-agent secret: both per-agent credentials are MACs (BLAKE3 keyed, one
 //! key per direction derived from the admin token) of the host's name and its certificate
@@ -25,8 +26,9 @@ use std::{
     sync::Mutex,
 };
 
-use crate::http::Method;
+use crate::{api_tokens::ApiTokens, http::Method};
 use anyhow::Context;
+use rack_api::tokens::Scope;
 use sha2::{Digest, Sha256};
 
 use crate::{clock::now_ms, http::HttpError, peer::identity::Fingerprint};
@@ -40,8 +42,26 @@ pub enum Caller {
     Agent { name: String, fingerprint: Fingerprint },
     /// A join token that is minted, unused and unexpired (consumed by the join itself).
     Join(String),
+    /// A scoped token minted with `token create`.
+    Token(rack_api::tokens::TokenInfo),
+    /// A dashboard session (its cookie), signed in with an operator's credential of `scope`.
+    /// `csrf_ok`: the request also carried the session's CSRF token in its header; without it
+    /// the session only reads (a forged cross-site form or link cannot change anything).
+    Session { scope: Scope, name: String, csrf: String, csrf_ok: bool },
     /// No credential was needed (the agent's `invite`, before it has joined).
     Anonymous,
+}
+
+impl Caller {
+    /// The scope of an operator's credential; `None` for agents, join tokens and anonymous.
+    pub fn scope(&self) -> Option<Scope> {
+        match self {
+            Caller::Admin => Some(Scope::Admin),
+            Caller::Token(info) => Some(info.scope),
+            Caller::Session { scope, .. } => Some(*scope),
+            Caller::Agent { .. } | Caller::Join(_) | Caller::Anonymous => None,
+        }
+    }
 }
 
 const AGENT_PREFIX: &str = "agent:";
@@ -77,7 +97,12 @@ pub fn agent_credential(admin: &str, name: &str, fingerprint: &Fingerprint) -> S
 }
 
 /// Checks a bearer token presented to the manager.
-pub fn authenticate(admin: &str, joins: &JoinTokens, bearer: Option<&str>) -> Result<Caller, HttpError> {
+pub fn authenticate(
+    admin: &str,
+    joins: &JoinTokens,
+    tokens: &ApiTokens,
+    bearer: Option<&str>,
+) -> Result<Caller, HttpError> {
     let refused = || {
         HttpError::new(
             401,
@@ -89,6 +114,16 @@ pub fn authenticate(admin: &str, joins: &JoinTokens, bearer: Option<&str>) -> Re
     let Some(bearer) = bearer else { return Err(refused()) };
     if same_secret(bearer, admin) {
         return Ok(Caller::Admin);
+    }
+    if ApiTokens::is_scoped(bearer) {
+        return tokens.check(bearer).map(Caller::Token).ok_or_else(|| {
+            HttpError::new(
+                401,
+                "unauthorized",
+                "the token is unknown or revoked",
+                "ask the rack's operator for a new one (`rack-manager token create`)",
+            )
+        });
     }
     if let Some(rest) = bearer.strip_prefix(AGENT_PREFIX) {
         let mut parts = rest.splitn(3, ':');
@@ -115,11 +150,15 @@ pub fn authenticate(admin: &str, joins: &JoinTokens, bearer: Option<&str>) -> Re
     Err(refused())
 }
 
-/// What each kind of caller may do on the manager API (`rest` is the path after `/v1`). Only
-/// the admin token reaches anything but joining and image blobs.
+/// What each kind of caller may do on the manager API (`rest` is the path after `/v1`). Agent
+/// credentials and join tokens only join and fetch image blobs; operators' credentials as their
+/// scope says ([`scope_allows`]).
 pub fn authorize(caller: &Caller, method: &Method, rest: &[&str]) -> Result<(), HttpError> {
     let allowed = match caller {
         Caller::Admin => true,
+        Caller::Token(info) => scope_allows(info.scope, method, rest),
+        Caller::Session { scope, csrf_ok: true, .. } => scope_allows(*scope, method, rest),
+        Caller::Session { csrf_ok: false, .. } => scope_allows(Scope::ReadOnly, method, rest),
         Caller::Agent { .. } => {
             matches!((method, rest), (Method::Post, ["hosts"]) | (Method::Get, ["images", _, "blob"]))
         }
@@ -129,12 +168,35 @@ pub fn authorize(caller: &Caller, method: &Method, rest: &[&str]) -> Result<(), 
     if allowed {
         return Ok(());
     }
-    Err(HttpError::new(
-        403,
-        "forbidden",
-        format!("this credential may not {method} /v1/{}", rest.join("/")),
-        "agent credentials and join tokens only join and fetch images; use the manager's admin token",
-    ))
+    let hint = match caller.scope() {
+        _ if matches!(caller, Caller::Session { csrf_ok: false, .. }) => {
+            "the dashboard's changes carry its CSRF token: reload the page (a request from another site is refused)"
+        }
+        Some(Scope::ReadOnly) => "this token is read-only; a deploy or admin token may (`rack-manager token create`)",
+        Some(Scope::Deploy) => {
+            "a deploy token pushes, deploys and runs instances; hosts, peers, join tokens and tokens need an admin token"
+        }
+        _ => "agent credentials and join tokens only join and fetch images; use the manager's admin token",
+    };
+    Err(HttpError::new(403, "forbidden", format!("this credential may not {method} /v1/{}", rest.join("/")), hint))
+}
+
+/// The API routes a scope opens (`rest` is the path after `/v1`): the table of
+/// [`rack_api::tokens`]. Only the admin scope reaches tokens, join tokens, hosts' changes, peers
+/// and failover; anything not named here is admin-only, so a new route is closed until placed.
+pub fn scope_allows(scope: Scope, method: &Method, rest: &[&str]) -> bool {
+    let reads = matches!(method, Method::Get | Method::Head) && !matches!(rest, ["tokens", ..]);
+    let deploys = matches!(
+        (method, rest),
+        (Method::Post, ["images"] | ["plan"] | ["deployments", ..])
+            | (Method::Delete, ["deployments", ..] | ["instances", _])
+            | (Method::Post, ["instances", _, "stop" | "start" | "restart"])
+    );
+    match scope {
+        Scope::Admin => true,
+        Scope::Deploy => reads || deploys,
+        Scope::ReadOnly => reads,
+    }
 }
 
 /// Whether `caller` may join (or re-join) as `join` says; the certificate fingerprint to pin.
@@ -155,6 +217,7 @@ pub fn admit(joins: &JoinTokens, caller: &Caller, join: &rack_api::JoinRequest) 
         })?;
     match caller {
         Caller::Admin => Ok(fingerprint),
+        Caller::Token(info) if info.scope == Scope::Admin => Ok(fingerprint),
         Caller::Agent { name, fingerprint: joined } if *name == join.name && *joined == fingerprint => Ok(fingerprint),
         Caller::Agent { name, .. } => Err(HttpError::new(
             403,
@@ -163,7 +226,7 @@ pub fn admit(joins: &JoinTokens, caller: &Caller, join: &rack_api::JoinRequest) 
             "a new host, or a host with a new certificate, joins with a new join token",
         )),
         Caller::Join(token) if joins.consume(token) => Ok(fingerprint),
-        Caller::Join(_) | Caller::Anonymous => Err(HttpError::new(
+        Caller::Join(_) | Caller::Token(_) | Caller::Session { .. } | Caller::Anonymous => Err(HttpError::new(
             401,
             "unauthorized",
             "the join token is unknown, used or expired",
@@ -346,15 +409,16 @@ mod tests {
     fn an_agent_credential_names_its_host_and_is_bound_to_it() {
         let dir = tempfile::tempdir().expect("temp dir");
         let joins = JoinTokens::new(dir.path().join("join-tokens"));
+        let tokens = ApiTokens::new(dir.path().join("api-tokens"));
         let fp = [7u8; 32];
         let credential = agent_credential("admin", "edge-1", &fp);
         assert_eq!(
-            authenticate("admin", &joins, Some(&credential)).expect("valid"),
+            authenticate("admin", &joins, &tokens, Some(&credential)).expect("valid"),
             Caller::Agent { name: "edge-1".into(), fingerprint: fp }
         );
         let renamed = credential.replace(":edge-1", ":edge-2");
-        assert!(authenticate("admin", &joins, Some(&renamed)).is_err(), "another name");
-        assert!(authenticate("other-admin", &joins, Some(&credential)).is_err(), "another rack");
+        assert!(authenticate("admin", &joins, &tokens, Some(&renamed)).is_err(), "another name");
+        assert!(authenticate("other-admin", &joins, &tokens, Some(&credential)).is_err(), "another rack");
         assert_ne!(manager_token("admin", "edge-1", &fp), manager_token("admin", "edge-1", &[8; 32]));
     }
 
@@ -375,14 +439,48 @@ mod tests {
     }
 
     #[test]
+    fn scopes_open_what_their_table_says() {
+        use Method::{Delete, Get, Post};
+        let cases: &[(Method, &[&str], [bool; 3])] = &[
+            // (method, path, [read-only, deploy, admin])
+            (Get, &["instances"], [true, true, true]),
+            (Get, &["stats"], [true, true, true]),
+            (Get, &["tokens"], [false, false, true]),
+            (Post, &["instances", "x", "stop"], [false, true, true]),
+            (Delete, &["instances", "x"], [false, true, true]),
+            (Post, &["deployments"], [false, true, true]),
+            (Post, &["images"], [false, true, true]),
+            (Post, &["hosts", "h", "drain"], [false, false, true]),
+            (Post, &["join-tokens"], [false, false, true]),
+            (Post, &["tokens"], [false, false, true]),
+            (Delete, &["peers", "p"], [false, false, true]),
+        ];
+        for (method, path, expected) in cases {
+            for (scope, allowed) in [Scope::ReadOnly, Scope::Deploy, Scope::Admin].into_iter().zip(expected) {
+                assert_eq!(scope_allows(scope, method, path), *allowed, "{scope} {method} {path:?}");
+            }
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (joins, tokens) = (JoinTokens::new(dir.path().join("j")), ApiTokens::new(dir.path().join("api-tokens")));
+        let reader = tokens.create(Scope::ReadOnly, None).expect("minted");
+        let caller = authenticate("admin", &joins, &tokens, Some(&reader.token)).expect("valid");
+        let refused = authorize(&caller, &Post, &["instances", "x", "stop"]).expect_err("read-only");
+        assert_eq!(refused.status, 403);
+        assert!(refused.error.hint.unwrap_or_default().contains("read-only"));
+        tokens.revoke(&reader.info.id).expect("revoked");
+        assert_eq!(authenticate("admin", &joins, &tokens, Some(&reader.token)).expect_err("revoked").status, 401);
+    }
+
+    #[test]
     fn join_tokens_are_used_once() {
         let dir = tempfile::tempdir().expect("temp dir");
         let joins = JoinTokens::new(dir.path().join("join-tokens"));
+        let tokens = ApiTokens::new(dir.path().join("api-tokens"));
         let (token, _) = joins.mint(60).expect("minted");
-        assert!(matches!(authenticate("admin", &joins, Some(&token)), Ok(Caller::Join(_))));
+        assert!(matches!(authenticate("admin", &joins, &tokens, Some(&token)), Ok(Caller::Join(_))));
         assert!(joins.consume(&token));
         assert!(!joins.consume(&token), "used");
-        assert_eq!(authenticate("admin", &joins, Some(&token)).expect_err("used").status, 401);
+        assert_eq!(authenticate("admin", &joins, &tokens, Some(&token)).expect_err("used").status, 401);
         let (expired, _) = joins.mint(0).expect("minted");
         assert!(!joins.is_valid(&expired), "expired at once");
         let mode = fs::metadata(dir.path().join("join-tokens")).expect("file").permissions().mode();

@@ -98,6 +98,10 @@ impl DataDir {
         self.root.join("join-tokens")
     }
 
+    pub fn api_tokens_file(&self) -> PathBuf {
+        self.root.join("api-tokens")
+    }
+
     pub fn credentials_file(&self) -> PathBuf {
         self.root.join("credentials")
     }

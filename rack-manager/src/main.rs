@@ -26,17 +26,21 @@
 #![allow(rustdoc::invalid_html_tags)]
 
 mod agent;
+mod api_tokens;
 mod capacity;
 mod cli;
 mod client;
 mod clock;
 mod credentials;
 mod daemon;
+mod dashboard;
 mod datadir;
 mod http;
 mod launcher;
 mod logging;
+mod metrics;
 mod peer;
+mod power;
 mod rack;
 mod reconcile;
 mod replication;

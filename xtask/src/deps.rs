@@ -298,6 +298,24 @@ pub const NGINX: Tool =
 pub const WRK: Tool =
     Tool { binary: "wrk", package: "wrk", why: "the cache appliance's tests and bench drive it with wrk" };
 
+/// Prometheus: rack-manager's `/metrics` is tested by a real Prometheus scraping it.
+pub const PROMETHEUS: Tool = Tool {
+    binary: "prometheus",
+    package: "prometheus",
+    why: "rack-manager's metrics test scrapes /metrics with a real Prometheus",
+};
+
+/// Chromium: the dashboard's browser test drives a headless Chromium.
+pub const CHROMIUM: Tool =
+    Tool { binary: "chromium", package: "chromium", why: "the dashboard's browser test runs a headless Chromium" };
+
+/// chromedriver: the WebDriver server the dashboard's browser test talks to.
+pub const CHROMEDRIVER: Tool = Tool {
+    binary: "chromedriver",
+    package: "chromium-driver",
+    why: "the dashboard's browser test drives Chromium through chromedriver",
+};
+
 /// What to do about a tool.
 #[derive(Debug, PartialEq, Eq)]
 enum Step {

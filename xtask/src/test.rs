@@ -24,7 +24,8 @@ pub fn main(args: TestArgs) -> Result<ExitCode> {
     for arch in Arch::ALL {
         deps::ensure_qemu(arch)?;
     }
-    for tool in [deps::PROTOC, deps::ETCD, deps::NGINX, deps::WRK] {
+    for tool in [deps::PROTOC, deps::ETCD, deps::NGINX, deps::WRK, deps::PROMETHEUS, deps::CHROMIUM, deps::CHROMEDRIVER]
+    {
         deps::ensure_tool(tool)?;
     }
     deps::ensure_moto()?;

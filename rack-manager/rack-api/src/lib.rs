@@ -9,8 +9,9 @@
 //! `Authorization: Bearer <credential>` ([`AUTH_HEADER`], [`AUTH_SCHEME`]), and the credential
 //! decides what the caller may do: the admin token (generated at the manager's first start) allows
 //! every route of the manager's API; a one-use join token only `POST /v1/hosts`; an agent's own
-//! credential (from its [`JoinReply`]) only fetching image blobs and joining again as itself; and
-//! the manager reaches each agent with a token for that agent alone.
+//! credential (from its [`JoinReply`]) only fetching image blobs and joining again as itself; a
+//! scoped token ([`tokens`]) what its scope allows; and the manager reaches each agent with a
+//! token for that agent alone.
 //!
 //! Errors are an HTTP status (4xx: the request is at fault and state is unchanged; 5xx: the
 //! manager is) with an [`ErrorBody`]: a stable machine-readable `code`, a sentence saying what is
@@ -36,6 +37,8 @@
 //! | `DELETE /v1/instances/{id}` | | [`Instance`] |
 //! | `GET /v1/instances/{id}/logs?offset=N` | | [`LogChunk`] |
 //! | `GET /v1/stats` | | [`Stats`] |
+//! | `GET /v1/power` | | [`power::RackPower`] |
+//! | `POST /v1/hosts/{name}/power` | [`power::PowerModel`] | [`power::PowerModel`] |
 //! | `GET /v1/replication` | | [`replication::ReplicationStatus`] |
 //! | `GET /v1/identity` | | [`peers::IdentityView`] |
 //! | `GET /v1/peers` | | `Vec<`[`peers::PeerView`]`>` |
@@ -43,12 +46,15 @@
 //! | `DELETE /v1/peers/{name}` | | `{"removed": name}` |
 //! | `POST /v1/failover/plans` | [`peers::SetPlanRequest`] | [`peers::SetPlanRequest`] |
 //! | `GET /v1/failover/plan` | | [`peers::PlanView`] |
+//! | `POST /v1/tokens`, `GET /v1/tokens`, `DELETE /v1/tokens/{id}` | [`tokens::CreateTokenRequest`] | [`tokens::CreatedToken`], `Vec<`[`tokens::TokenInfo`]`>`, [`tokens::TokenInfo`] |
 //! | `GET /v1/failover/status` | | `Vec<`[`peers::Takeover`]`>` |
 //! | `POST /v1/failover/release/{peer}/{deployment}` | | [`peers::Takeover`] |
 #![forbid(unsafe_code)]
 
 pub mod peers;
+pub mod power;
 pub mod replication;
+pub mod tokens;
 
 use serde::{Deserialize, Serialize};
 
@@ -467,6 +473,9 @@ pub struct InstanceStats {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     pub instances: Vec<InstanceStats>,
+    /// The rack's estimated draw and each deployment's energy ([`power`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power: Option<power::RackPower>,
 }
 
 /// The agent protocol: what the manager asks a host agent to do (`/v1/agent/...`).

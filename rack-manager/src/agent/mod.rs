@@ -125,6 +125,22 @@ impl LocalAgent {
         LocalAgent { launcher, dir, trusted, source, launches }
     }
 
+    /// Resource use of every live run this agent launched (for its `/metrics`).
+    pub fn run_stats(&self) -> Vec<(String, RunStats)> {
+        let runs = self.launches.runs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        runs.into_iter()
+            .filter_map(|l| {
+                let run = RunRef {
+                    instance: l.instance.clone(),
+                    pid: Some(l.pid),
+                    start_ticks: Some(l.start_ticks),
+                    log_offset: 0,
+                };
+                Some((l.instance, self.launcher.stats(&run)?))
+            })
+            .collect()
+    }
+
     /// The image `id`, verified; fetched from the manager first if this host lacks it.
     fn verified_image(&self, id: &str, from: Option<&str>) -> Result<artifact::VerifiedImage, AgentError> {
         if id.len() != 64 || !id.chars().all(|c| c.is_ascii_hexdigit()) {

@@ -97,6 +97,7 @@ pub fn run(
     link: Arc<ManagerLink>,
     join_now: bool,
     info: JoinRequest,
+    metrics_token: Option<String>,
 ) -> anyhow::Result<()> {
     let agent = Arc::new(agent);
     let handler: Arc<Handler> = {
@@ -105,7 +106,7 @@ pub fn run(
     };
     let authenticate: Arc<Authenticator> = {
         let link = link.clone();
-        Arc::new(move |bearer: Option<&str>| authenticate(&link, bearer))
+        Arc::new(move |bearer: Option<&str>| authenticate(&link, metrics_token.as_deref(), bearer))
     };
     let serving = thread::spawn(move || http::serve_tls(listener, LIMITS, tls, authenticate, body_limit, handler));
     if !join_now {
@@ -159,10 +160,19 @@ fn body_limit(_method: &Method, _path: &[String]) -> u64 {
 
 /// Only the manager's token for this agent is accepted; before the agent has joined, a request
 /// without a token is let through to reach `invite` (the only route that takes one).
-fn authenticate(link: &ManagerLink, bearer: Option<&str>) -> Result<Caller, HttpError> {
+/// The metrics token (`agent --metrics-token-file`) reads `/metrics` and nothing else.
+fn authenticate(link: &ManagerLink, metrics_token: Option<&str>, bearer: Option<&str>) -> Result<Caller, HttpError> {
     match (bearer, link.credentials()) {
         (None, None) => Ok(Caller::Anonymous),
         (Some(bearer), Some(c)) if same_secret(bearer, &c.manager_token) => Ok(Caller::Admin),
+        (Some(bearer), _) if metrics_token.is_some_and(|m| same_secret(bearer, m)) => {
+            Ok(Caller::Token(rack_api::tokens::TokenInfo {
+                id: "metrics".into(),
+                name: "agent --metrics-token-file".into(),
+                scope: rack_api::tokens::Scope::ReadOnly,
+                created_ms: 0,
+            }))
+        }
         _ => Err(HttpError::new(
             401,
             "unauthorized",
@@ -192,6 +202,12 @@ fn failed(e: AgentError) -> HttpError {
 
 fn route(agent: &LocalAgent, link: &ManagerLink, info: &JoinRequest, req: &Req) -> Result<Reply, HttpError> {
     let segments: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    if let (Method::Get, ["metrics"]) = (&req.method, segments.as_slice())
+        && matches!(req.caller, Caller::Admin | Caller::Token(_))
+    {
+        let body = crate::metrics::agent::render(info, &agent.run_stats()).into_bytes();
+        return Ok(Reply { status: 200, content_type: crate::metrics::CONTENT_TYPE, headers: Vec::new(), body });
+    }
     if req.caller != Caller::Admin {
         // Only an invitation to join may come without the manager's token, and only before the
         // agent has joined (so nobody can make a joined agent join under another name).

@@ -6,9 +6,11 @@
 mod logs;
 mod output;
 mod peers;
+mod power;
 mod replicate;
 mod stats;
 mod targets;
+mod tokens;
 mod trust;
 
 use std::{
@@ -197,6 +199,9 @@ enum Command {
     /// Failover between peer racks: the plan, and what this rack has taken over.
     #[command(subcommand)]
     Failover(peers::FailoverCommand),
+    /// Scoped API tokens: read-only (Prometheus, the dashboard), deploy, admin.
+    #[command(subcommand)]
+    Token(tokens::TokenCommand),
 }
 
 #[derive(Debug, Args)]
@@ -227,6 +232,10 @@ struct ServeArgs {
     /// Run no agent here: only hosts that join run instances.
     #[arg(long)]
     no_local_agent: bool,
+    /// The most the rack may draw, in watts, if every reserved vCPU were busy: a deploy that
+    /// would pass it is refused with the numbers (hosts' models: `host power`; docs/dashboard.md).
+    #[arg(long, value_name = "WATTS", value_parser = parse_watts)]
+    power_budget_w: Option<f64>,
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
@@ -351,6 +360,11 @@ struct AgentArgs {
     /// first join [env: RACK_JOIN_TOKEN]; not needed once the agent has joined.
     #[arg(long, value_name = "PATH")]
     join_token_file: Option<PathBuf>,
+    /// A file (mode 0600) holding the token Prometheus presents to this agent's `GET /metrics`
+    /// (e.g. a read-only token from `rack-manager token create --read-only --out FILE`); it
+    /// reads the metrics and nothing else.
+    #[arg(long, value_name = "PATH")]
+    metrics_token_file: Option<PathBuf>,
     /// Address this agent listens on (HTTPS); the manager must be able to reach it.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
@@ -409,6 +423,18 @@ enum HostCommand {
         name: String,
         /// The address the agent printed: https://HOST:PORT#sha256=<certificate fingerprint>.
         address: String,
+        /// The host's power model: idle=W,core=W[,budget=W] [default: idle=20,core=8, no budget].
+        #[arg(long, value_name = "MODEL")]
+        power: Option<rack_api::power::PowerModel>,
+    },
+    /// Set a host's power model: watts idle, per busy core, and an optional budget.
+    #[command(
+        after_help = "Examples:\n  rack-manager host power local idle=35,core=12\n  rack-manager host power edge-2 idle=8,core=4,budget=40   # a Pi-class board on a 40 W supply\n\nUnset keys keep the defaults (idle=20, core=8); `stats` and /metrics show the estimates."
+    )]
+    Power {
+        name: String,
+        /// idle=W,core=W[,budget=W]
+        model: rack_api::power::PowerModel,
     },
     /// Mint a one-use join token for a new agent (`agent --join-token-file`).
     #[command(
@@ -515,6 +541,13 @@ struct DeployArgs {
     /// Peer racks that may run this deployment when this rack is down, in order of preference.
     #[arg(long, value_delimiter = ',', value_name = "RACK,...")]
     failover_to: Vec<String>,
+}
+
+fn parse_watts(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|w| w.is_finite() && *w > 0.0)
+        .ok_or_else(|| format!("{text:?} is not a positive number of watts"))
 }
 
 fn parse_restart(text: &str) -> Result<RestartWhen, String> {
@@ -674,6 +707,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             host_name: args.host_name.clone(),
             capacity: args.capacity.clone(),
             sim_hosts: args.sim_hosts,
+            power_budget_w: args.power_budget_w,
             replication: args.replication.clone(),
             peer: crate::peer::PeerArgs { rack_name: args.store.rack.clone(), ..args.peer.clone() },
         }),
@@ -681,10 +715,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Host(command) => {
             let client = client(&cli, &data_dir)?;
             match command {
-                HostCommand::Add { name, address } => {
+                HostCommand::Add { name, address, power } => {
                     let request = rack_api::AddHostRequest { name: name.clone(), address: address.clone() };
                     let host: Host = client.post("/hosts/add", &request)?;
+                    if let Some(model) = power {
+                        let _: rack_api::power::PowerModel = client.post(&format!("/hosts/{name}/power"), model)?;
+                    }
                     output::hosts(format, &[host])
+                }
+                HostCommand::Power { name, model } => {
+                    let set: rack_api::power::PowerModel = client.post(&format!("/hosts/{name}/power"), model)?;
+                    let budget = set.budget_w.map_or_else(|| "no budget".to_owned(), |b| format!("budget {b} W"));
+                    output::done(
+                        format,
+                        &set,
+                        &format!("host {name}: {} W idle, {} W per busy core, {budget}", set.idle_w, set.core_w),
+                    )
                 }
                 HostCommand::Ls => output::hosts(format, &client.get::<Vec<Host>>("/hosts")?),
                 HostCommand::JoinToken { ttl, out } => {
@@ -774,6 +820,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Peer(command @ peers::PeerCommand::Probe { .. }) => peers::probe(format, &data_dir, command),
         Command::Peer(command) => peers::peer(&client(&cli, &data_dir)?, format, &data_dir, command),
         Command::Failover(command) => peers::failover(&client(&cli, &data_dir)?, format, command),
+        Command::Token(command) => tokens::run(&client(&cli, &data_dir)?, format, command),
     }
 }
 
@@ -835,7 +882,8 @@ fn agent(args: &AgentArgs, data_dir: &Path) -> anyhow::Result<()> {
         }
     };
     let agent = LocalAgent::new(launcher, dir, trusted, Some(link.clone()));
-    crate::agent::server::run(agent, listener, tls, link, args.join.is_some(), join)
+    let metrics_token = args.metrics_token_file.as_deref().map(crate::credentials::read_secret_file).transpose()?;
+    crate::agent::server::run(agent, listener, tls, link, args.join.is_some(), join, metrics_token)
 }
 
 fn deploy(client: &Client, format: output::Format, args: &DeployArgs) -> anyhow::Result<()> {

@@ -40,7 +40,7 @@ fn platform(name: &str) -> String {
     if name.is_empty() { "-".into() } else { name.to_owned() }
 }
 
-fn ago(ms: u64) -> String {
+pub(super) fn ago(ms: u64) -> String {
     let seconds = crate::clock::now_ms().saturating_sub(ms) / 1000;
     match seconds {
         0..60 => format!("{seconds}s"),

@@ -8,12 +8,12 @@ use std::{
 };
 
 use clap::Args;
-use rack_api::{InstanceStats, Stats};
+use rack_api::{InstanceStats, Stats, power::RackPower};
 use serde::Serialize;
 
 use super::{
     output::{self, Format},
-    targets,
+    power, targets,
 };
 use crate::client::Client;
 
@@ -57,6 +57,9 @@ pub struct StatsNow {
     pub interval_s: f64,
     pub instances: Vec<InstanceNow>,
     pub hosts: Vec<HostNow>,
+    /// The rack's estimated draw and each deployment's energy, at the second sample.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub power: Option<RackPower>,
 }
 
 /// Two samples `interval` apart: CPU use in between, memory at the second.
@@ -90,7 +93,12 @@ fn sample(client: &Client, only: Option<&[String]>, interval: Duration) -> anyho
             rss_bytes: now.rss_bytes,
         });
     }
-    Ok(StatsNow { interval_s: interval.as_secs_f64(), instances, hosts: hosts.into_values().collect() })
+    Ok(StatsNow {
+        interval_s: interval.as_secs_f64(),
+        instances,
+        hosts: hosts.into_values().collect(),
+        power: second.power,
+    })
 }
 
 fn mib(bytes: u64) -> String {
@@ -130,6 +138,9 @@ fn print(format: Format, stats: &StatsNow) -> anyhow::Result<()> {
         mib(rss),
         stats.interval_s
     );
+    if let Some(report) = &stats.power {
+        power::print(report);
+    }
     Ok(())
 }
 

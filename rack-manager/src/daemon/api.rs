@@ -29,6 +29,12 @@ impl From<RackError> for HttpError {
 /// Answers one request of the rack API; `peer` is the rack's peering, when it has any.
 pub fn route(rack: &Rack, peer: Option<&Arc<Node>>, req: &Req) -> Result<Reply, HttpError> {
     let segments: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    if let (Method::Get | Method::Head, ["metrics"]) = (&req.method, segments.as_slice()) {
+        crate::credentials::authorize(&req.caller, &req.method, &["metrics"])?;
+        let snapshot = crate::metrics::Snapshot::read(rack, peer)?;
+        let body = crate::metrics::render(&snapshot).into_bytes();
+        return Ok(Reply { status: 200, content_type: crate::metrics::CONTENT_TYPE, headers: Vec::new(), body });
+    }
     let Some(("v1", rest)) = segments.split_first().map(|(first, rest)| (*first, rest)) else {
         return Err(HttpError::not_found(
             format!("/{} is not an API path", segments.join("/")),
@@ -105,7 +111,29 @@ pub fn route(rack: &Rack, peer: Option<&Arc<Node>>, req: &Req) -> Result<Reply, 
             rack.trust_remove(key)?;
             Ok(Reply::json(&rack_api::TrustReply { key: (*key).to_owned(), changed: true }))
         }
-        (Method::Get, ["stats"]) => Ok(Reply::json(&rack.stats()?)),
+        (Method::Post, ["tokens"]) => {
+            let request: rack_api::tokens::CreateTokenRequest = req.json("token request")?;
+            let created = rack
+                .api_tokens
+                .create(request.scope, request.name.as_deref())
+                .map_err(|e| HttpError::bad_request(format!("{e:#}"), ""))?;
+            Ok(Reply::json_status(201, &created))
+        }
+        (Method::Get, ["tokens"]) => Ok(Reply::json(&rack.api_tokens.list())),
+        (Method::Delete, ["tokens", id]) => match rack.api_tokens.revoke(id) {
+            Ok(Some(info)) => Ok(Reply::json(&info)),
+            Ok(None) => Err(HttpError::not_found(format!("no token {id:?}"), "see `rack-manager token ls`")),
+            Err(e) => Err(HttpError::internal(format!("{e:#}"))),
+        },
+        (Method::Get, ["stats"]) => {
+            let mut stats = rack.stats()?;
+            stats.power = Some(rack.power(Some(&stats))?);
+            Ok(Reply::json(&stats))
+        }
+        (Method::Get, ["power"]) => Ok(Reply::json(&rack.power(None)?)),
+        (Method::Post, ["hosts", name, "power"]) => {
+            Ok(Reply::json(&rack.set_power(name, req.json::<rack_api::power::PowerModel>("power model")?)?))
+        }
         (Method::Get, ["replication"]) => {
             rack.replication.status().map(|s| Reply::json(&s)).map_err(HttpError::internal)
         }

@@ -72,6 +72,8 @@ pub struct ServeConfig {
     pub capacity: crate::capacity::CapacityArgs,
     /// With the sim launcher: this many simulated hosts instead of one.
     pub sim_hosts: u32,
+    /// `--power-budget-w`: the rack's worst-case draw may not pass it.
+    pub power_budget_w: Option<f64>,
     pub replication: crate::rack::image_store::ReplicationArgs,
     pub peer: crate::peer::PeerArgs,
 }
@@ -137,6 +139,7 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
         trusted: trusted.clone(),
         token: token.clone(),
     }));
+    rack.power.set_rack_budget(config.power_budget_w);
 
     if !config.no_local_agent {
         let launcher = make_launcher(config.launcher, &config.tender, &dir)?;
@@ -205,13 +208,33 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     std::thread::spawn(move || crate::reconcile::run(&reconciler));
     let replicating = rack.clone();
     std::thread::spawn(move || crate::replication::run(&replicating));
-    let handler_rack = rack.clone();
-    let handler = Arc::new(move |req: &http::Req| api::route(&handler_rack, peer.as_ref(), req));
+    // A credential checked as the API checks it; dashboard sessions resolve to one of these.
+    let check = |rack: &Rack, bearer: &str| {
+        crate::credentials::authenticate(&rack.token, &rack.join_tokens, &rack.api_tokens, Some(bearer))
+    };
+    let sessions = Arc::new(crate::dashboard::Sessions::default());
+    let (handler_rack, handler_sessions) = (rack.clone(), sessions.clone());
+    let handler = Arc::new(move |req: &http::Req| {
+        let started = std::time::Instant::now();
+        let answer = if crate::dashboard::is_dashboard(&req.segments) {
+            crate::dashboard::route(&handler_rack, &handler_sessions, &|b| check(&handler_rack, b), req)
+        } else {
+            api::route(&handler_rack, peer.as_ref(), req)
+        };
+        let status = answer.as_ref().map_or_else(|e| e.status, |r| r.status);
+        let route = crate::metrics::api::route_of(&req.segments);
+        crate::metrics::api::observe(&req.method, route, status, started.elapsed());
+        answer
+    });
     let auth_rack = rack.clone();
     let authenticate = Arc::new(move |bearer: Option<&str>| {
-        crate::credentials::authenticate(&auth_rack.token, &auth_rack.join_tokens, bearer)
+        if let Some(session) = bearer.and_then(|b| b.strip_prefix(http::SESSION_PREFIX)) {
+            return crate::dashboard::authenticate_session(&sessions, session, &|b| check(&auth_rack, b));
+        }
+        crate::credentials::authenticate(&auth_rack.token, &auth_rack.join_tokens, &auth_rack.api_tokens, bearer)
     });
-    let error = http::serve(server, API_LIMITS, authenticate, api_body_limit, handler);
+    let public: http::PublicRoute = crate::dashboard::is_public;
+    let error = http::serve(server, API_LIMITS, authenticate, Some(public), api_body_limit, handler);
     anyhow::bail!("the API server stopped: {error}")
 }
 
@@ -266,6 +289,8 @@ const API_LIMITS: http::Limits = http::Limits {
 fn api_body_limit(method: &http::Method, path: &[String]) -> u64 {
     match (method, path) {
         (http::Method::Post, [v1, images]) if v1 == "v1" && images == "images" => MAX_IMAGE_BYTES,
+        // The dashboard's sign-in form is read without a credential: a token's worth only.
+        (http::Method::Post, [_]) => crate::dashboard::MAX_FORM_BYTES,
         _ => MAX_REQUEST_BYTES,
     }
 }

@@ -67,7 +67,8 @@ pub fn route(rack: &Rack, peer: Option<&Arc<Node>>, req: &Req, rest: &[&str]) ->
     }
 }
 
-fn peers(node: &Node) -> Vec<PeerView> {
+/// Every configured peer with its health and transfer counters (also read by `/metrics`).
+pub fn peers(node: &Node) -> Vec<PeerView> {
     let now = now_ms();
     let runtime = node.runtime().clone();
     node.peers()

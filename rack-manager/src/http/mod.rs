@@ -26,7 +26,7 @@ use std::{collections::HashMap, fmt};
 
 use rack_api::{ApiError, ErrorBody};
 use serde::{Serialize, de::DeserializeOwned};
-pub use serve::{Limits, TlsGate, serve, serve_tls, spawn_tls};
+pub use serve::{Limits, PublicRoute, SESSION_COOKIE, SESSION_PREFIX, TlsGate, serve, serve_tls, spawn_tls};
 
 /// The methods the APIs route on; anything else is `NonStandard` and ends in a 404 or 405.
 #[derive(Debug, Clone, PartialEq, Eq)]

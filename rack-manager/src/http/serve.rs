@@ -78,6 +78,18 @@ pub struct Limits {
 /// The most body bytes a route accepts, decided from the request head before any is read.
 pub type BodyLimit = fn(&Method, &[String]) -> u64;
 
+/// Routes answered without a credential (the dashboard's sign-in page and its assets): a
+/// credential they carry is still checked and passed on, but a missing or invalid one makes
+/// the caller `Anonymous` instead of a 401. Their body limits must be small.
+pub type PublicRoute = fn(&Method, &[String]) -> bool;
+
+/// The cookie a dashboard session travels in, and the header its CSRF token must come back in
+/// for anything but reading ([`crate::credentials::Caller::Session`]).
+pub const SESSION_COOKIE: &str = "mast_session";
+pub const CSRF_HEADER: &str = "x-mast-csrf";
+/// How a session cookie reaches the authenticator: `session:<id>:<csrf header>`.
+pub const SESSION_PREFIX: &str = "session:";
+
 /// Names the peer a finished TLS handshake proved, or says why the client is refused.
 pub type PeerOf = dyn Fn(&rustls::ServerConnection, SocketAddr) -> Result<String, String> + Send + Sync;
 
@@ -106,6 +118,8 @@ struct Site {
     /// Checks the bearer token every request must carry; `None` on the peer port, where the TLS
     /// handshake already proved the client.
     authenticate: Option<Arc<Authenticator>>,
+    /// Routes a request may reach without a credential.
+    public: Option<PublicRoute>,
     body_limit: BodyLimit,
     handler: Arc<Handler>,
     handlers: Arc<Semaphore>,
@@ -119,16 +133,23 @@ impl Site {
         body_limit: BodyLimit,
         handler: Arc<Handler>,
     ) -> Arc<Site> {
-        Arc::new(Site { authenticate, body_limit, handler, handlers: Arc::new(Semaphore::new(limits.handlers)) })
+        Arc::new(Site {
+            authenticate,
+            public: None,
+            body_limit,
+            handler,
+            handlers: Arc::new(Semaphore::new(limits.handlers)),
+        })
     }
 }
 
-/// Serves `handler` on `listener`, each request's bearer token checked by `authenticate`;
-/// returns only if the listener fails.
+/// Serves `handler` on `listener`, each request's bearer token checked by `authenticate`, but
+/// for the routes `public` names, reachable without one; returns only if the listener fails.
 pub fn serve(
     listener: std::net::TcpListener,
     limits: Limits,
     authenticate: Arc<Authenticator>,
+    public: Option<PublicRoute>,
     body_limit: BodyLimit,
     handler: Arc<Handler>,
 ) -> io::Error {
@@ -138,7 +159,10 @@ pub fn serve(
             Err(e) => return e,
         };
         let table = Table::new(limits);
-        let site = Site::new(Some(authenticate), limits, body_limit, handler);
+        let mut site = Site::new(Some(authenticate), limits, body_limit, handler);
+        if let Some(site) = Arc::get_mut(&mut site) {
+            site.public = public;
+        }
         loop {
             let (stream, _, admitted) = next_admitted(&listener, &table, &|| false).await;
             let site = site.clone();
@@ -312,6 +336,7 @@ async fn answer(
     if method == Method::Get && segments.len() == 1 && segments[0] == "healthz" {
         return Ok(build(200, "text/plain", &[], b"ok\n".to_vec(), true));
     }
+    let public = site.public.is_some_and(|public| public(&method, &segments));
     let caller = match &site.authenticate {
         Some(authenticate) => {
             let bearer = request
@@ -319,16 +344,19 @@ async fn answer(
                 .get(AUTH_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix(AUTH_SCHEME))
-                .map(str::trim);
-            match authenticate(bearer) {
+                .map(|v| v.trim().to_owned())
+                .or_else(|| session_credential(request.headers()));
+            match authenticate(bearer.as_deref()) {
                 Ok(caller) => caller,
+                Err(_) if public => Caller::Anonymous,
                 Err(error) => return Ok(refusal(&error)),
             }
         }
         None => Caller::Anonymous,
     };
     // From here the request is authenticated (or on a proven peer link): its connection is kept.
-    let _busy = slot.busy();
+    // A public route's anonymous request proves nothing, so its connection stays evictable.
+    let _busy = (!public || caller != Caller::Anonymous).then(|| slot.busy());
     let limit = (site.body_limit)(&method, &segments);
     let announced = request.body().size_hint().exact();
     if let Some(length) = announced.filter(|&n| n > limit) {
@@ -376,6 +404,18 @@ async fn answer(
         Ok(Err(error)) => error_response(&error, false),
         Err(_) => error_response(&HttpError::internal("the request's handler failed (a bug: see the output)"), false),
     })
+}
+
+/// A dashboard session's cookie and CSRF header as one credential (see [`SESSION_PREFIX`]).
+fn session_credential(headers: &hyper::HeaderMap) -> Option<String> {
+    let id = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))?;
+    let csrf = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    Some(format!("{SESSION_PREFIX}{id}:{csrf}"))
 }
 
 fn reply_response(reply: Reply) -> Answer {

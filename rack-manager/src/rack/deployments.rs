@@ -129,7 +129,10 @@ fn no_host_runs(image: &Image, hosts: &[HostRecord]) -> RackError {
 impl Rack {
     /// Where a deployment would go; changes nothing.
     pub fn plan(&self, request: &DeployRequest) -> Result<Plan> {
-        Ok(place(&**self.store(), request)?.plan)
+        let store = self.store();
+        let placed = place(&**store, request)?;
+        self.check_power(&**store, &placed.plan.hosts, placed.vcpus)?;
+        Ok(placed.plan)
     }
 
     /// Places and records a deployment; the reconciler starts its instances.
@@ -152,6 +155,7 @@ impl Rack {
         // the same free room. Nothing in it talks to a host.
         let mut store = self.store();
         let Placed { plan, image, memory_mib, vcpus } = place(&**store, request)?;
+        self.check_power(&**store, &plan.hosts, vcpus)?;
         let now = now_ms();
         let deployment = Deployment {
             id: format!("d{}", store.next_sequence("deployment")?),

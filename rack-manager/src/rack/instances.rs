@@ -218,7 +218,7 @@ impl Rack {
                 rss_bytes: stats.map(|s| s.rss_bytes),
             });
         }
-        Ok(Stats { instances: out })
+        Ok(Stats { instances: out, power: None })
     }
 
     /// Stops every instance of the deployments `fenced` names for good, each with its message

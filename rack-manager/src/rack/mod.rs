@@ -28,6 +28,7 @@ pub mod image_store;
 pub mod images;
 pub mod instances;
 pub mod place;
+mod power;
 pub mod scale;
 mod trust;
 
@@ -57,6 +58,10 @@ pub struct Rack {
     pub token: String,
     /// Join tokens minted here (`host join-token`), one-use.
     pub join_tokens: crate::credentials::JoinTokens,
+    /// Scoped tokens minted here (`token create`).
+    pub api_tokens: crate::api_tokens::ApiTokens,
+    /// The hosts' power models and the rack's power budget.
+    pub power: crate::power::PowerBook,
     /// The URL agents can fetch images from: the API's, unless it listens on every interface
     /// (0.0.0.0), where agents use the URL they joined with.
     pub image_source: Option<String>,
@@ -96,6 +101,8 @@ impl Rack {
             store: Mutex::new(parts.store),
             agents: RwLock::new(HashMap::new()),
             join_tokens: crate::credentials::JoinTokens::new(parts.dir.join_tokens_file()),
+            api_tokens: crate::api_tokens::ApiTokens::new(parts.dir.api_tokens_file()),
+            power: crate::power::PowerBook::open(parts.dir.root().join("power.json")),
             dir: parts.dir,
             trusted: parts.trusted,
             token: parts.token,

@@ -5,6 +5,7 @@
 mod boot;
 mod cache;
 mod control_plane;
+mod dashboard;
 mod density;
 mod failover;
 mod http;
@@ -45,6 +46,9 @@ pub enum BenchCommand {
     /// connections on its API and peer ports: authenticated `ps` latency, the daemon's RSS and
     /// threads, takeovers and stopped instances, each against issue #12's targets.
     ControlPlane(control_plane::ControlPlaneArgs),
+    /// The dashboard's first meaningful paint and a `/metrics` scrape with 2,000 simulated
+    /// instances, against issue #15's targets.
+    Dashboard(dashboard::DashboardArgs),
 }
 
 /// Runs one bench.
@@ -59,5 +63,6 @@ pub fn main(command: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Density(args) => density::main(args),
         BenchCommand::Replication(args) => replication::main(args),
         BenchCommand::ControlPlane(args) => control_plane::main(args),
+        BenchCommand::Dashboard(args) => dashboard::main(args),
     }
 }
