@@ -177,6 +177,7 @@ mod tests {
             state: rack_api::HostState::Ready,
             instances: 0,
             memory_used_mib: 0,
+            vcpus_used: 0,
         }
     }
 

@@ -432,6 +432,7 @@ enum HostCommand {
         after_help = "Examples:\n  rack-manager host power local idle=35,core=12\n  rack-manager host power edge-2 idle=8,core=4,budget=40   # a Pi-class board on a 40 W supply\n\nUnset keys keep the defaults (idle=20, core=8); `stats` and /metrics show the estimates."
     )]
     Power {
+        /// The host, as `host ls` names it.
         name: String,
         /// idle=W,core=W[,budget=W]
         model: rack_api::power::PowerModel,

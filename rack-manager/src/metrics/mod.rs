@@ -321,6 +321,8 @@ mod tests {
             deployment: "d1".into(),
             image_name: "hello".into(),
             image_id: "ab".repeat(32),
+            arch: "x86_64".into(),
+            platform: "qemu".into(),
             host: "h1".into(),
             desired: rack_api::Desired::Running,
             state,
