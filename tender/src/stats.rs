@@ -17,7 +17,7 @@ pub enum ExitReason {
 
 const REASONS: [(ExitReason, &str); 3] =
     [(ExitReason::Hypercall, "hypercall"), (ExitReason::Interrupted, "interrupted"), (ExitReason::Fatal, "fatal")];
-const CALLS: [Hypercall; 7] = [
+const CALLS: [Hypercall; 8] = [
     Hypercall::ConsoleWrite,
     Hypercall::Exit,
     Hypercall::Poll,
@@ -25,6 +25,7 @@ const CALLS: [Hypercall; 7] = [
     Hypercall::BlockRead,
     Hypercall::BlockWrite,
     Hypercall::BlockFlush,
+    Hypercall::Ready,
 ];
 
 /// The counters. Fixed arrays: counting never allocates.
@@ -34,9 +35,11 @@ pub struct Stats {
     /// When the guest's first instruction was about to run (setup and sandbox done).
     pub entered: Option<Instant>,
     pub first_console: Option<Instant>,
+    /// When the guest first said it is ready ([`Hypercall::Ready`]).
+    pub ready: Option<Instant>,
     pub ended: Option<Instant>,
     exits: [u64; REASONS.len()],
-    calls: [u64; 8],
+    calls: [u64; 9],
     pub frames_sent: u64,
     pub frames_received: u64,
     pub frames_dropped: u64,
@@ -49,9 +52,10 @@ impl Stats {
             started,
             entered: None,
             first_console: None,
+            ready: None,
             ended: None,
             exits: [0; REASONS.len()],
-            calls: [0; 8],
+            calls: [0; 9],
             frames_sent: 0,
             frames_received: 0,
             frames_dropped: 0,
@@ -96,9 +100,10 @@ impl fmt::Display for Stats {
         writeln!(f, "tender: hypercalls: {}", if calls.is_empty() { "none".into() } else { calls.join(", ") })?;
         writeln!(
             f,
-            "tender: start -> guest entry {}, -> first console byte {}, -> guest exit {}; {} console bytes",
+            "tender: start -> guest entry {}, -> first console byte {}, -> ready {}, -> guest exit {}; {} console bytes",
             ms(self.started, self.entered),
             ms(self.started, self.first_console),
+            ms(self.started, self.ready),
             ms(self.started, self.ended),
             self.console_bytes
         )?;

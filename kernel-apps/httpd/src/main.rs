@@ -187,7 +187,10 @@ impl Server {
         let address = self.net.ipv4_address();
         if address != self.announced {
             match address {
-                Some(cidr) => println!("httpd: listening on http://{}:{PORT}/", cidr.address()),
+                Some(cidr) => {
+                    println!("httpd: listening on http://{}:{PORT}/", cidr.address());
+                    runtime::ready();
+                }
                 None => println!("httpd: lost the address; waiting for DHCP"),
             }
             self.announced = address;

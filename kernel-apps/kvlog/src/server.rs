@@ -194,7 +194,10 @@ impl Server {
         let address = self.net.ipv4_address();
         if address != self.announced {
             match address {
-                Some(cidr) => println!("kvlog: listening on http://{}:{PORT}/", cidr.address()),
+                Some(cidr) => {
+                    println!("kvlog: listening on http://{}:{PORT}/", cidr.address());
+                    runtime::ready();
+                }
                 None => println!("kvlog: lost the address; waiting for DHCP"),
             }
             self.announced = address;

@@ -3,6 +3,7 @@
 //! Output is a table for people by default and JSON with `-o json` for scripts. Progress of long
 //! operations goes to stderr, so stdout stays clean for pipes.
 
+mod on_demand;
 mod output;
 mod peers;
 mod replicate;
@@ -103,7 +104,7 @@ enum Command {
     Image(ImageCommand),
     /// Deploy replicas of an image and wait until each has started.
     #[command(
-        after_help = "Examples:\n  rack-manager deploy hello\n  rack-manager deploy crash --replicas 3 --arg exit --arg 3 --restart on-failure\n  rack-manager deploy httpd --replicas 10 --mem 32 --detach"
+        after_help = "Examples:\n  rack-manager deploy hello\n  rack-manager deploy crash --replicas 3 --arg exit --arg 3 --restart on-failure\n  rack-manager deploy httpd --replicas 10 --mem 32 --detach\n  rack-manager deploy httpd --on-demand --idle-timeout 30s --max-instances 4"
     )]
     Deploy(DeployArgs),
     /// Show where replicas would go, without deploying anything.
@@ -413,6 +414,7 @@ impl Sizing {
             vcpus: self.vcpus,
             args,
             restart,
+            on_demand: None,
         }
     }
 }
@@ -437,6 +439,8 @@ struct DeployArgs {
     /// Peer racks that may run this deployment when this rack is down, in order of preference.
     #[arg(long, value_delimiter = ',', value_name = "RACK,...")]
     failover_to: Vec<String>,
+    #[command(flatten)]
+    on_demand: on_demand::OnDemandArgs,
 }
 
 fn parse_restart(text: &str) -> Result<RestartWhen, String> {
@@ -694,7 +698,8 @@ fn agent(args: &AgentArgs, data_dir: &Path) -> anyhow::Result<()> {
 }
 
 fn deploy(client: &Client, format: output::Format, args: &DeployArgs) -> anyhow::Result<()> {
-    let request = args.sizing.request((!args.args.is_empty()).then(|| args.args.clone()), args.restart);
+    let mut request = args.sizing.request((!args.args.is_empty()).then(|| args.args.clone()), args.restart);
+    request.on_demand = args.on_demand.settings();
     let started = Instant::now();
     let response: DeployResponse = client.post("/deployments", &request)?;
     let d = &response.deployment;

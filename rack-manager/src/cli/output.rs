@@ -175,17 +175,19 @@ pub fn instances(format: Format, instances: &[Instance], quiet: bool) -> anyhow:
                 i.id.clone(),
                 i.image_name.clone(),
                 i.host.clone(),
-                i.state.as_str().into(),
+                // An on-demand instance runs its gate: its state says whether the appliance is up.
+                i.gate.map_or(i.state.as_str(), |g| g.state.as_str()).into(),
                 i.pid.map_or("-".into(), |p| p.to_string()),
                 i.restarts.to_string(),
                 i.exit_status.map_or("-".into(), |s| s.to_string()),
                 if ports.is_empty() { "-".into() } else { ports.join(",") },
                 i.started_ms.map_or("-".into(), ago),
+                super::on_demand::demand_cell(i.gate.as_ref()),
                 i.message.clone().unwrap_or_default(),
             ]
         })
         .collect();
-    table(&["ID", "IMAGE", "HOST", "STATE", "PID", "RESTARTS", "EXIT", "PORTS", "UP", "MESSAGE"], &rows);
+    table(&["ID", "IMAGE", "HOST", "STATE", "PID", "RESTARTS", "EXIT", "PORTS", "UP", "DEMAND", "MESSAGE"], &rows);
     Ok(())
 }
 
@@ -205,10 +207,11 @@ pub fn stats(format: Format, stats: &Stats) -> anyhow::Result<()> {
                 s.cpu_ms.map_or("-".into(), |ms| format!("{:.2}s", ms as f64 / 1000.0)),
                 s.cpu_percent.map_or("-".into(), |p| format!("{p:.1}%")),
                 s.rss_bytes.map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64)),
+                s.awake_ms.map_or("-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
             ]
         })
         .collect();
-    table(&["ID", "HOST", "STATE", "PID", "CPU TIME", "AVG CPU", "RSS"], &rows);
+    table(&["ID", "HOST", "STATE", "PID", "CPU TIME", "AVG CPU", "RSS", "AWAKE"], &rows);
     let rss: u64 = stats.instances.iter().filter_map(|s| s.rss_bytes).sum();
     println!("{} instance(s), {:.1} MiB resident in all", stats.instances.len(), rss as f64 / (1 << 20) as f64);
     Ok(())

@@ -51,6 +51,9 @@ pub struct LaunchSpec {
     /// The instance's volume, a raw disk image attached as its virtio-blk device, if its image
     /// declares one (`[[block]]`).
     pub volume: Option<PathBuf>,
+    /// On-demand wakes under the tender: the Unix datagram socket the tender tells when the
+    /// appliance is ready (`tender --ready-socket`).
+    pub ready_socket: Option<PathBuf>,
 }
 
 /// Why a run could not be started.

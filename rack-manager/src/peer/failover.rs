@@ -185,6 +185,7 @@ fn take_over(
         vcpus: Some(plan.vcpus),
         args: Some(plan.args.clone()),
         restart: Some(plan.restart),
+        on_demand: None,
     };
     // The restored snapshot becomes the new instance's volume before the deployment is stored,
     // so the instance's first boot already finds the peer's data.

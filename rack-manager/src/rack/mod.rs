@@ -21,6 +21,7 @@
 
 pub mod deployments;
 mod error;
+pub mod gates;
 pub mod hosts;
 pub mod image_store;
 pub mod images;
@@ -62,6 +63,8 @@ pub struct Rack {
     /// The content-addressed image store and its replication (crate `replica`).
     pub replication: Arc<image_store::Replication>,
     wake: (Mutex<bool>, Condvar),
+    /// On-demand instances' gates, as their hosts last reported them.
+    pub gates: gates::GateReports,
 }
 
 impl std::fmt::Debug for Rack {
@@ -100,6 +103,7 @@ impl Rack {
             election: parts.election,
             replication: parts.replication,
             wake: (Mutex::new(false), Condvar::new()),
+            gates: gates::GateReports::default(),
         }
     }
 
@@ -186,6 +190,7 @@ pub fn instance_view(record: &InstanceRecord, deployments: &HashMap<String, Depl
         created_ms: record.created_ms,
         started_ms: record.started_ms,
         message: record.message.clone(),
+        gate: None,
     }
 }
 

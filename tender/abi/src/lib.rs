@@ -71,7 +71,7 @@
 
 /// The ABI version in [`BootInfo::abi_version`]; also the version in the kernel's [`ELF_NOTE_NAME`]
 /// note, so a tender refuses a kernel built for another version before running it.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// The tender's exit status when it could not start the guest (bad image, untrusted key, no KVM).
 pub const EXIT_TENDER_FAILURE: u8 = 125;
@@ -130,6 +130,10 @@ pub enum Hypercall {
     BlockWrite = 6,
     /// [`BlockIo`] (only `result` is used): make every completed write durable.
     BlockFlush = 7,
+    /// No argument block (the address is ignored): the appliance listens and serves. The tender records the time and tells its
+    /// parent (`--ready-socket`), so an on-demand wake completes the moment the guest can answer
+    /// (ABI 3).
+    Ready = 8,
 }
 
 impl Hypercall {
@@ -143,6 +147,7 @@ impl Hypercall {
             5 => Hypercall::BlockRead,
             6 => Hypercall::BlockWrite,
             7 => Hypercall::BlockFlush,
+            8 => Hypercall::Ready,
             _ => return None,
         })
     }
@@ -373,7 +378,8 @@ mod tests {
             }
         }
         assert_eq!(Hypercall::from_number(0), None);
-        assert_eq!(Hypercall::from_number(8), None);
+        assert_eq!(Hypercall::from_number(8), Some(Hypercall::Ready));
+        assert_eq!(Hypercall::from_number(9), None);
     }
 
     #[test]
