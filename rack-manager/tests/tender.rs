@@ -251,6 +251,18 @@ fn gate_in(rack: &Rack, deployment: &str, state: rack_api::GateState, within: Du
     .expect("found by the wait")
 }
 
+/// The daemon's log and every instance's console and launcher log, for a failure message.
+fn diagnose(rack: &Rack) -> String {
+    let read =
+        |path: std::path::PathBuf| std::fs::read_to_string(&path).map(|t| format!("--- {}\n{t}", path.display()));
+    let mut text = read(rack.data_dir().join("daemon.stderr")).unwrap_or_default();
+    for entry in std::fs::read_dir(rack.data_dir().join("instances")).into_iter().flatten().flatten() {
+        text.extend(read(entry.path().join("console.log")));
+        text.extend(read(entry.path().join("launcher.stderr")));
+    }
+    text
+}
+
 /// The tender processes of `instance` (the gate's first appliance) now.
 fn tenders_of(instance: &str) -> Vec<u32> {
     common::processes_mentioning(&format!("instances/{instance}/"))
@@ -277,7 +289,8 @@ fn on_demand_appliances_sleep_wake_on_the_first_request_and_sleep_again() {
     for round in 1..=2u64 {
         // The first request wakes it and is answered: no reset, no retry.
         let started = Instant::now();
-        let (status, page) = exchange(address, "GET", "/", b"").unwrap_or_else(|e| panic!("wake {round}: {e}"));
+        let (status, page) =
+            exchange(address, "GET", "/", b"").unwrap_or_else(|e| panic!("wake {round}: {e}\n{}", diagnose(&rack)));
         assert_eq!(status, 200, "wake {round}");
         assert!(page.contains("<title>Mast httpd</title>"), "{page}");
         eprintln!("wake {round}: first response after {:?}", started.elapsed());
@@ -302,7 +315,8 @@ fn on_demand_appliances_sleep_wake_on_the_first_request_and_sleep_again() {
     // kvlog: an append wakes it; after a sleep the record is still there.
     rack.ok(&["deploy", "kvlog", "--on-demand", "--idle-timeout", "1s", "--detach"]);
     let kvlog = endpoint(&gate_in(&rack, "d2", rack_api::GateState::Asleep, Duration::from_secs(30)));
-    let (status, _) = exchange(kvlog, "POST", "/append?key=k", b"kept across sleeps").expect("the append wakes kvlog");
+    let (status, _) = exchange(kvlog, "POST", "/append?key=k", b"kept across sleeps")
+        .unwrap_or_else(|e| panic!("the append wakes kvlog: {e}\n{}", diagnose(&rack)));
     assert_eq!(status, 201, "acknowledged");
     gate_in(&rack, "d2", rack_api::GateState::Asleep, Duration::from_secs(10));
     assert_eq!(exchange(kvlog, "GET", "/log/0", b""), Ok((200, "kept across sleeps".into())));

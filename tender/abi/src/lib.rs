@@ -111,6 +111,9 @@ pub const HYPERCALL_PORT_BASE: u16 = 0x500;
 /// aarch64: hypercall `n` is a 64-bit store to `HYPERCALL_MMIO_BASE + 8 * n` (below RAM, never
 /// backed by memory, so every store exits).
 pub const HYPERCALL_MMIO_BASE: u64 = 0x3f00_0000;
+/// The hypercall window holds this many calls' addresses (0..16; ABI 2 had 8, which `Ready`
+/// outgrew): a store to one with no call behind it is an unknown hypercall.
+pub const HYPERCALL_WINDOW_CALLS: u64 = 16;
 
 /// The hypercalls. The argument block of each is named in its docs.
 #[repr(u16)]
