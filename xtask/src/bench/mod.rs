@@ -12,6 +12,7 @@ mod kvlog;
 mod placement;
 mod replication;
 mod report;
+mod summon;
 mod tender_boot;
 
 use std::process::ExitCode;
@@ -41,6 +42,9 @@ pub enum BenchCommand {
     /// connections on its API and peer ports: authenticated `ps` latency, the daemon's RSS and
     /// threads, takeovers and stopped instances, each against issue #12's targets.
     ControlPlane(control_plane::ControlPlaneArgs),
+    /// On-demand httpd and kvlog under the tender (root): cold start p50/p99, warm-path overhead,
+    /// N asleep services' memory and CPU, a burst of wakes, idle-timeout accuracy, energy.
+    Summon(summon::SummonArgs),
 }
 
 /// Runs one bench.
@@ -54,5 +58,6 @@ pub fn main(command: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Density(args) => density::main(args),
         BenchCommand::Replication(args) => replication::main(args),
         BenchCommand::ControlPlane(args) => control_plane::main(args),
+        BenchCommand::Summon(args) => summon::main(args),
     }
 }

@@ -95,12 +95,15 @@ impl Gates {
         if let Some(old) = self.locked().remove(&spec.instance) {
             old.close();
         }
-        let address = self
-            .addresses
-            .claim(&spec.instance)
-            .map_err(|e| format!("choosing the service address of {}: {e}", spec.instance))?;
         let tcp: Vec<u16> =
             spec.launch.listen.iter().filter(|l| l.protocol.eq_ignore_ascii_case("tcp")).map(|l| l.port).collect();
+        let bindable = |address: Ipv4Addr| {
+            tcp.iter().all(|port| std::net::TcpListener::bind(SocketAddr::new(IpAddr::V4(address), *port)).is_ok())
+        };
+        let address = self
+            .addresses
+            .claim(&spec.instance, bindable)
+            .map_err(|e| format!("choosing the service address of {}: {e}", spec.instance))?;
         let mut listeners = Vec::new();
         for port in &tcp {
             let at = SocketAddr::new(IpAddr::V4(address), *port);
