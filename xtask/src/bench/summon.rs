@@ -128,7 +128,7 @@ fn run(
             Ok(d) => samples.push(d),
             Err(e) => {
                 lost += 1;
-                eprintln!("cold request {n} to {address}: {e}");
+                eprintln!("cold request {n} to {address}: {e}\n{}", rack.log_tail());
             }
         }
     }
@@ -193,14 +193,16 @@ fn run(
     for c in 0..args.kvlog_cycles {
         wait_asleep(rack.dir(), id)?;
         let started = Instant::now();
-        let (status, _) = exchange(*address, "POST", &format!("/append?key=k{c}"), format!("value {c}").as_bytes())?;
+        let (status, _) = exchange(*address, "POST", &format!("/append?key=k{c}"), format!("value {c}").as_bytes())
+            .with_context(|| format!("append {c}: {}", rack.log_tail()))?;
         ensure!(status == 201, "append {c} answered {status}");
         appends.push(started.elapsed());
     }
     wait_asleep(rack.dir(), id)?;
     let mut missing = 0;
     for c in 0..args.kvlog_cycles {
-        if exchange(*address, "GET", &format!("/log/{c}"), b"")? != (200, format!("value {c}")) {
+        let read = exchange(*address, "GET", &format!("/log/{c}"), b"").with_context(|| rack.log_tail())?;
+        if read != (200, format!("value {c}")) {
             missing += 1;
         }
     }

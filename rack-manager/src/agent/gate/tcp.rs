@@ -29,11 +29,30 @@ pub(super) async fn accept(gate: Arc<Gate>, listener: TcpListener, port: usize) 
     }
 }
 
+/// Connects to a just-woken appliance. Its first SYN-ACK may be lost while the guest resolves the
+/// host's MAC (smoltcp drops the packet that needed the lookup), and the kernel would resend the
+/// SYN only after a second: so each try gets a short deadline, doubling, within
+/// [`CONNECT_DEADLINE`] in all. A refusal is tried again the same way (a guest's listener pool
+/// may be momentarily full); an appliance that is gone costs the client that deadline at most.
+async fn connect(backend: std::net::SocketAddr) -> Option<TcpStream> {
+    let deadline = tokio::time::Instant::now() + CONNECT_DEADLINE;
+    let mut patience = Duration::from_millis(20);
+    while tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(patience, TcpStream::connect(backend)).await {
+            Ok(Ok(stream)) => return Some(stream),
+            Ok(Err(_)) => tokio::time::sleep(patience / 4).await,
+            Err(_) => {}
+        }
+        patience = (patience * 2).min(Duration::from_secs(1));
+    }
+    None
+}
+
 async fn relay(gate: &Arc<Gate>, mut client: TcpStream, port: usize) {
     // No appliance (a crash, a failed or too slow wake, the gate closing): the client's
     // connection is closed, never left hanging.
     let Ok(Ok((name, backend))) = tokio::time::timeout(WAKE_DEADLINE, gate.backend(port)).await else { return };
-    if let Ok(Ok(mut upstream)) = tokio::time::timeout(CONNECT_DEADLINE, TcpStream::connect(backend)).await {
+    if let Some(mut upstream) = connect(backend).await {
         let _ = client.set_nodelay(true);
         let _ = upstream.set_nodelay(true);
         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
