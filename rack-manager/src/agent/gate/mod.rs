@@ -203,6 +203,9 @@ struct Inner {
     awake_since: Option<Instant>,
     /// The appliance crashed (with this status, if known): the gate reports its run exited.
     failed: Option<Option<i32>>,
+    /// Appliances taken out for being idle whose runs are still being stopped: their names (and
+    /// taps, slots and volumes) are not reused until they are gone.
+    stopping: Vec<String>,
     closed: bool,
     watching: bool,
 }
@@ -253,7 +256,7 @@ impl Gate {
                 }
                 let waking = inner.awake.iter().any(|a| !a.ready);
                 if !waking {
-                    if inner.awake.len() < self.max_instances {
+                    if inner.awake.len() + inner.stopping.len() < self.max_instances {
                         let name = self.next_name(&inner);
                         inner.awake.push(Awake {
                             log: self.log_of(&name),
@@ -270,6 +273,7 @@ impl Gate {
                     } else if let Some(awake) = inner.awake.iter_mut().filter(|a| a.ready).min_by_key(|a| a.connections)
                     {
                         // Every appliance is busy and no more may start: share the least busy.
+                        // (With none ready, one is being stopped: wait until it is gone.)
                         return take(awake, port);
                     }
                 }
@@ -288,7 +292,7 @@ impl Gate {
     }
 
     fn next_name(&self, inner: &Inner) -> String {
-        let taken = |name: &str| inner.awake.iter().any(|a| a.name == name);
+        let taken = |name: &str| inner.awake.iter().any(|a| a.name == name) || inner.stopping.iter().any(|n| n == name);
         if !taken(&self.instance) {
             return self.instance.clone();
         }
@@ -484,6 +488,7 @@ async fn watch(gate: Arc<Gate>) {
                 .into_iter()
                 .partition(|a| a.ready && a.connections == 0 && now.duration_since(a.idle_since) >= gate.idle_timeout);
             inner.awake = keep;
+            inner.stopping.extend(idle.iter().map(|a| a.name.clone()));
             let live: Vec<(String, RunRef, PathBuf)> = inner
                 .awake
                 .iter()
@@ -498,6 +503,9 @@ async fn watch(gate: Arc<Gate>) {
                 if let Some(run) = &awake.run {
                     gate_.stop_run(run);
                 }
+                gate_.inner().stopping.retain(|n| *n != awake.name);
+                // A connection that came meanwhile waits for this name to be free.
+                gate_.changed.notify_waiters();
             }
             // A run that ended on its own (a crash): its clients' relays fail; the gate reports it.
             for (name, run, log) in live {
@@ -508,7 +516,7 @@ async fn watch(gate: Arc<Gate>) {
                 }
             }
             let mut inner = gate_.inner();
-            if inner.awake.is_empty() {
+            if inner.awake.is_empty() && inner.stopping.is_empty() {
                 settle_awake_time(&mut inner);
                 inner.watching = false;
                 true
