@@ -220,11 +220,19 @@ fn run(
     let pid = rack.pid().context("the manager runs")?;
     let rss_before = rss_kib(pid)?;
     let registered = Instant::now();
-    let many = deploy_within(
-        &rack,
-        &["httpd", "--replicas", &args.services.to_string(), "--idle-timeout", "30s"],
-        Duration::from_secs(1200),
-    )?;
+    // In deployments of at most 500 replicas: one deploy of thousands outlasts the CLI's deadline
+    // (every instance id is a durable sequence step).
+    let mut many = Vec::new();
+    let mut left = args.services;
+    while left > 0 {
+        let chunk = left.min(500);
+        many.extend(deploy_within(
+            &rack,
+            &["httpd", "--replicas", &chunk.to_string(), "--idle-timeout", "30s"],
+            Duration::from_secs(600),
+        )?);
+        left -= chunk;
+    }
     println!("registered {} on-demand services in {:.1} s", many.len(), registered.elapsed().as_secs_f64());
     thread::sleep(Duration::from_secs(2));
     let (rss_after, cpu_before) = (rss_kib(pid)?, cpu_ticks(pid)?);
