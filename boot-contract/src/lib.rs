@@ -10,7 +10,8 @@
 //! - [`fdt`] and [`devicetree`]: reading the flattened device tree an aarch64 loader passes;
 //! - [`atags`]: the pre-device-tree protocol QEMU `raspi3b` uses;
 //! - [`pvh`]: the PVH `hvm_start_info` an x86_64 loader passes;
-//! - [`exit`]: the exit statuses an appliance reports, and how each platform carries them out.
+//! - [`exit`]: the exit statuses an appliance reports, and how each platform carries them out;
+//! - [`ready`]: how an appliance says it serves (the QEMU console marker).
 //!
 //! Everything here is pure: no hardware access, no `unsafe`, no allocation except where a bundle
 //! is packed. Readers of loader input never panic on malformed bytes; each is unit-tested on the
@@ -31,5 +32,6 @@ pub mod devicetree;
 pub mod exit;
 pub mod fdt;
 pub mod pvh;
+pub mod ready;
 
 pub use exit::ExitCode;

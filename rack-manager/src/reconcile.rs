@@ -205,8 +205,19 @@ fn step(rack: &Rack, record: &mut InstanceRecord, deployment: &Deployment, image
             launch(rack, record, deployment, image);
         }
         (Desired::Running, InstanceState::Running) => match agent.state(&record.run_ref()) {
-            Ok(RunState::Running) => {}
-            Ok(RunState::Exited { status }) => exited(record, deployment, status, now),
+            Ok(RunState::Running) => {
+                // An on-demand instance's gate: what `ps` shows of it (state, wakes, accounting).
+                if deployment.on_demand.is_some()
+                    && let Ok(Some(stats)) = agent.stats(&record.run_ref())
+                    && let Some(gate) = stats.gate
+                {
+                    rack.gates.set(&record.id, gate);
+                }
+            }
+            Ok(RunState::Exited { status }) => {
+                rack.gates.forget(&record.id);
+                exited(record, deployment, status, now)
+            }
             // Unreachable: the host may come back; its runs are neither restarted elsewhere nor lost.
             Err(_) => {}
         },
@@ -238,6 +249,7 @@ fn launch(rack: &Rack, record: &mut InstanceRecord, deployment: &Deployment, ima
         image_source: rack.image_source.clone(),
         deployment: Some(deployment.id.clone()),
         previous_ports: record.ports.clone(),
+        on_demand: deployment.on_demand,
     };
     match agent.launch(&request) {
         Ok(launched) => {
@@ -323,6 +335,7 @@ mod tests {
             args: vec![],
             restart: RestartPolicy { when, max_restarts: max, backoff_ms: 100 },
             created_ms: 0,
+            on_demand: None,
         }
     }
 

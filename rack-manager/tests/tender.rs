@@ -1,6 +1,8 @@
 //! `--launcher tender` with the real tender under real KVM: httpd is deployed and fetched at the
 //! guest address `ps` shows, a `kill -9`ed tender is restarted, a daemon restart adopts the running
-//! tender, `rm` takes the process and its tap away, and a QEMU image is refused with the reason.
+//! tender, `rm` takes the process and its tap away, and a QEMU image is refused with the reason;
+//! on-demand httpd and kvlog sleep, wake on their first request and sleep again, and a crash
+//! during a wake closes the waiting client's connection.
 //!
 //! Each test runs its rack inside a network namespace it creates (the test thread joins it, so
 //! the daemon, the CLI and the test's own HTTP requests all live there): the taps and 10.64.x.y
@@ -60,19 +62,13 @@ fn tender_binary() -> PathBuf {
 
 fn tender_httpd() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            build::build_for_platform(
-                &build::workspace_root(),
-                "httpd",
-                Arch::X86_64,
-                Platform::Tender,
-                build::Profile::Release,
-            )
-            .expect("httpd builds for the tender")
-            .artifact
-        })
-        .clone()
+    BUILT.get_or_init(|| tender_image("httpd")).clone()
+}
+
+fn tender_image(app: &str) -> PathBuf {
+    build::build_for_platform(&build::workspace_root(), app, Arch::X86_64, Platform::Tender, build::Profile::Release)
+        .unwrap_or_else(|e| panic!("{app} builds for the tender: {e:#}"))
+        .artifact
 }
 
 /// A network namespace the calling thread lives in until drop, which moves the thread back and
@@ -228,4 +224,115 @@ fn a_qemu_image_is_refused_with_the_reason() {
     assert!(stderr.contains("no host of this rack can run httpd") && stderr.contains("--platform tender"), "{stderr}");
     assert!(rack.ps().is_empty(), "nothing was placed");
     assert!(taps().is_empty(), "no tap was made for it: {:?}", taps());
+}
+
+/// Sends one request to `address` and reads the whole answer: (status, body), or what went wrong.
+fn exchange(address: SocketAddr, method: &str, path: &str, body: &[u8]) -> Result<(u16, String), String> {
+    let mut stream =
+        TcpStream::connect_timeout(&address, Duration::from_secs(2)).map_err(|e| format!("connect: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
+    let head =
+        format!("{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", body.len());
+    stream.write_all(&[head.as_bytes(), body].concat()).map_err(|e| format!("send: {e}"))?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).ok_or_else(|| format!("no status in {text:?}"))?;
+    Ok((status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
+}
+
+/// Waits until the (only) instance of `deployment` has a gate in `state`; returns it.
+fn gate_in(rack: &Rack, deployment: &str, state: rack_api::GateState, within: Duration) -> Instance {
+    let what = format!("{deployment}'s gate to be {}", state.as_str());
+    rack.wait_for(&what, within, |all| {
+        all.iter().any(|i| i.deployment == deployment && i.gate.is_some_and(|g| g.state == state))
+    })
+    .into_iter()
+    .find(|i| i.deployment == deployment)
+    .expect("found by the wait")
+}
+
+/// The daemon's log and every instance's console and launcher log, for a failure message.
+fn diagnose(rack: &Rack) -> String {
+    let read =
+        |path: std::path::PathBuf| std::fs::read_to_string(&path).map(|t| format!("--- {}\n{t}", path.display()));
+    let mut text = read(rack.data_dir().join("daemon.stderr")).unwrap_or_default();
+    for entry in std::fs::read_dir(rack.data_dir().join("instances")).into_iter().flatten().flatten() {
+        text.extend(read(entry.path().join("console.log")));
+        text.extend(read(entry.path().join("launcher.stderr")));
+    }
+    text
+}
+
+/// The tender processes of `instance` (the gate's first appliance) now.
+fn tenders_of(instance: &str) -> Vec<u32> {
+    common::processes_mentioning(&format!("instances/{instance}/"))
+}
+
+#[test]
+fn on_demand_appliances_sleep_wake_on_the_first_request_and_sleep_again() {
+    if !can_run("on_demand_appliances_sleep_wake_on_the_first_request_and_sleep_again") {
+        return;
+    }
+    let namespace = InNamespace::enter("summon");
+    let rack = tender_rack(&namespace);
+    rack.ok(&["image", "push", tender_image("kvlog").to_str().expect("utf-8 path")]);
+
+    // httpd: asleep at its own stable address; no tender runs.
+    rack.ok(&["deploy", "httpd", "--on-demand", "--idle-timeout", "1s", "--detach"]);
+    let asleep = gate_in(&rack, "d1", rack_api::GateState::Asleep, Duration::from_secs(30));
+    let address = endpoint(&asleep);
+    assert_eq!(address.to_string(), "127.77.0.1:8080", "the first gate address, the manifest's port");
+    assert!(tenders_of(&asleep.id).is_empty(), "nothing runs while asleep");
+    let ps = rack.ok(&["ps"]);
+    assert!(ps.contains("asleep") && ps.contains("0 wakes"), "ps shows the gate:\n{ps}");
+
+    for round in 1..=2u64 {
+        // The first request wakes it and is answered: no reset, no retry.
+        let started = Instant::now();
+        let (status, page) =
+            exchange(address, "GET", "/", b"").unwrap_or_else(|e| panic!("wake {round}: {e}\n{}", diagnose(&rack)));
+        assert_eq!(status, 200, "wake {round}");
+        assert!(page.contains("<title>Mast httpd</title>"), "{page}");
+        eprintln!("wake {round}: first response after {:?}", started.elapsed());
+        let awake = gate_in(&rack, "d1", rack_api::GateState::Running, Duration::from_secs(5));
+        let gate = awake.gate.expect("has a gate");
+        assert_eq!(gate.wakes, round, "{gate:?}");
+        assert!(gate.last_wake_us.is_some_and(|us| us > 0), "{gate:?}");
+        assert_eq!(tenders_of(&asleep.id).len(), 1, "one appliance runs");
+        // Idle for the timeout: stopped again, its accounting kept.
+        let slept = gate_in(&rack, "d1", rack_api::GateState::Asleep, Duration::from_secs(10));
+        let gate = slept.gate.expect("has a gate");
+        assert!(gate.awake_ms >= 1000, "awake at least the idle timeout: {gate:?}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !tenders_of(&asleep.id).is_empty() {
+            assert!(Instant::now() < deadline, "the tender still runs after the gate slept");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let stats = rack.ok(&["stats", "-o", "json"]);
+    assert!(stats.contains("\"awake_ms\""), "stats reports time awake:\n{stats}");
+
+    // kvlog: an append wakes it; after a sleep the record is still there.
+    rack.ok(&["deploy", "kvlog", "--on-demand", "--idle-timeout", "1s", "--detach"]);
+    let kvlog = endpoint(&gate_in(&rack, "d2", rack_api::GateState::Asleep, Duration::from_secs(30)));
+    let (status, _) = exchange(kvlog, "POST", "/append?key=k", b"kept across sleeps")
+        .unwrap_or_else(|e| panic!("the append wakes kvlog: {e}\n{}", diagnose(&rack)));
+    assert_eq!(status, 201, "acknowledged");
+    gate_in(&rack, "d2", rack_api::GateState::Asleep, Duration::from_secs(10));
+    assert_eq!(exchange(kvlog, "GET", "/log/0", b""), Ok((200, "kept across sleeps".into())));
+
+    // A crash during the wake (httpd refuses its argument and exits before it listens): the
+    // waiting client's connection is closed, not left hanging, and the restart policy applies.
+    rack.ok(&["deploy", "httpd", "--on-demand", "--arg", "timeout=0", "--restart", "never", "--detach"]);
+    let broken = endpoint(&gate_in(&rack, "d3", rack_api::GateState::Asleep, Duration::from_secs(30)));
+    let started = Instant::now();
+    let answer = exchange(broken, "GET", "/", b"");
+    assert!(answer.is_err(), "no answer from a crashed wake: {answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "closed promptly, not at a deadline: {:?}", started.elapsed());
+    let exited = rack.wait_for("the crashed gate to be exited", Duration::from_secs(30), |all| {
+        all.iter().any(|i| i.deployment == "d3" && i.state == InstanceState::Exited)
+    });
+    let crashed = exited.iter().find(|i| i.deployment == "d3").expect("found");
+    assert_eq!(crashed.exit_status, Some(2), "httpd's bad-arguments status: {crashed:?}");
 }

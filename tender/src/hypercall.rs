@@ -31,6 +31,35 @@ use crate::{
 pub struct Devices {
     pub net: Option<Net>,
     pub block: Option<Block>,
+    /// Where to say that the guest is ready (`--ready-socket`).
+    pub ready: Option<ReadySignal>,
+}
+
+/// The tender's parent's readiness socket: a connected Unix datagram socket, written with plain
+/// `write(2)` (the sandbox allows no `sendto`) and non-blocking, so a parent that stopped reading
+/// never stalls the guest. Told once, at the guest's first [`Hypercall::Ready`].
+#[derive(Debug)]
+pub struct ReadySignal {
+    socket: std::fs::File,
+    told: bool,
+}
+
+impl ReadySignal {
+    /// Connects to the Unix datagram socket at `path` (before the sandbox: it allows no `connect`).
+    pub fn connect(path: &std::path::Path) -> std::io::Result<ReadySignal> {
+        let socket = std::os::unix::net::UnixDatagram::unbound()?;
+        socket.connect(path)?;
+        socket.set_nonblocking(true)?;
+        Ok(ReadySignal { socket: std::fs::File::from(std::os::fd::OwnedFd::from(socket)), told: false })
+    }
+
+    fn tell(&mut self) {
+        if !self.told {
+            self.told = true;
+            // Best effort: a parent that went away has nobody to wake.
+            let _ = self.socket.write(b"ready\n");
+        }
+    }
 }
 
 /// The network device and, once the guest attached them, its rings.
@@ -69,6 +98,13 @@ pub fn handle(
         Hypercall::Poll => poll(ram, devices, stats, arg),
         Hypercall::NetAttach => net_attach(ram, devices, arg),
         Hypercall::BlockRead | Hypercall::BlockWrite | Hypercall::BlockFlush => block_io(ram, devices, call, arg),
+        Hypercall::Ready => {
+            stats.ready.get_or_insert_with(Instant::now);
+            if let Some(ready) = &mut devices.ready {
+                ready.tell();
+            }
+            Ok(None)
+        }
         Hypercall::Random => random(ram, arg),
     }
     .map(|outcome| outcome.unwrap_or(Outcome::Continue))

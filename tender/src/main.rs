@@ -3,7 +3,7 @@
 //! thread until the guest exits.
 //!
 //! ```text
-//! tender [--mem MIB] [--net TAP [--mac MAC]] [--block FILE] [--key KEY|FILE] [--stats] IMAGE.mast [-- ARGS...]
+//! tender [--mem MIB] [--net TAP [--mac MAC]] [--block FILE] [--key KEY|FILE] [--ready-socket PATH] [--stats] IMAGE.mast [-- ARGS...]
 //! ```
 //!
 //! Exit status: the guest's own (0–255, from the Exit hypercall); 125 when the tender could not
@@ -13,7 +13,7 @@
 //!
 //! # Design
 //! - **Hypercalls, not emulated devices.** The guest talks to the tender through the few calls of
-//!   `tender-abi` (console, exit, poll, net rings, block), one VM exit each, with an argument block
+//!   `tender-abi` (console, exit, poll, net rings, block, ready), one VM exit each, with an argument block
 //!   in guest RAM. No device model, no instruction decoding, no interrupt controller: less code to
 //!   trust, and far fewer exits than port-I/O serial or virtio notifications, which matters where
 //!   every exit costs ~0.1 ms (nested KVM).
@@ -109,6 +109,10 @@ struct Cli {
     /// workspace's ($MAST_TRUSTED_KEYS, its signing key). Repeatable.
     #[arg(long = "key", visible_alias = "trusted-key", value_name = "KEY|FILE")]
     keys: Vec<String>,
+    /// When the appliance says it is ready (the Ready hypercall: it listens), send one datagram
+    /// (`ready\n`) to the Unix datagram socket at PATH. The rack manager's on-demand gate binds it.
+    #[arg(long, value_name = "PATH")]
+    ready_socket: Option<PathBuf>,
     /// On exit, print VM exits by reason, hypercalls and timings to stderr.
     #[arg(long)]
     stats: bool,
@@ -198,6 +202,12 @@ fn build_vm(cli: &Cli) -> Result<Vm> {
     }
     if let Some(path) = &cli.block {
         devices.block = Some(block::Block::open(path)?);
+    }
+    if let Some(path) = &cli.ready_socket {
+        devices.ready = Some(
+            hypercall::ReadySignal::connect(path)
+                .with_context(|| format!("connecting to the readiness socket {}", path.display()))?,
+        );
     }
     let guest = Guest {
         kernel: &bootable.kernel,

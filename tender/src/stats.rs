@@ -17,7 +17,7 @@ pub enum ExitReason {
 
 const REASONS: [(ExitReason, &str); 3] =
     [(ExitReason::Hypercall, "hypercall"), (ExitReason::Interrupted, "interrupted"), (ExitReason::Fatal, "fatal")];
-const CALLS: [Hypercall; 8] = [
+const CALLS: [Hypercall; 9] = [
     Hypercall::ConsoleWrite,
     Hypercall::Exit,
     Hypercall::Poll,
@@ -25,6 +25,7 @@ const CALLS: [Hypercall; 8] = [
     Hypercall::BlockRead,
     Hypercall::BlockWrite,
     Hypercall::BlockFlush,
+    Hypercall::Ready,
     Hypercall::Random,
 ];
 
@@ -35,6 +36,8 @@ pub struct Stats {
     /// When the guest's first instruction was about to run (setup and sandbox done).
     pub entered: Option<Instant>,
     pub first_console: Option<Instant>,
+    /// When the guest first said it is ready ([`Hypercall::Ready`]).
+    pub ready: Option<Instant>,
     pub ended: Option<Instant>,
     exits: [u64; REASONS.len()],
     calls: [u64; 10],
@@ -50,6 +53,7 @@ impl Stats {
             started,
             entered: None,
             first_console: None,
+            ready: None,
             ended: None,
             exits: [0; REASONS.len()],
             calls: [0; 10],
@@ -97,9 +101,10 @@ impl fmt::Display for Stats {
         writeln!(f, "tender: hypercalls: {}", if calls.is_empty() { "none".into() } else { calls.join(", ") })?;
         writeln!(
             f,
-            "tender: start -> guest entry {}, -> first console byte {}, -> guest exit {}; {} console bytes",
+            "tender: start -> guest entry {}, -> first console byte {}, -> ready {}, -> guest exit {}; {} console bytes",
             ms(self.started, self.entered),
             ms(self.started, self.first_console),
+            ms(self.started, self.ready),
             ms(self.started, self.ended),
             self.console_bytes
         )?;

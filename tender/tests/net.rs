@@ -31,14 +31,22 @@ fn httpd_serves_its_site_over_a_tap_and_idles_asleep_in_its_sandbox() {
     }
     let Some(netns) = common::netns("httpd") else { return };
     let image = common::tender_image("httpd");
+    // Where the tender says the appliance is ready (the Ready hypercall).
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let ready = std::os::unix::net::UnixDatagram::bind(dir.path().join("ready.sock")).expect("binds");
+    ready.set_read_timeout(Some(common::TIMEOUT)).expect("timeout");
     let mut tender = Running::spawn(
-        netns.command(env!("CARGO_BIN_EXE_tender")).args(["--net", TAP, "--stats"]).arg(&image.artifact).args([
-            "--",
-            &format!("ip={GUEST_IP}/24"),
-            &format!("gw={HOST_IP}"),
-        ]),
+        netns
+            .command(env!("CARGO_BIN_EXE_tender"))
+            .args(["--net", TAP, "--stats", "--ready-socket"])
+            .arg(dir.path().join("ready.sock"))
+            .arg(&image.artifact)
+            .args(["--", &format!("ip={GUEST_IP}/24"), &format!("gw={HOST_IP}")]),
     );
     tender.wait_for("listening on");
+    let mut said = [0u8; 16];
+    let n = ready.recv(&mut said).expect("httpd says it is ready once it listens");
+    assert_eq!(&said[..n], b"ready\n");
 
     let (index, health) = netns.within(|| (get("/"), get("/healthz")));
     assert!(index.starts_with("HTTP/1.1 200"), "GET /:\n{index}");

@@ -93,6 +93,17 @@ pub(crate) fn log(line: core::fmt::Arguments<'_>) {
     std::eprintln!("{line}");
 }
 
+/// Tells the platform the appliance listens and serves (`runtime::ready`: the tender's `Ready`
+/// hypercall, or QEMU's console marker), so an on-demand wake completes the moment it can answer.
+#[cfg(target_os = "none")]
+pub(crate) fn ready() {
+    runtime::ready();
+}
+
+/// Readiness on the host: nobody waits for it.
+#[cfg(not(target_os = "none"))]
+pub(crate) fn ready() {}
+
 /// An IPv4 address and port.
 pub type Endpoint = (Ipv4Address, u16);
 

@@ -257,13 +257,17 @@ fn announce<P: Platform>(stack: &Stack<P>, options: &ServeOptions, announced: Op
     let address = stack.ipv4_address();
     if address != announced {
         match address {
-            Some(cidr) => crate::log(format_args!(
-                "{}: listening on {}://{}:{}/",
-                options.name,
-                options.scheme,
-                cidr.address(),
-                options.port
-            )),
+            Some(cidr) => {
+                crate::log(format_args!(
+                    "{}: listening on {}://{}:{}/",
+                    options.name,
+                    options.scheme,
+                    cidr.address(),
+                    options.port
+                ));
+                // After the line, so a waiting wake sees the address first; only a boot's first says it.
+                crate::ready();
+            }
             None => crate::log(format_args!("{}: lost the address; waiting for DHCP", options.name)),
         }
     }

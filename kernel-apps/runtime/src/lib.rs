@@ -66,7 +66,11 @@ mod heap;
 #[cfg(target_os = "none")]
 mod panic;
 #[cfg(target_os = "none")]
+mod ready;
+#[cfg(target_os = "none")]
 pub mod time;
+#[cfg(target_os = "none")]
+pub use ready::ready;
 #[cfg(all(target_os = "none", feature = "virtio", not(feature = "platform-tender")))]
 pub mod virtio;
 

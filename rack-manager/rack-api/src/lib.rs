@@ -304,6 +304,59 @@ pub struct DeployRequest {
     /// Of the images named `image`, the one built for this platform (`qemu`, `tender`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
+    /// Run only when needed: each instance is a gate on the host that starts the appliance on
+    /// its first connection and stops it when idle (docs/on-demand.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_demand: Option<OnDemand>,
+}
+
+/// How an on-demand deployment sleeps and scales (docs/on-demand.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnDemand {
+    /// With no connection open and no datagram for this long, an instance is stopped.
+    pub idle_timeout_ms: u64,
+    /// The most instances a gate runs at once (scale out under load; at least 1).
+    pub max_instances: u32,
+}
+
+/// What an on-demand instance's gate is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateState {
+    /// No appliance runs; the service address is held open.
+    Asleep,
+    /// An appliance is starting for waiting clients.
+    Waking,
+    /// At least one appliance serves.
+    Running,
+}
+
+impl GateState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateState::Asleep => "asleep",
+            GateState::Waking => "waking",
+            GateState::Running => "running",
+        }
+    }
+}
+
+/// An on-demand instance's gate, as its host reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateStatus {
+    pub state: GateState,
+    /// Appliances running (or starting) now.
+    pub awake_instances: u32,
+    /// Wakes since the gate opened.
+    pub wakes: u64,
+    /// Start of the last wake → the appliance said it is ready, in microseconds.
+    pub last_wake_us: Option<u64>,
+    /// Milliseconds since the last connection or datagram arrived (none: never).
+    pub idle_ms: Option<u64>,
+    /// CPU time of all its appliances' processes (guest + tender or QEMU), ended runs included.
+    pub cpu_ms: u64,
+    /// Time at least one appliance was awake.
+    pub awake_ms: u64,
 }
 
 /// A deployment: the desired state of a set of replicas.
@@ -318,6 +371,8 @@ pub struct Deployment {
     pub args: Vec<String>,
     pub restart: RestartPolicy,
     pub created_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_demand: Option<OnDemand>,
 }
 
 /// What `deploy` created.
@@ -438,6 +493,9 @@ pub struct Instance {
     pub arch: String,
     #[serde(default)]
     pub platform: String,
+    /// An on-demand instance's gate, as its host last reported it (to the manager answering).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateStatus>,
 }
 
 /// Console output of an instance, from `offset` in its log file.
@@ -467,6 +525,10 @@ pub struct InstanceStats {
     pub cpu_percent: Option<f64>,
     /// Resident memory of the VM process, in bytes.
     pub rss_bytes: Option<u64>,
+    /// On-demand instances: seconds at least one appliance was awake (`cpu_ms` then counts
+    /// every run the gate started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awake_ms: Option<u64>,
 }
 
 /// `GET /v1/stats`.
@@ -506,6 +568,9 @@ pub mod agent {
         /// so an address someone was given stays true.
         #[serde(default)]
         pub previous_ports: Vec<super::PortForward>,
+        /// Open a gate that starts the instance on demand, instead of starting it now.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub on_demand: Option<super::OnDemand>,
     }
 
     /// Which volume to delete: that of `instance` of `deployment` (the instance was removed).
@@ -554,6 +619,9 @@ pub mod agent {
         pub rss_bytes: u64,
         /// Seconds the process has been running.
         pub age_ms: u64,
+        /// An on-demand instance's gate (then the figures above cover all of its runs).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub gate: Option<super::GateStatus>,
     }
 }
 

@@ -11,6 +11,7 @@
 //! the run by pid and start time; an agent stops or reports on a run only if its own record has
 //! that instance with that pid and start time, so no caller can make it signal another process.
 
+pub mod gate;
 pub mod server;
 
 use std::{
@@ -95,6 +96,8 @@ pub struct LocalAgent {
     /// manager it joined, with this agent's credential (joined agents only).
     source: Option<Arc<server::ManagerLink>>,
     launches: Launches,
+    /// The gates of on-demand instances on this host.
+    gates: gate::Gates,
 }
 
 impl std::fmt::Debug for LocalAgent {
@@ -122,7 +125,9 @@ impl LocalAgent {
                 }
             }
         });
-        LocalAgent { launcher, dir, trusted, source, launches }
+        let gates = gate::Gates::new(launcher.clone(), dir.root().join("instances"))
+            .expect("a two-thread tokio runtime for the gates starts (only out of memory it would not)");
+        LocalAgent { launcher, dir, trusted, source, launches, gates }
     }
 
     /// Resource use of every live run this agent launched (for its `/metrics`).
@@ -205,7 +210,17 @@ impl HostAgent for LocalAgent {
             log: self.dir.console_log(&request.instance),
             diagnostics: self.dir.instance_dir(&request.instance).join("launcher.stderr"),
             previous_ports: request.previous_ports.clone(),
+            ready_socket: None,
         };
+        if let Some(settings) = request.on_demand {
+            // On demand: a gate now, appliances when connections come.
+            let log_offset = std::fs::metadata(&spec.log).map_or(0, |m| m.len());
+            let ports = self
+                .gates
+                .open(gate::GateSpec { instance: request.instance.clone(), launch: spec, settings })
+                .map_err(AgentError::Failed)?;
+            return Ok(Launched { pid: None, start_ticks: None, log_offset, ports });
+        }
         let launched = self.launcher.launch(&spec).map_err(|e| match e {
             LaunchError::WrongPlatform(_) | LaunchError::UnsupportedArch { .. } => {
                 AgentError::Impossible(e.to_string())
@@ -220,10 +235,19 @@ impl HostAgent for LocalAgent {
     }
 
     fn state(&self, run: &RunRef) -> Result<RunState, AgentError> {
+        // A run without a process may be a gate (an on-demand instance).
+        if run.pid.is_none()
+            && let Some(state) = self.gates.state(&run.instance)
+        {
+            return Ok(state);
+        }
         Ok(self.launcher.state(run, &self.dir.console_log(&run.instance)))
     }
 
     fn stop(&self, run: &RunRef) -> Result<(), AgentError> {
+        if run.pid.is_none() && self.gates.close(&run.instance) {
+            return Ok(());
+        }
         let launch = self.launches.check(run)?;
         self.launcher.stop(run);
         if let Some(launch) = launch {
@@ -233,6 +257,11 @@ impl HostAgent for LocalAgent {
     }
 
     fn stats(&self, run: &RunRef) -> Result<Option<RunStats>, AgentError> {
+        if run.pid.is_none()
+            && let Some(stats) = self.gates.stats(&run.instance)
+        {
+            return Ok(Some(stats));
+        }
         self.launches.check(run)?;
         Ok(self.launcher.stats(run))
     }

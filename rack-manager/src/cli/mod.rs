@@ -4,6 +4,7 @@
 //! operations goes to stderr, so stdout stays clean for pipes.
 
 mod logs;
+mod on_demand;
 mod output;
 mod peers;
 mod power;
@@ -119,7 +120,7 @@ enum Command {
     Image(ImageCommand),
     /// Deploy replicas of an image and wait until each has started.
     #[command(
-        after_help = "Examples:\n  rack-manager deploy hello\n  rack-manager deploy crash --replicas 3 --arg exit --arg 3 --restart on-failure\n  rack-manager deploy httpd --replicas 10 --mem 32 --detach"
+        after_help = "Examples:\n  rack-manager deploy hello\n  rack-manager deploy crash --replicas 3 --arg exit --arg 3 --restart on-failure\n  rack-manager deploy httpd --replicas 10 --mem 32 --detach\n  rack-manager deploy httpd --on-demand --idle-timeout 30s --max-instances 4"
     )]
     Deploy(DeployArgs),
     /// Show where replicas would go, without deploying anything.
@@ -518,6 +519,7 @@ impl Sizing {
             restart,
             arch: self.arch.clone(),
             platform: self.platform.clone(),
+            on_demand: None,
         }
     }
 }
@@ -542,6 +544,8 @@ struct DeployArgs {
     /// Peer racks that may run this deployment when this rack is down, in order of preference.
     #[arg(long, value_delimiter = ',', value_name = "RACK,...")]
     failover_to: Vec<String>,
+    #[command(flatten)]
+    on_demand: on_demand::OnDemandArgs,
 }
 
 fn parse_watts(text: &str) -> Result<f64, String> {
@@ -888,7 +892,8 @@ fn agent(args: &AgentArgs, data_dir: &Path) -> anyhow::Result<()> {
 }
 
 fn deploy(client: &Client, format: output::Format, args: &DeployArgs) -> anyhow::Result<()> {
-    let request = args.sizing.request((!args.args.is_empty()).then(|| args.args.clone()), args.restart);
+    let mut request = args.sizing.request((!args.args.is_empty()).then(|| args.args.clone()), args.restart);
+    request.on_demand = args.on_demand.settings();
     let started = Instant::now();
     let response: DeployResponse = client.post("/deployments", &request)?;
     let d = &response.deployment;

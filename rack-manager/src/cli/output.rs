@@ -192,12 +192,14 @@ pub fn instances(format: Format, instances: &[Instance], quiet: bool) -> anyhow:
                 if i.arch.is_empty() { "-".into() } else { i.arch.clone() },
                 platform(&i.platform),
                 i.host.clone(),
-                i.state.as_str().into(),
+                // An on-demand instance runs its gate: its state says whether the appliance is up.
+                i.gate.map_or(i.state.as_str(), |g| g.state.as_str()).into(),
                 i.pid.map_or("-".into(), |p| p.to_string()),
                 i.restarts.to_string(),
                 i.exit_status.map_or("-".into(), |s| s.to_string()),
                 if ports.is_empty() { "-".into() } else { ports.join(",") },
                 i.started_ms.filter(|_| live).map_or("-".into(), ago),
+                super::on_demand::demand_cell(i.gate.as_ref()),
                 i.message.clone().unwrap_or_default(),
             ]
         })
@@ -216,6 +218,7 @@ pub fn instances(format: Format, instances: &[Instance], quiet: bool) -> anyhow:
             "EXIT",
             "PORTS",
             "UP",
+            "DEMAND",
             "MESSAGE",
         ],
         &rows,

@@ -41,6 +41,9 @@ pub struct InstanceNow {
     /// CPU time since its run started, in milliseconds.
     pub cpu_ms: Option<u64>,
     pub rss_bytes: Option<u64>,
+    /// On-demand instances: time at least one appliance was awake.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub awake_ms: Option<u64>,
 }
 
 /// A host's totals over its instances.
@@ -91,6 +94,7 @@ fn sample(client: &Client, only: Option<&[String]>, interval: Duration) -> anyho
             cpu_percent,
             cpu_ms: now.cpu_ms,
             rss_bytes: now.rss_bytes,
+            awake_ms: now.awake_ms,
         });
     }
     Ok(StatsNow {
@@ -120,10 +124,11 @@ fn print(format: Format, stats: &StatsNow) -> anyhow::Result<()> {
                 s.cpu_percent.map_or("-".into(), |p| format!("{p:.1}%")),
                 s.cpu_ms.map_or("-".into(), |ms| format!("{:.2}s", ms as f64 / 1000.0)),
                 s.rss_bytes.map_or("-".into(), mib),
+                s.awake_ms.map_or("-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
             ]
         })
         .collect();
-    output::table(&["ID", "HOST", "PID", "CPU", "CPU TIME", "RSS"], &rows);
+    output::table(&["ID", "HOST", "PID", "CPU", "CPU TIME", "RSS", "AWAKE"], &rows);
     println!();
     let rows: Vec<Vec<String>> = stats
         .hosts

@@ -54,6 +54,9 @@ pub struct LaunchSpec {
     /// The host ports the instance's previous run forwarded, per guest port: taken again when
     /// free, so `ps` shows the same address across restarts.
     pub previous_ports: Vec<rack_api::PortForward>,
+    /// On-demand wakes under the tender: the Unix datagram socket the tender tells when the
+    /// appliance is ready (`tender --ready-socket`).
+    pub ready_socket: Option<PathBuf>,
 }
 
 /// Why a run could not be started.

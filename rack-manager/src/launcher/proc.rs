@@ -73,6 +73,7 @@ pub fn run_stats(run: &RunRef) -> Option<RunStats> {
         cpu_ms: stat.cpu_ticks * 1000 / TICKS_PER_SECOND,
         rss_bytes: rss_bytes(pid)?,
         age_ms: age_ticks * 1000 / TICKS_PER_SECOND,
+        gate: None,
     })
 }
 

@@ -193,6 +193,9 @@ impl Launcher for TenderLauncher {
             // The agent's trust set, not the tender's default (a workspace's keys).
             .arg("--key")
             .arg(&self.config.trusted_keys)
+            .args(spec.ready_socket.iter().flat_map(|path| [std::ffi::OsStr::new("--ready-socket"), path.as_os_str()]))
+            // The instance's volume as the tender's disk (kvlog's log).
+            .args(spec.volume.iter().flat_map(|path| [std::ffi::OsStr::new("--block"), path.as_os_str()]))
             .arg(&spec.image)
             .arg("--")
             .args(&spec.args)

@@ -187,6 +187,7 @@ fn take_over(
         restart: Some(plan.restart),
         arch: None,
         platform: None,
+        on_demand: None,
     };
     // The restored snapshot becomes the new instance's volume before the deployment is stored,
     // so the instance's first boot already finds the peer's data.

@@ -32,6 +32,29 @@ pub(super) struct Placed {
     pub(super) vcpus: u32,
 }
 
+/// The shortest idle timeout: below it an appliance would sleep between a client's requests.
+pub const MIN_IDLE_TIMEOUT_MS: u64 = 100;
+/// The longest idle timeout (a day).
+pub const MAX_IDLE_TIMEOUT_MS: u64 = 86_400_000;
+/// The most instances one on-demand gate runs at once.
+pub const MAX_GATE_INSTANCES: u32 = 64;
+
+fn check_on_demand(on_demand: &rack_api::OnDemand) -> Result<()> {
+    if !(MIN_IDLE_TIMEOUT_MS..=MAX_IDLE_TIMEOUT_MS).contains(&on_demand.idle_timeout_ms) {
+        return Err(RackError::invalid(
+            format!("an idle timeout of {} ms is out of range", on_demand.idle_timeout_ms),
+            "give --idle-timeout between 100ms and 24h",
+        ));
+    }
+    if on_demand.max_instances == 0 || on_demand.max_instances > MAX_GATE_INSTANCES {
+        return Err(RackError::invalid(
+            format!("{} instances per gate is out of range", on_demand.max_instances),
+            format!("give --max-instances 1 to {MAX_GATE_INSTANCES}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a deploy request and places it, changing nothing.
 pub(super) fn place(store: &dyn StateStore, request: &DeployRequest) -> Result<Placed> {
     if request.replicas == 0 || request.replicas > MAX_REPLICAS {
@@ -60,10 +83,21 @@ pub(super) fn place(store: &dyn StateStore, request: &DeployRequest) -> Result<P
     if vcpus == 0 || vcpus > 255 {
         return Err(RackError::invalid(format!("{vcpus} vCPUs is not possible"), "give --vcpus 1 to 255"));
     }
+    if let Some(on_demand) = &request.on_demand {
+        check_on_demand(on_demand)?;
+    }
     let able: Vec<&str> = ready.iter().filter(runs_it).map(|h| h.name.as_str()).collect();
     let mut hosts = candidates(store, &image.name, "")?;
     hosts.retain(|c| able.contains(&c.name.as_str()));
-    let placement_request = place::Request { arch: image.arch.clone(), replicas: request.replicas, memory_mib, vcpus };
+    // An on-demand instance reserves nothing: asleep it is a gate, and its wakes are not placed
+    // (docs/on-demand.md, "Limits").
+    let (reserved_memory, reserved_vcpus) = if request.on_demand.is_some() { (0, 0) } else { (memory_mib, vcpus) };
+    let placement_request = place::Request {
+        arch: image.arch.clone(),
+        replicas: request.replicas,
+        memory_mib: reserved_memory,
+        vcpus: reserved_vcpus,
+    };
     let placed =
         place::place(&hosts, &placement_request).map_err(|e| RackError::refused("no_placement", e.message, e.hint))?;
     let plan = Plan {
@@ -167,11 +201,13 @@ impl Rack {
             args: request.args.clone().unwrap_or_else(|| image.args.clone()),
             restart: RestartPolicy { when: request.restart.unwrap_or(image.restart.when), ..image.restart },
             created_ms: now,
+            on_demand: request.on_demand,
         };
         let mut records = Vec::new();
         for host in &plan.hosts {
             let id = format!("{}-{}", image.name, store.next_sequence("instance")?);
-            records.push(InstanceRecord::pending(id, deployment.id.clone(), host.clone(), memory_mib, now));
+            let reserved = if deployment.on_demand.is_some() { 0 } else { memory_mib };
+            records.push(InstanceRecord::pending(id, deployment.id.clone(), host.clone(), reserved, now));
         }
         let mut seeded = Vec::new();
         if let Some(seed) = volume_seed {

@@ -73,8 +73,15 @@ pub(super) fn candidates(store: &dyn StateStore, appliance: &str, exclude: &str)
         .map(|h| {
             let placed: Vec<&InstanceRecord> = instances.iter().filter(|i| i.host == h.name && reserves(i)).collect();
             let used_memory: u64 = placed.iter().map(|i| u64::from(i.memory_mib)).sum();
-            let used_vcpus: u64 =
-                placed.iter().map(|i| deployments.get(&i.deployment).map_or(1, |d| u64::from(d.vcpus))).sum();
+            // On-demand instances reserve no vCPUs (nor memory: their records hold 0 MiB).
+            let used_vcpus: u64 = placed
+                .iter()
+                .map(|i| match deployments.get(&i.deployment) {
+                    Some(d) if d.on_demand.is_some() => 0,
+                    Some(d) => u64::from(d.vcpus),
+                    None => 1,
+                })
+                .sum();
             let same = placed
                 .iter()
                 .filter(|i| deployments.get(&i.deployment).is_some_and(|d| d.image_name == appliance))

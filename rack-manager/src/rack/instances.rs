@@ -33,14 +33,17 @@ impl Rack {
             .instances()?
             .iter()
             .filter(|i| all || i.state.is_active())
-            .map(|i| instance_view(i, &deployments, &images))
+            .map(|i| Instance { gate: self.gates.get(&i.id), ..instance_view(i, &deployments, &images) })
             .collect())
     }
 
     pub fn instance(&self, id: &str) -> Result<Instance> {
         let store = self.store();
         let record = record(&**store, id)?;
-        Ok(instance_view(&record, &deployments_by_id(&**store)?, &super::images_by_id(&**store)?))
+        Ok(Instance {
+            gate: self.gates.get(id),
+            ..instance_view(&record, &deployments_by_id(&**store)?, &super::images_by_id(&**store)?)
+        })
     }
 
     fn view(&self, record: &InstanceRecord) -> Result<Instance> {
@@ -216,6 +219,7 @@ impl Rack {
                 cpu_ms: stats.map(|s| s.cpu_ms),
                 cpu_percent: stats.filter(|s| s.age_ms > 0).map(|s| s.cpu_ms as f64 * 100.0 / s.age_ms as f64),
                 rss_bytes: stats.map(|s| s.rss_bytes),
+                awake_ms: stats.and_then(|s| s.gate).map(|g| g.awake_ms),
             });
         }
         Ok(Stats { instances: out, power: None })

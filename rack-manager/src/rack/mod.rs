@@ -23,6 +23,7 @@
 
 pub mod deployments;
 mod error;
+pub mod gates;
 pub mod hosts;
 pub mod image_store;
 pub mod images;
@@ -70,6 +71,8 @@ pub struct Rack {
     /// The content-addressed image store and its replication (crate `replica`).
     pub replication: Arc<image_store::Replication>,
     wake: (Mutex<bool>, Condvar),
+    /// On-demand instances' gates, as their hosts last reported them.
+    pub gates: gates::GateReports,
 }
 
 impl std::fmt::Debug for Rack {
@@ -110,6 +113,7 @@ impl Rack {
             election: parts.election,
             replication: parts.replication,
             wake: (Mutex::new(false), Condvar::new()),
+            gates: gates::GateReports::default(),
         }
     }
 
@@ -204,6 +208,7 @@ pub fn instance_view(
         message: record.message.clone(),
         arch: image.map(|i| i.arch.clone()).unwrap_or_default(),
         platform: image.map(|i| i.platform.clone()).unwrap_or_default(),
+        gate: None,
     }
 }
 

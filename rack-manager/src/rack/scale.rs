@@ -103,6 +103,7 @@ impl Rack {
                     restart: Some(deployment.restart.when),
                     arch: None,
                     platform: None,
+                    on_demand: deployment.on_demand,
                 };
                 let placed = place(&**store, &request)?;
                 let now = now_ms();

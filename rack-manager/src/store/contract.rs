@@ -63,6 +63,7 @@ fn deployment(id: &str) -> Deployment {
         args: vec!["a b".into()],
         restart: RestartPolicy { when: RestartWhen::OnFailure, max_restarts: 5, backoff_ms: 500 },
         created_ms: 1,
+        on_demand: None,
     }
 }
 
@@ -130,6 +131,19 @@ fn state_survives_reopening(backend: &Backend) {
     assert_eq!(store.hosts().expect("lists"), [host("h1")]);
     assert_eq!(store.instance("hello-10").expect("reads"), Some(instance("hello-10", "d1")));
     assert_eq!(store.instance("nope").expect("reads"), None);
+}
+
+/// On-demand settings are an additive field: stored and read back by both backends, and absent
+/// (always running) on deployments written without them.
+fn on_demand_settings_round_trip(backend: &Backend) {
+    let mut store = backend.open();
+    let on_demand = rack_api::OnDemand { idle_timeout_ms: 30_000, max_instances: 4 };
+    let summoned = Deployment { on_demand: Some(on_demand), ..deployment("d2") };
+    store.create_deployment(&deployment("d1"), &[instance("a", "d1")]).expect("created");
+    store.create_deployment(&summoned, &[instance("b", "d2")]).expect("created");
+    drop(store);
+    let deployments = backend.open().deployments().expect("lists");
+    assert_eq!(deployments, [deployment("d1"), summoned]);
 }
 
 fn removing_the_last_instance_removes_its_deployment(backend: &Backend) {
@@ -249,6 +263,7 @@ macro_rules! contract {
 
 contract!(
     state_survives_reopening,
+    on_demand_settings_round_trip,
     removing_the_last_instance_removes_its_deployment,
     a_deployment_with_a_duplicate_id_is_not_half_written,
     instances_added_to_a_deployment_count_as_its_replicas,

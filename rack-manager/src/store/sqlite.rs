@@ -106,6 +106,15 @@ impl SqliteStore {
         if !has_platform {
             db.execute_batch("ALTER TABLE images ADD COLUMN platform TEXT NOT NULL DEFAULT ''")?;
         }
+        // Databases from before on-demand deployments gain the column (NULL: always running).
+        let on_demand: bool = db.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('deployments') WHERE name = 'on_demand'",
+            [],
+            |row| row.get(0),
+        )?;
+        if !on_demand {
+            db.execute_batch("ALTER TABLE deployments ADD COLUMN on_demand TEXT")?;
+        }
         Ok(SqliteStore { db })
     }
 
@@ -179,7 +188,7 @@ fn image_from_row(row: &Row) -> rusqlite::Result<RawImage> {
     ))
 }
 
-type RawDeployment = (Deployment, String, String);
+type RawDeployment = (Deployment, String, String, Option<String>);
 
 fn deployment_from_row(row: &Row) -> rusqlite::Result<RawDeployment> {
     let placeholder = RestartPolicy { when: rack_api::RestartWhen::Never, max_restarts: 0, backoff_ms: 0 };
@@ -194,9 +203,11 @@ fn deployment_from_row(row: &Row) -> rusqlite::Result<RawDeployment> {
             args: Vec::new(),
             restart: placeholder,
             created_ms: row.get::<_, i64>(8)? as u64,
+            on_demand: None,
         },
         row.get(6)?,
         row.get(7)?,
+        row.get(9)?,
     ))
 }
 
@@ -361,8 +372,8 @@ impl StateStore for SqliteStore {
     fn create_deployment(&mut self, d: &Deployment, instances: &[InstanceRecord]) -> Result<()> {
         let tx = self.db.transaction()?;
         tx.execute(
-            "INSERT INTO deployments (id, image_id, image_name, replicas, memory_mib, vcpus, args, restart, created_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO deployments (id, image_id, image_name, replicas, memory_mib, vcpus, args, restart, created_ms, \
+             on_demand) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 d.id,
                 d.image_id,
@@ -372,7 +383,8 @@ impl StateStore for SqliteStore {
                 i64::from(d.vcpus),
                 json(&d.args),
                 json(&d.restart),
-                d.created_ms as i64
+                d.created_ms as i64,
+                d.on_demand.as_ref().map(json)
             ],
         )?;
         for instance in instances {
@@ -412,15 +424,16 @@ impl StateStore for SqliteStore {
 
     fn deployments(&self) -> Result<Vec<Deployment>> {
         let mut statement = self.db.prepare(
-            "SELECT id, image_id, image_name, replicas, memory_mib, vcpus, args, restart, created_ms \
+            "SELECT id, image_id, image_name, replicas, memory_mib, vcpus, args, restart, created_ms, on_demand \
              FROM deployments ORDER BY created_ms, id",
         )?;
         let rows = statement.query_map([], deployment_from_row)?;
         let mut deployments = Vec::new();
         for row in rows {
-            let (mut deployment, args, restart) = row?;
+            let (mut deployment, args, restart, on_demand) = row?;
             deployment.args = from_json("deployments.args", &args)?;
             deployment.restart = from_json("deployments.restart", &restart)?;
+            deployment.on_demand = on_demand.map(|text| from_json("deployments.on_demand", &text)).transpose()?;
             deployments.push(deployment);
         }
         Ok(deployments)
@@ -517,6 +530,7 @@ mod tests {
             args: vec!["a b".into()],
             restart: RestartPolicy { when: RestartWhen::OnFailure, max_restarts: 5, backoff_ms: 500 },
             created_ms: 1,
+            on_demand: None,
         }
     }
 

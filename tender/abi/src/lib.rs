@@ -111,6 +111,9 @@ pub const HYPERCALL_PORT_BASE: u16 = 0x500;
 /// aarch64: hypercall `n` is a 64-bit store to `HYPERCALL_MMIO_BASE + 8 * n` (below RAM, never
 /// backed by memory, so every store exits).
 pub const HYPERCALL_MMIO_BASE: u64 = 0x3f00_0000;
+/// The hypercall window holds this many calls' addresses (0..32; ABI 2 had 8, which `Ready`
+/// and `Random` outgrew): a store to one with no call behind it is an unknown hypercall.
+pub const HYPERCALL_WINDOW_CALLS: u64 = 32;
 
 /// The hypercalls. The argument block of each is named in its docs.
 #[repr(u16)]
@@ -130,6 +133,10 @@ pub enum Hypercall {
     BlockWrite = 6,
     /// [`BlockIo`] (only `result` is used): make every completed write durable.
     BlockFlush = 7,
+    /// No argument block (the address is ignored): the appliance listens and serves. The tender
+    /// records the time and tells its parent (`--ready-socket`), so an on-demand wake completes the moment the guest can answer
+    /// (ABI 3).
+    Ready = 8,
     /// [`Random`]: fill a guest buffer with bytes from the host's `getrandom` (the platform's
     /// entropy source; the guest seeds its own CSPRNG from it).
     Random = 9,
@@ -146,6 +153,7 @@ impl Hypercall {
             5 => Hypercall::BlockRead,
             6 => Hypercall::BlockWrite,
             7 => Hypercall::BlockFlush,
+            8 => Hypercall::Ready,
             9 => Hypercall::Random,
             _ => return None,
         })
@@ -407,8 +415,9 @@ mod tests {
             }
         }
         assert_eq!(Hypercall::from_number(0), None);
-        assert_eq!(Hypercall::from_number(8), None);
+        assert_eq!(Hypercall::from_number(8), Some(Hypercall::Ready));
         assert_eq!(Hypercall::from_number(9), Some(Hypercall::Random));
+        assert_eq!(Hypercall::from_number(10), None);
     }
 
     #[test]

@@ -56,8 +56,7 @@ pub fn classify_common(exit: VcpuExit<'_>) -> Event {
 /// The hypercall a store to `addr` is, if it is in the hypercall window: `Ok(number)`, or `Err(())`
 /// for an address in the window that is not a call's (misaligned).
 pub fn hypercall_number(addr: u64) -> Option<Result<u64, ()>> {
-    // Room for calls 0 to 31: the ABI grows (Ready = 8, Random = 9) without moving the window.
-    const WINDOW: u64 = 32 * 8;
+    const WINDOW: u64 = 8 * tender_abi::HYPERCALL_WINDOW_CALLS;
     let offset = addr.checked_sub(HYPERCALL_MMIO_BASE)?;
     if offset >= WINDOW {
         return None;
@@ -89,6 +88,7 @@ mod tests {
         assert_eq!(hypercall_number(Hypercall::BlockFlush.mmio_address()), Some(Ok(7)));
         assert_eq!(hypercall_number(HYPERCALL_MMIO_BASE + 12), Some(Err(())));
         assert_eq!(hypercall_number(HYPERCALL_MMIO_BASE - 8), None);
+        assert_eq!(hypercall_number(Hypercall::Ready.mmio_address()), Some(Ok(8)));
         assert_eq!(hypercall_number(Hypercall::Random.mmio_address()), Some(Ok(9)));
         assert_eq!(hypercall_number(HYPERCALL_MMIO_BASE + 8 * 31), Some(Ok(31)));
         assert_eq!(hypercall_number(HYPERCALL_MMIO_BASE + 8 * 32), None);

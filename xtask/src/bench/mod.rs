@@ -14,6 +14,7 @@ mod kvlog;
 mod placement;
 mod replication;
 mod report;
+mod summon;
 mod tender_boot;
 
 use std::process::ExitCode;
@@ -49,6 +50,9 @@ pub enum BenchCommand {
     /// The dashboard's first meaningful paint and a `/metrics` scrape with 2,000 simulated
     /// instances, against issue #15's targets.
     Dashboard(dashboard::DashboardArgs),
+    /// On-demand httpd and kvlog under the tender (root): cold start p50/p99, warm-path overhead,
+    /// N asleep services' memory and CPU, a burst of wakes, idle-timeout accuracy, energy.
+    Summon(summon::SummonArgs),
 }
 
 /// Runs one bench.
@@ -64,5 +68,6 @@ pub fn main(command: BenchCommand) -> Result<ExitCode> {
         BenchCommand::Replication(args) => replication::main(args),
         BenchCommand::ControlPlane(args) => control_plane::main(args),
         BenchCommand::Dashboard(args) => dashboard::main(args),
+        BenchCommand::Summon(args) => summon::main(args),
     }
 }

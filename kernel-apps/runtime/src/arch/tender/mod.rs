@@ -106,6 +106,14 @@ pub(crate) fn exit(status: ExitCode) -> ! {
     cpu::halt_forever()
 }
 
+/// Tells the tender the appliance is ready (it listens). The console is flushed first, so the
+/// lines before it are in the log when the tender's parent acts on it.
+pub(crate) fn ready() {
+    console::flush();
+    let mut unused = 0u64;
+    hypercall(abi::Hypercall::Ready, &mut unused);
+}
+
 #[cfg(feature = "virtio")]
 /// Flushes the console, then lets the tender move frames and block for up to `timeout_ns`
 /// ([`abi::POLL_FOREVER`]: until a frame arrives).
