@@ -123,6 +123,9 @@ fn instances(registry: &mut Registry, instances: &[Instance], stats: &Stats) {
     let rss = IntGauges::default();
     let uptime = FloatGauges::default();
     let start = Histogram::new(START_BUCKETS);
+    let wakes = Family::<Labels, Counter>::default();
+    let awake = Family::<Labels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+    let gate_state = IntGauges::default();
     let now = now_ms();
     // Every (deployment, state) pair is reported, zeros included, so a query for a state that
     // has no instance yet finds a 0 rather than nothing.
@@ -155,6 +158,19 @@ fn instances(registry: &mut Registry, instances: &[Instance], stats: &Stats) {
         if let Some(started) = i.started_ms.filter(|_| i.restarts == 0) {
             start.observe(started.saturating_sub(i.created_ms) as f64 / 1000.0);
         }
+        // On-demand instances: each wake, the time awake, and whether the gate sleeps now.
+        if let Some(gate) = &i.gate {
+            wakes.get_or_create(&id).inc_by(gate.wakes);
+            awake.get_or_create(&id).inc_by(gate.awake_ms as f64 / 1000.0);
+            gate_state
+                .get_or_create(&labels(&[
+                    ("instance", &i.id),
+                    ("deployment", &i.deployment),
+                    ("host", &i.host),
+                    ("state", gate.state.as_str()),
+                ]))
+                .set(1);
+        }
     }
     let deployments: std::collections::HashMap<&str, &str> =
         instances.iter().map(|i| (i.id.as_str(), i.deployment.as_str())).collect();
@@ -183,6 +199,13 @@ fn instances(registry: &mut Registry, instances: &[Instance], stats: &Stats) {
         "Time since the running instance's run started",
         Unit::Seconds,
         uptime,
+    );
+    registry.register("instance_wakes", "Wakes of an on-demand instance since its gate opened", wakes);
+    registry.register_with_unit("instance_awake", "Time an on-demand instance's appliance ran", Unit::Seconds, awake);
+    registry.register(
+        "instance_gate_state",
+        "1 for an on-demand instance's gate state (asleep, waking, running)",
+        gate_state,
     );
     registry.register_with_unit(
         "instance_start_latency",
@@ -323,6 +346,7 @@ mod tests {
             image_id: "ab".repeat(32),
             arch: "x86_64".into(),
             platform: "qemu".into(),
+            gate: None,
             host: "h1".into(),
             desired: rack_api::Desired::Running,
             state,
@@ -344,6 +368,18 @@ mod tests {
             instances: vec![
                 instance("hello-1", InstanceState::Running, 0),
                 instance("hello-2", InstanceState::Exited, 2),
+                Instance {
+                    gate: Some(rack_api::GateStatus {
+                        state: rack_api::GateState::Asleep,
+                        awake_instances: 0,
+                        wakes: 4,
+                        last_wake_us: Some(9000),
+                        idle_ms: Some(60_000),
+                        cpu_ms: 120,
+                        awake_ms: 2500,
+                    }),
+                    ..instance("httpd-3", InstanceState::Running, 0)
+                },
             ],
             stats: Stats {
                 instances: vec![rack_api::InstanceStats {
@@ -354,6 +390,7 @@ mod tests {
                     cpu_ms: Some(1500),
                     cpu_percent: None,
                     rss_bytes: Some(4096),
+                    awake_ms: None,
                 }],
                 power: None,
             },
@@ -363,12 +400,22 @@ mod tests {
             power: None,
         };
         let text = render(&snapshot);
-        assert!(text.contains(r#"mast_instances{deployment="d1",state="running"} 1"#), "{text}");
+        assert!(text.contains(r#"mast_instances{deployment="d1",state="running"} 2"#), "{text}");
         assert!(text.contains(r#"mast_instances{deployment="d1",state="failed"} 0"#), "{text}");
         assert!(text.contains(r#"mast_instance_restarts_total{instance="hello-2",deployment="d1",host="h1"} 2"#));
         assert!(text.contains(r#"mast_instance_cpu_seconds_total{instance="hello-1",deployment="d1",host="h1"} 1.5"#));
         assert!(text.contains(r#"mast_instance_exit_status{instance="hello-2",deployment="d1",host="h1"} 3"#));
-        assert!(text.contains("mast_instance_start_latency_seconds_count 1"), "one never restarted: {text}");
+        assert!(text.contains("mast_instance_start_latency_seconds_count 2"), "two never restarted: {text}");
+        assert!(
+            text.contains(r#"mast_instance_wakes_total{instance="httpd-3",deployment="d1",host="h1"} 4"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"mast_instance_awake_seconds_total{instance="httpd-3",deployment="d1",host="h1"} 2.5"#)
+        );
+        assert!(
+            text.contains(r#"mast_instance_gate_state{instance="httpd-3",deployment="d1",host="h1",state="asleep"} 1"#)
+        );
         assert!(text.ends_with("# EOF\n"));
     }
 }
