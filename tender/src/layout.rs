@@ -191,7 +191,7 @@ mod tests {
         );
         assert_eq!(info.magic, BOOT_INFO_MAGIC);
         assert_eq!(info.flags, FLAG_NET);
-        assert_eq!(info.cmdline_addr, BOOT_INFO_OFFSET + 112);
+        assert_eq!(info.cmdline_addr, BOOT_INFO_OFFSET + 120);
         assert_eq!((info.tsc_khz, info.tsc_at_creation), (2_400_000, 7));
         assert_eq!(info.wall_clock_at_creation_ns, 1_800_000_000_000_000_000);
         assert_eq!((info.data_addr, info.data_len), (16 * MIB - 4096, 4096));
