@@ -42,7 +42,6 @@ use clap::Args;
 use images::{
     Arch,
     build::{self, Profile},
-    keys::KeyConfig,
 };
 use serde_json::Value;
 
@@ -100,10 +99,7 @@ pub fn main(args: ControlPlaneArgs) -> Result<ExitCode> {
     let manager = build_manager(&root)?;
     // The simulated launcher boots nothing, but a deployment still needs a real, signed image.
     let hello = build::build(&root, "hello", Arch::Aarch64, Profile::Release)?.artifact;
-    let keys = KeyConfig::for_workspace(&root);
-    keys.signing_key()?;
-    let trust: Vec<String> =
-        keys.trusted()?.keys().iter().flat_map(|k| ["--trust".to_owned(), k.to_string()]).collect();
+    let trust = super::failover::workspace_trust_args(&root)?;
     // Before the racks start: they inherit the limit, so the daemon can accept as many sockets
     // as the flood opens (an operator would set LimitNOFILE the same way).
     println!("{}", raise_file_limit(u64::from(args.connections))?);

@@ -28,7 +28,6 @@ use clap::Args;
 use images::{
     Arch,
     build::{self, Profile},
-    keys::KeyConfig,
 };
 
 use super::{
@@ -78,10 +77,7 @@ pub fn main(args: DashboardArgs) -> Result<ExitCode> {
     let root = build::workspace_root();
     let manager = build_manager(&root)?;
     let hello = build::build(&root, "hello", Arch::Aarch64, Profile::Release)?.artifact;
-    let keys = KeyConfig::for_workspace(&root);
-    keys.signing_key()?;
-    let trust: Vec<String> =
-        keys.trusted()?.keys().iter().flat_map(|k| ["--trust".to_owned(), k.to_string()]).collect();
+    let trust = super::failover::workspace_trust_args(&root)?;
     let hosts = args.hosts.to_string();
     let rack =
         Rack::start(&manager, "dash", &trust, &["--launcher", "sim", "--sim-hosts", &hosts, "--memory-mib", "4096"])?;

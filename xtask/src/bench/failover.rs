@@ -73,10 +73,7 @@ pub fn main(runs: u32) -> Result<bool> {
     let root = build::workspace_root();
     let manager = build_manager(&root)?;
     let kvlog = build::build(&root, "kvlog", Arch::Aarch64, Profile::Release)?.artifact;
-    let keys = KeyConfig::for_workspace(&root);
-    keys.signing_key()?;
-    let trust: Vec<String> =
-        keys.trusted()?.keys().iter().flat_map(|k| ["--trust".to_owned(), k.to_string()]).collect();
+    let trust = workspace_trust_args(&root)?;
 
     println!(
         "failover bench: kvlog (aarch64, release) on rack a with --failover-to b, two racks on 127.0.0.1, heartbeat \
@@ -146,6 +143,14 @@ pub(crate) fn build_manager(root: &Path) -> Result<PathBuf> {
     ensure!(cargo.status().context("running cargo")?.success(), "building rack-manager failed");
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     Ok(target.join("release").join("rack-manager"))
+}
+
+/// `--trust KEY` for each key the workspace trusts, creating the signing key first if there is
+/// none: what a bench's racks need to accept the images it builds.
+pub(crate) fn workspace_trust_args(root: &Path) -> Result<Vec<String>> {
+    let keys = KeyConfig::for_workspace(root);
+    keys.signing_key()?;
+    Ok(keys.trusted()?.keys().iter().flat_map(|k| ["--trust".to_owned(), k.to_string()]).collect())
 }
 
 fn failover_once(manager: &Path, trust: &[String], kvlog: &Path) -> Result<Figures> {

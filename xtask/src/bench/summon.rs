@@ -29,7 +29,7 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use hostnet::{ip, plan::DEFAULT_SUBNET};
-use images::{Arch, Platform, build, keys::KeyConfig};
+use images::{Arch, Platform, build};
 use serde_json::Value;
 
 use super::{
@@ -88,9 +88,7 @@ pub fn main(args: SummonArgs) -> Result<ExitCode> {
     let kvlog = build::build_for_platform(&root, "kvlog", Arch::X86_64, Platform::Tender, build::Profile::Release)
         .context("building kvlog for the tender")?
         .artifact;
-    let keys = KeyConfig::for_workspace(&root);
-    let trust: Vec<String> =
-        keys.trusted()?.keys().iter().flat_map(|k| ["--trust".to_owned(), k.to_string()]).collect();
+    let trust = super::failover::workspace_trust_args(&root)?;
 
     let name = format!("mast-summon-{}", std::process::id());
     let netns = Namespace(Some(ip::Netns::create(&name)?));
