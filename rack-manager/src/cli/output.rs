@@ -179,13 +179,15 @@ pub fn instances(format: Format, instances: &[Instance], quiet: bool) -> anyhow:
     if format == Format::Json {
         return print_json(&instances);
     }
+    // DEMAND (wakes, last wake, idle) only where some instance is on demand.
+    let demand = instances.iter().any(|i| i.gate.is_some());
     let rows: Vec<Vec<String>> = instances
         .iter()
         .map(|i| {
             // A port or an uptime is shown only while it is true: not for a stopped instance.
             let live = i.state == rack_api::InstanceState::Running;
             let ports: Vec<String> = if live { i.ports.iter().map(|p| p.endpoint()).collect() } else { Vec::new() };
-            vec![
+            let mut row = vec![
                 i.id.clone(),
                 i.deployment.clone(),
                 i.image_name.clone(),
@@ -199,29 +201,32 @@ pub fn instances(format: Format, instances: &[Instance], quiet: bool) -> anyhow:
                 i.exit_status.map_or("-".into(), |s| s.to_string()),
                 if ports.is_empty() { "-".into() } else { ports.join(",") },
                 i.started_ms.filter(|_| live).map_or("-".into(), ago),
-                super::on_demand::demand_cell(i.gate.as_ref()),
                 i.message.clone().unwrap_or_default(),
-            ]
+            ];
+            if demand {
+                row.insert(row.len() - 1, super::on_demand::demand_cell(i.gate.as_ref()));
+            }
+            row
         })
         .collect();
-    table(
-        &[
-            "ID",
-            "DEPLOYMENT",
-            "IMAGE",
-            "ARCH",
-            "PLATFORM",
-            "HOST",
-            "STATE",
-            "PID",
-            "RESTARTS",
-            "EXIT",
-            "PORTS",
-            "UP",
-            "DEMAND",
-            "MESSAGE",
-        ],
-        &rows,
-    );
+    let mut header = vec![
+        "ID",
+        "DEPLOYMENT",
+        "IMAGE",
+        "ARCH",
+        "PLATFORM",
+        "HOST",
+        "STATE",
+        "PID",
+        "RESTARTS",
+        "EXIT",
+        "PORTS",
+        "UP",
+        "MESSAGE",
+    ];
+    if demand {
+        header.insert(header.len() - 1, "DEMAND");
+    }
+    table(&header, &rows);
     Ok(())
 }

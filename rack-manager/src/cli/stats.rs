@@ -113,22 +113,28 @@ fn print(format: Format, stats: &StatsNow) -> anyhow::Result<()> {
     if format == Format::Json {
         return output::print_json(stats);
     }
+    // AWAKE only where some instance is on demand.
+    let awake = stats.instances.iter().any(|s| s.awake_ms.is_some());
     let rows: Vec<Vec<String>> = stats
         .instances
         .iter()
         .map(|s| {
-            vec![
+            let mut row = vec![
                 s.id.clone(),
                 s.host.clone(),
                 s.pid.map_or("-".into(), |p| p.to_string()),
                 s.cpu_percent.map_or("-".into(), |p| format!("{p:.1}%")),
                 s.cpu_ms.map_or("-".into(), |ms| format!("{:.2}s", ms as f64 / 1000.0)),
                 s.rss_bytes.map_or("-".into(), mib),
-                s.awake_ms.map_or("-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)),
-            ]
+            ];
+            if awake {
+                row.push(s.awake_ms.map_or("-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0)));
+            }
+            row
         })
         .collect();
-    output::table(&["ID", "HOST", "PID", "CPU", "CPU TIME", "RSS", "AWAKE"], &rows);
+    let header = ["ID", "HOST", "PID", "CPU", "CPU TIME", "RSS", "AWAKE"];
+    output::table(&header[..if awake { header.len() } else { header.len() - 1 }], &rows);
     println!();
     let rows: Vec<Vec<String>> = stats
         .hosts
