@@ -130,7 +130,7 @@ fn image_list_names_every_appliance() {
     assert!(out.status.success());
     assert_eq!(
         text(&out.stdout).lines().collect::<Vec<_>>(),
-        ["cache", "crash", "hello", "hostile", "httpd", "kvlog", "pump"]
+        ["cache", "crash", "hello", "hostile", "httpd", "kvlog", "pump", "random"]
     );
 }
 
