@@ -220,13 +220,7 @@ impl SiteOptions {
 /// The `[http]` table of the manifest at `path`, if it has one (the manifest is otherwise checked by
 /// [`load`]).
 pub fn load_site_options(path: &Path) -> Result<Option<SiteOptions>, ManifestError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
-        file: file.clone(),
-        location: String::new(),
-        problem: format!("cannot be read: {e}"),
-        fix: "create it (see docs/manifest.md) or check the path".into(),
-    })?;
+    let (file, text) = read(path)?;
     let raw: RawManifest = toml::from_str(&text).map_err(|e| shape_error(&file, &text, &e))?;
     Ok(raw.http.map(|http| SiteOptions { max_age: http.max_age, precompress: http.precompress }))
 }
@@ -288,8 +282,8 @@ fn half_second() -> u32 {
     500
 }
 
-/// Reads and validates the manifest at `path`.
-pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+/// The manifest file at `path`: its name for errors, and its text.
+fn read(path: &Path) -> Result<(String, String), ManifestError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
         file: file.clone(),
@@ -297,6 +291,12 @@ pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
         problem: format!("cannot be read: {e}"),
         fix: "create it (see docs/manifest.md) or check the path".into(),
     })?;
+    Ok((file, text))
+}
+
+/// Reads and validates the manifest at `path`.
+pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+    let (file, text) = read(path)?;
     parse(&file, &text)
 }
 
